@@ -1,0 +1,238 @@
+//! Write [twinguard] policies in Rust.
+//!
+//! A twinguard policy is a WebAssembly component (`wasm32-wasip2`) that the host calls for every
+//! device message routed to it. This crate hides the component-model bindings behind a small API:
+//!
+//! - implement [`Policy`] (two static functions: [`Policy::init`] once per instance with the
+//!   policy's configuration, [`Policy::evaluate`] for every message) and export it with
+//!   [`export_policy!`];
+//! - read the message through [`Message`]: its envelope (device, topic, content type, attributes)
+//!   and, lazily, typed fields by JSON Pointer ([`Message::field`], [`Message::f64`],
+//!   [`Message::str`], …). The host parses the payload once for the whole chain, so prefer these
+//!   lookups to parsing [`Message::payload`] yourself;
+//! - answer with a [`Decision`]: [`Decision::allow`], [`Decision::redact`] with
+//!   [`remove`](Decision::remove) / [`mask`](Decision::mask) edits, [`Decision::quarantine`],
+//!   [`Decision::alert`], plus extra alerts through [`Decision::with_alert`];
+//! - keep per-device memory across messages in [`state`], read the configuration anywhere through
+//!   [`config`], and write to the host log through [`log`].
+//!
+//! Policies keep no `self`: the host may run a policy in a fresh instance per message, or reuse
+//! one instance for many messages, so anything that must outlive a message belongs in [`state`]
+//! (scoped by the host to the message's device and to this policy). Statics (for example the
+//! configuration parsed once in `init`) live as long as the instance.
+//!
+//! # A complete policy
+//!
+//! ```no_run
+//! #![deny(unsafe_code)]
+//!
+//! use twinguard_guest::{config, export_policy, state, Config, Decision, Message, Policy, Severity};
+//!
+//! /// Flags temperatures over a configured bound and strips the owner's e-mail address.
+//! struct TemperatureGuard;
+//!
+//! impl Policy for TemperatureGuard {
+//!     fn init(config: &Config) -> Result<(), String> {
+//!         config.check_keys(&["max-celsius"])?;
+//!         // Refuse a bad bound when the policy loads, not on the first message.
+//!         config.parse::<f64>("max-celsius")?;
+//!         Ok(())
+//!     }
+//!
+//!     fn evaluate(msg: &Message) -> Decision {
+//!         // `init` validated the value, so an error cannot happen here.
+//!         let max = config::parse::<f64>("max-celsius").ok().flatten().unwrap_or(80.0);
+//!         let decision = Decision::redact().remove("/owner/email");
+//!         let Some(celsius) = msg.f64("/temperature") else {
+//!             return decision;
+//!         };
+//!         if celsius <= max {
+//!             return decision;
+//!         }
+//!         let spikes = state::get_json::<u32>("spikes").unwrap_or(0) + 1;
+//!         if let Err(err) = state::set_json("spikes", &spikes) {
+//!             // The count is a convenience: the alert matters more than remembering it.
+//!             twinguard_guest::log::warn(&format!("spike count not stored: {err}"));
+//!         }
+//!         decision.with_alert(
+//!             Severity::High,
+//!             "value-spike",
+//!             format!("{} reported {celsius} °C (max {max} °C), spike #{spikes}", msg.device_id()),
+//!         )
+//!     }
+//! }
+//!
+//! export_policy!(TemperatureGuard);
+//! ```
+//!
+//! # Building
+//!
+//! A policy crate is a `cdylib`. Without `crate-type = ["cdylib"]` cargo builds "successfully"
+//! and produces no `.wasm` at all:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! twinguard-guest = "0.1"
+//!
+//! # Small, fast components. In a workspace, profiles belong in the root Cargo.toml.
+//! [profile.release]
+//! lto = true
+//! codegen-units = 1
+//! strip = true
+//! opt-level = 3      # or "s" to trade a little speed for size
+//! ```
+//!
+//! Then `cargo build --release --target wasm32-wasip2` writes
+//! `target/wasm32-wasip2/release/<crate_name>.wasm`, a component ready for the host (the Rust
+//! toolchain's `wasm-component-ld` turns the module into a component; no extra tool is needed).
+//! With this profile a trivial policy is about 15 KB.
+//!
+//! # Unsafe code
+//!
+//! The bindings need `unsafe`; they live in one hidden module of this crate. Policy crates can
+//! declare `#![forbid(unsafe_code)]`: the `unsafe` in the expansion of [`export_policy!`] comes
+//! from this crate's macros, which the lint does not look into.
+//!
+//! # Panics and faults
+//!
+//! A panic in a policy aborts the call (the host sees a trap and applies the policy's fault
+//! action), and so does running out of fuel, time or memory. Return a [`Decision`] instead of
+//! panicking wherever a message can be wrong: messages come from devices you do not control.
+//!
+//! [twinguard]: https://github.com/twinguard/twinguard
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod config;
+mod decision;
+pub mod log;
+mod message;
+pub mod state;
+
+pub use config::Config;
+pub use decision::{Alert, Decision, Edit, EditAction, Severity, Verdict};
+pub use message::{ContentType, FieldError, Message, Value};
+pub use state::StateError;
+
+/// The generated component-model bindings. Not part of the API: use the rest of the crate.
+#[doc(hidden)]
+#[allow(
+    unsafe_code,
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery
+)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "policy",
+        pub_export_macro: true,
+        default_bindings_module: "twinguard_guest::bindings",
+        export_macro_name: "__export_twinguard_policy",
+    });
+
+    pub use self::exports::twinguard::policy::handler::Guest;
+    pub(crate) use self::twinguard::policy::host;
+    pub(crate) use self::twinguard::policy::types as wit;
+}
+
+/// A twinguard policy: what to do with each device message.
+///
+/// Both functions are static. The host creates an instance, calls [`init`](Self::init) once with
+/// the policy's configuration, then calls [`evaluate`](Self::evaluate) for one or many messages
+/// (depending on the policy's isolation mode). Export the implementation with
+/// [`export_policy!`].
+///
+/// ```no_run
+/// use twinguard_guest::{export_policy, Decision, Message, Policy};
+///
+/// struct AllowAll;
+///
+/// impl Policy for AllowAll {
+///     fn evaluate(_msg: &Message) -> Decision {
+///         Decision::allow()
+///     }
+/// }
+///
+/// export_policy!(AllowAll);
+/// ```
+pub trait Policy {
+    /// Checks and prepares the configuration. Called once per instance before any message, with
+    /// the key-values configured for the policy; they stay readable afterwards through
+    /// [`config::get`] and friends, including from [`evaluate`](Self::evaluate). An `Err` fails
+    /// the policy's load with that text as the cause, so name the key and the bad value.
+    ///
+    /// The default accepts any configuration.
+    fn init(_config: &Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Decides what happens to one message.
+    fn evaluate(msg: &Message) -> Decision;
+}
+
+/// Exports a [`Policy`] implementation as the component's `handler`.
+///
+/// Use it exactly once, at the root of the policy crate (a `cdylib`):
+///
+/// ```no_run
+/// # use twinguard_guest::{export_policy, Decision, Message, Policy};
+/// # struct MyPolicy;
+/// # impl Policy for MyPolicy {
+/// #     fn evaluate(_msg: &Message) -> Decision { Decision::allow() }
+/// # }
+/// export_policy!(MyPolicy);
+/// ```
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty $(,)?) => {
+        const _: () = {
+            struct __TwinguardPolicyExport;
+
+            impl $crate::__private::Guest for __TwinguardPolicyExport {
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::init::<$policy>(config)
+                }
+
+                fn evaluate(
+                    message: $crate::__private::WitMessage,
+                ) -> $crate::__private::WitDecision {
+                    $crate::__private::evaluate::<$policy>(message)
+                }
+            }
+
+            $crate::bindings::__export_twinguard_policy!(
+                __TwinguardPolicyExport with_types_in $crate::bindings
+            );
+        };
+    };
+}
+
+/// Glue for [`export_policy!`]. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bindings::wit::{Decision as WitDecision, Message as WitMessage};
+    pub use crate::bindings::Guest;
+    use crate::{config, Config, Message, Policy};
+
+    /// Stores the configuration (so `config::get` works from now on), then lets the policy
+    /// check it.
+    pub fn init<P: Policy>(entries: Vec<(String, String)>) -> Result<(), String> {
+        let config = config::replace(Config::from(entries));
+        P::init(&config)
+    }
+
+    /// Wraps the message, asks the policy, lowers its decision.
+    pub fn evaluate<P: Policy>(message: WitMessage) -> WitDecision {
+        let message = Message::from_wit(message);
+        P::evaluate(&message).into_wit()
+    }
+}

@@ -1,0 +1,283 @@
+//! The device message under evaluation and its typed fields.
+
+use std::fmt;
+
+use crate::bindings::{host, wit};
+
+/// One device message, as the policy sees it.
+///
+/// In a chain, the payload already carries the redactions of the policies before this one.
+/// Fields are read lazily through the host ([`field`](Self::field) and the typed shortcuts): the
+/// host parses the payload once for the whole chain, which is far cheaper than parsing
+/// [`payload`](Self::payload) in the guest.
+pub struct Message {
+    inner: wit::Message,
+}
+
+impl Message {
+    pub(crate) fn from_wit(inner: wit::Message) -> Self {
+        Self { inner }
+    }
+
+    /// The device's identity. Where the transport authenticates the device (client certificate,
+    /// username) this is the authenticated identity, not a claim taken from the payload or topic.
+    pub fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// The MQTT topic (or the equivalent subject of another transport).
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The topic's levels, split on `/`: `plant/7/temp` gives `plant`, `7`, `temp`.
+    pub fn topic_segments(&self) -> std::str::Split<'_, char> {
+        self.inner.topic.split('/')
+    }
+
+    /// How the payload is encoded.
+    pub fn content_type(&self) -> ContentType {
+        self.inner.content_type.into()
+    }
+
+    /// The raw payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.inner.payload
+    }
+
+    /// The payload as text, when it is valid UTF-8 (whatever the content type).
+    pub fn payload_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.inner.payload).ok()
+    }
+
+    /// When the host received the message, in milliseconds since the Unix epoch (UTC).
+    pub fn received_at_ms(&self) -> u64 {
+        self.inner.received_at_ms
+    }
+
+    /// Transport attributes such as MQTT 5 user properties, in arrival order.
+    pub fn attributes(&self) -> &[(String, String)] {
+        &self.inner.attributes
+    }
+
+    /// The value of the first attribute called `name`.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.inner
+            .attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Looks up a field by JSON Pointer (RFC 6901, e.g. `/owner/email` or `/readings/0`).
+    ///
+    /// `Ok(None)` means the field is absent. Fails when the payload has no fields (text or
+    /// binary), does not parse as its content type, or when the pointer is invalid.
+    pub fn field(&self, pointer: &str) -> Result<Option<Value>, FieldError> {
+        host::field(pointer)
+            .map(|value| value.map(Value::from))
+            .map_err(FieldError::from)
+    }
+
+    /// The field as a number: integers are converted, anything else (or an error) is `None`.
+    pub fn f64(&self, pointer: &str) -> Option<f64> {
+        self.field(pointer).ok().flatten()?.as_f64()
+    }
+
+    /// The field as an integer that fits in 64 signed bits; floats, even `3.0`, are `None`.
+    pub fn i64(&self, pointer: &str) -> Option<i64> {
+        self.field(pointer).ok().flatten()?.as_i64()
+    }
+
+    /// The field as text; other types (or an error) are `None`.
+    pub fn str(&self, pointer: &str) -> Option<String> {
+        match self.field(pointer) {
+            Ok(Some(Value::Text(text))) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The field as a boolean; other types (or an error) are `None`.
+    pub fn bool(&self, pointer: &str) -> Option<bool> {
+        self.field(pointer).ok().flatten()?.as_bool()
+    }
+
+    /// Whether the field is present (with any value, `null` included). Errors count as absent:
+    /// use [`field`](Self::field) to tell a malformed payload from a missing field.
+    pub fn has(&self, pointer: &str) -> bool {
+        matches!(self.field(pointer), Ok(Some(_)))
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The payload can be large and sensitive: show its size only.
+        f.debug_struct("Message")
+            .field("device_id", &self.device_id())
+            .field("topic", &self.topic())
+            .field("content_type", &self.content_type())
+            .field("payload_len", &self.payload().len())
+            .field("received_at_ms", &self.received_at_ms())
+            .field("attributes", &self.attributes())
+            .finish()
+    }
+}
+
+/// How the payload bytes are encoded, as set by the host from the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentType {
+    /// UTF-8 JSON (RFC 8259). Field lookups and redaction apply.
+    Json,
+    /// CBOR (RFC 8949). Field lookups and redaction apply; map keys must be text.
+    Cbor,
+    /// Free text. No field lookups; a redaction is a policy fault.
+    Text,
+    /// Opaque bytes. No field lookups; a redaction is a policy fault.
+    Binary,
+}
+
+impl ContentType {
+    /// Whether the payload has fields ([`Json`](Self::Json) or [`Cbor`](Self::Cbor)): field
+    /// lookups and redactions apply.
+    pub fn is_structured(self) -> bool {
+        matches!(self, Self::Json | Self::Cbor)
+    }
+
+    /// The lowercase name: `json`, `cbor`, `text` or `binary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Cbor => "cbor",
+            Self::Text => "text",
+            Self::Binary => "binary",
+        }
+    }
+}
+
+impl fmt::Display for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<wit::ContentType> for ContentType {
+    fn from(value: wit::ContentType) -> Self {
+        match value {
+            wit::ContentType::Json => Self::Json,
+            wit::ContentType::Cbor => Self::Cbor,
+            wit::ContentType::Text => Self::Text,
+            wit::ContentType::Binary => Self::Binary,
+        }
+    }
+}
+
+/// A typed field of the current message, as returned by [`Message::field`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// JSON `null`, CBOR `null` or `undefined`.
+    Null,
+    /// A boolean.
+    Boolean(bool),
+    /// An integer that fits in 64 signed bits.
+    Integer(i64),
+    /// Any other number.
+    Float(f64),
+    /// A text string.
+    Text(String),
+    /// A CBOR byte string.
+    Bytes(Vec<u8>),
+    /// An array, with its number of elements. Look elements up with a longer pointer.
+    Array(u32),
+    /// An object (CBOR map), with its number of members.
+    Object(u32),
+}
+
+impl Value {
+    /// The number, integers converted; `None` for other types.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            // Precision loss above 2^53 is the usual, accepted cost of reading numbers as f64.
+            #[allow(clippy::cast_precision_loss)]
+            Self::Integer(i) => Some(i as f64),
+            Self::Float(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The integer; `None` for other types, floats included.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Self::Integer(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The text; `None` for other types.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The boolean; `None` for other types.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Self::Boolean(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether the value is `null` (JSON `null`, CBOR `null` or `undefined`).
+    pub fn is_null(&self) -> bool {
+        matches!(self, Self::Null)
+    }
+}
+
+impl From<wit::Value> for Value {
+    fn from(value: wit::Value) -> Self {
+        match value {
+            wit::Value::Null => Self::Null,
+            wit::Value::Boolean(b) => Self::Boolean(b),
+            wit::Value::Integer(i) => Self::Integer(i),
+            wit::Value::Float(f) => Self::Float(f),
+            wit::Value::Text(s) => Self::Text(s),
+            wit::Value::Bytes(b) => Self::Bytes(b),
+            wit::Value::Array(n) => Self::Array(n),
+            wit::Value::Object(n) => Self::Object(n),
+        }
+    }
+}
+
+/// Why [`Message::field`] could not look a field up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldError {
+    /// The payload is text or binary: it has no fields.
+    Unstructured,
+    /// The payload does not parse as its declared content type; the text says where.
+    Malformed(String),
+    /// The pointer is not a valid RFC 6901 JSON Pointer; the text says why.
+    BadPointer(String),
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unstructured => f.write_str("the payload is text or binary: it has no fields"),
+            Self::Malformed(why) => write!(f, "the payload is malformed: {why}"),
+            Self::BadPointer(why) => write!(f, "bad JSON Pointer: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+impl From<wit::FieldError> for FieldError {
+    fn from(value: wit::FieldError) -> Self {
+        match value {
+            wit::FieldError::Unstructured => Self::Unstructured,
+            wit::FieldError::Malformed(why) => Self::Malformed(why),
+            wit::FieldError::BadPointer(why) => Self::BadPointer(why),
+        }
+    }
+}

@@ -1,0 +1,687 @@
+//! A compiled policy: its component, digest, limits, instance pool and circuit breaker; and
+//! the host side of the WIT contract (bindings, host imports, fault classification).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::error::{boxed, Error, LoadError};
+use crate::limits::{Fault, Isolation, Limits, OnFault};
+use crate::output::GuestOutput;
+use crate::payload::{Document, FieldError, FieldValue};
+use crate::state::StateStore;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+    });
+}
+
+pub(crate) use bindings::twinguard::policy::types as wit;
+use bindings::twinguard::policy::host as wit_host;
+use bindings::PolicyPre;
+
+/// The contract version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+const WIT_PACKAGE: &str = "twinguard:policy";
+
+/// Guest `log` lines accepted per call; the rest are counted and dropped.
+const LOG_LINES_PER_CALL: u32 = 32;
+/// Characters of one guest log line kept.
+const LOG_LINE_CHARS: usize = 1024;
+
+/// What a message carries into a store while a policy evaluates it.
+pub(crate) struct MsgCtx {
+    pub device: String,
+    pub doc: Document,
+}
+
+/// What the host keeps per store: WASI, the memory limiter, guest output, and the current
+/// message while `evaluate` runs.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    output: GuestOutput,
+    shared: Arc<Shared>,
+    msg: Option<MsgCtx>,
+    log_lines: u32,
+}
+
+/// The parts of a policy its host imports need.
+struct Shared {
+    name: String,
+    state: Arc<StateStore>,
+    state_bytes: u64,
+}
+
+/// Caps linear memory and records a refusal, because a failed `memory.grow` reaches the
+/// host as a plain trap (the guest aborts) with no trap code saying why.
+struct MemoryLimiter {
+    cap: u64,
+    denied: Option<u64>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.cap {
+            self.denied = Some(desired as u64);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+impl HostState {
+    fn new(shared: Arc<Shared>, memory_cap: u64) -> Self {
+        let output = GuestOutput::default();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                cap: memory_cap,
+                denied: None,
+            },
+            output,
+            shared,
+            msg: None,
+            log_lines: 0,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl wit_host::Host for HostState {
+    fn field(&mut self, pointer: String) -> Result<Option<wit::Value>, wit::FieldError> {
+        let Some(ctx) = self.msg.as_mut() else {
+            return Err(wit::FieldError::Unstructured);
+        };
+        match ctx.doc.field(&pointer) {
+            Ok(v) => Ok(v.map(value_to_wit)),
+            Err(FieldError::Unstructured) => Err(wit::FieldError::Unstructured),
+            Err(FieldError::Malformed(m)) => Err(wit::FieldError::Malformed(m)),
+            Err(FieldError::BadPointer(m)) => Err(wit::FieldError::BadPointer(m)),
+        }
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        let device = &self.msg.as_ref()?.device;
+        self.shared.state.get(device, &key)
+    }
+
+    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit::StateError> {
+        let Some(ctx) = self.msg.as_ref() else {
+            // Outside `evaluate` there is no device to attach state to.
+            return Err(wit::StateError::OverLimit(0));
+        };
+        let shared = &self.shared;
+        shared
+            .state
+            .set(&ctx.device, &key, value, shared.state_bytes)
+            .map_err(wit::StateError::OverLimit)
+    }
+
+    fn state_delete(&mut self, key: String) {
+        if let Some(ctx) = self.msg.as_ref() {
+            self.shared.state.delete(&ctx.device, &key);
+        }
+    }
+
+    fn log(&mut self, level: wit::Level, text: String) {
+        self.log_lines += 1;
+        if self.log_lines > LOG_LINES_PER_CALL {
+            if self.log_lines == LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(policy = %self.shared.name, "guest log limit reached; dropping lines");
+            }
+            return;
+        }
+        let text = truncate(&text, LOG_LINE_CHARS);
+        let policy = &self.shared.name;
+        match level {
+            wit::Level::Trace => tracing::trace!(policy = %policy, "{text}"),
+            wit::Level::Debug => tracing::debug!(policy = %policy, "{text}"),
+            wit::Level::Info => tracing::info!(policy = %policy, "{text}"),
+            wit::Level::Warn => tracing::warn!(policy = %policy, "{text}"),
+            wit::Level::Error => tracing::error!(policy = %policy, "{text}"),
+        }
+    }
+}
+
+fn value_to_wit(v: FieldValue) -> wit::Value {
+    match v {
+        FieldValue::Null => wit::Value::Null,
+        FieldValue::Bool(b) => wit::Value::Boolean(b),
+        FieldValue::Integer(i) => wit::Value::Integer(i),
+        FieldValue::Float(f) => wit::Value::Float(f),
+        FieldValue::Text(s) => wit::Value::Text(s),
+        FieldValue::Bytes(b) => wit::Value::Bytes(b),
+        FieldValue::Array(n) => wit::Value::Array(n),
+        FieldValue::Object(n) => wit::Value::Object(n),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// A live instance: its store and the typed handle on its exports.
+pub(crate) struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Policy,
+}
+
+/// What a policy answered, or why it could not, and the fuel it spent.
+pub(crate) struct Step {
+    pub result: Result<wit::Decision, Fault>,
+    pub fuel_used: u64,
+}
+
+/// What the runtime passes to every policy it loads.
+pub(crate) struct LoadContext<'a> {
+    pub engine: &'a Engine,
+    pub linker: &'a Linker<HostState>,
+    pub epoch_tick_ms: u64,
+    pub idle_instances: usize,
+}
+
+/// What a policy is loaded from.
+pub(crate) struct PolicySpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub config: Vec<(String, String)>,
+    pub limits: Limits,
+    pub isolation: Isolation,
+    pub on_fault: OnFault,
+    pub breaker_threshold: u32,
+}
+
+/// A compiled, validated policy, shared by every thread that evaluates with it.
+pub struct Policy {
+    spec: PolicySpec,
+    version: String,
+    size: usize,
+    pre: PolicyPre<HostState>,
+    shared: Arc<Shared>,
+    engine: Engine,
+    epoch_ticks: u64,
+    idle: ArrayQueue<Instance>,
+    consecutive_faults: AtomicU32,
+    faults: AtomicU64,
+    evaluations: AtomicU64,
+}
+
+/// A policy's state as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// Configured name.
+    pub name: String,
+    /// Version: SHA-256 of the component file, hex.
+    pub version: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Fault action.
+    pub on_fault: OnFault,
+    /// Effective limits.
+    pub limits: Limits,
+    /// Whether the circuit breaker is open (the policy is not run; its on-fault action applies).
+    pub breaker_open: bool,
+    /// Faults in a row so far.
+    pub consecutive_faults: u32,
+    /// Faults since load.
+    pub faults: u64,
+    /// Messages evaluated since load (breaker skips included).
+    pub evaluations: u64,
+}
+
+/// What `twinguard check` reports about a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// SHA-256 of the file, hex.
+    pub digest: String,
+    /// File size in bytes.
+    pub size: usize,
+    /// The contract version it was built against.
+    pub wit_version: String,
+    /// Its import names.
+    pub imports: Vec<String>,
+    /// Its export names.
+    pub exports: Vec<String>,
+}
+
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads the component's imports and exports and checks the contract version, before any
+/// linking, so a mismatch gets a precise error instead of a linker message.
+pub(crate) fn inspect(
+    engine: &Engine,
+    bytes: &[u8],
+) -> Result<(Component, ComponentInfo), LoadError> {
+    if bytes.get(..4) != Some(b"\0asm") {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8 are the version and layer: 1,0 / 0,0 for core modules.
+    if bytes.get(6..8) == Some(&[0, 0]) {
+        return Err(LoadError::CoreModule);
+    }
+    let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile(boxed(e)))?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let ours = |n: &&String| n.starts_with(&format!("{WIT_PACKAGE}/"));
+    let handler = exports.iter().find(|n| n.starts_with(&format!("{WIT_PACKAGE}/handler")));
+    let found = handler
+        .or_else(|| imports.iter().find(ours))
+        .and_then(|n| n.split_once('@'))
+        .map(|(_, v)| v.to_string());
+    let Some(found) = found else {
+        return Err(LoadError::WrongWorld {
+            detail: format!(
+                "it exports no {WIT_PACKAGE}/handler interface (its exports: {})",
+                list_or_none(&exports)
+            ),
+            expected: WIT_VERSION,
+        });
+    };
+    if !compatible(&found, WIT_VERSION) {
+        return Err(LoadError::WrongVersion {
+            found,
+            expected: WIT_VERSION,
+        });
+    }
+    if handler.is_none() {
+        return Err(LoadError::WrongWorld {
+            detail: format!(
+                "it exports no {WIT_PACKAGE}/handler interface (its exports: {})",
+                list_or_none(&exports)
+            ),
+            expected: WIT_VERSION,
+        });
+    }
+    let info = ComponentInfo {
+        digest: digest(bytes),
+        size: bytes.len(),
+        wit_version: found,
+        imports,
+        exports,
+    };
+    Ok((component, info))
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Semver compatibility as cargo reads it: same major, and for 0.x the same minor.
+fn compatible(found: &str, expected: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split(['.', '-', '+']);
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(found), parse(expected)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+impl Policy {
+    /// Compiles, links and validates a policy: the version check, a first instantiation and
+    /// `init` with its configuration. In `reuse` mode that first instance is kept.
+    pub(crate) fn load(
+        ctx: &LoadContext<'_>,
+        spec: PolicySpec,
+        state: Arc<StateStore>,
+    ) -> Result<Self, Error> {
+        let bytes = std::fs::read(&spec.path).map_err(|source| Error::Io {
+            what: format!("policy {:?}", spec.name),
+            path: spec.path.clone(),
+            source,
+        })?;
+        let (name, path) = (spec.name.clone(), spec.path.clone());
+        let fail = |cause| Error::Load {
+            policy: name.clone(),
+            path: path.clone(),
+            cause,
+        };
+        let (component, info) = inspect(ctx.engine, &bytes).map_err(fail)?;
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            detail: format!("{e:#}"),
+            expected: WIT_VERSION,
+        };
+        let instance_pre = ctx
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(wrong_world(e)))?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| fail(wrong_world(e)))?;
+        let shared = Arc::new(Shared {
+            name: spec.name.clone(),
+            state,
+            state_bytes: spec.limits.state_bytes,
+        });
+        let epoch_ticks = spec.limits.deadline_ms.div_ceil(ctx.epoch_tick_ms) + 1;
+        let policy = Self {
+            version: info.digest,
+            size: info.size,
+            pre,
+            shared,
+            engine: ctx.engine.clone(),
+            epoch_ticks,
+            idle: ArrayQueue::new(ctx.idle_instances.max(1)),
+            consecutive_faults: AtomicU32::new(0),
+            faults: AtomicU64::new(0),
+            evaluations: AtomicU64::new(0),
+            spec,
+        };
+        let first = policy.instantiate().map_err(|e| {
+            fail(match e {
+                Fault::Init(text) => LoadError::Init(text),
+                Fault::Instantiate(text) => LoadError::Instantiate(text.into()),
+                other => LoadError::InitFault(other),
+            })
+        })?;
+        if policy.spec.isolation == Isolation::Reuse {
+            // The queue is empty and has room for at least one.
+            let _ = policy.idle.push(first);
+        }
+        Ok(policy)
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The version: SHA-256 of the component, hex.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Component size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn on_fault(&self) -> OnFault {
+        self.spec.on_fault
+    }
+
+    /// The status the API reports.
+    pub fn status(&self) -> PolicyStatus {
+        let consecutive = self.consecutive_faults.load(Ordering::Relaxed);
+        PolicyStatus {
+            name: self.spec.name.clone(),
+            version: self.version.clone(),
+            path: self.spec.path.clone(),
+            isolation: self.spec.isolation,
+            on_fault: self.spec.on_fault,
+            limits: self.spec.limits,
+            breaker_open: self.breaker_open_at(consecutive),
+            consecutive_faults: consecutive,
+            faults: self.faults.load(Ordering::Relaxed),
+            evaluations: self.evaluations.load(Ordering::Relaxed),
+        }
+    }
+
+    fn breaker_open_at(&self, consecutive: u32) -> bool {
+        self.spec.breaker_threshold > 0 && consecutive >= self.spec.breaker_threshold
+    }
+
+    /// `Some(n)` when the breaker is open after `n` faults in a row.
+    pub(crate) fn breaker_open(&self) -> Option<u32> {
+        let n = self.consecutive_faults.load(Ordering::Relaxed);
+        self.breaker_open_at(n).then_some(n)
+    }
+
+    /// Closes the breaker (an operator's decision, or a reload).
+    pub(crate) fn reset_breaker(&self) {
+        self.consecutive_faults.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_evaluation(&self) {
+        self.evaluations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, faulted: bool) {
+        if faulted {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
+        } else if self.consecutive_faults.load(Ordering::Relaxed) != 0 {
+            // Read first: an unconditional store would bounce the cache line between threads.
+            self.consecutive_faults.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn arm(&self, store: &mut Store<HostState>) {
+        // Fuel is enabled engine-wide, so this cannot fail.
+        let _ = store.set_fuel(self.spec.limits.fuel);
+        store.set_epoch_deadline(self.epoch_ticks);
+        let data = store.data_mut();
+        data.limiter.denied = None;
+        data.log_lines = 0;
+    }
+
+    fn fuel_used(&self, store: &Store<HostState>) -> u64 {
+        let left = store.get_fuel().unwrap_or(0);
+        self.spec.limits.fuel.saturating_sub(left)
+    }
+
+    /// A new instance with `init` run under the policy's limits.
+    fn instantiate(&self) -> Result<Instance, Fault> {
+        let state = HostState::new(self.shared.clone(), self.spec.limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        self.arm(&mut store);
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(fault) = self.classify_limit(&store, &e) {
+                    return Err(fault);
+                }
+                return Err(Fault::Instantiate(format!("{e:#}")));
+            }
+        };
+        let result = bindings
+            .twinguard_policy_handler()
+            .call_init(&mut store, &self.spec.config);
+        let output = self.drain_output(&store);
+        match result {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(text)) => Err(Fault::Init(truncate(&text, 1024).to_string())),
+            Err(e) => Err(self.classify(&store, &e, output)),
+        }
+    }
+
+    /// Evaluates one message. `ctx` travels into the store for the host imports and comes
+    /// back, so the parsed payload is shared by the whole chain.
+    pub(crate) fn evaluate(&self, msg: &wit::Message, ctx: &mut Option<MsgCtx>) -> Step {
+        let pooled = match self.spec.isolation {
+            Isolation::Reuse => self.idle.pop(),
+            Isolation::Fresh => None,
+        };
+        let mut instance = match pooled.map_or_else(|| self.instantiate(), Ok) {
+            Ok(i) => i,
+            Err(fault) => {
+                self.record(true);
+                return Step {
+                    result: Err(fault),
+                    fuel_used: 0,
+                };
+            }
+        };
+        self.arm(&mut instance.store);
+        instance.store.data_mut().msg = ctx.take();
+        let result = instance
+            .bindings
+            .twinguard_policy_handler()
+            .call_evaluate(&mut instance.store, msg);
+        *ctx = instance.store.data_mut().msg.take();
+        let fuel_used = self.fuel_used(&instance.store);
+        let output = self.drain_output(&instance.store);
+        let result = match result {
+            Ok(decision) => self.check_size(&decision).map(|()| decision),
+            Err(e) => Err(self.classify(&instance.store, &e, output)),
+        };
+        let faulted = result.is_err();
+        self.record(faulted);
+        // A faulted instance is dropped, never reused: its store may be poisoned.
+        if !faulted && self.spec.isolation == Isolation::Reuse {
+            let _ = self.idle.push(instance);
+        }
+        Step { result, fuel_used }
+    }
+
+    fn check_size(&self, d: &wit::Decision) -> Result<(), Fault> {
+        let alert = |a: &wit::Alert| a.code.len() + a.detail.len() + 1;
+        let mut size = d.alerts.iter().map(alert).sum::<usize>();
+        size += match &d.verdict {
+            wit::Verdict::Allow => 0,
+            wit::Verdict::Quarantine(r) => r.len(),
+            wit::Verdict::Alert(a) => alert(a),
+            wit::Verdict::Redact(edits) => edits
+                .iter()
+                .map(|e| {
+                    e.pointer.len()
+                        + match &e.action {
+                            wit::EditAction::Remove => 1,
+                            wit::EditAction::Mask(m) => m.len() + 1,
+                        }
+                })
+                .sum(),
+        };
+        let limit = self.spec.limits.decision_bytes;
+        if size as u64 > limit {
+            return Err(Fault::DecisionTooLarge {
+                size: size as u64,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn drain_output(&self, store: &Store<HostState>) -> Option<String> {
+        let (text, dropped) = store.data().output.take()?;
+        tracing::info!(
+            policy = %self.spec.name,
+            dropped_bytes = dropped,
+            "guest output: {}",
+            text.trim_end()
+        );
+        Some(text)
+    }
+
+    fn classify_limit(&self, store: &Store<HostState>, e: &wasmtime::Error) -> Option<Fault> {
+        if let Some(wanted) = store.data().limiter.denied {
+            return Some(Fault::Memory {
+                wanted,
+                cap: self.spec.limits.memory_bytes,
+            });
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Some(Fault::Fuel(self.spec.limits.fuel)),
+            Some(Trap::Interrupt) => Some(Fault::Deadline(self.spec.limits.deadline_ms)),
+            _ => None,
+        }
+    }
+
+    fn classify(
+        &self,
+        store: &Store<HostState>,
+        e: &wasmtime::Error,
+        output: Option<String>,
+    ) -> Fault {
+        if let Some(fault) = self.classify_limit(store, e) {
+            return fault;
+        }
+        let mut text = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            // The top-level text is only "error while executing at wasm backtrace"; the
+            // cause is at the end of the chain.
+            None => e
+                .chain()
+                .last()
+                .map_or_else(|| e.to_string(), ToString::to_string),
+        };
+        // A Rust guest prints its panic message on stderr just before trapping.
+        if let Some(line) = output
+            .as_deref()
+            .and_then(|o| o.lines().rev().find(|l| !l.trim().is_empty()))
+        {
+            text.push_str(" (guest said: ");
+            text.push_str(truncate(line.trim(), 300));
+            text.push(')');
+        }
+        Fault::Trap(text)
+    }
+}
+
+/// Times a closure; used around each chain step.
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed())
+}
+
+/// Links the host imports of the contract (`twinguard:policy/host`).
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    bindings::Policy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )
+}
+
+/// Checks the component's exports have the contract's types.
+pub(crate) fn check_exports(
+    pre: wasmtime::component::InstancePre<HostState>,
+) -> wasmtime::Result<()> {
+    PolicyPre::new(pre).map(|_| ())
+}

@@ -1,0 +1,243 @@
+//! GDPR field redaction: removes or masks the personal-data fields named in the configuration
+//! before a message leaves the gateway. See README.md for the configuration keys.
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+
+use twinguard_guest::{export_policy, Config, Decision, FieldError, Message, Policy, Severity};
+
+const KNOWN_KEYS: &[&str] = &[
+    "remove",
+    "mask",
+    "mask-with",
+    "alert-on-redact",
+    "quarantine-unstructured",
+];
+
+thread_local! {
+    // Parsed once by `init`, read by every `evaluate` of this instance.
+    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
+}
+
+/// Removes or masks configured fields.
+struct PiiRedact;
+
+impl Policy for PiiRedact {
+    fn init(config: &Config) -> Result<(), String> {
+        let settings = Settings::from_config(config)?;
+        SETTINGS.set(Some(settings));
+        Ok(())
+    }
+
+    fn evaluate(msg: &Message) -> Decision {
+        SETTINGS.with_borrow(|settings| match settings {
+            Some(settings) => settings.evaluate(msg),
+            // The host calls `init` first; should it not, fail closed.
+            None => Decision::quarantine("pii-redact: evaluate called before a successful init"),
+        })
+    }
+}
+
+export_policy!(PiiRedact);
+
+#[derive(Debug, PartialEq)]
+struct Settings {
+    remove: Vec<String>,
+    mask: Vec<String>,
+    mask_with: String,
+    alert_on_redact: bool,
+    quarantine_unstructured: bool,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Result<Self, String> {
+        config.check_keys(KNOWN_KEYS)?;
+        let remove = pointers(config, "remove")?;
+        let mask = pointers(config, "mask")?;
+        if config.get("remove").is_none() && config.get("mask").is_none() {
+            return Err(
+                "nothing to redact: set `remove` and/or `mask` to comma-separated JSON Pointers \
+                 (e.g. remove = \"/owner/email\")"
+                    .to_owned(),
+            );
+        }
+        if let Some(both) = remove.iter().find(|p| mask.contains(p)) {
+            return Err(format!(
+                "pointer {both:?} is in both `remove` and `mask`; keep it in one"
+            ));
+        }
+        Ok(Self {
+            remove,
+            mask,
+            mask_with: config.get("mask-with").unwrap_or("***").to_owned(),
+            alert_on_redact: config.parse("alert-on-redact")?.unwrap_or(false),
+            quarantine_unstructured: config.parse("quarantine-unstructured")?.unwrap_or(false),
+        })
+    }
+
+    fn evaluate(&self, msg: &Message) -> Decision {
+        let content_type = msg.content_type();
+        if !content_type.is_structured() {
+            return if self.quarantine_unstructured {
+                Decision::quarantine(format!(
+                    "pii-redact: a {content_type} payload has no fields and cannot be redacted \
+                     (quarantine-unstructured = true)"
+                ))
+            } else {
+                Decision::allow()
+            };
+        }
+
+        let mut decision = Decision::redact();
+        let mut removed = Vec::new();
+        let mut masked = Vec::new();
+        for pointer in &self.remove {
+            match present(msg, pointer) {
+                Ok(true) => {
+                    decision = decision.remove(pointer);
+                    removed.push(pointer.as_str());
+                }
+                Ok(false) => {}
+                Err(reason) => return Decision::quarantine(reason),
+            }
+        }
+        for pointer in &self.mask {
+            match present(msg, pointer) {
+                Ok(true) => {
+                    decision = decision.mask(pointer, &self.mask_with);
+                    masked.push(pointer.as_str());
+                }
+                Ok(false) => {}
+                Err(reason) => return Decision::quarantine(reason),
+            }
+        }
+
+        if removed.is_empty() && masked.is_empty() {
+            return Decision::allow();
+        }
+        if self.alert_on_redact {
+            let mut detail = Vec::new();
+            if !removed.is_empty() {
+                detail.push(format!("removed {}", removed.join(", ")));
+            }
+            if !masked.is_empty() {
+                detail.push(format!("masked {}", masked.join(", ")));
+            }
+            decision = decision.with_alert(Severity::Low, "pii-redacted", detail.join("; "));
+        }
+        decision
+    }
+}
+
+/// Whether the field exists. A payload the host cannot parse is an error, not "absent": it might
+/// carry the very data this policy exists to strip, so the caller quarantines it (fail closed).
+fn present(msg: &Message, pointer: &str) -> Result<bool, String> {
+    match msg.field(pointer) {
+        Ok(value) => Ok(value.is_some()),
+        Err(err @ FieldError::Malformed(_)) => Err(format!(
+            "pii-redact: cannot check {pointer} for personal data: {err}"
+        )),
+        Err(err) => Err(format!("pii-redact: lookup of {pointer} failed: {err}")),
+    }
+}
+
+/// The comma-separated JSON Pointers under `key` (none when the key is absent).
+fn pointers(config: &Config, key: &str) -> Result<Vec<String>, String> {
+    let Some(list) = config.get(key) else {
+        return Ok(Vec::new());
+    };
+    let mut pointers: Vec<String> = Vec::new();
+    for pointer in list.split(',').map(str::trim) {
+        check_pointer(pointer).map_err(|why| format!("config `{key}`: {why}"))?;
+        if !pointers.iter().any(|p| p == pointer) {
+            pointers.push(pointer.to_owned());
+        }
+    }
+    Ok(pointers)
+}
+
+/// RFC 6901, minus the empty pointer: it names the whole document, which cannot be redacted.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if pointer.is_empty() {
+        return Err(
+            "the empty pointer \"\" names the whole document, which cannot be redacted \
+                    (check for a stray comma)"
+                .to_owned(),
+        );
+    }
+    if !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        Settings::from_config(&pairs.iter().copied().collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[("remove", "/owner/email, /badge/holder")]).unwrap();
+        assert_eq!(s.remove, ["/owner/email", "/badge/holder"]);
+        assert!(s.mask.is_empty());
+        assert_eq!(s.mask_with, "***");
+        assert!(!s.alert_on_redact);
+        assert!(!s.quarantine_unstructured);
+    }
+
+    #[test]
+    fn refusals_name_the_culprit() {
+        let err = settings(&[]).unwrap_err();
+        assert!(err.contains("`remove`"), "{err}");
+        let err = settings(&[("remove", "/a"), ("mask_with", "x")]).unwrap_err();
+        assert!(
+            err.contains("`mask_with`") && err.contains("`mask-with`"),
+            "{err}"
+        );
+        let err = settings(&[("mask", "/a,")]).unwrap_err();
+        assert!(
+            err.contains("`mask`") && err.contains("empty pointer"),
+            "{err}"
+        );
+        let err = settings(&[("remove", "owner/email")]).unwrap_err();
+        assert!(err.contains("\"owner/email\""), "{err}");
+        let err = settings(&[("remove", "/a~2")]).unwrap_err();
+        assert!(err.contains("'~'"), "{err}");
+        let err = settings(&[("remove", "/a"), ("alert-on-redact", "yes")]).unwrap_err();
+        assert!(
+            err.contains("`alert-on-redact`") && err.contains("\"yes\""),
+            "{err}"
+        );
+        let err = settings(&[("remove", "/a"), ("mask", "/a")]).unwrap_err();
+        assert!(err.contains("both"), "{err}");
+    }
+
+    #[test]
+    fn escapes_and_options() {
+        let s = settings(&[
+            ("mask", "/a~1b,/c~0d,/e/0"),
+            ("mask-with", "[redacted]"),
+            ("alert-on-redact", "true"),
+            ("quarantine-unstructured", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.mask, ["/a~1b", "/c~0d", "/e/0"]);
+        assert_eq!(s.mask_with, "[redacted]");
+        assert!(s.alert_on_redact && s.quarantine_unstructured);
+    }
+}

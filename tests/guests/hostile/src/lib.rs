@@ -1,0 +1,253 @@
+//! A test guest that misbehaves on purpose, to prove the host contains it.
+//!
+//! The config key `mode` (default `allow`) picks the behaviour at `init`; `bytes` and `fields`
+//! tune some modes. Every probe of the sandbox answers so that a test can tell "contained" from
+//! "escaped" without reading logs: a contained probe quarantines with the errors it got, an
+//! escape raises a `critical` alert with code `escaped`.
+//!
+//! | mode | behaviour |
+//! |---|---|
+//! | `allow` | behaves: allows every message |
+//! | `loop` | spins forever in `evaluate` (fuel / deadline) |
+//! | `sleep-spin` | busy-waits on the monotonic clock for 10 s (deadline) |
+//! | `memory-bomb` | allocates and touches 1 MiB chunks forever, holding them (memory limit) |
+//! | `recurse` | unbounded recursion with a 4 KiB frame (stack overflow) |
+//! | `panic` | panics with "hostile panic" |
+//! | `probe-file` | reads `/etc/passwd`, writes `/tmp/x` |
+//! | `probe-env` | counts environment variables and arguments |
+//! | `probe-socket` | TCP connect to 127.0.0.1:1, UDP bind 0.0.0.0:0 |
+//! | `state` | increments the u64 (LE) under state key `count`; alert `count` with the new value |
+//! | `state-hog` | stores `bytes` (default 1 000 000) bytes; quarantine if refused, alert `stored` if not |
+//! | `big-decision` | alert whose detail is `bytes` (default 1 000 000) long |
+//! | `stdout` | 10 000 lines each to stdout and stderr, then allows |
+//! | `redact-text` | redacts `/x` whatever the content type |
+//! | `bad-pointer` | redacts the pointer `no-slash` |
+//! | `fail-init` | `init` fails with "hostile init refused" |
+//! | `fields` | alert `fields`, detail `/a=Integer(3);/b=None;…` for the pointers in `fields` |
+//! | `echo` | alert `echo`, detail `device=… topic=… ct=… len=… attrs=…` |
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use twinguard_guest::{export_policy, state, Config, Decision, Message, Policy, Severity};
+
+const MODES: &[&str] = &[
+    "allow",
+    "loop",
+    "sleep-spin",
+    "memory-bomb",
+    "recurse",
+    "panic",
+    "probe-file",
+    "probe-env",
+    "probe-socket",
+    "state",
+    "state-hog",
+    "big-decision",
+    "stdout",
+    "redact-text",
+    "bad-pointer",
+    "fail-init",
+    "fields",
+    "echo",
+];
+
+thread_local! {
+    static SETUP: RefCell<Setup> = RefCell::new(Setup::default());
+}
+
+#[derive(Default)]
+struct Setup {
+    mode: String,
+    bytes: usize,
+    fields: Vec<String>,
+}
+
+struct Hostile;
+
+impl Policy for Hostile {
+    fn init(config: &Config) -> Result<(), String> {
+        let mode = config.get("mode").unwrap_or("allow");
+        if !MODES.contains(&mode) {
+            return Err(format!(
+                "unknown mode `{mode}`; known modes: {}",
+                MODES.join(", ")
+            ));
+        }
+        if mode == "fail-init" {
+            return Err("hostile init refused".to_owned());
+        }
+        let setup = Setup {
+            mode: mode.to_owned(),
+            bytes: config.parse("bytes")?.unwrap_or(1_000_000),
+            fields: config
+                .get("fields")
+                .map(|list| list.split(',').map(|p| p.trim().to_owned()).collect())
+                .unwrap_or_default(),
+        };
+        SETUP.set(setup);
+        Ok(())
+    }
+
+    fn evaluate(msg: &Message) -> Decision {
+        SETUP.with_borrow(|setup| evaluate(setup, msg))
+    }
+}
+
+export_policy!(Hostile);
+
+fn evaluate(setup: &Setup, msg: &Message) -> Decision {
+    match setup.mode.as_str() {
+        "loop" => spin(),
+        "sleep-spin" => sleep_spin(),
+        "memory-bomb" => memory_bomb(),
+        "recurse" => {
+            let depth = recurse(black_box(0));
+            Decision::quarantine(format!("recursion ended at {depth}"))
+        }
+        "panic" => panic!("hostile panic"),
+        "probe-file" => probe_file(),
+        "probe-env" => probe_env(),
+        "probe-socket" => probe_socket(),
+        "state" => count(),
+        "state-hog" => match state::set("hog", &vec![0x5a; setup.bytes]) {
+            Ok(()) => Decision::alert(Severity::Info, "stored", format!("{} bytes", setup.bytes)),
+            Err(err) => Decision::quarantine(format!("state: {err}")),
+        },
+        "big-decision" => Decision::alert(Severity::Info, "big", "x".repeat(setup.bytes)),
+        "stdout" => {
+            for line in 0..10_000 {
+                println!("hostile stdout line {line}");
+                eprintln!("hostile stderr line {line}");
+            }
+            Decision::allow()
+        }
+        "redact-text" => Decision::redact().remove("/x"),
+        "bad-pointer" => Decision::redact().remove("no-slash"),
+        "fields" => fields(&setup.fields, msg),
+        "echo" => Decision::alert(
+            Severity::Info,
+            "echo",
+            format!(
+                "device={} topic={} ct={} len={} attrs={}",
+                msg.device_id(),
+                msg.topic(),
+                msg.content_type(),
+                msg.payload().len(),
+                msg.attributes().len()
+            ),
+        ),
+        // "allow", and "fail-init" (never initialised, so never evaluated).
+        _ => Decision::allow(),
+    }
+}
+
+/// A loop the optimiser cannot remove: every iteration goes through `black_box`.
+fn spin() -> ! {
+    let mut counter = 0_u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Busy-waits on the monotonic clock (WASI `monotonic-clock`) for 10 s.
+fn sleep_spin() -> Decision {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        black_box(());
+    }
+    Decision::quarantine("sleep-spin ran 10 s: no deadline stopped it")
+}
+
+/// Allocates 1 MiB chunks forever, writing every page so they are really used, and keeps them.
+fn memory_bomb() -> ! {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0_u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 0xa5;
+        }
+        held.push(black_box(chunk));
+    }
+}
+
+/// Unbounded recursion with a 4 KiB stack array per frame. The work after the call and the
+/// `black_box`es keep it from becoming a loop or a tail call; the impossible exit keeps rustc's
+/// `unconditional_recursion` lint quiet.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0_u8; 4096];
+    let slot = usize::try_from(depth % 4096).unwrap_or(0);
+    frame[slot] = depth.to_le_bytes()[0];
+    let frame = black_box(frame);
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(black_box(depth + 1)).wrapping_add(u64::from(frame[slot]))
+}
+
+fn probe_file() -> Decision {
+    let read = std::fs::read("/etc/passwd");
+    let write = std::fs::write("/tmp/x", b"hostile");
+    match (&read, &write) {
+        (Ok(bytes), _) => Decision::alert(
+            Severity::Critical,
+            "escaped",
+            format!("file read succeeded ({} bytes of /etc/passwd)", bytes.len()),
+        ),
+        (_, Ok(())) => Decision::alert(Severity::Critical, "escaped", "file write succeeded"),
+        (Err(_), Err(_)) => Decision::quarantine(format!("file: read {read:?}, write {write:?}")),
+    }
+}
+
+fn probe_env() -> Decision {
+    let vars = std::env::vars().count();
+    let args = std::env::args().count();
+    if vars > 0 || args > 0 {
+        Decision::alert(
+            Severity::Critical,
+            "escaped",
+            format!("env: {vars} variables and {args} arguments visible"),
+        )
+    } else {
+        Decision::quarantine("env: empty")
+    }
+}
+
+fn probe_socket() -> Decision {
+    let tcp = std::net::TcpStream::connect("127.0.0.1:1");
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0");
+    match (&tcp, &udp) {
+        (Ok(_), _) => Decision::alert(Severity::Critical, "escaped", "tcp connect succeeded"),
+        (_, Ok(_)) => Decision::alert(Severity::Critical, "escaped", "udp bind succeeded"),
+        (Err(tcp), Err(udp)) => Decision::quarantine(format!("socket: tcp {tcp:?}, udp {udp:?}")),
+    }
+}
+
+/// Increments the u64 (little-endian) under `count` and reports the new value.
+fn count() -> Decision {
+    let previous = state::get("count")
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes);
+    let n = previous + 1;
+    match state::set("count", &n.to_le_bytes()) {
+        Ok(()) => Decision::alert(Severity::Info, "count", n.to_string()),
+        Err(err) => Decision::quarantine(format!("state: {err}")),
+    }
+}
+
+/// Renders what the host's lookups returned, e.g. `/a=Integer(3);/b=None;/c=Err(Unstructured)`.
+fn fields(pointers: &[String], msg: &Message) -> Decision {
+    let rendered: Vec<String> = pointers
+        .iter()
+        .map(|pointer| match msg.field(pointer) {
+            Ok(Some(value)) => format!("{pointer}={value:?}"),
+            Ok(None) => format!("{pointer}=None"),
+            Err(err) => format!("{pointer}=Err({err:?})"),
+        })
+        .collect();
+    Decision::alert(Severity::Info, "fields", rendered.join(";"))
+}

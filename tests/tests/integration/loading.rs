@@ -1,0 +1,108 @@
+//! Bad components and bad configs are refused with errors that name the file and the cause.
+
+use twinguard::{Config, Error, LoadError, Runtime};
+use twinguard_tests::{config, substitute, wasm};
+
+fn load_error(path: &std::path::Path) -> Error {
+    let toml = format!(
+        "[[policy]]\nname = \"x\"\npath = \"{}\"\n[[route]]\nfilter = \"#\"\nchain = [\"x\"]\n",
+        path.display()
+    );
+    match Runtime::new(Config::from_toml(&toml, ".").unwrap()) {
+        Ok(_) => panic!("{} was accepted", path.display()),
+        Err(e) => e,
+    }
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn garbage_is_not_webassembly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "garbage.wasm", b"definitely not wasm");
+    let e = load_error(&path);
+    assert!(matches!(e, Error::Load { cause: LoadError::NotWasm, .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("\"x\"") && text.contains("garbage.wasm") && text.contains("not WebAssembly"), "{text}");
+}
+
+#[test]
+fn core_module_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "core.wasm", b"\0asm\x01\0\0\0");
+    let e = load_error(&path);
+    assert!(matches!(e, Error::Load { cause: LoadError::CoreModule, .. }), "{e:?}");
+}
+
+#[test]
+fn truncated_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(wasm("allow-all")).unwrap();
+    let path = write(&dir, "cut.wasm", &bytes[..bytes.len() / 2]);
+    let e = load_error(&path);
+    assert!(matches!(e, Error::Load { cause: LoadError::Compile(_), .. }), "{e:?}");
+    assert!(format!("{:#}", anyhow::Error::from(e)).contains("cut.wasm"));
+}
+
+#[test]
+fn other_contract_version_names_both_versions() {
+    let e = load_error(&wasm("wrong-version"));
+    let text = e.to_string();
+    assert!(matches!(e, Error::Load { cause: LoadError::WrongVersion { .. }, .. }), "{e:?}");
+    assert!(text.contains("twinguard:policy@0.2.0") && text.contains("twinguard:policy@0.1.0"), "{text}");
+}
+
+#[test]
+fn missing_file_names_the_policy_and_path() {
+    let e = load_error(std::path::Path::new("/nonexistent/p.wasm"));
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert!(e.to_string().contains("/nonexistent/p.wasm"));
+}
+
+#[test]
+fn init_refusal_fails_the_load_with_the_policys_message() {
+    let toml = substitute(&twinguard_tests::hostile("fail-init", ""));
+    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap()).err().expect("refused");
+    assert!(matches!(e, Error::Load { cause: LoadError::Init(ref m), .. } if m.contains("hostile init refused")), "{e:?}");
+    let toml = substitute(&twinguard_tests::hostile("no-such-mode", ""));
+    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap()).err().expect("refused");
+    assert!(e.to_string().contains("no-such-mode"), "{e}");
+}
+
+#[test]
+fn pii_redact_refuses_bad_config_at_load() {
+    for (cfg, needle) in [
+        ("remove = \"owner\"", "owner"),
+        ("remove = \"\"\nmask = \"\"", "remove"),
+        ("remove = \"/a\"\ncolour = \"red\"", "colour"),
+    ] {
+        let toml = substitute(&format!(
+            "[[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\n[policy.config]\n{cfg}\n"
+        ));
+        let e = Runtime::new(Config::from_toml(&toml, ".").unwrap()).err().expect("refused");
+        assert!(matches!(e, Error::Load { cause: LoadError::Init(_), .. }), "{e:?}");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+}
+
+#[test]
+fn initial_memory_above_the_cap_is_refused_at_load() {
+    let toml = twinguard_tests::hostile("allow", "[policy.limits]\nmemory-bytes = 65536");
+    let e = Runtime::new(config(&toml)).err().expect("refused");
+    assert!(e.to_string().contains("memory"), "{e}");
+}
+
+#[test]
+fn check_reports_the_contract_and_digest() {
+    let rt = Runtime::new(Config::default()).unwrap();
+    let info = rt.check_component(wasm("pii-redact")).unwrap();
+    assert_eq!(info.wit_version, "0.1.0");
+    assert!(info.exports.iter().any(|e| e == "twinguard:policy/handler@0.1.0"), "{:?}", info.exports);
+    assert!(info.imports.iter().any(|e| e == "twinguard:policy/host@0.1.0"), "{:?}", info.imports);
+    assert_eq!(info.digest.len(), 64);
+    assert!(rt.check_component(wasm("wrong-version")).is_err());
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real guest components, built from source, run through the real host.
+
+mod chain;
+mod concurrency;
+mod limits;
+mod loading;
+mod redaction;
+mod sandbox;
