@@ -121,6 +121,8 @@ pub use state::StateError;
 
 /// The generated component-model bindings. Not part of the API: use the rest of the crate.
 #[doc(hidden)]
+// wit-bindgen documents its export macro with an example whose items are unused.
+#[doc(test(attr(allow(dead_code))))]
 #[allow(
     unsafe_code,
     missing_docs,

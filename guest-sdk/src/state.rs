@@ -66,10 +66,10 @@ impl fmt::Display for StateError {
             Self::OverLimit(limit) => {
                 write!(
                     f,
-                    "state over the limit of {limit} bytes for this device and policy"
+                    "over the limit of {limit} bytes of state for this device and policy"
                 )
             }
-            Self::Encode(why) => write!(f, "state value cannot be encoded as JSON: {why}"),
+            Self::Encode(why) => write!(f, "the value cannot be encoded as JSON: {why}"),
         }
     }
 }

@@ -346,7 +346,8 @@ mod tests {
     fn errors_name_the_entry() {
         assert!(err("[[policy]]\nname = \"a\"\npath = \"a\"\nfuel = 1\n").contains("fuel"));
         assert!(err("[[policy]]\nname = \"a b\"\npath = \"a\"\n").contains("\"a b\""));
-        let twice = "[[policy]]\nname = \"a\"\npath = \"a\"\n[[policy]]\nname = \"a\"\npath = \"b\"\n";
+        let twice =
+            "[[policy]]\nname = \"a\"\npath = \"a\"\n[[policy]]\nname = \"a\"\npath = \"b\"\n";
         assert!(err(twice).contains("defined twice"));
         let dangling = "[[route]]\nfilter = \"a/#\"\nchain = [\"nope\"]\n";
         assert!(err(dangling).contains("\"nope\", which is not defined"));
@@ -355,7 +356,9 @@ mod tests {
         let zero = "[[policy]]\nname = \"a\"\npath = \"a\"\n[policy.limits]\nfuel = 0\n";
         assert!(err(zero).contains("policy \"a\": fuel must be at least 1"));
         assert!(err("[defaults]\nunrouted = \"drop\"\n").contains("unrouted"));
-        assert!(err("[[policy]]\nname = \"a\"\npath = \"a\"\n[policy.config]\nx = [1]\n")
-            .contains("config"));
+        assert!(
+            err("[[policy]]\nname = \"a\"\npath = \"a\"\n[policy.config]\nx = [1]\n")
+                .contains("config")
+        );
     }
 }

@@ -62,7 +62,9 @@ pub enum LoadError {
     )]
     CoreModule,
     /// The component targets another major version of the contract.
-    #[error("built for twinguard:policy@{found}, but this host speaks twinguard:policy@{expected}")]
+    #[error(
+        "built for twinguard:policy@{found}, but this host speaks twinguard:policy@{expected}"
+    )]
     WrongVersion {
         /// The version the component was built against.
         found: String,

@@ -136,7 +136,10 @@ impl fmt::Display for Fault {
             Self::Fuel(limit) => write!(f, "fuel exhausted: {limit} units"),
             Self::Deadline(ms) => write!(f, "deadline exceeded: {ms} ms"),
             Self::Memory { wanted, cap } => {
-                write!(f, "memory cap exceeded: wanted {wanted} bytes, cap {cap} bytes")
+                write!(
+                    f,
+                    "memory cap exceeded: wanted {wanted} bytes, cap {cap} bytes"
+                )
             }
             Self::Trap(text) => write!(f, "trap: {text}"),
             Self::BadDecision(text) => write!(f, "bad decision: {text}"),

@@ -25,8 +25,8 @@ mod bindings {
     });
 }
 
-pub(crate) use bindings::twinguard::policy::types as wit;
 use bindings::twinguard::policy::host as wit_host;
+pub(crate) use bindings::twinguard::policy::types as wit;
 use bindings::PolicyPre;
 
 /// The contract version this host implements.
@@ -314,7 +314,9 @@ pub(crate) fn inspect(
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let ours = |n: &&String| n.starts_with(&format!("{WIT_PACKAGE}/"));
-    let handler = exports.iter().find(|n| n.starts_with(&format!("{WIT_PACKAGE}/handler")));
+    let handler = exports
+        .iter()
+        .find(|n| n.starts_with(&format!("{WIT_PACKAGE}/handler")));
     let found = handler
         .or_else(|| imports.iter().find(ours))
         .and_then(|n| n.split_once('@'))
@@ -651,17 +653,32 @@ impl Policy {
                 .last()
                 .map_or_else(|| e.to_string(), ToString::to_string),
         };
-        // A Rust guest prints its panic message on stderr just before trapping.
-        if let Some(line) = output
-            .as_deref()
-            .and_then(|o| o.lines().rev().find(|l| !l.trim().is_empty()))
-        {
+        if let Some(said) = output.as_deref().and_then(last_words) {
             text.push_str(" (guest said: ");
-            text.push_str(truncate(line.trim(), 300));
+            text.push_str(truncate(&said, 300));
             text.push(')');
         }
         Fault::Trap(text)
     }
+}
+
+/// What a guest printed before trapping: a Rust panic prints "thread … panicked at
+/// file:line:col:" then the message, then a note about backtraces.
+fn last_words(output: &str) -> Option<String> {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    if let Some(i) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
+        let location = lines[i].split(" panicked at ").nth(1).unwrap_or("");
+        let message = lines
+            .get(i + 1..)
+            .map(|rest| rest.join(" "))
+            .unwrap_or_default();
+        return Some(format!("panicked at {location} {message}"));
+    }
+    lines.last().map(ToString::to_string)
 }
 
 /// Times a closure; used around each chain step.

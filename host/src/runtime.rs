@@ -14,7 +14,9 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use crate::config::{Config, Unrouted};
 use crate::error::{boxed, Error};
 use crate::limits::{Fault, OnFault};
-use crate::message::{Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict};
+use crate::message::{
+    Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
+};
 use crate::payload::{self, Document, Edit, EditAction, Format, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
@@ -201,7 +203,11 @@ impl Runtime {
             let spec = PolicySpec {
                 name: p.name.clone(),
                 path: p.path.clone(),
-                config: p.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                config: p
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
                 limits: config.limits_of(p),
                 isolation: p.isolation.unwrap_or(config.defaults.isolation),
                 on_fault: p.on_fault.unwrap_or(config.defaults.on_fault),
@@ -222,7 +228,11 @@ impl Runtime {
                         origin: "<given>".into(),
                         message: format!("route filter {:?}: {e}", r.filter),
                     })?,
-                    chain: r.chain.iter().filter_map(|n| index.get(n).copied()).collect(),
+                    chain: r
+                        .chain
+                        .iter()
+                        .filter_map(|n| index.get(n).copied())
+                        .collect(),
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -256,7 +266,13 @@ impl Runtime {
 
     /// Status of every active policy: version, breaker, fault counts.
     pub fn policies(&self) -> Vec<PolicyStatus> {
-        self.inner.active.load().policies.iter().map(|p| p.status()).collect()
+        self.inner
+            .active
+            .load()
+            .policies
+            .iter()
+            .map(|p| p.status())
+            .collect()
     }
 
     /// Closes the circuit breaker of the named policy. Returns whether it exists.
@@ -443,7 +459,9 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     });
     let mut quarantine: Option<(String, String)> = None;
     for &i in &route.chain {
-        let Some(p) = set.policies.get(i) else { continue };
+        let Some(p) = set.policies.get(i) else {
+            continue;
+        };
         p.record_evaluation();
         let (step, elapsed) = policy::timed(|| match p.breaker_open() {
             Some(n) => policy::Step {
@@ -477,7 +495,9 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                     }
                 };
                 if verdict.is_ok() {
-                    outcome.alerts.extend(alerts.into_iter().map(|a| alert_of(p, a)));
+                    outcome
+                        .alerts
+                        .extend(alerts.into_iter().map(|a| alert_of(p, a)));
                 }
                 verdict
             }
@@ -528,7 +548,10 @@ mod tests {
         let rt = Runtime::new(Config::default()).unwrap();
         let m = Message::new("d", "x/y", ContentType::Text, b"hi".to_vec());
         let out = rt.evaluate(&m);
-        assert!(matches!(out.action, Action::Quarantine { policy: None, .. }));
+        assert!(matches!(
+            out.action,
+            Action::Quarantine { policy: None, .. }
+        ));
         assert_eq!(out.payload, b"hi");
         let allow = Config::from_toml("[defaults]\nunrouted = \"allow\"\n", ".").unwrap();
         let rt = Runtime::new(allow).unwrap();

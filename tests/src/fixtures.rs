@@ -29,7 +29,10 @@ fn build() -> Result<PathBuf, String> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace())
         .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", workspace().join("target/guest-fixtures"))
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/guest-fixtures"),
+        )
         // Flags meant for the host build (coverage, sanitizers) must not reach the guests.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -58,6 +61,10 @@ pub fn wasm(crate_name: &str) -> PathBuf {
         Err(e) => panic!("{e}"),
     };
     let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.exists(), "guest {crate_name} was built but {} is missing", path.display());
+    assert!(
+        path.exists(),
+        "guest {crate_name} was built but {} is missing",
+        path.display()
+    );
     path
 }

@@ -19,7 +19,11 @@ fn allow_all_allows_and_traces_version_and_fuel() {
     let step = &out.trace[0];
     assert_eq!(step.policy, "pass");
     assert_eq!(step.verdict, Verdict::Allow);
-    assert_eq!(step.version.len(), 64, "version is the sha-256 of the component");
+    assert_eq!(
+        step.version.len(),
+        64,
+        "version is the sha-256 of the component"
+    );
     assert!(step.fuel_used > 0, "fuel is metered");
     assert_eq!(out.generation, 1);
 }
@@ -94,11 +98,18 @@ fn chain_sees_redactions_quarantine_stops_alerts_accumulate() {
     let msg = json(&json!({"t": 21.5, "owner": {"name": "Ada", "email": "ada@example.com"}}));
     let out = rt.evaluate(&msg);
     // The second policy read the fields as the first left them.
-    let seen = out.alerts.iter().find(|a| a.policy == "look").expect("look alerted");
+    let seen = out
+        .alerts
+        .iter()
+        .find(|a| a.policy == "look")
+        .expect("look alerted");
     assert!(seen.detail.contains("/owner/email=None"), "{}", seen.detail);
     assert!(seen.detail.contains("***"), "{}", seen.detail);
     assert!(!seen.detail.contains("Ada"), "{}", seen.detail);
-    assert!(out.alerts.iter().any(|a| a.policy == "pii" && a.code == "pii-redacted"));
+    assert!(out
+        .alerts
+        .iter()
+        .any(|a| a.policy == "pii" && a.code == "pii-redacted"));
     assert_eq!(out.action, Action::Alert, "alerts outrank redaction");
     assert!(out.redacted);
     let forwarded: serde_json::Value = serde_json::from_slice(&out.payload).unwrap();
@@ -108,9 +119,15 @@ fn chain_sees_redactions_quarantine_stops_alerts_accumulate() {
     let mut msg2 = msg.clone();
     msg2.topic = "plant/d1/status".into();
     let out = rt.evaluate(&msg2);
-    assert!(matches!(out.action, Action::Quarantine { ref policy, .. } if policy.as_deref() == Some("stop")));
+    assert!(
+        matches!(out.action, Action::Quarantine { ref policy, .. } if policy.as_deref() == Some("stop"))
+    );
     let ran: Vec<_> = out.trace.iter().map(|t| t.policy.as_str()).collect();
-    assert_eq!(ran, ["pii", "look", "stop"], "'never' must not run after a quarantine");
+    assert_eq!(
+        ran,
+        ["pii", "look", "stop"],
+        "'never' must not run after a quarantine"
+    );
     assert_eq!(out.alerts.len(), 2);
 }
 
@@ -122,7 +139,9 @@ fn unrouted_messages_get_the_configured_default() {
     let mut msg = json(&json!({}));
     msg.topic = "other/x".into();
     let out = rt.evaluate(&msg);
-    assert!(matches!(out.action, Action::Quarantine { policy: None, ref reason } if reason.contains("other/x")));
+    assert!(
+        matches!(out.action, Action::Quarantine { policy: None, ref reason } if reason.contains("other/x"))
+    );
     assert!(out.trace.is_empty());
     let rt = runtime(&format!("[defaults]\nunrouted = \"allow\"\n{toml}"));
     assert_eq!(rt.evaluate(&msg).action, Action::Allow);
@@ -158,10 +177,28 @@ fn field_lookups_return_typed_values_for_json_and_cbor() {
     let cbor = cbor4ii::serde::to_vec(Vec::new(), &doc).unwrap();
     let out = rt.evaluate(&Message::new("d1", "x", ContentType::Cbor, cbor));
     expect(&out.alerts[0].detail);
-    let out = rt.evaluate(&Message::new("d1", "x", ContentType::Text, b"plain".to_vec()));
-    assert!(out.alerts[0].detail.contains("/i=Err(Unstructured"), "{}", out.alerts[0].detail);
-    let out = rt.evaluate(&Message::new("d1", "x", ContentType::Json, b"{\"i\": ".to_vec()));
-    assert!(out.alerts[0].detail.contains("/i=Err(Malformed"), "{}", out.alerts[0].detail);
+    let out = rt.evaluate(&Message::new(
+        "d1",
+        "x",
+        ContentType::Text,
+        b"plain".to_vec(),
+    ));
+    assert!(
+        out.alerts[0].detail.contains("/i=Err(Unstructured"),
+        "{}",
+        out.alerts[0].detail
+    );
+    let out = rt.evaluate(&Message::new(
+        "d1",
+        "x",
+        ContentType::Json,
+        b"{\"i\": ".to_vec(),
+    ));
+    assert!(
+        out.alerts[0].detail.contains("/i=Err(Malformed"),
+        "{}",
+        out.alerts[0].detail
+    );
 }
 
 #[test]

@@ -28,7 +28,11 @@ fn many_threads_get_one_correct_outcome_each() {
                     let out = rt.evaluate(&m);
                     assert_eq!(out.action, Action::Alert);
                     let v: serde_json::Value = serde_json::from_slice(&out.payload).unwrap();
-                    assert_eq!(v, json!({"i": i}), "each thread sees its own message redacted");
+                    assert_eq!(
+                        v,
+                        json!({"i": i}),
+                        "each thread sees its own message redacted"
+                    );
                     assert_eq!(out.alerts[0].detail, (i + 1).to_string());
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -53,6 +57,10 @@ async fn evaluate_async_runs_off_the_executor() {
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
         let out = t.await.unwrap();
-        assert!(out.alerts[0].detail.contains(&format!("device=d{i} ")), "{}", out.alerts[0].detail);
+        assert!(
+            out.alerts[0].detail.contains(&format!("device=d{i} ")),
+            "{}",
+            out.alerts[0].detail
+        );
     }
 }

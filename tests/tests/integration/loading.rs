@@ -25,9 +25,21 @@ fn garbage_is_not_webassembly() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "garbage.wasm", b"definitely not wasm");
     let e = load_error(&path);
-    assert!(matches!(e, Error::Load { cause: LoadError::NotWasm, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Load {
+                cause: LoadError::NotWasm,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let text = e.to_string();
-    assert!(text.contains("\"x\"") && text.contains("garbage.wasm") && text.contains("not WebAssembly"), "{text}");
+    assert!(
+        text.contains("\"x\"") && text.contains("garbage.wasm") && text.contains("not WebAssembly"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -35,7 +47,16 @@ fn core_module_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "core.wasm", b"\0asm\x01\0\0\0");
     let e = load_error(&path);
-    assert!(matches!(e, Error::Load { cause: LoadError::CoreModule, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Load {
+                cause: LoadError::CoreModule,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -44,7 +65,16 @@ fn truncated_component_is_refused() {
     let bytes = std::fs::read(wasm("allow-all")).unwrap();
     let path = write(&dir, "cut.wasm", &bytes[..bytes.len() / 2]);
     let e = load_error(&path);
-    assert!(matches!(e, Error::Load { cause: LoadError::Compile(_), .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Load {
+                cause: LoadError::Compile(_),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(format!("{:#}", anyhow::Error::from(e)).contains("cut.wasm"));
 }
 
@@ -52,8 +82,20 @@ fn truncated_component_is_refused() {
 fn other_contract_version_names_both_versions() {
     let e = load_error(&wasm("wrong-version"));
     let text = e.to_string();
-    assert!(matches!(e, Error::Load { cause: LoadError::WrongVersion { .. }, .. }), "{e:?}");
-    assert!(text.contains("twinguard:policy@0.2.0") && text.contains("twinguard:policy@0.1.0"), "{text}");
+    assert!(
+        matches!(
+            e,
+            Error::Load {
+                cause: LoadError::WrongVersion { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("twinguard:policy@0.2.0") && text.contains("twinguard:policy@0.1.0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -66,10 +108,17 @@ fn missing_file_names_the_policy_and_path() {
 #[test]
 fn init_refusal_fails_the_load_with_the_policys_message() {
     let toml = substitute(&twinguard_tests::hostile("fail-init", ""));
-    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap()).err().expect("refused");
-    assert!(matches!(e, Error::Load { cause: LoadError::Init(ref m), .. } if m.contains("hostile init refused")), "{e:?}");
+    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(e, Error::Load { cause: LoadError::Init(ref m), .. } if m.contains("hostile init refused")),
+        "{e:?}"
+    );
     let toml = substitute(&twinguard_tests::hostile("no-such-mode", ""));
-    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap()).err().expect("refused");
+    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap())
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("no-such-mode"), "{e}");
 }
 
@@ -83,8 +132,19 @@ fn pii_redact_refuses_bad_config_at_load() {
         let toml = substitute(&format!(
             "[[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\n[policy.config]\n{cfg}\n"
         ));
-        let e = Runtime::new(Config::from_toml(&toml, ".").unwrap()).err().expect("refused");
-        assert!(matches!(e, Error::Load { cause: LoadError::Init(_), .. }), "{e:?}");
+        let e = Runtime::new(Config::from_toml(&toml, ".").unwrap())
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                e,
+                Error::Load {
+                    cause: LoadError::Init(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(e.to_string().contains(needle), "{e}");
     }
 }
@@ -101,8 +161,20 @@ fn check_reports_the_contract_and_digest() {
     let rt = Runtime::new(Config::default()).unwrap();
     let info = rt.check_component(wasm("pii-redact")).unwrap();
     assert_eq!(info.wit_version, "0.1.0");
-    assert!(info.exports.iter().any(|e| e == "twinguard:policy/handler@0.1.0"), "{:?}", info.exports);
-    assert!(info.imports.iter().any(|e| e == "twinguard:policy/host@0.1.0"), "{:?}", info.imports);
+    assert!(
+        info.exports
+            .iter()
+            .any(|e| e == "twinguard:policy/handler@0.1.0"),
+        "{:?}",
+        info.exports
+    );
+    assert!(
+        info.imports
+            .iter()
+            .any(|e| e == "twinguard:policy/host@0.1.0"),
+        "{:?}",
+        info.imports
+    );
     assert_eq!(info.digest.len(), 64);
     assert!(rt.check_component(wasm("wrong-version")).is_err());
 }

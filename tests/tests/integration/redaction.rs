@@ -35,7 +35,12 @@ fn expected() -> Value {
 #[test]
 fn json_fields_removed_and_masked_order_kept() {
     let rt = pii("");
-    let out = rt.evaluate(&Message::new("d", "t", ContentType::Json, serde_json::to_vec(&doc()).unwrap()));
+    let out = rt.evaluate(&Message::new(
+        "d",
+        "t",
+        ContentType::Json,
+        serde_json::to_vec(&doc()).unwrap(),
+    ));
     assert_eq!(out.action, Action::Redact);
     assert!(out.redacted);
     let text = String::from_utf8(out.payload.clone()).unwrap();
@@ -72,20 +77,37 @@ fn redacting_text_or_malformed_payload_is_a_fault_with_a_clear_cause() {
     let rt = runtime(&twinguard_tests::hostile("redact-text", ""));
     let out = rt.evaluate(&Message::new("d", "t", ContentType::Text, b"x=1".to_vec()));
     let Verdict::Fault(Fault::BadDecision(why)) = &out.trace[0].verdict else {
-        panic!("expected a bad-decision fault, got {:?}", out.trace[0].verdict);
+        panic!(
+            "expected a bad-decision fault, got {:?}",
+            out.trace[0].verdict
+        );
     };
     assert!(why.contains("text payload"), "{why}");
-    assert!(matches!(out.action, Action::Quarantine { .. }), "on-fault defaults to quarantine");
+    assert!(
+        matches!(out.action, Action::Quarantine { .. }),
+        "on-fault defaults to quarantine"
+    );
     assert_eq!(out.payload, b"x=1");
-    let out = rt.evaluate(&Message::new("d", "t", ContentType::Json, b"{\"x\": [".to_vec()));
+    let out = rt.evaluate(&Message::new(
+        "d",
+        "t",
+        ContentType::Json,
+        b"{\"x\": [".to_vec(),
+    ));
     let Verdict::Fault(Fault::BadDecision(why)) = &out.trace[0].verdict else {
-        panic!("expected a bad-decision fault, got {:?}", out.trace[0].verdict);
+        panic!(
+            "expected a bad-decision fault, got {:?}",
+            out.trace[0].verdict
+        );
     };
     assert!(why.contains("not valid json"), "{why}");
     let rt = runtime(&twinguard_tests::hostile("bad-pointer", ""));
     let out = rt.evaluate(&Message::new("d", "t", ContentType::Json, b"{}".to_vec()));
     let Verdict::Fault(Fault::BadDecision(why)) = &out.trace[0].verdict else {
-        panic!("expected a bad-decision fault, got {:?}", out.trace[0].verdict);
+        panic!(
+            "expected a bad-decision fault, got {:?}",
+            out.trace[0].verdict
+        );
     };
     assert!(why.contains("no-slash"), "{why}");
 }

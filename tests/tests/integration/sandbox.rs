@@ -31,5 +31,8 @@ fn environment_and_arguments_are_empty() {
 
 #[test]
 fn sockets_are_denied() {
-    assert!(probe("probe-socket").starts_with("socket"), "probe-socket reason");
+    assert!(
+        probe("probe-socket").starts_with("socket"),
+        "probe-socket reason"
+    );
 }

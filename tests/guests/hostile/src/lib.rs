@@ -25,6 +25,8 @@
 //! | `fail-init` | `init` fails with "hostile init refused" |
 //! | `fields` | alert `fields`, detail `/a=Integer(3);/b=None;…` for the pointers in `fields` |
 //! | `echo` | alert `echo`, detail `device=… topic=… ct=… len=… attrs=…` |
+//! | `read` | looks up the pointers in `fields` and allows (a cheap, realistic reader for benchmarks) |
+//! | `memory-count` | alert `memory-count` with a counter kept in the instance's own memory (isolation) |
 
 #![forbid(unsafe_code)]
 
@@ -53,10 +55,14 @@ const MODES: &[&str] = &[
     "fail-init",
     "fields",
     "echo",
+    "read",
+    "memory-count",
 ];
 
 thread_local! {
     static SETUP: RefCell<Setup> = RefCell::new(Setup::default());
+    /// Lives as long as the instance: counts messages in `reuse`, stays at 1 in `fresh`.
+    static MEMORY_COUNT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[derive(Default)]
@@ -140,6 +146,17 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
                 msg.attributes().len()
             ),
         ),
+        "read" => {
+            for pointer in &setup.fields {
+                black_box(msg.field(pointer).ok());
+            }
+            Decision::allow()
+        }
+        "memory-count" => {
+            let n = MEMORY_COUNT.get() + 1;
+            MEMORY_COUNT.set(n);
+            Decision::alert(Severity::Info, "memory-count", n.to_string())
+        }
         // "allow", and "fail-init" (never initialised, so never evaluated).
         _ => Decision::allow(),
     }

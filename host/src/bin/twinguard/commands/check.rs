@@ -35,7 +35,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("component: {}", args.component.display());
         println!("size:      {} bytes", info.size);
         println!("digest:    sha256:{}", info.digest);
-        println!("contract:  twinguard:policy@{} (host speaks {WIT_VERSION})", info.wit_version);
+        println!(
+            "contract:  twinguard:policy@{} (host speaks {WIT_VERSION})",
+            info.wit_version
+        );
         println!("exports:   {}", info.exports.join(", "));
         println!("imports:   {}", info.imports.join(", "));
         println!("ok");

@@ -85,7 +85,9 @@ fn payload_json(ct: ContentType, bytes: &[u8]) -> Value {
     let readable = match ct {
         ContentType::Json => serde_json::from_slice::<Value>(bytes).ok(),
         ContentType::Cbor => cbor4ii::serde::from_slice::<Value>(bytes).ok(),
-        ContentType::Text => std::str::from_utf8(bytes).ok().map(|s| Value::String(s.into())),
+        ContentType::Text => std::str::from_utf8(bytes)
+            .ok()
+            .map(|s| Value::String(s.into())),
         ContentType::Binary => None,
     };
     let mut out = json!({});
@@ -133,9 +135,11 @@ fn render(line: usize, ct: ContentType, outcome: &Outcome) -> Value {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let runtime = Runtime::from_config_file(&args.config)?;
     let reader: Box<dyn BufRead> = match &args.input {
-        Some(path) => Box::new(BufReader::new(
-            File::open(path).with_context(|| format!("cannot open input {}", path.display()))?,
-        )),
+        Some(path) => {
+            Box::new(BufReader::new(File::open(path).with_context(|| {
+                format!("cannot open input {}", path.display())
+            })?))
+        }
         None => Box::new(BufReader::new(io::stdin())),
     };
     let mut out = BufWriter::new(io::stdout().lock());

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine, installing what the tests need first:
+# the wasm32-wasip2 target (guests are built from source by the tests) and Mosquitto
+# (for the broker tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null
+
+if ! command -v mosquitto >/dev/null 2>&1; then
+    echo "installing mosquitto..." >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq >/dev/null
+    $SUDO apt-get install -y -qq mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev >/dev/null
+fi
+
+# Guests are built once by the test helper into target/guest-fixtures; building them here
+# first gives a clear error before any test starts.
+CARGO_TARGET_DIR=target/guest-fixtures cargo build --release --target wasm32-wasip2 \
+    -p allow-all -p pii-redact -p hostile -p wrong-version
+
+cargo test --workspace --exclude twinguard-guest --exclude allow-all --exclude pii-redact \
+    --exclude hostile --exclude wrong-version "$@"
