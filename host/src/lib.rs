@@ -74,6 +74,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
+pub mod convert;
 mod error;
 mod limits;
 mod message;

@@ -174,7 +174,7 @@ fn field_lookups_return_typed_values_for_json_and_cbor() {
     };
     let out = rt.evaluate(&json(&doc));
     expect(&out.alerts[0].detail);
-    let cbor = cbor4ii::serde::to_vec(Vec::new(), &doc).unwrap();
+    let cbor = twinguard::convert::json_to_cbor(&doc);
     let out = rt.evaluate(&Message::new("d1", "x", ContentType::Cbor, cbor));
     expect(&out.alerts[0].detail);
     let out = rt.evaluate(&Message::new(

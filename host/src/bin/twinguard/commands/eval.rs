@@ -62,8 +62,7 @@ fn to_message(line: &str) -> Result<Message, String> {
             .map_err(|e| format!("payload_base64: {e}"))?,
         (Some(v), None) => match ct {
             ContentType::Json => serde_json::to_vec(&v).map_err(|e| e.to_string())?,
-            ContentType::Cbor => cbor4ii::serde::to_vec(Vec::new(), &v)
-                .map_err(|e| format!("payload: cannot encode as CBOR: {e}"))?,
+            ContentType::Cbor => twinguard::convert::json_to_cbor(&v),
             ContentType::Text => match v {
                 Value::String(s) => s.into_bytes(),
                 _ => return Err("payload of a text message must be a JSON string".into()),
@@ -84,7 +83,7 @@ fn to_message(line: &str) -> Result<Message, String> {
 fn payload_json(ct: ContentType, bytes: &[u8]) -> Value {
     let readable = match ct {
         ContentType::Json => serde_json::from_slice::<Value>(bytes).ok(),
-        ContentType::Cbor => cbor4ii::serde::from_slice::<Value>(bytes).ok(),
+        ContentType::Cbor => twinguard::convert::cbor_to_json(bytes).ok(),
         ContentType::Text => std::str::from_utf8(bytes)
             .ok()
             .map(|s| Value::String(s.into())),
