@@ -12,11 +12,16 @@ use crate::bindings::{host, wit};
 /// [`payload`](Self::payload) in the guest.
 pub struct Message {
     inner: wit::Message,
+    /// Fetched from the host on first use: most policies only read fields.
+    payload: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl Message {
     pub(crate) fn from_wit(inner: wit::Message) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            payload: std::cell::OnceCell::new(),
+        }
     }
 
     /// The device's identity. Where the transport authenticates the device (client certificate,
@@ -40,14 +45,21 @@ impl Message {
         self.inner.content_type.into()
     }
 
-    /// The raw payload bytes.
+    /// The raw payload bytes, for policies with their own parser. Copied from the host on the
+    /// first call (later calls are free); prefer [`field`](Self::field) and friends, which read
+    /// the host's single parse of the payload.
     pub fn payload(&self) -> &[u8] {
-        &self.inner.payload
+        self.payload.get_or_init(host::payload)
+    }
+
+    /// The payload size in bytes, without copying the payload.
+    pub fn payload_len(&self) -> usize {
+        self.inner.payload_len as usize
     }
 
     /// The payload as text, when it is valid UTF-8 (whatever the content type).
     pub fn payload_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.inner.payload).ok()
+        std::str::from_utf8(self.payload()).ok()
     }
 
     /// When the host received the message, in milliseconds since the Unix epoch (UTC).
@@ -116,7 +128,7 @@ impl fmt::Debug for Message {
             .field("device_id", &self.device_id())
             .field("topic", &self.topic())
             .field("content_type", &self.content_type())
-            .field("payload_len", &self.payload().len())
+            .field("payload_len", &self.payload_len())
             .field("received_at_ms", &self.received_at_ms())
             .field("attributes", &self.attributes())
             .finish()

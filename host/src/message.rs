@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -127,9 +128,9 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
     /// The policy's configured name (or `twinguard` for the host's own events).
-    pub policy: String,
+    pub policy: Arc<str>,
     /// The policy's version: its content digest.
-    pub version: String,
+    pub version: Arc<str>,
     /// How serious.
     pub severity: Severity,
     /// Stable machine-readable code, e.g. `device-spoofing`; `policy-fault` for faults.
@@ -207,9 +208,9 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyTrace {
     /// The policy's name.
-    pub policy: String,
+    pub policy: Arc<str>,
     /// Its version (content digest).
-    pub version: String,
+    pub version: Arc<str>,
     /// What it decided.
     pub verdict: Verdict,
     /// Fuel it consumed on this message.

@@ -224,6 +224,11 @@ impl Document {
         self.bytes = bytes;
         self.index = None;
     }
+
+    /// The payload bytes, giving up the document.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Applies `edits` in order to a `format` payload and re-encodes it.

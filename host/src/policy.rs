@@ -143,6 +143,13 @@ impl wit_host::Host for HostState {
         }
     }
 
+    fn payload(&mut self) -> Vec<u8> {
+        self.msg
+            .as_ref()
+            .map(|ctx| ctx.doc.bytes().to_vec())
+            .unwrap_or_default()
+    }
+
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
         let device = &self.msg.as_ref()?.device;
         self.shared.state.get(device, &key)
@@ -240,7 +247,9 @@ pub(crate) struct PolicySpec {
 /// A compiled, validated policy, shared by every thread that evaluates with it.
 pub struct Policy {
     spec: PolicySpec,
-    version: String,
+    /// Shared with every trace and alert, so a message costs no string copies.
+    name: Arc<str>,
+    version: Arc<str>,
     size: usize,
     pre: PolicyPre<HostState>,
     shared: Arc<Shared>,
@@ -412,7 +421,8 @@ impl Policy {
         });
         let epoch_ticks = spec.limits.deadline_ms.div_ceil(ctx.epoch_tick_ms) + 1;
         let policy = Self {
-            version: info.digest,
+            name: spec.name.as_str().into(),
+            version: info.digest.into(),
             size: info.size,
             pre,
             shared,
@@ -443,6 +453,14 @@ impl Policy {
         &self.spec.name
     }
 
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub(crate) fn version_arc(&self) -> Arc<str> {
+        self.version.clone()
+    }
+
     /// The version: SHA-256 of the component, hex.
     pub fn version(&self) -> &str {
         &self.version
@@ -462,7 +480,7 @@ impl Policy {
         let consecutive = self.consecutive_faults.load(Ordering::Relaxed);
         PolicyStatus {
             name: self.spec.name.clone(),
-            version: self.version.clone(),
+            version: self.version.to_string(),
             path: self.spec.path.clone(),
             isolation: self.spec.isolation,
             on_fault: self.spec.on_fault,

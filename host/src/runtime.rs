@@ -113,6 +113,10 @@ impl Drop for Ticker {
     }
 }
 
+/// Bytes at the start of each pooled memory reset by memset rather than madvise: a guest with
+/// a 64 KiB stack keeps its stack, data and first heap pages in here.
+const KEEP_RESIDENT: usize = 256 << 10;
+
 /// Builds the process's engine: fuel, epochs and the pooling allocator.
 fn engine(config: &Config) -> Result<Engine, Error> {
     let e = &config.engine;
@@ -128,7 +132,11 @@ fn engine(config: &Config) -> Result<Engine, Error> {
         .max_core_instances_per_component(16)
         .max_memories_per_component(4)
         .max_tables_per_component(8)
-        .max_memory_size(usize::try_from(e.max_memory_bytes).unwrap_or(usize::MAX));
+        .max_memory_size(usize::try_from(e.max_memory_bytes).unwrap_or(usize::MAX))
+        // Reset the start of a freed memory with memset instead of madvise: the page faults
+        // and TLB-flush IPIs of madvise dominated `fresh` evaluations (measured, BENCHMARKS.md).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(16 << 10);
     let mut wasm = wasmtime::Config::new();
     wasm.wasm_component_model(true)
         .consume_fuel(true)
@@ -351,7 +359,7 @@ fn to_wit_message(m: &Message) -> wit::Message {
             ContentType::Text => wit::ContentType::Text,
             ContentType::Binary => wit::ContentType::Binary,
         },
-        payload: m.payload.clone(),
+        payload_len: u32::try_from(m.payload.len()).unwrap_or(u32::MAX),
         received_at_ms: m.received_at_ms,
         attributes: m.attributes.clone(),
     }
@@ -369,8 +377,8 @@ fn severity(s: wit::Severity) -> Severity {
 
 fn alert_of(p: &Policy, a: wit::Alert) -> Alert {
     Alert {
-        policy: p.name().to_string(),
-        version: p.version().to_string(),
+        policy: p.name_arc(),
+        version: p.version_arc(),
         severity: severity(a.severity),
         code: a.code,
         detail: a.detail,
@@ -379,8 +387,8 @@ fn alert_of(p: &Policy, a: wit::Alert) -> Alert {
 
 fn fault_alert(p: &Policy, fault: &Fault) -> Alert {
     Alert {
-        policy: p.name().to_string(),
-        version: p.version().to_string(),
+        policy: p.name_arc(),
+        version: p.version_arc(),
         severity: Severity::High,
         code: "policy-fault".into(),
         detail: format!(
@@ -402,7 +410,7 @@ fn apply_redaction(
     wire: &mut wit::Message,
     edits: Vec<wit::Edit>,
 ) -> Result<(), Fault> {
-    let Some(format) = content_format(ct) else {
+    let Some(format) = doc.format() else {
         return Err(Fault::BadDecision(format!(
             "redaction asked for a {ct} payload; only json and cbor payloads have fields"
         )));
@@ -420,7 +428,7 @@ fn apply_redaction(
     match payload::redact(format, doc.bytes(), &edits) {
         Ok(None) => Ok(()),
         Ok(Some(bytes)) => {
-            wire.payload.clone_from(&bytes);
+            wire.payload_len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
             doc.replace(bytes);
             Ok(())
         }
@@ -470,11 +478,10 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
             },
             None => p.evaluate(&wire, &mut ctx),
         });
-        // The ctx always comes back from the store; rebuild it if a bug ever lost it.
-        let ctx_ref = ctx.get_or_insert_with(|| MsgCtx {
-            device: message.device_id.clone(),
-            doc: Document::new(content_format(ct), wire.payload.clone()),
-        });
+        // The ctx always comes back from the store (see Policy::evaluate).
+        let Some(ctx_ref) = ctx.as_mut() else {
+            break;
+        };
         let verdict = match step.result {
             Ok(decision) => {
                 let wit::Decision { verdict, alerts } = decision;
@@ -512,8 +519,8 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
             Verdict::Fault(fault)
         });
         outcome.trace.push(PolicyTrace {
-            policy: p.name().to_string(),
-            version: p.version().to_string(),
+            policy: p.name_arc(),
+            version: p.version_arc(),
             verdict,
             fuel_used: step.fuel_used,
             elapsed,
@@ -522,8 +529,20 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
             break;
         }
     }
-    outcome.redacted = wire.payload != message.payload;
-    outcome.payload = wire.payload;
+    let payload = match ctx {
+        Some(c) => c.doc.into_bytes(),
+        None => {
+            // Cannot happen (Policy::evaluate always hands the context back); should it, fail
+            // closed rather than forward a payload whose redactions may be lost.
+            quarantine = Some((
+                "twinguard".into(),
+                "internal error: message context lost".into(),
+            ));
+            message.payload.clone()
+        }
+    };
+    outcome.redacted = payload != message.payload;
+    outcome.payload = payload;
     outcome.action = if let Some((policy, reason)) = quarantine {
         Action::Quarantine {
             policy: Some(policy),

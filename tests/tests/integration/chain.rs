@@ -116,7 +116,7 @@ fn chain_sees_redactions_quarantine_stops_alerts_accumulate() {
     assert_eq!(forwarded, json!({"t": 21.5, "owner": {"name": "***"}}));
 
     // The second route: quarantine stops the chain, earlier alerts are kept.
-    let mut msg2 = msg.clone();
+    let mut msg2 = msg;
     msg2.topic = "plant/d1/status".into();
     let out = rt.evaluate(&msg2);
     assert!(

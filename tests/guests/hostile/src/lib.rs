@@ -142,7 +142,7 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
                 msg.device_id(),
                 msg.topic(),
                 msg.content_type(),
-                msg.payload().len(),
+                msg.payload().len(), // through host.payload, not payload_len
                 msg.attributes().len()
             ),
         ),

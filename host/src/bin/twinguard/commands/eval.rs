@@ -105,8 +105,8 @@ fn render(line: usize, ct: ContentType, outcome: &Outcome) -> Value {
         out["quarantined_by"] = json!(policy);
         out["reason"] = json!(reason);
     }
-    if let Value::Object(p) = payload_json(ct, &outcome.payload) {
-        out.as_object_mut().map(|o| o.extend(p));
+    if let (Value::Object(p), Some(o)) = (payload_json(ct, &outcome.payload), out.as_object_mut()) {
+        o.extend(p);
     }
     out["redacted"] = json!(outcome.redacted);
     out["alerts"] = json!(outcome.alerts);
