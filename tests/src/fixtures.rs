@@ -9,7 +9,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate the tests and benchmarks use.
-pub const GUESTS: &[&str] = &["allow-all", "pii-redact", "hostile", "wrong-version"];
+pub const GUESTS: &[&str] = &[
+    "allow-all",
+    "pii-redact",
+    "hostile",
+    "wrong-version",
+    "wrong-world",
+];
 
 fn workspace() -> PathBuf {
     // This file is compiled into crates one folder below the workspace root.

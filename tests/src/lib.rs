@@ -18,7 +18,8 @@ pub fn config(toml: &str) -> Config {
     Config::from_toml(&toml, ".").unwrap_or_else(|e| panic!("config: {e}\n{toml}"))
 }
 
-/// Replaces `@allow-all`, `@pii-redact`, `@hostile`, `@wrong-version` by component paths.
+/// Replaces `@allow-all`, `@pii-redact`, `@hostile`, `@wrong-version`, `@wrong-world` by
+/// component paths.
 pub fn substitute(toml: &str) -> String {
     let mut out = toml.to_string();
     for g in fixtures::GUESTS {

@@ -17,7 +17,7 @@ fn allow_all_allows_and_traces_version_and_fuel() {
     assert!(!out.redacted);
     assert_eq!(out.trace.len(), 1);
     let step = &out.trace[0];
-    assert_eq!(step.policy, "pass");
+    assert_eq!(&*step.policy, "pass");
     assert_eq!(step.verdict, Verdict::Allow);
     assert_eq!(
         step.version.len(),
@@ -47,7 +47,7 @@ fn quarantine_and_alert_verdicts() {
     assert_eq!(out.action, Action::Alert);
     assert_eq!(out.alerts.len(), 1);
     let a = &out.alerts[0];
-    assert_eq!((a.policy.as_str(), a.severity), ("p", Severity::Info));
+    assert_eq!((&*a.policy, a.severity), ("p", Severity::Info));
     assert!(a.detail.contains("device=dev-9"), "{}", a.detail);
     assert!(a.detail.contains("topic=a/b"), "{}", a.detail);
     assert!(a.detail.contains("len=1"), "{}", a.detail);
@@ -101,7 +101,7 @@ fn chain_sees_redactions_quarantine_stops_alerts_accumulate() {
     let seen = out
         .alerts
         .iter()
-        .find(|a| a.policy == "look")
+        .find(|a| &*a.policy == "look")
         .expect("look alerted");
     assert!(seen.detail.contains("/owner/email=None"), "{}", seen.detail);
     assert!(seen.detail.contains("***"), "{}", seen.detail);
@@ -109,7 +109,7 @@ fn chain_sees_redactions_quarantine_stops_alerts_accumulate() {
     assert!(out
         .alerts
         .iter()
-        .any(|a| a.policy == "pii" && a.code == "pii-redacted"));
+        .any(|a| &*a.policy == "pii" && a.code == "pii-redacted"));
     assert_eq!(out.action, Action::Alert, "alerts outrank redaction");
     assert!(out.redacted);
     let forwarded: serde_json::Value = serde_json::from_slice(&out.payload).unwrap();
@@ -122,7 +122,7 @@ fn chain_sees_redactions_quarantine_stops_alerts_accumulate() {
     assert!(
         matches!(out.action, Action::Quarantine { ref policy, .. } if policy.as_deref() == Some("stop"))
     );
-    let ran: Vec<_> = out.trace.iter().map(|t| t.policy.as_str()).collect();
+    let ran: Vec<_> = out.trace.iter().map(|t| &*t.policy).collect();
     assert_eq!(
         ran,
         ["pii", "look", "stop"],

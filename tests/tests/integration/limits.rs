@@ -32,7 +32,7 @@ fn fault_of(rt: &Runtime) -> Fault {
         .iter()
         .find(|a| a.code == "policy-fault")
         .expect("fault alert");
-    assert_eq!(alert.policy, "p");
+    assert_eq!(&*alert.policy, "p");
     assert!(
         alert.detail.contains(&fault.to_string()),
         "{}",

@@ -99,6 +99,26 @@ fn other_contract_version_names_both_versions() {
 }
 
 #[test]
+fn component_of_another_world_is_refused() {
+    let e = load_error(&wasm("wrong-world"));
+    assert!(
+        matches!(
+            e,
+            Error::Load {
+                cause: LoadError::WrongWorld { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("exports no twinguard:policy/handler") && text.contains("next"),
+        "{text}"
+    );
+}
+
+#[test]
 fn missing_file_names_the_policy_and_path() {
     let e = load_error(std::path::Path::new("/nonexistent/p.wasm"));
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
