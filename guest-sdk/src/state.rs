@@ -56,6 +56,9 @@ pub enum StateError {
     /// Storing it would take this device's state for this policy over the policy's
     /// `state-bytes` limit; the figure is that limit in bytes. Nothing was stored.
     OverLimit(u64),
+    /// The policy already keeps state for as many devices as its `state-devices` limit (the
+    /// figure), and this device has none yet. Nothing was stored.
+    TooManyDevices(u64),
     /// [`set_json`] could not encode the value as JSON (e.g. a map with non-text keys).
     Encode(String),
 }
@@ -69,6 +72,10 @@ impl fmt::Display for StateError {
                     "over the limit of {limit} bytes of state for this device and policy"
                 )
             }
+            Self::TooManyDevices(limit) => write!(
+                f,
+                "this policy already keeps state for its limit of {limit} devices"
+            ),
             Self::Encode(why) => write!(f, "the value cannot be encoded as JSON: {why}"),
         }
     }
@@ -80,6 +87,7 @@ impl From<wit::StateError> for StateError {
     fn from(value: wit::StateError) -> Self {
         match value {
             wit::StateError::OverLimit(limit) => Self::OverLimit(limit),
+            wit::StateError::TooManyDevices(limit) => Self::TooManyDevices(limit),
         }
     }
 }

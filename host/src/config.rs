@@ -171,6 +171,7 @@ pub struct LimitsOverride {
     pub deadline_ms: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub state_bytes: Option<u64>,
+    pub state_devices: Option<u64>,
     pub decision_bytes: Option<u64>,
 }
 
@@ -182,6 +183,7 @@ impl LimitsOverride {
             deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
             memory_bytes: self.memory_bytes.unwrap_or(base.memory_bytes),
             state_bytes: self.state_bytes.unwrap_or(base.state_bytes),
+            state_devices: self.state_devices.unwrap_or(base.state_devices),
             decision_bytes: self.decision_bytes.unwrap_or(base.decision_bytes),
         }
     }

@@ -27,6 +27,9 @@ pub struct Limits {
     /// Bytes of state (keys plus values) the policy may keep per device. `state-set` past it
     /// returns an error to the guest; it is not a fault.
     pub state_bytes: u64,
+    /// Devices the policy may keep state for. `state-set` for one more device returns an error
+    /// to the guest, so a flood of made-up device ids cannot exhaust the host's memory.
+    pub state_devices: u64,
     /// Cap on the size of the decision a policy returns (reasons, alert texts, redaction
     /// pointers). Exceeding it is [`Fault::DecisionTooLarge`].
     pub decision_bytes: u64,
@@ -40,6 +43,7 @@ impl Default for Limits {
             deadline_ms: 50,
             memory_bytes: 16 << 20,
             state_bytes: 64 << 10,
+            state_devices: 100_000,
             decision_bytes: 64 << 10,
         }
     }

@@ -16,7 +16,7 @@ use crate::error::{boxed, Error, LoadError};
 use crate::limits::{Fault, Isolation, Limits, OnFault};
 use crate::output::GuestOutput;
 use crate::payload::{Document, FieldError, FieldValue};
-use crate::state::StateStore;
+use crate::state::{StateLimits, StateRefusal, StateStore};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -60,7 +60,7 @@ pub(crate) struct HostState {
 struct Shared {
     name: String,
     state: Arc<StateStore>,
-    state_bytes: u64,
+    state_limits: StateLimits,
 }
 
 /// Caps linear memory and records a refusal, because a failed `memory.grow` reaches the
@@ -163,8 +163,11 @@ impl wit_host::Host for HostState {
         let shared = &self.shared;
         shared
             .state
-            .set(&ctx.device, &key, value, shared.state_bytes)
-            .map_err(wit::StateError::OverLimit)
+            .set(&ctx.device, &key, value, shared.state_limits)
+            .map_err(|refusal| match refusal {
+                StateRefusal::OverLimit(n) => wit::StateError::OverLimit(n),
+                StateRefusal::TooManyDevices(n) => wit::StateError::TooManyDevices(n),
+            })
     }
 
     fn state_delete(&mut self, key: String) {
@@ -417,7 +420,10 @@ impl Policy {
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             state,
-            state_bytes: spec.limits.state_bytes,
+            state_limits: StateLimits {
+                bytes: spec.limits.state_bytes,
+                devices: spec.limits.state_devices,
+            },
         });
         let epoch_ticks = spec.limits.deadline_ms.div_ceil(ctx.epoch_tick_ms) + 1;
         let policy = Self {

@@ -143,6 +143,33 @@ fn state_bytes_limit_refuses_the_write_without_a_fault() {
 }
 
 #[test]
+fn state_devices_limit_bounds_the_devices_a_policy_keeps_state_for() {
+    let rt = runtime(&hostile("state", "[policy.limits]\nstate-devices = 2"));
+    let on = |device: &str| {
+        let mut m = json(&json!({}));
+        m.device_id = device.into();
+        rt.evaluate(&m)
+    };
+    assert_eq!(on("a").action, Action::Alert);
+    assert_eq!(on("b").action, Action::Alert);
+    let out = on("c");
+    assert!(
+        matches!(out.action, Action::Quarantine { ref reason, .. } if reason.contains("limit of 2 devices")),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.trace[0].verdict,
+        Verdict::Quarantine,
+        "a refused write is not a fault"
+    );
+    assert_eq!(
+        on("a").alerts[0].detail,
+        "2",
+        "known devices keep their state"
+    );
+}
+
+#[test]
 fn oversized_decision_is_a_fault() {
     let rt = with_good(
         "big-decision",
