@@ -80,6 +80,8 @@ mod limits;
 mod message;
 mod output;
 mod payload;
+#[cfg(test)]
+mod payload_differential;
 mod pipeline;
 mod policy;
 mod runtime;

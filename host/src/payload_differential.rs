@@ -1,0 +1,484 @@
+//! Randomized differential tests: the lazy lookups against serde_json / cbor4ii full parses.
+//! The module's own tests (in payload.rs) are the fixed cases; these are the randomized ones.
+
+use crate::payload::{redact, Document, Edit, EditAction, FieldValue, Format};
+use cbor4ii::core::enc::Encode;
+use cbor4ii::core::Value as Cv;
+use serde_json::Value as Jv;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const KEYS: &[&str] = &[
+    "a",
+    "b",
+    "k",
+    "a/b",
+    "m~n",
+    "é",
+    "",
+    "\"q\"",
+    "long-key-name-1",
+    "x\\y",
+    "\u{1F600}",
+];
+
+fn gen_text(r: &mut Rng) -> String {
+    let mut s = String::new();
+    for _ in 0..r.below(12) {
+        s.push_str(r.pick(&[
+            "a",
+            "Z",
+            " ",
+            "é",
+            "\u{1F600}",
+            "\"",
+            "\\",
+            "/",
+            "\n",
+            "\u{1}",
+            "~",
+            "0123456789",
+        ]));
+    }
+    s
+}
+
+fn gen_json(r: &mut Rng, depth: u32) -> Jv {
+    match r.below(if depth > 3 { 6 } else { 9 }) {
+        0 => Jv::Null,
+        1 => Jv::Bool(r.below(2) == 0),
+        2 => Jv::from(r.next() as i64 >> r.below(64)),
+        3 => Jv::from(r.next() >> r.below(64)),
+        // Short decimals: serde_json (without float_roundtrip) rounds long ones off by an ulp.
+        4 => Jv::from(f64::from(r.next() as i32 >> 8) / 64.0),
+        5 => Jv::String(gen_text(r)),
+        6 | 7 => Jv::Object(
+            (0..r.below(6))
+                .map(|_| (r.pick(KEYS).to_owned(), gen_json(r, depth + 1)))
+                .collect(),
+        ),
+        _ => Jv::Array((0..r.below(6)).map(|_| gen_json(r, depth + 1)).collect()),
+    }
+}
+
+/// Writes JSON with random whitespace, random escapes, and duplicate keys now and then.
+fn write_json(r: &mut Rng, v: &Jv, out: &mut String) {
+    let ws = |r: &mut Rng, out: &mut String| {
+        if r.below(4) == 0 {
+            out.push_str(r.pick(&[" ", "\n", "\t ", "\r\n  "]));
+        }
+    };
+    let string = |r: &mut Rng, s: &str, out: &mut String| {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c if r.below(5) == 0 => {
+                    let mut buf = [0u16; 2];
+                    for unit in c.encode_utf16(&mut buf) {
+                        out.push_str(&format!("\\u{:04X}", unit));
+                    }
+                }
+                '/' if r.below(2) == 0 => out.push_str("\\/"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    };
+    ws(r, out);
+    match v {
+        Jv::Object(m) => {
+            out.push('{');
+            let mut first = true;
+            for (k, x) in m {
+                if r.below(8) == 0 {
+                    // A duplicate before the real one: the real (last) one must win.
+                    if !first {
+                        out.push(',');
+                    }
+                    string(r, k, out);
+                    out.push(':');
+                    out.push_str("\"shadowed\"");
+                    first = false;
+                }
+                if !first {
+                    out.push(',');
+                }
+                ws(r, out);
+                string(r, k, out);
+                ws(r, out);
+                out.push(':');
+                write_json(r, x, out);
+                first = false;
+            }
+            ws(r, out);
+            out.push('}');
+        }
+        Jv::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(r, x, out);
+            }
+            out.push(']');
+        }
+        Jv::String(s) => string(r, s, out),
+        other => out.push_str(&other.to_string()),
+    }
+    ws(r, out);
+}
+
+fn escape_token(t: &str) -> String {
+    t.replace('~', "~0").replace('/', "~1")
+}
+
+fn expected_json(v: &Jv) -> FieldValue {
+    match v {
+        Jv::Null => FieldValue::Null,
+        Jv::Bool(b) => FieldValue::Bool(*b),
+        Jv::Number(n) => match n.as_i64() {
+            Some(i) if !n.is_f64() => FieldValue::Integer(i),
+            _ => FieldValue::Float(n.as_f64().unwrap()),
+        },
+        Jv::String(s) => FieldValue::Text(s.clone()),
+        Jv::Array(a) => FieldValue::Array(a.len() as u32),
+        Jv::Object(m) => FieldValue::Object(m.len() as u32),
+    }
+}
+
+/// Every path of `v`, with the value serde_json has there.
+fn paths<'a>(v: &'a Jv, prefix: String, out: &mut Vec<(String, &'a Jv)>) {
+    out.push((prefix.clone(), v));
+    match v {
+        Jv::Object(m) => m
+            .iter()
+            .for_each(|(k, x)| paths(x, format!("{prefix}/{}", escape_token(k)), out)),
+        Jv::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| paths(x, format!("{prefix}/{i}"), out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn json_lookups_match_serde_json() {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..3000 {
+        let v = gen_json(&mut r, 0);
+        let mut text = String::new();
+        write_json(&mut r, &v, &mut text);
+        let parsed: Jv = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let mut doc = Document::new(Some(Format::Json), text.clone().into_bytes());
+        let mut all = Vec::new();
+        paths(&parsed, String::new(), &mut all);
+        for (pointer, value) in all {
+            assert_eq!(
+                doc.field(&pointer),
+                Ok(Some(expected_json(value))),
+                "{pointer} in {text}"
+            );
+            assert_eq!(doc.field(&format!("{pointer}/nope")), Ok(None));
+        }
+    }
+}
+
+const JSON_BYTES: &[&str] = &[
+    "{", "}", "[", "]", ",", ":", "\"", "\\", "u", "0", "1", "-", ".", "e", "+", "t", "n", "f",
+    " ", "\u{1}", "\u{e9}", "d8",
+];
+
+#[test]
+fn json_validity_matches_serde_json_under_mutation() {
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    let mut checked = 0;
+    for _ in 0..20000 {
+        let v = gen_json(&mut r, 0);
+        let mut text = String::new();
+        write_json(&mut r, &v, &mut text);
+        let mut bytes = text.into_bytes();
+        for _ in 0..=r.below(3) {
+            let at = r.below(bytes.len() as u64 + 1) as usize;
+            match r.below(3) {
+                0 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                1 if at < bytes.len() => {
+                    bytes[at] = r.pick(JSON_BYTES).as_bytes()[0];
+                }
+                _ => {
+                    for (i, b) in r.pick(JSON_BYTES).bytes().enumerate() {
+                        bytes.insert(at + i, b);
+                    }
+                }
+            }
+        }
+        let theirs = serde_json::from_slice::<Jv>(&bytes);
+        if let Err(e) = &theirs {
+            // The tape does not decode numbers until asked for one.
+            if e.to_string().contains("number out of range") {
+                continue;
+            }
+        }
+        let ours = Document::new(Some(Format::Json), bytes.clone()).field("");
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "{:?}: ours {ours:?}, theirs {theirs:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        // Redaction parses with serde_json: it must agree as well.
+        let red = redact(
+            Format::Json,
+            &bytes,
+            &[Edit {
+                pointer: "/a".into(),
+                action: EditAction::Remove,
+            }],
+        );
+        assert_eq!(red.is_ok(), theirs.is_ok());
+        checked += 1;
+    }
+    assert!(checked > 15000);
+}
+
+fn to_cbor(v: &Jv) -> Cv {
+    match v {
+        Jv::Null => Cv::Null,
+        Jv::Bool(b) => Cv::Bool(*b),
+        Jv::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) if !n.is_f64() => Cv::Integer(i.into()),
+            (_, Some(u)) if !n.is_f64() => Cv::Integer(u.into()),
+            _ => Cv::Float(n.as_f64().unwrap()),
+        },
+        Jv::String(s) => Cv::Text(s.clone()),
+        Jv::Array(a) => Cv::Array(a.iter().map(to_cbor).collect()),
+        Jv::Object(m) => Cv::Map(
+            m.iter()
+                .map(|(k, x)| (Cv::Text(k.clone()), to_cbor(x)))
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn cbor_lookups_and_redaction_match() {
+    let mut r = Rng(0xdead_beef_cafe_f00d);
+    for _ in 0..3000 {
+        let v = gen_json(&mut r, 0);
+        let mut w = cbor4ii::core::utils::BufWriter::new(Vec::new());
+        to_cbor(&v).encode(&mut w).unwrap();
+        let bytes = w.into_inner();
+        let mut doc = Document::new(Some(Format::Cbor), bytes.clone());
+        let mut all = Vec::new();
+        paths(&v, String::new(), &mut all);
+        for (pointer, value) in &all {
+            assert_eq!(
+                doc.field(pointer),
+                Ok(Some(expected_json(value))),
+                "{pointer}"
+            );
+        }
+        // Redacting in JSON and in CBOR gives the same document.
+        let (pointer, _) = &all[r.below(all.len() as u64) as usize];
+        if pointer.is_empty() {
+            continue;
+        }
+        let action = if r.below(2) == 0 {
+            EditAction::Remove
+        } else {
+            EditAction::Mask("m".into())
+        };
+        let edits = [Edit {
+            pointer: pointer.clone(),
+            action,
+        }];
+        let json = redact(Format::Json, v.to_string().as_bytes(), &edits)
+            .unwrap()
+            .unwrap();
+        let cbor = redact(Format::Cbor, &bytes, &edits).unwrap().unwrap();
+        let json: Jv = serde_json::from_slice(&json).unwrap();
+        let mut w = cbor4ii::core::utils::BufWriter::new(Vec::new());
+        to_cbor(&json).encode(&mut w).unwrap();
+        assert_eq!(cbor, w.into_inner(), "{pointer} on {v}");
+        // And a CBOR truncated anywhere is malformed, never a panic.
+        let cut = r.below(bytes.len() as u64) as usize;
+        assert!(Document::new(Some(Format::Cbor), bytes[..cut].to_vec())
+            .field("")
+            .is_err());
+    }
+}
+
+/// The reference: serde_json's tree, edited in place.
+fn reference_apply(root: &mut Jv, pointer: &str, action: &EditAction) -> bool {
+    let mut tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some(last) = tokens.pop() else {
+        return false;
+    };
+    let index = |t: &str| -> Option<usize> {
+        if t == "0"
+            || (t.starts_with(|c: char| ('1'..='9').contains(&c))
+                && t.bytes().all(|b| b.is_ascii_digit()))
+        {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let mut node = root;
+    for t in &tokens {
+        node = match node {
+            Jv::Object(m) => match m.get_mut(t.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            Jv::Array(a) => match index(t).and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (node, action) {
+        (Jv::Object(m), EditAction::Remove) => m.shift_remove(last.as_str()).is_some(),
+        (Jv::Object(m), EditAction::Mask(s)) => m
+            .get_mut(last.as_str())
+            .map(|v| *v = Jv::String(s.clone()))
+            .is_some(),
+        (Jv::Array(a), EditAction::Remove) => match index(&last) {
+            Some(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        (Jv::Array(a), EditAction::Mask(s)) => index(&last)
+            .and_then(|i| a.get_mut(i))
+            .map(|v| *v = Jv::String(s.clone()))
+            .is_some(),
+        _ => false,
+    }
+}
+
+#[test]
+fn json_redaction_matches_serde_json_reference() {
+    let mut r = Rng(0x5151_abab_7777_0101);
+    let mut changed = 0;
+    for _ in 0..5000 {
+        let v = gen_json(&mut r, 0);
+        let mut text = String::new();
+        write_json(&mut r, &v, &mut text);
+        let mut reference: Jv = serde_json::from_str(&text).unwrap();
+        let mut all = Vec::new();
+        paths(&reference, String::new(), &mut all);
+        let mut pointers: Vec<String> = all
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| !p.is_empty())
+            .collect();
+        pointers.push("/nope".into());
+        pointers.push("/0/0".into());
+        let edits: Vec<Edit> = (0..=r.below(3))
+            .map(|_| Edit {
+                pointer: pointers[r.below(pointers.len() as u64) as usize].clone(),
+                action: if r.below(2) == 0 {
+                    EditAction::Remove
+                } else {
+                    EditAction::Mask(gen_text(&mut r))
+                },
+            })
+            .collect();
+        let mut any = false;
+        for e in &edits {
+            any |= reference_apply(&mut reference, &e.pointer, &e.action);
+        }
+        let ours = redact(Format::Json, text.as_bytes(), &edits).unwrap();
+        match ours {
+            None => assert!(!any, "{edits:?} on {text}"),
+            Some(out) => {
+                assert!(any, "{edits:?} on {text}");
+                changed += 1;
+                let got: Jv = serde_json::from_slice(&out)
+                    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+                assert_eq!(got, reference, "{edits:?} on {text}");
+                // Member order too (serde_json's Value compares maps without order).
+                assert_eq!(got.to_string(), reference.to_string());
+            }
+        }
+    }
+    assert!(changed > 1000, "{changed}");
+}
+
+/// Random and mutated inputs through every entry point: errors are fine, panics are not (this
+/// runs with debug assertions, so integer overflow would panic too).
+#[test]
+fn no_panics_on_garbage() {
+    let mut r = Rng(0x0bad_f00d_dead_c0de);
+    let pointers = ["", "/", "/0", "/a", "/a/0/b", "/k/k/k", "/~0", "/0/0/0/0"];
+    for round in 0..20000 {
+        let v = gen_json(&mut r, 0);
+        let mut bytes = if round % 2 == 0 {
+            let mut w = cbor4ii::core::utils::BufWriter::new(Vec::new());
+            to_cbor(&v).encode(&mut w).unwrap();
+            w.into_inner()
+        } else {
+            v.to_string().into_bytes()
+        };
+        for _ in 0..=r.below(4) {
+            let at = r.below(bytes.len() as u64 + 1) as usize;
+            let byte = r.next() as u8;
+            match r.below(3) {
+                0 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                1 if at < bytes.len() => bytes[at] = byte,
+                _ => bytes.insert(at, byte),
+            }
+        }
+        if round % 7 == 0 {
+            bytes = (0..r.below(40)).map(|_| r.next() as u8).collect();
+        }
+        for format in [Format::Cbor, Format::Json] {
+            let mut doc = Document::new(Some(format), bytes.clone());
+            for p in pointers {
+                let _ = doc.field(p);
+            }
+            let edits = [
+                Edit {
+                    pointer: pointers[1 + r.below(7) as usize].into(),
+                    action: EditAction::Remove,
+                },
+                Edit {
+                    pointer: pointers[1 + r.below(7) as usize].into(),
+                    action: EditAction::Mask("m".into()),
+                },
+            ];
+            if let Ok(Some(out)) = redact(format, &bytes, &edits) {
+                // What redaction writes parses again.
+                assert!(Document::new(Some(format), out).field("").is_ok());
+            }
+        }
+    }
+}
