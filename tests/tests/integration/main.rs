@@ -5,4 +5,5 @@ mod concurrency;
 mod limits;
 mod loading;
 mod redaction;
+mod reload;
 mod sandbox;
