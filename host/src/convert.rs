@@ -20,7 +20,7 @@ pub fn json_to_cbor(value: &Json) -> Vec<u8> {
     writer.into_inner()
 }
 
-fn to_cbor(value: &Json) -> Cbor {
+pub(crate) fn to_cbor(value: &Json) -> Cbor {
     match value {
         Json::Null => Cbor::Null,
         Json::Bool(b) => Cbor::Bool(*b),

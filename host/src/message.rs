@@ -227,7 +227,7 @@ pub struct Outcome {
     /// The payload to forward, redactions applied. For a quarantined message, the payload as
     /// it stood when it was quarantined.
     pub payload: Vec<u8>,
-    /// Whether `payload` differs from the input (some redaction matched).
+    /// Whether a redaction edit matched a field, so `payload` was rewritten.
     pub redacted: bool,
     /// Every alert raised, in chain order, fault alerts included.
     pub alerts: Vec<Alert>,

@@ -3,8 +3,9 @@
 
 use crate::payload::{redact, Document, Edit, EditAction, FieldValue, Format};
 use cbor4ii::core::enc::Encode;
-use cbor4ii::core::Value as Cv;
 use serde_json::Value as Jv;
+
+use crate::convert::to_cbor;
 
 struct Rng(u64);
 impl Rng {
@@ -258,25 +259,6 @@ fn json_validity_matches_serde_json_under_mutation() {
         checked += 1;
     }
     assert!(checked > 15000);
-}
-
-fn to_cbor(v: &Jv) -> Cv {
-    match v {
-        Jv::Null => Cv::Null,
-        Jv::Bool(b) => Cv::Bool(*b),
-        Jv::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) if !n.is_f64() => Cv::Integer(i.into()),
-            (_, Some(u)) if !n.is_f64() => Cv::Integer(u.into()),
-            _ => Cv::Float(n.as_f64().unwrap()),
-        },
-        Jv::String(s) => Cv::Text(s.clone()),
-        Jv::Array(a) => Cv::Array(a.iter().map(to_cbor).collect()),
-        Jv::Object(m) => Cv::Map(
-            m.iter()
-                .map(|(k, x)| (Cv::Text(k.clone()), to_cbor(x)))
-                .collect(),
-        ),
-    }
 }
 
 #[test]

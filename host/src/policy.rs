@@ -1,7 +1,7 @@
 //! A compiled policy: its component, digest, limits, instance pool and circuit breaker; and
 //! the host side of the WIT contract (bindings, host imports, fault classification).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -310,10 +310,7 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
 
 /// Reads the component's imports and exports and checks the contract version, before any
 /// linking, so a mismatch gets a precise error instead of a linker message.
-pub(crate) fn inspect(
-    engine: &Engine,
-    bytes: &[u8],
-) -> Result<(Component, ComponentInfo), LoadError> {
+fn inspect(engine: &Engine, bytes: &[u8]) -> Result<(Component, ComponentInfo), LoadError> {
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(LoadError::NotWasm);
     }
@@ -388,6 +385,36 @@ fn compatible(found: &str, expected: &str) -> bool {
     }
 }
 
+/// Reads, checks and links a component: everything short of instantiating it. `name` is the
+/// policy's, for errors; `None` when only checking a file.
+pub(crate) fn link(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    name: Option<&str>,
+    path: &Path,
+) -> Result<(PolicyPre<HostState>, ComponentInfo), Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        what: name.map_or_else(|| "component".into(), |n| format!("policy {n:?}")),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fail = |cause| Error::Load {
+        policy: name.unwrap_or("<check>").to_string(),
+        path: path.to_path_buf(),
+        cause,
+    };
+    let wrong_world = |e: wasmtime::Error| {
+        fail(LoadError::WrongWorld {
+            detail: format!("{e:#}"),
+            expected: WIT_VERSION,
+        })
+    };
+    let (component, info) = inspect(engine, &bytes).map_err(fail)?;
+    let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+    let pre = PolicyPre::new(instance_pre).map_err(wrong_world)?;
+    Ok((pre, info))
+}
+
 impl Policy {
     /// Compiles, links and validates a policy: the version check, a first instantiation and
     /// `init` with its configuration. In `reuse` mode that first instance is kept.
@@ -396,27 +423,14 @@ impl Policy {
         spec: PolicySpec,
         state: Arc<StateStore>,
     ) -> Result<Self, Error> {
-        let bytes = std::fs::read(&spec.path).map_err(|source| Error::Io {
-            what: format!("policy {:?}", spec.name),
-            path: spec.path.clone(),
-            source,
-        })?;
+        let (pre, info) = link(ctx.engine, ctx.linker, Some(&spec.name), &spec.path)?;
+        // `spec` moves into the policy; init errors still need its name and path.
         let (name, path) = (spec.name.clone(), spec.path.clone());
         let fail = |cause| Error::Load {
-            policy: name.clone(),
-            path: path.clone(),
+            policy: name,
+            path,
             cause,
         };
-        let (component, info) = inspect(ctx.engine, &bytes).map_err(fail)?;
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            detail: format!("{e:#}"),
-            expected: WIT_VERSION,
-        };
-        let instance_pre = ctx
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| fail(wrong_world(e)))?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| fail(wrong_world(e)))?;
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             state,
@@ -718,11 +732,4 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         linker,
         |s| s,
     )
-}
-
-/// Checks the component's exports have the contract's types.
-pub(crate) fn check_exports(
-    pre: wasmtime::component::InstancePre<HostState>,
-) -> wasmtime::Result<()> {
-    PolicyPre::new(pre).map(|_| ())
 }

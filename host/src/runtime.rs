@@ -117,6 +117,14 @@ impl Drop for Ticker {
 /// a 64 KiB stack keeps its stack, data and first heap pages in here.
 const KEEP_RESIDENT: usize = 256 << 10;
 
+/// A configuration handed over in code (not read from a file) failed validation.
+fn invalid(message: String) -> Error {
+    Error::Config {
+        origin: "<given>".into(),
+        message,
+    }
+}
+
 /// Builds the process's engine: fuel, epochs and the pooling allocator.
 fn engine(config: &Config) -> Result<Engine, Error> {
     let e = &config.engine;
@@ -154,10 +162,7 @@ impl Runtime {
     /// Builds the runtime: the engine, the epoch ticker, and the first generation with every
     /// policy compiled, instantiated and initialised. Any failure names the policy and file.
     pub fn new(config: Config) -> Result<Self, Error> {
-        config.validate().map_err(|message| Error::Config {
-            origin: "<given>".into(),
-            message,
-        })?;
+        config.validate().map_err(invalid)?;
         let engine = engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| Error::Engine(boxed(e)))?;
@@ -231,11 +236,9 @@ impl Runtime {
             .iter()
             .map(|r| {
                 Ok(Route {
-                    // Validated with the config.
-                    filter: TopicFilter::parse(&r.filter).map_err(|e| Error::Config {
-                        origin: "<given>".into(),
-                        message: format!("route filter {:?}: {e}", r.filter),
-                    })?,
+                    // Validated with the config; the error is for completeness.
+                    filter: TopicFilter::parse(&r.filter)
+                        .map_err(|e| invalid(format!("route filter {:?}: {e}", r.filter)))?,
                     chain: r
                         .chain
                         .iter()
@@ -257,10 +260,7 @@ impl Runtime {
     /// being evaluated finish on the old set. Per-device state of a policy survives when the
     /// new set has a policy of the same name.
     pub fn reload(&self, config: &Config) -> Result<u64, Error> {
-        config.validate().map_err(|message| Error::Config {
-            origin: "<given>".into(),
-            message,
-        })?;
+        config.validate().map_err(invalid)?;
         let generation = self.inner.active.load().generation + 1;
         let set = self.build_set(config, generation)?;
         self.inner.active.store(Arc::new(set));
@@ -313,31 +313,8 @@ impl Runtime {
     /// Validates a component without configuring it: format, contract version and world.
     /// This is what `twinguard check` prints.
     pub fn check_component(&self, path: impl AsRef<Path>) -> Result<policy::ComponentInfo, Error> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            what: "component".into(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let fail = |cause| Error::Load {
-            policy: "<check>".into(),
-            path: path.to_path_buf(),
-            cause,
-        };
-        let (component, info) = policy::inspect(&self.inner.engine, &bytes).map_err(fail)?;
-        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
-            fail(crate::LoadError::WrongWorld {
-                detail: format!("{e:#}"),
-                expected: policy::WIT_VERSION,
-            })
-        })?;
-        policy::check_exports(instance_pre).map_err(|e| {
-            fail(crate::LoadError::WrongWorld {
-                detail: format!("{e:#}"),
-                expected: policy::WIT_VERSION,
-            })
-        })?;
-        Ok(info)
+        let inner = &self.inner;
+        policy::link(&inner.engine, &inner.linker, None, path.as_ref()).map(|(_, info)| info)
     }
 }
 
@@ -403,13 +380,13 @@ fn short(version: &str) -> &str {
     version.get(..12).unwrap_or(version)
 }
 
-/// Applies a policy's redaction to the message in flight.
+/// Applies a policy's redaction to the message in flight; `Ok(true)` when some edit matched.
 fn apply_redaction(
     ct: ContentType,
     doc: &mut Document,
     wire: &mut wit::Message,
     edits: Vec<wit::Edit>,
-) -> Result<(), Fault> {
+) -> Result<bool, Fault> {
     let Some(format) = doc.format() else {
         return Err(Fault::BadDecision(format!(
             "redaction asked for a {ct} payload; only json and cbor payloads have fields"
@@ -426,11 +403,11 @@ fn apply_redaction(
         })
         .collect();
     match payload::redact(format, doc.bytes(), &edits) {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(false),
         Ok(Some(bytes)) => {
             wire.payload_len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
             doc.replace(bytes);
-            Ok(())
+            Ok(true)
         }
         Err(RedactError::Malformed(m)) => Err(Fault::BadDecision(format!(
             "cannot redact: the payload is not valid {ct}: {m}"
@@ -497,8 +474,10 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                     }
                     wit::Verdict::Redact(edits) => {
                         let n = edits.len();
-                        apply_redaction(ct, &mut ctx_ref.doc, &mut wire, edits)
-                            .map(|()| Verdict::Redact(n))
+                        apply_redaction(ct, &mut ctx_ref.doc, &mut wire, edits).map(|changed| {
+                            outcome.redacted |= changed;
+                            Verdict::Redact(n)
+                        })
                     }
                 };
                 if verdict.is_ok() {
@@ -541,7 +520,6 @@ fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
             message.payload.clone()
         }
     };
-    outcome.redacted = payload != message.payload;
     outcome.payload = payload;
     outcome.action = if let Some((policy, reason)) = quarantine {
         Action::Quarantine {
