@@ -85,6 +85,7 @@ mod payload_differential;
 mod pipeline;
 mod policy;
 mod runtime;
+pub mod sim;
 mod state;
 
 pub use config::{

@@ -12,6 +12,12 @@ use std::sync::OnceLock;
 pub const GUESTS: &[&str] = &[
     "allow-all",
     "pii-redact",
+    "identity-guard",
+    "schema-guard",
+    "range-guard",
+    "replay-guard",
+    "rate-guard",
+    "anomaly-guard",
     "hostile",
     "wrong-version",
     "wrong-world",

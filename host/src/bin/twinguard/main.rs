@@ -20,6 +20,8 @@ enum Command {
     Check(commands::check::Args),
     /// Evaluate NDJSON messages through the configured policies; print NDJSON outcomes.
     Eval(commands::eval::Args),
+    /// Attack a simulated plant and score what the shipped policy pack catches (no broker).
+    Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
+        Command::Demo(args) => commands::demo::run(&args),
     };
     match result {
         Ok(code) => code,

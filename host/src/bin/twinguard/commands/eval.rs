@@ -80,7 +80,8 @@ fn to_message(line: &str) -> Result<Message, String> {
     Ok(message)
 }
 
-fn payload_json(ct: ContentType, bytes: &[u8]) -> Value {
+/// The payload as JSON fields: `payload` (readable) and/or `payload_base64` (exact bytes).
+pub fn payload_json(ct: ContentType, bytes: &[u8]) -> Value {
     let readable = match ct {
         ContentType::Json => serde_json::from_slice::<Value>(bytes).ok(),
         ContentType::Cbor => twinguard::convert::cbor_to_json(bytes).ok(),
