@@ -1,0 +1,343 @@
+//! Device-spoofing guard: the authenticated device id must be in the inventory, and the topic
+//! (and optionally the payload) must name that same id. See README.md for the configuration keys.
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use twinguard_guest::{export_policy, Config, Decision, Message, Policy, Severity, Value};
+
+const KNOWN_KEYS: &[&str] = &[
+    "topic-segment",
+    "inventory",
+    "payload-field",
+    "on-unknown",
+    "on-mismatch",
+];
+
+thread_local! {
+    // Parsed once by `init`, read by every `evaluate` of this instance.
+    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
+}
+
+/// Checks the claimed identities of a message against the authenticated one.
+struct IdentityGuard;
+
+impl Policy for IdentityGuard {
+    fn init(config: &Config) -> Result<(), String> {
+        let settings = Settings::from_config(config)?;
+        SETTINGS.set(Some(settings));
+        Ok(())
+    }
+
+    fn evaluate(msg: &Message) -> Decision {
+        SETTINGS.with_borrow(|settings| match settings {
+            Some(settings) => settings.evaluate(msg),
+            // The host calls `init` first; should it not, fail closed.
+            None => {
+                Decision::quarantine("identity-guard: evaluate called before a successful init")
+            }
+        })
+    }
+}
+
+export_policy!(IdentityGuard);
+
+/// What to do with a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnViolation {
+    Quarantine,
+    Alert,
+}
+
+impl OnViolation {
+    fn parse(config: &Config, key: &str) -> Result<Self, String> {
+        match config.get(key) {
+            None | Some("quarantine") => Ok(Self::Quarantine),
+            Some("alert") => Ok(Self::Alert),
+            Some(other) => Err(format!(
+                "config `{key}`: invalid value {other:?}: expected \"quarantine\" or \"alert\""
+            )),
+        }
+    }
+}
+
+/// The rules, in the order they are checked.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Inventory,
+    Topic,
+    PayloadField,
+}
+
+/// One broken rule: its alert code, the detail, and what the configuration says to do.
+struct Violation {
+    code: &'static str,
+    detail: String,
+    on: OnViolation,
+}
+
+#[derive(Debug, PartialEq)]
+struct Settings {
+    topic_segment: usize,
+    /// `None`: every authenticated id may publish. A set, because a plant has thousands of
+    /// devices and this runs on every message.
+    inventory: Option<HashSet<String>>,
+    payload_field: Option<String>,
+    on_unknown: OnViolation,
+    on_mismatch: OnViolation,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Result<Self, String> {
+        config.check_keys(KNOWN_KEYS)?;
+        let inventory = match config.get("inventory") {
+            None => None,
+            Some(list) => Some(inventory(list)?),
+        };
+        let payload_field = match config.get("payload-field") {
+            None => None,
+            Some(pointer) => {
+                check_pointer(pointer).map_err(|why| format!("config `payload-field`: {why}"))?;
+                Some(pointer.to_owned())
+            }
+        };
+        Ok(Self {
+            topic_segment: config.parse("topic-segment")?.unwrap_or(1),
+            inventory,
+            payload_field,
+            on_unknown: OnViolation::parse(config, "on-unknown")?,
+            on_mismatch: OnViolation::parse(config, "on-mismatch")?,
+        })
+    }
+
+    fn evaluate(&self, msg: &Message) -> Decision {
+        let mut alerts = Vec::new();
+        for rule in [Rule::Inventory, Rule::Topic, Rule::PayloadField] {
+            let Some(violation) = self.check(rule, msg) else {
+                continue;
+            };
+            if violation.on == OnViolation::Quarantine {
+                // Alert-mode violations found before this one are still reported.
+                let decision = alerts
+                    .into_iter()
+                    .fold(Decision::quarantine(&violation.detail), add_alert);
+                return add_alert(decision, violation);
+            }
+            alerts.push(violation);
+        }
+        alerts.into_iter().fold(Decision::allow(), add_alert)
+    }
+
+    /// Whether `msg` breaks `rule`. Reasons are only formatted for violations: clean traffic,
+    /// nearly all of it, costs no allocation.
+    fn check(&self, rule: Rule, msg: &Message) -> Option<Violation> {
+        let device = msg.device_id();
+        match rule {
+            Rule::Inventory => {
+                let inventory = self.inventory.as_ref()?;
+                if inventory.contains(device) {
+                    return None;
+                }
+                Some(Violation {
+                    code: "unknown-device",
+                    detail: format!(
+                        "identity-guard: device {} is not in the inventory (topic {})",
+                        clip(device),
+                        clip(msg.topic())
+                    ),
+                    on: self.on_unknown,
+                })
+            }
+            Rule::Topic => {
+                let index = self.topic_segment;
+                let detail = match msg.topic_segments().nth(index) {
+                    Some(segment) if segment == device => return None,
+                    Some(segment) => format!(
+                        "identity-guard: topic {} names device {} (segment {index}) but the \
+                         sender authenticated as {}",
+                        clip(msg.topic()),
+                        clip(segment),
+                        clip(device)
+                    ),
+                    None => format!(
+                        "identity-guard: topic {} has {} segment(s), so no segment {index} \
+                         to match the authenticated device {}",
+                        clip(msg.topic()),
+                        msg.topic_segments().count(),
+                        clip(device)
+                    ),
+                };
+                Some(Violation {
+                    code: "spoofed-identity",
+                    detail,
+                    on: self.on_mismatch,
+                })
+            }
+            Rule::PayloadField => {
+                let pointer = self.payload_field.as_ref()?;
+                // Absent: nothing claimed. Unparsable or unstructured: schema-guard's job.
+                let value = msg.field(pointer).ok().flatten()?;
+                if value.as_str() == Some(device) {
+                    return None;
+                }
+                Some(Violation {
+                    code: "spoofed-identity",
+                    detail: format!(
+                        "identity-guard: payload field {pointer} is {} but the sender \
+                         authenticated as {}",
+                        describe(&value),
+                        clip(device)
+                    ),
+                    on: self.on_mismatch,
+                })
+            }
+        }
+    }
+}
+
+fn add_alert(decision: Decision, violation: Violation) -> Decision {
+    decision.with_alert(Severity::High, violation.code, violation.detail)
+}
+
+/// A field value for an analyst: text quoted, other types by kind (and value where short).
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Boolean(b) => format!("the boolean {b}"),
+        Value::Integer(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Text(text) => clip(text),
+        Value::Bytes(bytes) => format!("a byte string of {} bytes", bytes.len()),
+        Value::Array(n) => format!("an array of {n} elements"),
+        Value::Object(n) => format!("an object of {n} members"),
+    }
+}
+
+/// `text` quoted for a reason or alert detail, cut short: ids, topics and payload values come
+/// from devices, and an oversized decision would fault the policy instead of quarantining.
+fn clip(text: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    match text.char_indices().nth(MAX_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!(
+            "{:?}... ({} bytes)",
+            text.get(..end).unwrap_or_default(),
+            text.len()
+        ),
+    }
+}
+
+/// The comma-separated device ids of `inventory`, whitespace trimmed.
+fn inventory(list: &str) -> Result<HashSet<String>, String> {
+    let mut ids = HashSet::new();
+    for (i, id) in list.split(',').map(str::trim).enumerate() {
+        if id.is_empty() {
+            return Err(format!(
+                "config `inventory`: entry {} of {list:?} is empty (check for a stray comma); \
+                 leave `inventory` unset to accept every authenticated device",
+                i + 1
+            ));
+        }
+        ids.insert(id.to_owned());
+    }
+    Ok(ids)
+}
+
+/// RFC 6901, minus the empty pointer: the whole document is never a device id.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if pointer.is_empty() {
+        return Err(
+            "the empty pointer \"\" names the whole document, not a field (e.g. \"/device\")"
+                .to_owned(),
+        );
+    }
+    if !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        Settings::from_config(&pairs.iter().copied().collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.topic_segment, 1);
+        assert_eq!(s.inventory, None);
+        assert_eq!(s.payload_field, None);
+        assert_eq!(s.on_unknown, OnViolation::Quarantine);
+        assert_eq!(s.on_mismatch, OnViolation::Quarantine);
+    }
+
+    #[test]
+    fn options() {
+        let s = settings(&[
+            ("topic-segment", "2"),
+            ("inventory", " temp-0001 ,vib-0002,temp-0001"),
+            ("payload-field", "/meta/device"),
+            ("on-unknown", "alert"),
+            ("on-mismatch", "quarantine"),
+        ])
+        .unwrap();
+        assert_eq!(s.topic_segment, 2);
+        let inventory = s.inventory.unwrap();
+        assert_eq!(inventory.len(), 2);
+        assert!(inventory.contains("temp-0001") && inventory.contains("vib-0002"));
+        assert_eq!(s.payload_field.as_deref(), Some("/meta/device"));
+        assert_eq!(s.on_unknown, OnViolation::Alert);
+    }
+
+    #[test]
+    fn refusals_name_the_culprit() {
+        for (pairs, needles) in [
+            (&[("inventry", "a")][..], &["`inventry`", "`inventory`"][..]),
+            (&[("topic-segment", "-1")], &["`topic-segment`", "\"-1\""]),
+            (&[("topic-segment", "one")], &["`topic-segment`", "\"one\""]),
+            (&[("inventory", "a,,b")], &["`inventory`", "entry 2"]),
+            (&[("inventory", "")], &["`inventory`", "entry 1"]),
+            (
+                &[("payload-field", "device")],
+                &["`payload-field`", "\"device\""],
+            ),
+            (
+                &[("payload-field", "")],
+                &["`payload-field`", "empty pointer"],
+            ),
+            (&[("payload-field", "/a~2")], &["`payload-field`", "'~'"]),
+            (&[("on-unknown", "drop")], &["`on-unknown`", "\"drop\""]),
+            (&[("on-mismatch", "Alert")], &["`on-mismatch`", "\"Alert\""]),
+        ] {
+            let err = settings(pairs).unwrap_err();
+            for needle in needles {
+                assert!(err.contains(needle), "{pairs:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_described_for_analysts() {
+        assert_eq!(describe(&Value::Text("temp-0007".into())), "\"temp-0007\"");
+        assert_eq!(describe(&Value::Integer(7)), "the integer 7");
+        assert_eq!(describe(&Value::Object(2)), "an object of 2 members");
+        let long = "x".repeat(1000);
+        assert_eq!(clip(&long), format!("{:?}... (1000 bytes)", "x".repeat(80)));
+    }
+}

@@ -1,0 +1,449 @@
+//! Replay and staleness guard: per device, the sequence number must grow and the device's
+//! timestamp must be close to the time of receipt. See README.md for the configuration keys.
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::fmt;
+
+use twinguard_guest::{
+    export_policy, state, Config, Decision, Message, Policy, Severity, StateError, Value,
+};
+
+const KNOWN_KEYS: &[&str] = &[
+    "seq",
+    "ts",
+    "max-age-ms",
+    "max-future-ms",
+    "require",
+    "allow-seq-reset",
+];
+
+/// The one state key: the last accepted seq and ts, 8 bytes little-endian each. Versioned so a
+/// later layout can use a new key instead of misreading this one after a reload.
+const STATE_KEY: &str = "last-v1";
+
+thread_local! {
+    // Parsed once by `init`, read by every `evaluate` of this instance.
+    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
+}
+
+/// Quarantines replayed and stale messages.
+struct ReplayGuard;
+
+impl Policy for ReplayGuard {
+    fn init(config: &Config) -> Result<(), String> {
+        let settings = Settings::from_config(config)?;
+        SETTINGS.set(Some(settings));
+        Ok(())
+    }
+
+    fn evaluate(msg: &Message) -> Decision {
+        SETTINGS.with_borrow(|settings| match settings {
+            Some(settings) => match settings.evaluate(msg) {
+                Ok(()) => Decision::allow(),
+                Err(rejection) => Decision::quarantine(&rejection.reason).with_alert(
+                    rejection.severity,
+                    rejection.code,
+                    rejection.reason,
+                ),
+            },
+            // The host calls `init` first; should it not, fail closed.
+            None => Decision::quarantine("replay-guard: evaluate called before a successful init"),
+        })
+    }
+}
+
+export_policy!(ReplayGuard);
+
+/// The last accepted message of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Last {
+    seq: i64,
+    ts: i64,
+}
+
+impl Last {
+    fn to_bytes(self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.seq.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.ts.to_le_bytes());
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; 16] = bytes.try_into().ok()?;
+        let (seq, ts) = bytes.split_at(8);
+        Some(Self {
+            seq: i64::from_le_bytes(seq.try_into().ok()?),
+            ts: i64::from_le_bytes(ts.try_into().ok()?),
+        })
+    }
+}
+
+/// Why a message is quarantined.
+#[derive(Debug, PartialEq)]
+struct Rejection {
+    severity: Severity,
+    code: &'static str,
+    reason: String,
+}
+
+#[derive(Debug, PartialEq)]
+struct Settings {
+    seq: String,
+    ts: String,
+    max_age_ms: u64,
+    max_future_ms: u64,
+    require: bool,
+    allow_seq_reset: bool,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Result<Self, String> {
+        config.check_keys(KNOWN_KEYS)?;
+        let seq = pointer(config, "seq", "/seq")?;
+        let ts = pointer(config, "ts", "/ts")?;
+        if seq == ts {
+            return Err(format!(
+                "config `seq` and `ts` are both {seq:?}: they must name different fields"
+            ));
+        }
+        Ok(Self {
+            seq,
+            ts,
+            max_age_ms: config.parse("max-age-ms")?.unwrap_or(30_000),
+            max_future_ms: config.parse("max-future-ms")?.unwrap_or(5_000),
+            require: config.parse("require")?.unwrap_or(true),
+            allow_seq_reset: config.parse("allow-seq-reset")?.unwrap_or(false),
+        })
+    }
+
+    fn evaluate(&self, msg: &Message) -> Result<(), Rejection> {
+        let device = Quoted(msg.device_id());
+        let (seq, ts) = match (integer(msg, &self.seq), integer(msg, &self.ts)) {
+            (Ok(seq), Ok(ts)) => (seq, ts),
+            (Err(why), _) | (_, Err(why)) => {
+                return if self.require {
+                    Err(Rejection {
+                        severity: Severity::Medium,
+                        code: "unverifiable",
+                        reason: format!(
+                            "replay-guard: cannot check device {device}'s message for replay: \
+                             {why} (require = true)"
+                        ),
+                    })
+                } else {
+                    Ok(())
+                };
+            }
+        };
+
+        let last = match state::get(STATE_KEY) {
+            None => None,
+            Some(bytes) => match Last::from_bytes(&bytes) {
+                Some(last) => Some(last),
+                None => {
+                    return Err(state_rejection(format!(
+                        "replay-guard: stored state of device {device} is corrupt ({} bytes, \
+                         expected 16); quarantined because replays cannot be detected",
+                        bytes.len()
+                    )))
+                }
+            },
+        };
+        self.judge(device, last, seq, ts, msg.received_at_ms())?;
+
+        state::set(STATE_KEY, &Last { seq, ts }.to_bytes()).map_err(|err| {
+            state_rejection(format!(
+                "replay-guard: cannot record seq {seq} / ts {ts} of device {device}: {}; \
+                 quarantined because replays could not be detected afterwards",
+                describe_state_error(&err)
+            ))
+        })
+    }
+
+    /// The message's seq and ts against the device's last accepted ones and the clock.
+    fn judge(
+        &self,
+        device: Quoted<'_>,
+        last: Option<Last>,
+        seq: i64,
+        ts: i64,
+        received_at_ms: u64,
+    ) -> Result<(), Rejection> {
+        if let Some(last) = last {
+            let reset = self.allow_seq_reset && seq < last.seq && ts > last.ts;
+            if seq <= last.seq && !reset {
+                let why_not_reset = if self.allow_seq_reset && seq < last.seq {
+                    format!(
+                        " (ts {ts} is not newer than last accepted ts {}, so not a reset)",
+                        last.ts
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(Rejection {
+                    severity: Severity::High,
+                    code: "replay",
+                    reason: format!(
+                        "replay-guard: seq {seq} <= last accepted {} for device {device}{why_not_reset}",
+                        last.seq
+                    ),
+                });
+            }
+        }
+        // i128: neither difference can overflow, whatever a device sends.
+        let age = i128::from(received_at_ms) - i128::from(ts);
+        if age > i128::from(self.max_age_ms) {
+            return Err(Rejection {
+                severity: Severity::Medium,
+                code: "stale",
+                reason: format!(
+                    "replay-guard: ts {ts} of device {device} is {age} ms before receipt at \
+                     {received_at_ms}, over max-age-ms {}",
+                    self.max_age_ms
+                ),
+            });
+        }
+        if -age > i128::from(self.max_future_ms) {
+            return Err(Rejection {
+                severity: Severity::Medium,
+                code: "future-timestamp",
+                reason: format!(
+                    "replay-guard: ts {ts} of device {device} is {} ms after receipt at \
+                     {received_at_ms}, over max-future-ms {}",
+                    -age, self.max_future_ms
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// State we cannot read or write means replays go unseen: fail closed. Otherwise a flood of
+/// made-up device ids (filling the host's `state-devices`) would switch the protection off.
+fn state_rejection(reason: String) -> Rejection {
+    Rejection {
+        severity: Severity::High,
+        code: "state-error",
+        reason,
+    }
+}
+
+fn describe_state_error(err: &StateError) -> String {
+    match err {
+        StateError::OverLimit(_) => format!("state over-limit: {err}"),
+        StateError::TooManyDevices(_) => format!("state too-many-devices: {err}"),
+        other => format!("state error: {other}"),
+    }
+}
+
+/// The integer at `pointer`, or why there is none.
+fn integer(msg: &Message, pointer: &str) -> Result<i64, String> {
+    match msg.field(pointer) {
+        Ok(Some(Value::Integer(i))) => Ok(i),
+        Ok(Some(other)) => Err(format!("{pointer} is {}, not an integer", kind(&other))),
+        Ok(None) => Err(format!("{pointer} is missing")),
+        Err(err) => Err(format!(
+            "{pointer} cannot be read: {}",
+            clip_plain(&err.to_string())
+        )),
+    }
+}
+
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Boolean(b) => format!("a boolean ({b})"),
+        Value::Integer(i) => format!("an integer ({i})"),
+        Value::Float(f) => format!("a float ({f})"),
+        Value::Text(text) => format!("a string ({})", Quoted(text)),
+        Value::Bytes(bytes) => format!("a byte string ({} bytes)", bytes.len()),
+        Value::Array(n) => format!("an array ({n} elements)"),
+        Value::Object(n) => format!("an object ({n} members)"),
+    }
+}
+
+/// Device text quoted for a reason, cut short: ids and payload strings come from devices, and
+/// a decision past the host's decision-bytes limit would fault the policy instead of
+/// quarantining. Formats only when a reason is written, so clean traffic allocates nothing.
+#[derive(Debug, Clone, Copy)]
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX_CHARS: usize = 80;
+        let text = self.0;
+        match text.char_indices().nth(MAX_CHARS) {
+            None => write!(f, "{text:?}"),
+            Some((end, _)) => write!(
+                f,
+                "{:?}... ({} bytes)",
+                text.get(..end).unwrap_or_default(),
+                text.len()
+            ),
+        }
+    }
+}
+
+/// A host message (a parser error), cut short like [`Quoted`].
+fn clip_plain(text: &str) -> String {
+    const MAX: usize = 320;
+    match text.char_indices().nth(MAX) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}...", text.get(..end).unwrap_or_default()),
+    }
+}
+
+/// The JSON Pointer under `key`, or `default`.
+fn pointer(config: &Config, key: &str, default: &str) -> Result<String, String> {
+    let Some(pointer) = config.get(key) else {
+        return Ok(default.to_owned());
+    };
+    check_pointer(pointer).map_err(|why| format!("config `{key}`: {why}"))?;
+    Ok(pointer.to_owned())
+}
+
+/// RFC 6901, minus the empty pointer: the whole document is never an integer we accept.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if pointer.is_empty() {
+        return Err(
+            "the empty pointer \"\" names the whole document, not a field (e.g. \"/seq\")"
+                .to_owned(),
+        );
+    }
+    if !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        Settings::from_config(&pairs.iter().copied().collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.seq.as_str(), s.ts.as_str()), ("/seq", "/ts"));
+        assert_eq!((s.max_age_ms, s.max_future_ms), (30_000, 5_000));
+        assert!(s.require && !s.allow_seq_reset);
+    }
+
+    #[test]
+    fn options() {
+        let s = settings(&[
+            ("seq", "/hdr/n"),
+            ("ts", "/hdr/time"),
+            ("max-age-ms", "1000"),
+            ("max-future-ms", "0"),
+            ("require", "false"),
+            ("allow-seq-reset", "true"),
+        ])
+        .unwrap();
+        assert_eq!((s.seq.as_str(), s.ts.as_str()), ("/hdr/n", "/hdr/time"));
+        assert_eq!((s.max_age_ms, s.max_future_ms), (1000, 0));
+        assert!(!s.require && s.allow_seq_reset);
+    }
+
+    #[test]
+    fn refusals_name_the_culprit() {
+        for (pairs, needles) in [
+            (
+                &[("max_age_ms", "1")][..],
+                &["`max_age_ms`", "`max-age-ms`"][..],
+            ),
+            (&[("seq", "seq")], &["`seq`", "\"seq\""]),
+            (&[("ts", "")], &["`ts`", "empty pointer"]),
+            (&[("ts", "/a~")], &["`ts`", "'~'"]),
+            (&[("seq", "/n"), ("ts", "/n")], &["`seq`", "`ts`", "\"/n\""]),
+            (&[("max-age-ms", "30s")], &["`max-age-ms`", "\"30s\""]),
+            (&[("max-future-ms", "-5")], &["`max-future-ms`", "\"-5\""]),
+            (&[("require", "yes")], &["`require`", "\"yes\""]),
+            (&[("allow-seq-reset", "1")], &["`allow-seq-reset`", "\"1\""]),
+        ] {
+            let err = settings(pairs).unwrap_err();
+            for needle in needles {
+                assert!(err.contains(needle), "{pairs:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_layout_round_trips() {
+        let last = Last {
+            seq: -2,
+            ts: 1_795_564_800_123,
+        };
+        assert_eq!(Last::from_bytes(&last.to_bytes()), Some(last));
+        assert_eq!(Last::from_bytes(&[0; 15]), None);
+    }
+
+    const NOW: u64 = 1_795_564_800_000;
+    const TS: i64 = 1_795_564_800_000;
+
+    fn code(s: &Settings, last: Option<Last>, seq: i64, ts: i64) -> Option<&'static str> {
+        s.judge(Quoted("d"), last, seq, ts, NOW)
+            .err()
+            .map(|r| r.code)
+    }
+
+    #[test]
+    fn judging() {
+        let s = settings(&[]).unwrap();
+        let last = Some(Last {
+            seq: 10,
+            ts: TS - 60_000,
+        });
+        assert_eq!(code(&s, None, 1, TS - 200), None);
+        assert_eq!(code(&s, last, 11, TS - 200), None);
+        assert_eq!(code(&s, last, 10, TS - 200), Some("replay"));
+        assert_eq!(code(&s, last, 3, TS - 200), Some("replay"));
+        assert_eq!(code(&s, None, 1, TS - 30_000), None);
+        assert_eq!(code(&s, None, 1, TS - 30_001), Some("stale"));
+        assert_eq!(code(&s, None, 1, TS + 5_000), None);
+        assert_eq!(code(&s, None, 1, TS + 5_001), Some("future-timestamp"));
+        assert_eq!(code(&s, None, 1, i64::MIN), Some("stale"));
+        assert_eq!(code(&s, None, 1, i64::MAX), Some("future-timestamp"));
+        let reason = s
+            .judge(Quoted("temp-0007"), last, 3, TS, NOW)
+            .unwrap_err()
+            .reason;
+        assert_eq!(
+            reason,
+            "replay-guard: seq 3 <= last accepted 10 for device \"temp-0007\""
+        );
+    }
+
+    #[test]
+    fn seq_reset_needs_a_newer_ts() {
+        let s = settings(&[("allow-seq-reset", "true")]).unwrap();
+        let last = Some(Last {
+            seq: 10,
+            ts: TS - 60_000,
+        });
+        assert_eq!(code(&s, last, 0, TS), None);
+        assert_eq!(
+            code(&s, last, 10, TS),
+            Some("replay"),
+            "equal seq is no reset"
+        );
+        let r = s.judge(Quoted("d"), last, 0, TS - 60_000, NOW).unwrap_err();
+        assert!(r.reason.contains("not a reset"), "{}", r.reason);
+    }
+}
