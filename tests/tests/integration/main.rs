@@ -4,6 +4,8 @@ mod chain;
 mod concurrency;
 mod limits;
 mod loading;
+mod pack_a;
+mod pack_b;
 mod redaction;
 mod reload;
 mod sandbox;
