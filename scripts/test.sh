@@ -19,7 +19,8 @@ fi
 # Guests are built once by the test helper into target/guest-fixtures; building them here
 # first gives a clear error before any test starts.
 CARGO_TARGET_DIR=target/guest-fixtures cargo build --release --target wasm32-wasip2 \
-    -p allow-all -p pii-redact -p hostile -p wrong-version -p wrong-world
+    -p allow-all -p pii-redact -p identity-guard -p schema-guard -p replay-guard \
+    -p rate-guard -p range-guard -p anomaly-guard -p hostile -p wrong-version -p wrong-world
 
 # Everything, the SDK's and policies' own unit and doc tests included (their bindings compile
 # natively; the host imports are unreachable there). The test-only guests have no tests.

@@ -30,6 +30,9 @@ pub use device::Kind;
 use device::{Device, Episode};
 pub use scenario::{Label, Scenario, Unit};
 
+/// Simulated time an episode needs to run its course (the longest, a drift, lasts an hour).
+const EPISODE_ROOM_MS: u64 = 3_600_000;
+
 /// 2026-11-25T00:00:00Z, the start of simulated time.
 pub const START_MS: u64 = 1_764_028_800_000;
 
@@ -148,6 +151,12 @@ impl Simulator {
                 }
                 acc += scenario.probability() * p;
                 if roll < acc {
+                    // An episode that could not finish before the run ends would be scored on
+                    // its first, undetectable, messages: start none in the last hour.
+                    let ends = START_MS + self.config.duration_ms;
+                    if scenario.unit() == Unit::Episode && now + EPISODE_ROOM_MS > ends {
+                        break;
+                    }
                     if scenario.unit() == Unit::Episode {
                         let id = self.next_episode();
                         let episode = Episode::start(scenario, id, kind, &mut self.rng);

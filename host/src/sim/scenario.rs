@@ -142,16 +142,12 @@ pub(super) fn tamper_document<R: Rng>(
         Scenario::Spike => {
             if let Some(m) = kind.metrics().iter().find(|m| m.primary) {
                 let value = doc["metrics"][m.name].as_f64().unwrap_or(m.level);
-                // Far beyond anything the sensor does in a minute, sometimes beyond physics.
-                let jump = m.amplitude * rng.random_range(4.0..20.0);
-                let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
-                let spiked = (value + sign * jump).max(if sign < 0.0 { -1e3 } else { 0.0 });
-                let spiked = if kind == Kind::Vibration {
-                    // Vibration cannot be negative: spike upwards.
-                    value + jump
-                } else {
-                    spiked
-                };
+                // 40 to 200 standard deviations of the sensor's noise: far beyond anything it
+                // does in a minute, sometimes beyond physics. Vibration cannot be negative, so
+                // it spikes upwards.
+                let jump = m.noise * rng.random_range(40.0..200.0);
+                let up = kind == Kind::Vibration || rng.random_bool(0.5);
+                let spiked = if up { value + jump } else { value - jump };
                 doc["metrics"][m.name] = json!((spiked * 100.0).round() / 100.0);
             }
             Vec::new()

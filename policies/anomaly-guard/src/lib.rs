@@ -15,6 +15,7 @@ const NAME: &str = "anomaly-guard";
 /// Options, accepted both as global keys (defaults) and inside metric keys (overrides).
 const OPTIONS: &[&str] = &[
     "alpha",
+    "var-alpha",
     "warmup",
     "alert-z",
     "quarantine-z",
@@ -65,6 +66,9 @@ struct Metric {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Params {
     alpha: f64,
+    /// Weight of a new value in the variance; `None`: `alpha`. A smaller one keeps the std
+    /// steady while the mean follows slow cycles, so z-scores keep near-normal tails.
+    var_alpha: Option<f64>,
     warmup: u64,
     alert_z: f64,
     quarantine_z: f64,
@@ -79,6 +83,7 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             alpha: 0.05,
+            var_alpha: None,
             warmup: 30,
             alert_z: 5.0,
             quarantine_z: 10.0,
@@ -127,6 +132,14 @@ impl Params {
             "alpha" => {
                 let x = number()?;
                 self.alpha = check(x, x > 0.0 && x < 1.0, "must be between 0 and 1, exclusive")?;
+            }
+            "var-alpha" => {
+                let x = number()?;
+                self.var_alpha = Some(check(
+                    x,
+                    x > 0.0 && x < 1.0,
+                    "must be between 0 and 1, exclusive",
+                )?);
             }
             "warmup" => self.warmup = count()?,
             "alert-z" => {
@@ -345,16 +358,31 @@ impl Baseline {
     /// sample statistics: a plain EWMA started from one value would spend the warm-up biased
     /// towards it, with a variance too small, and flag clean values right after.
     fn absorb(&self, x: f64, params: &Params) -> Option<Self> {
-        let alpha = if self.n < params.warmup {
-            #[allow(clippy::cast_precision_loss)] // n < warmup, far below 2^53 in practice
-            let exact = 1.0 / (self.n as f64 + 1.0);
-            params.alpha.max(exact)
-        } else {
-            params.alpha
+        self.learn(x, params, true)
+    }
+
+    /// [`absorb`](Self::absorb), optionally leaving the variance alone: a value a CUSUM sum
+    /// already suspects is still followed by the mean, but must not widen the std, or a ramp
+    /// would hide itself (and the next one) behind a variance it inflated.
+    fn learn(&self, x: f64, params: &Params, learn_var: bool) -> Option<Self> {
+        let weight = |w: f64| {
+            if self.n < params.warmup {
+                #[allow(clippy::cast_precision_loss)] // n < warmup, far below 2^53 in practice
+                let exact = 1.0 / (self.n as f64 + 1.0);
+                w.max(exact)
+            } else {
+                w
+            }
         };
+        let alpha = weight(params.alpha);
+        let beta = weight(params.var_alpha.unwrap_or(params.alpha));
         let d = x - self.mean;
         let mean = self.mean + alpha * d;
-        let var = (1.0 - alpha) * (self.var + alpha * d * d);
+        let var = if learn_var {
+            (1.0 - beta) * (self.var + beta * d * d)
+        } else {
+            self.var
+        };
         (mean.is_finite() && var.is_finite()).then_some(Self {
             n: self.n.saturating_add(1),
             mean,
@@ -501,7 +529,9 @@ fn observe(params: &Params, previous: Option<Baseline>, x: f64) -> Observed {
         };
     }
 
-    let Some(mut next) = baseline.absorb(x, params) else {
+    // In a CUSUM run: the mean follows, the variance does not learn it.
+    let suspect = params.cusum_h > 0.0 && baseline.s_hi.max(baseline.s_lo) > params.cusum_h / 2.0;
+    let Some(mut next) = baseline.learn(x, params, !suspect) else {
         return reject(Problem::Overflow);
     };
     next.run = 0;
@@ -516,8 +546,17 @@ fn observe(params: &Params, previous: Option<Baseline>, x: f64) -> Observed {
                 mean: baseline.mean,
                 std,
             });
-            next.s_hi = 0.0;
-            next.s_lo = 0.0;
+            // Restart the run from half the threshold, not 0: a drift that goes on stays
+            // suspect (its values do not widen the std) and is reported again sooner; back
+            // to normal, the sum falls by cusum-k per value and learning resumes.
+            let restart = params.cusum_h / 2.0;
+            if next.s_hi >= next.s_lo {
+                next.s_hi = restart;
+                next.s_lo = 0.0;
+            } else {
+                next.s_lo = restart;
+                next.s_hi = 0.0;
+            }
         }
     }
     Observed {

@@ -141,9 +141,13 @@ fn record_outputs(
     scored: Scored,
 ) -> Result<()> {
     if let Action::Quarantine { policy, reason } = &outcome.action {
-        let mut line = message_json(sim);
-        line["quarantined_by"] = json!(policy);
-        line["reason"] = json!(reason);
+        // `message` is an `eval` input line: `jq -c .message` feeds it back for a second look.
+        let line = json!({
+            "quarantined_by": policy,
+            "reason": reason,
+            "alerts": outcome.alerts,
+            "message": message_json(sim),
+        });
         Sinks::write(&sinks.quarantine, &line)?;
     }
     for alert in &outcome.alerts {
