@@ -931,6 +931,73 @@ mod tests {
     }
 
     #[test]
+    fn var_alpha_steadies_the_std() {
+        // Same data, the variance learnt with a 20 times smaller weight: one wide value moves
+        // the std far less, while the mean moves the same.
+        let fast = Params {
+            alpha: 0.2,
+            ..Params::default()
+        };
+        let slow = Params {
+            var_alpha: Some(0.01),
+            ..fast
+        };
+        let mut a = Feeder::new(fast);
+        let mut b = Feeder::new(slow);
+        a.warm(300);
+        b.warm(300);
+        let (a0, b0) = (a.baseline.unwrap(), b.baseline.unwrap());
+        // 4 std: wide, below alert-z, so learnt.
+        assert!(a.feed(21.0 + 4.0 * 0.15).is_empty());
+        assert!(b.feed(21.0 + 4.0 * 0.15).is_empty());
+        let (a1, b1) = (a.baseline.unwrap(), b.baseline.unwrap());
+        assert!((a1.mean - a0.mean - (b1.mean - b0.mean)).abs() < 0.05);
+        let grew = |x: Baseline, y: Baseline| y.var / x.var;
+        assert!(
+            grew(a0, a1) > 1.5 && grew(b0, b1) < 1.2,
+            "{a0:?} {a1:?} {b0:?} {b1:?}"
+        );
+    }
+
+    #[test]
+    fn a_ramp_does_not_widen_the_std_it_is_judged_by() {
+        // The same ramp, with CUSUM on (suspect values do not reach the variance) and off
+        // (every value below alert-z is learnt).
+        let ramp = |cusum_h: f64| {
+            let mut f = Feeder::new(Params {
+                alpha: 0.2,
+                var_alpha: Some(0.01),
+                cusum_k: 1.0,
+                cusum_h,
+                ..Params::default()
+            });
+            f.warm(300);
+            let before = f.baseline.unwrap();
+            let mut drifts = 0;
+            for i in 0..30 {
+                let x = 21.0 + 0.15 * noise(1000 + i) + 0.15 * 0.8 * f64::from(i + 1);
+                drifts += f
+                    .feed(x)
+                    .iter()
+                    .filter(|p| matches!(p, Problem::Drift { up: true, .. }))
+                    .count();
+            }
+            (before, f.baseline.unwrap(), drifts)
+        };
+        let (before, guarded, drifts) = ramp(10.0);
+        let (_, learnt, _) = ramp(0.0);
+        // Reported more than once (a run restarts at h/2); the mean followed the ramp either
+        // way, the variance far less when guarded.
+        assert!(drifts >= 2, "{drifts}");
+        assert!(guarded.mean > before.mean + 1.5 && learnt.mean > before.mean + 1.5);
+        let growth = |b: Baseline| b.var / before.var;
+        assert!(
+            growth(guarded) < 0.7 * growth(learnt),
+            "guarded {guarded:?} learnt {learnt:?} before {before:?}"
+        );
+    }
+
+    #[test]
     fn cusum_catches_a_slow_ramp() {
         let with = ramp(5.0);
         let drifts: Vec<_> = with

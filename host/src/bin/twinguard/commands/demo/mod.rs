@@ -116,7 +116,7 @@ impl Sinks {
 }
 
 /// The message as an `eval` input line, so quarantined messages can be fed back to
-/// `twinguard eval`.
+/// `twinguard eval`: exactly one of `payload` (JSON) and `payload_base64` (anything else).
 fn message_json(sim: &SimMessage) -> Value {
     let m = &sim.message;
     let mut v = json!({
@@ -125,13 +125,28 @@ fn message_json(sim: &SimMessage) -> Value {
         "content_type": m.content_type.as_str(),
         "received_at_ms": m.received_at_ms,
     });
-    if let (Value::Object(o), Value::Object(p)) = (
-        &mut v,
-        super::eval::payload_json(m.content_type, &m.payload),
-    ) {
+    let mut payload = super::eval::payload_json(m.content_type, &m.payload);
+    if payload.get("payload_base64").is_some() {
+        if let Some(p) = payload.as_object_mut() {
+            p.remove("payload");
+        }
+    }
+    if let (Value::Object(o), Value::Object(p)) = (&mut v, payload) {
         o.extend(p);
     }
     v
+}
+
+/// A readable view of a payload that is not JSON text (CBOR as JSON), for the output files.
+fn payload_view(sim: &SimMessage) -> Value {
+    let m = &sim.message;
+    match m.content_type {
+        twinguard::ContentType::Json => Value::Null,
+        ct => super::eval::payload_json(ct, &m.payload)
+            .get("payload")
+            .cloned()
+            .unwrap_or(Value::Null),
+    }
 }
 
 fn record_outputs(
@@ -147,6 +162,7 @@ fn record_outputs(
             "reason": reason,
             "alerts": outcome.alerts,
             "message": message_json(sim),
+            "payload_decoded": payload_view(sim),
         });
         Sinks::write(&sinks.quarantine, &line)?;
     }
@@ -511,5 +527,7 @@ fn render(s: &Value) -> String {
             "NOT met"
         }
     );
-    o
+    let mut trimmed = o.lines().map(str::trim_end).collect::<Vec<_>>().join("\n");
+    trimmed.push('\n');
+    trimmed
 }
