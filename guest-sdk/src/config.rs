@@ -17,11 +17,18 @@
 //! );
 //! assert!(config.check_keys(&["max-celsius"]).is_err());
 //! ```
+//!
+//! Beside plain values, [`Config`] reads JSON Pointers ([`Config::pointer`],
+//! [`Config::pointers`]) and per-metric keys ([`Config::metric_keys`], see
+//! [`metric`](crate::metric)), checked when the policy loads and with errors that name the key.
 
 use std::cell::RefCell;
 use std::fmt::Display;
 use std::rc::Rc;
 use std::str::FromStr;
+
+use crate::metric::{known_list, MetricKey};
+use crate::pointer;
 
 thread_local! {
     // Wasm guests are single-threaded: this is one slot per instance.
@@ -64,15 +71,100 @@ impl Config {
     pub fn check_keys(&self, known: &[&str]) -> Result<(), String> {
         match self.keys().find(|key| !known.contains(key)) {
             None => Ok(()),
+            Some(key) => Err(unknown_key(key, known)),
+        }
+    }
+
+    /// [`check_keys`](Self::check_keys) for a policy configured per metric: keys starting with
+    /// `/` are metric keys (see [`metric_keys`](Self::metric_keys)), every other key must be in
+    /// `known`.
+    pub fn check_keys_beside_metrics(&self, known: &[&str]) -> Result<(), String> {
+        match self
+            .keys()
+            .find(|key| !key.starts_with('/') && !known.contains(key))
+        {
+            None => Ok(()),
             Some(key) => Err(format!(
-                "unknown config key `{key}`; known keys: {}",
-                known
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{}, and metric JSON Pointers starting with `/`",
+                unknown_key(key, known)
             )),
         }
+    }
+
+    /// The metric keys: every key starting with `/`, which names a field by JSON Pointer, each
+    /// once, in the order the keys first appear, with the key's (last) value. Every pointer is
+    /// checked ([`pointer::check`]); the error names the key. The values are options to parse
+    /// with [`MetricKey::options`].
+    pub fn metric_keys(&self) -> Result<Vec<MetricKey<'_>>, String> {
+        let mut metrics: Vec<MetricKey<'_>> = Vec::new();
+        for (key, _) in self.iter() {
+            if !key.starts_with('/') || metrics.iter().any(|m| m.pointer == key) {
+                continue;
+            }
+            pointer::check(key).map_err(|why| format!("config `{key}`: {why}"))?;
+            metrics.push(MetricKey {
+                pointer: key,
+                value: self.get(key).unwrap_or_default(),
+            });
+        }
+        Ok(metrics)
+    }
+
+    /// The JSON Pointer under `key`, checked with [`pointer::check_field`] (so neither malformed
+    /// nor empty): `Ok(None)` when the key is absent, an error naming the key when the pointer is
+    /// bad.
+    ///
+    /// ```
+    /// # use twinguard_guest::Config;
+    /// let config: Config = [("seq", "/hdr/n"), ("ts", "hdr/ts")].into_iter().collect();
+    /// assert_eq!(config.pointer("seq"), Ok(Some("/hdr/n")));
+    /// assert_eq!(config.pointer("absent"), Ok(None));
+    /// assert!(config.pointer("ts").unwrap_err().starts_with("config `ts`: \"hdr/ts\" is not"));
+    /// ```
+    pub fn pointer(&self, key: &str) -> Result<Option<&str>, String> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        pointer::check_field(value).map_err(|why| format!("config `{key}`: {why}"))?;
+        Ok(Some(value))
+    }
+
+    /// The comma-separated JSON Pointers under `key`, white space trimmed, each checked with
+    /// [`pointer::check_field`], repeats dropped (the first one kept); none when the key is
+    /// absent. An empty entry (a stray comma, or an empty value) is refused, like every bad
+    /// pointer, with an error naming the key.
+    ///
+    /// ```
+    /// # use twinguard_guest::Config;
+    /// let config: Config = [
+    ///     ("remove", "/owner/email, /badge/holder,/owner/email"),
+    ///     ("mask", "/a,"),
+    /// ]
+    /// .into_iter()
+    /// .collect();
+    /// assert_eq!(config.pointers("remove").unwrap(), ["/owner/email", "/badge/holder"]);
+    /// assert!(config.pointers("absent").unwrap().is_empty());
+    /// let err = config.pointers("mask").unwrap_err();
+    /// assert!(err.starts_with("config `mask`: the empty pointer") && err.contains("stray comma"));
+    /// ```
+    pub fn pointers(&self, key: &str) -> Result<Vec<String>, String> {
+        let Some(list) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let mut pointers: Vec<String> = Vec::new();
+        for entry in list.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(format!(
+                    "config `{key}`: {} (check for a stray comma)",
+                    pointer::EMPTY
+                ));
+            }
+            pointer::check_field(entry).map_err(|why| format!("config `{key}`: {why}"))?;
+            if !pointers.iter().any(|p| p == entry) {
+                pointers.push(entry.to_owned());
+            }
+        }
+        Ok(pointers)
     }
 
     /// The entries, in the order the host gave them.
@@ -137,6 +229,13 @@ pub(crate) fn replace(config: Config) -> Rc<Config> {
     let config = Rc::new(config);
     CURRENT.set(Rc::clone(&config));
     config
+}
+
+fn unknown_key(key: &str, known: &[&str]) -> String {
+    format!(
+        "unknown config key `{key}`; known keys: {}",
+        known_list(known)
+    )
 }
 
 fn parse_value<T>(key: &str, value: &str) -> Result<T, String>

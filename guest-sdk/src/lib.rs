@@ -3,9 +3,10 @@
 //! A twinguard policy is a WebAssembly component (`wasm32-wasip2`) that the host calls for every
 //! device message routed to it. This crate hides the component-model bindings behind a small API:
 //!
-//! - implement [`Policy`] (two static functions: [`Policy::init`] once per instance with the
-//!   policy's configuration, [`Policy::evaluate`] for every message) and export it with
-//!   [`export_policy!`];
+//! - implement [`Configured`] ([`Configured::init`] once per instance parses the policy's
+//!   configuration into settings, [`Configured::evaluate`] judges every message with them) and
+//!   export it with [`export_configured!`]; or, for a policy without settings, implement
+//!   [`Policy`] (two static functions) and export it with [`export_policy!`];
 //! - read the message through [`Message`]: its envelope (device, topic, content type, attributes)
 //!   and, lazily, typed fields by JSON Pointer ([`Message::field`], [`Message::f64`],
 //!   [`Message::str`], …). The host parses the payload once for the whole chain, so prefer these
@@ -14,12 +15,18 @@
 //!   [`remove`](Decision::remove) / [`mask`](Decision::mask) edits, [`Decision::quarantine`],
 //!   [`Decision::alert`], plus extra alerts through [`Decision::with_alert`];
 //! - keep per-device memory across messages in [`state`], read the configuration anywhere through
-//!   [`config`], and write to the host log through [`log`].
+//!   [`config`], and write to the host log through [`log`];
+//! - check the configuration when the policy loads: JSON Pointers ([`Config::pointer`],
+//!   [`Config::pointers`], [`pointer`](mod@pointer)) and per-metric
+//!   `"/pointer" = "name=value,..."` keys ([`Config::metric_keys`], [`metric`]);
+//! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and field values
+//!   by kind ([`Value::describe`]).
 //!
-//! Policies keep no `self`: the host may run a policy in a fresh instance per message, or reuse
-//! one instance for many messages, so anything that must outlive a message belongs in [`state`]
-//! (scoped by the host to the message's device and to this policy). Statics (for example the
-//! configuration parsed once in `init`) live as long as the instance.
+//! Policies keep no per-message `self`: the host may run a policy in a fresh instance per
+//! message, or reuse one instance for many messages, so anything that must outlive a message
+//! belongs in [`state`] (scoped by the host to the message's device and to this policy). Statics,
+//! such as the settings a [`Configured`] policy parses once in `init`, live as long as the
+//! instance.
 //!
 //! # A complete policy
 //!
@@ -93,8 +100,8 @@
 //! # Unsafe code
 //!
 //! The bindings need `unsafe`; they live in one hidden module of this crate. Policy crates can
-//! declare `#![forbid(unsafe_code)]`: the `unsafe` in the expansion of [`export_policy!`] comes
-//! from this crate's macros, which the lint does not look into.
+//! declare `#![forbid(unsafe_code)]`: the `unsafe` in the expansion of [`export_policy!`] (and of
+//! [`export_configured!`]) comes from this crate's macros, which the lint does not look into.
 //!
 //! # Panics and faults
 //!
@@ -109,15 +116,21 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod config;
+mod configured;
 mod decision;
 pub mod log;
 mod message;
+pub mod metric;
+pub mod pointer;
 pub mod state;
+pub mod text;
 
 pub use config::Config;
+pub use configured::{Configured, ConfiguredPolicy};
 pub use decision::{Alert, Decision, Edit, EditAction, Severity, Verdict};
 pub use message::{ContentType, FieldError, Message, Value};
 pub use state::StateError;
+pub use text::Quoted;
 
 /// The generated component-model bindings. Not part of the API: use the rest of the crate.
 #[doc(hidden)]
@@ -146,6 +159,7 @@ pub mod bindings {
 
 /// A twinguard policy: what to do with each device message.
 ///
+/// A policy with settings parsed from its configuration is simpler to write as a [`Configured`].
 /// Both functions are static. The host creates an instance, calls [`init`](Self::init) once with
 /// the policy's configuration, then calls [`evaluate`](Self::evaluate) for one or many messages
 /// (depending on the policy's isolation mode). Export the implementation with

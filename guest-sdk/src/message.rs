@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::bindings::{host, wit};
+use crate::text::Quoted;
 
 /// One device message, as the policy sees it.
 ///
@@ -244,6 +245,47 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Self::Null)
     }
+
+    /// The name of the value's kind: `null`, `boolean`, `integer`, `float`, `string`,
+    /// `byte string`, `array` or `object`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Boolean(_) => "boolean",
+            Self::Integer(_) => "integer",
+            Self::Float(_) => "float",
+            Self::Text(_) => "string",
+            Self::Bytes(_) => "byte string",
+            Self::Array(_) => "array",
+            Self::Object(_) => "object",
+        }
+    }
+
+    /// The value for a reason or an alert detail: its kind with an article, then the value when
+    /// it is a short scalar or the size otherwise. Text is quoted and cut short with
+    /// [`Quoted`](crate::Quoted): it comes from the device.
+    ///
+    /// ```
+    /// use twinguard_guest::Value;
+    ///
+    /// assert_eq!(Value::Integer(3).describe(), "an integer (3)");
+    /// assert_eq!(Value::Text("on".into()).describe(), "a string (\"on\")");
+    /// assert_eq!(Value::Array(2).describe(), "an array (2 elements)");
+    /// assert_eq!(Value::Null.describe(), "null");
+    /// ```
+    pub fn describe(&self) -> String {
+        let kind = self.kind();
+        match self {
+            Self::Null => kind.to_owned(),
+            Self::Boolean(b) => format!("a {kind} ({b})"),
+            Self::Integer(i) => format!("an {kind} ({i})"),
+            Self::Float(f) => format!("a {kind} ({f})"),
+            Self::Text(text) => format!("a {kind} ({})", Quoted(text)),
+            Self::Bytes(bytes) => format!("a {kind} ({} bytes)", bytes.len()),
+            Self::Array(n) => format!("an {kind} ({n} elements)"),
+            Self::Object(n) => format!("an {kind} ({n} members)"),
+        }
+    }
 }
 
 impl From<wit::Value> for Value {
@@ -290,6 +332,49 @@ impl From<wit::FieldError> for FieldError {
             wit::FieldError::Unstructured => Self::Unstructured,
             wit::FieldError::Malformed(why) => Self::Malformed(why),
             wit::FieldError::BadPointer(why) => Self::BadPointer(why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_described_by_kind() {
+        for (value, kind, described) in [
+            (Value::Null, "null", "null".to_owned()),
+            (
+                Value::Boolean(true),
+                "boolean",
+                "a boolean (true)".to_owned(),
+            ),
+            (Value::Integer(-3), "integer", "an integer (-3)".to_owned()),
+            (Value::Float(2.5), "float", "a float (2.5)".to_owned()),
+            (
+                Value::Text("x".into()),
+                "string",
+                "a string (\"x\")".to_owned(),
+            ),
+            (
+                Value::Text("y".repeat(81)),
+                "string",
+                format!("a string ({:?}... (81 bytes))", "y".repeat(80)),
+            ),
+            (
+                Value::Bytes(vec![0; 4]),
+                "byte string",
+                "a byte string (4 bytes)".to_owned(),
+            ),
+            (Value::Array(2), "array", "an array (2 elements)".to_owned()),
+            (
+                Value::Object(0),
+                "object",
+                "an object (0 members)".to_owned(),
+            ),
+        ] {
+            assert_eq!(value.kind(), kind);
+            assert_eq!(value.describe(), described);
         }
     }
 }

@@ -4,10 +4,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
-
+use twinguard_guest::metric::{self, MetricKey};
 use twinguard_guest::{
-    export_policy, log, state, Config, Decision, FieldError, Message, Policy, Severity,
+    export_configured, log, state, Config, Configured, Decision, FieldError, Message, Severity,
 };
 
 const NAME: &str = "anomaly-guard";
@@ -25,32 +24,10 @@ const OPTIONS: &[&str] = &[
     "cusum-h",
 ];
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
+export_configured!(Settings);
 
-/// Flags statistically unusual values and slow drift.
-struct AnomalyGuard;
-
-impl Policy for AnomalyGuard {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => settings.evaluate(msg),
-            // The host calls `init` first; should it not, fail closed.
-            None => Decision::quarantine("anomaly-guard: evaluate called before a successful init"),
-        })
-    }
-}
-
-export_policy!(AnomalyGuard);
-
+/// Flags statistically unusual values and slow drift: the policy is its settings, parsed once
+/// by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
@@ -95,29 +72,20 @@ impl Default for Params {
     }
 }
 
-/// Why an option could not be set.
-enum OptionError {
-    Unknown,
-    Invalid(String),
-}
-
 impl Params {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), OptionError> {
-        use OptionError::Invalid;
-        let number = || match value.parse::<f64>() {
-            Ok(x) if x.is_finite() => Ok(x),
-            Ok(_) => Err(Invalid("must be a finite number".to_owned())),
-            Err(err) => Err(Invalid(err.to_string())),
-        };
+    /// Sets option `name` (a global key or a metric key's option) from `value`; the error says
+    /// why the value is refused.
+    fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let number = || metric::finite(value);
         let count = || {
             value
                 .parse::<u64>()
-                .map_err(|err| Invalid(err.to_string()))
+                .map_err(|err| err.to_string())
                 .and_then(|n| {
                     if n >= 1 {
                         Ok(n)
                     } else {
-                        Err(Invalid("must be an integer >= 1".to_owned()))
+                        Err("must be an integer >= 1".to_owned())
                     }
                 })
         };
@@ -125,7 +93,7 @@ impl Params {
             if ok {
                 Ok(x)
             } else {
-                Err(Invalid(why.to_owned()))
+                Err(why.to_owned())
             }
         };
         match name {
@@ -163,7 +131,8 @@ impl Params {
                 let x = number()?;
                 self.cusum_h = check(x, x >= 0.0, "must be >= 0 (0 turns CUSUM off)")?;
             }
-            _ => return Err(OptionError::Unknown),
+            // Keys and options are checked against OPTIONS before they are set.
+            _ => return Err(format!("`{name}` is not an option")),
         }
         Ok(())
     }
@@ -180,34 +149,26 @@ impl Params {
     }
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
-        let globals: Config = config.iter().filter(|(k, _)| !k.starts_with('/')).collect();
-        globals
-            .check_keys(OPTIONS)
-            .map_err(|err| format!("{err}, and metric JSON Pointers starting with `/`"))?;
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
+        config.check_keys_beside_metrics(OPTIONS)?;
         let mut defaults = Params::default();
-        for (key, value) in globals.iter() {
-            defaults.set(key, value).map_err(|err| match err {
-                OptionError::Invalid(why) => {
-                    format!("config `{key}`: invalid value {value:?}: {why}")
-                }
-                OptionError::Unknown => format!("unknown config key `{key}`"),
-            })?;
+        for (key, value) in config.iter().filter(|(k, _)| !k.starts_with('/')) {
+            defaults
+                .set(key, value)
+                .map_err(|why| format!("config `{key}`: invalid value {value:?}: {why}"))?;
         }
         defaults.check("config: ")?;
-        let mut metrics: Vec<Metric> = Vec::new();
-        for key in config.keys().filter(|k| k.starts_with('/')) {
-            if metrics.iter().any(|m| m.pointer == key) {
-                continue;
-            }
-            check_pointer(key).map_err(|why| format!("config `{key}`: {why}"))?;
-            let params = parse_metric(key, config.get(key).unwrap_or_default(), defaults)?;
-            metrics.push(Metric {
-                pointer: key.to_owned(),
-                params,
-            });
-        }
+        let metrics = config
+            .metric_keys()?
+            .into_iter()
+            .map(|key| {
+                Ok(Metric {
+                    pointer: key.pointer.to_owned(),
+                    params: parse_metric(key, defaults)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         if metrics.is_empty() {
             return Err(
                 "no metric to watch: add a key naming a metric by JSON Pointer, e.g. \
@@ -265,62 +226,18 @@ impl Settings {
 
 /// A metric key's comma-separated `name=value` overrides of the global `defaults`; empty means
 /// the defaults.
-fn parse_metric(key: &str, list: &str, defaults: Params) -> Result<Params, String> {
+fn parse_metric(key: MetricKey<'_>, defaults: Params) -> Result<Params, String> {
     let mut params = defaults;
-    if list.trim().is_empty() {
+    if key.is_blank() {
         return Ok(params);
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for item in list.split(',').map(str::trim) {
-        if item.is_empty() {
-            return Err(format!(
-                "config `{key}`: empty option in {list:?} (check for a stray comma)"
-            ));
-        }
-        let Some((name, value)) = item.split_once('=') else {
-            return Err(format!(
-                "config `{key}`: option {item:?} is not `name=value`; known options: {}",
-                known(OPTIONS)
-            ));
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if seen.contains(&name) {
-            return Err(format!("config `{key}`: option `{name}` given twice"));
-        }
-        seen.push(name);
-        params.set(name, value).map_err(|err| match err {
-            OptionError::Invalid(why) => {
-                format!("config `{key}`: option `{name}`: invalid value {value:?}: {why}")
-            }
-            OptionError::Unknown => format!(
-                "config `{key}`: unknown option `{name}`; known options: {}",
-                known(OPTIONS)
-            ),
-        })?;
+    for option in key.options(OPTIONS)? {
+        params
+            .set(option.name, option.value)
+            .map_err(|why| option.invalid(why))?;
     }
-    params.check(&format!("config `{key}`: "))?;
+    params.check(&format!("config `{}`: ", key.pointer))?;
     Ok(params)
-}
-
-fn known(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// RFC 6901 (the key already starts with `/`): only the `~` escapes can be wrong.
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The baseline of one metric of one device.
@@ -711,7 +628,7 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     /// Deterministic pseudo-noise with standard deviation 1 (a sine sampled at the golden angle).

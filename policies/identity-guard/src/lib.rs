@@ -3,10 +3,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 
-use twinguard_guest::{export_policy, Config, Decision, Message, Policy, Severity, Value};
+use twinguard_guest::{
+    export_configured, Config, Configured, Decision, Message, Quoted, Severity, Value,
+};
 
 const KNOWN_KEYS: &[&str] = &[
     "topic-segment",
@@ -16,33 +17,7 @@ const KNOWN_KEYS: &[&str] = &[
     "on-mismatch",
 ];
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
-
-/// Checks the claimed identities of a message against the authenticated one.
-struct IdentityGuard;
-
-impl Policy for IdentityGuard {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => settings.evaluate(msg),
-            // The host calls `init` first; should it not, fail closed.
-            None => {
-                Decision::quarantine("identity-guard: evaluate called before a successful init")
-            }
-        })
-    }
-}
-
-export_policy!(IdentityGuard);
+export_configured!(Settings);
 
 /// What to do with a violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +53,8 @@ struct Violation {
     on: OnViolation,
 }
 
+/// Checks the claimed identities of a message against the authenticated one: the policy is its
+/// settings, parsed once by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     topic_segment: usize,
@@ -89,20 +66,15 @@ struct Settings {
     on_mismatch: OnViolation,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
         config.check_keys(KNOWN_KEYS)?;
         let inventory = match config.get("inventory") {
             None => None,
             Some(list) => Some(inventory(list)?),
         };
-        let payload_field = match config.get("payload-field") {
-            None => None,
-            Some(pointer) => {
-                check_pointer(pointer).map_err(|why| format!("config `payload-field`: {why}"))?;
-                Some(pointer.to_owned())
-            }
-        };
+        // The whole document (the empty pointer) is never a device id.
+        let payload_field = config.pointer("payload-field")?.map(str::to_owned);
         Ok(Self {
             topic_segment: config.parse("topic-segment")?.unwrap_or(1),
             inventory,
@@ -129,7 +101,9 @@ impl Settings {
         }
         alerts.into_iter().fold(Decision::allow(), add_alert)
     }
+}
 
+impl Settings {
     /// Whether `msg` breaks `rule`. Reasons are only formatted for violations: clean traffic,
     /// nearly all of it, costs no allocation.
     fn check(&self, rule: Rule, msg: &Message) -> Option<Violation> {
@@ -144,8 +118,8 @@ impl Settings {
                     code: "unknown-device",
                     detail: format!(
                         "identity-guard: device {} is not in the inventory (topic {})",
-                        clip(device),
-                        clip(msg.topic())
+                        Quoted(device),
+                        Quoted(msg.topic())
                     ),
                     on: self.on_unknown,
                 })
@@ -157,16 +131,16 @@ impl Settings {
                     Some(segment) => format!(
                         "identity-guard: topic {} names device {} (segment {index}) but the \
                          sender authenticated as {}",
-                        clip(msg.topic()),
-                        clip(segment),
-                        clip(device)
+                        Quoted(msg.topic()),
+                        Quoted(segment),
+                        Quoted(device)
                     ),
                     None => format!(
                         "identity-guard: topic {} has {} segment(s), so no segment {index} \
                          to match the authenticated device {}",
-                        clip(msg.topic()),
+                        Quoted(msg.topic()),
                         msg.topic_segments().count(),
-                        clip(device)
+                        Quoted(device)
                     ),
                 };
                 Some(Violation {
@@ -188,7 +162,7 @@ impl Settings {
                         "identity-guard: payload field {pointer} is {} but the sender \
                          authenticated as {}",
                         describe(&value),
-                        clip(device)
+                        Quoted(device)
                     ),
                     on: self.on_mismatch,
                 })
@@ -208,24 +182,10 @@ fn describe(value: &Value) -> String {
         Value::Boolean(b) => format!("the boolean {b}"),
         Value::Integer(i) => format!("the integer {i}"),
         Value::Float(f) => format!("the number {f}"),
-        Value::Text(text) => clip(text),
+        Value::Text(text) => Quoted(text).to_string(),
         Value::Bytes(bytes) => format!("a byte string of {} bytes", bytes.len()),
         Value::Array(n) => format!("an array of {n} elements"),
         Value::Object(n) => format!("an object of {n} members"),
-    }
-}
-
-/// `text` quoted for a reason or alert detail, cut short: ids, topics and payload values come
-/// from devices, and an oversized decision would fault the policy instead of quarantining.
-fn clip(text: &str) -> String {
-    const MAX_CHARS: usize = 80;
-    match text.char_indices().nth(MAX_CHARS) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!(
-            "{:?}... ({} bytes)",
-            text.get(..end).unwrap_or_default(),
-            text.len()
-        ),
     }
 }
 
@@ -245,36 +205,12 @@ fn inventory(list: &str) -> Result<HashSet<String>, String> {
     Ok(ids)
 }
 
-/// RFC 6901, minus the empty pointer: the whole document is never a device id.
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    if pointer.is_empty() {
-        return Err(
-            "the empty pointer \"\" names the whole document, not a field (e.g. \"/device\")"
-                .to_owned(),
-        );
-    }
-    if !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
-        ));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     #[test]
@@ -338,6 +274,9 @@ mod tests {
         assert_eq!(describe(&Value::Integer(7)), "the integer 7");
         assert_eq!(describe(&Value::Object(2)), "an object of 2 members");
         let long = "x".repeat(1000);
-        assert_eq!(clip(&long), format!("{:?}... (1000 bytes)", "x".repeat(80)));
+        assert_eq!(
+            Quoted(&long).to_string(),
+            format!("{:?}... (1000 bytes)", "x".repeat(80))
+        );
     }
 }

@@ -3,9 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
-
-use twinguard_guest::{export_policy, Config, Decision, FieldError, Message, Policy, Severity};
+use twinguard_guest::{
+    export_configured, Config, Configured, Decision, FieldError, Message, Severity,
+};
 
 const KNOWN_KEYS: &[&str] = &[
     "remove",
@@ -15,32 +15,9 @@ const KNOWN_KEYS: &[&str] = &[
     "quarantine-unstructured",
 ];
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
+export_configured!(Settings);
 
-/// Removes or masks configured fields.
-struct PiiRedact;
-
-impl Policy for PiiRedact {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => settings.evaluate(msg),
-            // The host calls `init` first; should it not, fail closed.
-            None => Decision::quarantine("pii-redact: evaluate called before a successful init"),
-        })
-    }
-}
-
-export_policy!(PiiRedact);
-
+/// Removes or masks configured fields: the policy is its settings, parsed once by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     remove: Vec<String>,
@@ -50,11 +27,13 @@ struct Settings {
     quarantine_unstructured: bool,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
         config.check_keys(KNOWN_KEYS)?;
-        let remove = pointers(config, "remove")?;
-        let mask = pointers(config, "mask")?;
+        // Comma-separated JSON Pointers; the empty pointer names the whole document, which
+        // cannot be redacted.
+        let remove = config.pointers("remove")?;
+        let mask = config.pointers("mask")?;
         if config.get("remove").is_none() && config.get("mask").is_none() {
             return Err(
                 "nothing to redact: set `remove` and/or `mask` to comma-separated JSON Pointers \
@@ -142,52 +121,12 @@ fn present(msg: &Message, pointer: &str) -> Result<bool, String> {
     }
 }
 
-/// The comma-separated JSON Pointers under `key` (none when the key is absent).
-fn pointers(config: &Config, key: &str) -> Result<Vec<String>, String> {
-    let Some(list) = config.get(key) else {
-        return Ok(Vec::new());
-    };
-    let mut pointers: Vec<String> = Vec::new();
-    for pointer in list.split(',').map(str::trim) {
-        check_pointer(pointer).map_err(|why| format!("config `{key}`: {why}"))?;
-        if !pointers.iter().any(|p| p == pointer) {
-            pointers.push(pointer.to_owned());
-        }
-    }
-    Ok(pointers)
-}
-
-/// RFC 6901, minus the empty pointer: it names the whole document, which cannot be redacted.
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    if pointer.is_empty() {
-        return Err(
-            "the empty pointer \"\" names the whole document, which cannot be redacted \
-                    (check for a stray comma)"
-                .to_owned(),
-        );
-    }
-    if !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
-        ));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     #[test]

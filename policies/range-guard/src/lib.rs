@@ -3,10 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
-
+use twinguard_guest::metric::MetricKey;
 use twinguard_guest::{
-    export_policy, log, state, Config, Decision, FieldError, Message, Policy, Severity,
+    export_configured, log, state, Config, Configured, Decision, FieldError, Message, Severity,
 };
 
 const NAME: &str = "range-guard";
@@ -19,31 +18,7 @@ const OPTIONS: &[&str] = &["min", "max", "max-step", "stuck-after"];
 
 const DEFAULT_STEP_RESET_MS: u64 = 3_600_000;
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
-
-/// Quarantines implausible readings and flags stuck sensors.
-struct RangeGuard;
-
-impl Policy for RangeGuard {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => settings.evaluate(msg),
-            // The host calls `init` first; should it not, fail closed.
-            None => Decision::quarantine("range-guard: evaluate called before a successful init"),
-        })
-    }
-}
-
-export_policy!(RangeGuard);
+export_configured!(Settings);
 
 /// What a stuck value does to its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +27,8 @@ enum OnStuck {
     Quarantine,
 }
 
+/// Quarantines implausible readings and flags stuck sensors: the policy is its settings, parsed
+/// once by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
@@ -74,9 +51,9 @@ struct Limits {
     stuck_after: Option<u32>,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
-        check_keys(config)?;
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
+        config.check_keys_beside_metrics(KNOWN_KEYS)?;
         let on_stuck = match config.get("on-stuck") {
             None | Some("alert") => OnStuck::Alert,
             Some("quarantine") => OnStuck::Quarantine,
@@ -89,18 +66,16 @@ impl Settings {
         let step_reset_ms = config
             .parse("step-reset-ms")?
             .unwrap_or(DEFAULT_STEP_RESET_MS);
-        let mut metrics: Vec<Metric> = Vec::new();
-        for key in config.keys().filter(|k| k.starts_with('/')) {
-            if metrics.iter().any(|m| m.pointer == key) {
-                continue;
-            }
-            check_pointer(key).map_err(|why| format!("config `{key}`: {why}"))?;
-            let limits = Limits::parse(key, config.get(key).unwrap_or_default())?;
-            metrics.push(Metric {
-                pointer: key.to_owned(),
-                limits,
-            });
-        }
+        let metrics = config
+            .metric_keys()?
+            .into_iter()
+            .map(|key| {
+                Ok(Metric {
+                    pointer: key.pointer.to_owned(),
+                    limits: Limits::parse(key)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         if metrics.is_empty() {
             return Err(
                 "no metric to check: add a key naming a metric by JSON Pointer, e.g. \
@@ -154,66 +129,37 @@ impl Settings {
 }
 
 impl Limits {
-    /// Parses a metric key's comma-separated `name=value` options.
-    fn parse(key: &str, list: &str) -> Result<Self, String> {
-        if list.trim().is_empty() {
-            return Err(format!(
-                "config `{key}`: no option: set at least one of {}, e.g. \"min=-40,max=85\"",
-                known(OPTIONS)
-            ));
-        }
+    /// Parses a metric key's comma-separated `name=value` options; at least one is required.
+    fn parse(key: MetricKey<'_>) -> Result<Self, String> {
         let mut limits = Self::default();
-        let mut seen: Vec<&str> = Vec::new();
-        for item in list.split(',').map(str::trim) {
-            if item.is_empty() {
-                return Err(format!(
-                    "config `{key}`: empty option in {list:?} (check for a stray comma); \
-                     options are `name=value`, e.g. \"min=-40,max=85\""
-                ));
-            }
-            let Some((name, value)) = item.split_once('=') else {
-                return Err(format!(
-                    "config `{key}`: option {item:?} is not `name=value`; known options: {}",
-                    known(OPTIONS)
-                ));
-            };
-            let (name, value) = (name.trim(), value.trim());
-            if seen.contains(&name) {
-                return Err(format!("config `{key}`: option `{name}` given twice"));
-            }
-            seen.push(name);
-            let bad = |why: &str| {
-                format!("config `{key}`: option `{name}`: invalid value {value:?}: {why}")
-            };
-            match name {
-                "min" => limits.min = Some(finite(value).map_err(|e| bad(&e))?),
-                "max" => limits.max = Some(finite(value).map_err(|e| bad(&e))?),
+        for option in key.options(OPTIONS)? {
+            match option.name {
+                // A finite number: `inf` or `NaN` as a limit would silently disable the check.
+                "min" => limits.min = Some(option.finite()?),
+                "max" => limits.max = Some(option.finite()?),
                 "max-step" => {
-                    let step = finite(value).map_err(|e| bad(&e))?;
+                    let step = option.finite()?;
                     if step <= 0.0 {
-                        return Err(bad("must be greater than 0"));
+                        return Err(option.invalid("must be greater than 0"));
                     }
                     limits.max_step = Some(step);
                 }
                 "stuck-after" => {
-                    let n: u32 = value.parse().map_err(|e| bad(&format!("{e}")))?;
+                    let n: u32 = option.parse()?;
                     if n < 2 {
-                        return Err(bad("must be an integer >= 2"));
+                        return Err(option.invalid("must be an integer >= 2"));
                     }
                     limits.stuck_after = Some(n);
                 }
-                _ => {
-                    return Err(format!(
-                        "config `{key}`: unknown option `{name}`; known options: {}",
-                        known(OPTIONS)
-                    ))
-                }
+                // `options` accepts only the names in OPTIONS.
+                other => return Err(option.invalid(format!("`{other}` is not an option"))),
             }
         }
         if let (Some(min), Some(max)) = (limits.min, limits.max) {
             if min > max {
                 return Err(format!(
-                    "config `{key}`: option `min` ({}) is greater than option `max` ({})",
+                    "config `{}`: option `min` ({}) is greater than option `max` ({})",
+                    key.pointer,
                     num(min),
                     num(max)
                 ));
@@ -221,44 +167,6 @@ impl Limits {
         }
         Ok(limits)
     }
-}
-
-/// Refuses unknown global keys; metric keys (starting with `/`) are checked by their parser.
-fn check_keys(config: &Config) -> Result<(), String> {
-    let globals: Config = config.iter().filter(|(k, _)| !k.starts_with('/')).collect();
-    globals
-        .check_keys(KNOWN_KEYS)
-        .map_err(|err| format!("{err}, and metric JSON Pointers starting with `/`"))
-}
-
-fn known(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A finite number: `inf` or `NaN` as a limit would silently disable the check.
-fn finite(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(x) if x.is_finite() => Ok(x),
-        Ok(_) => Err("must be a finite number".to_owned()),
-        Err(err) => Err(err.to_string()),
-    }
-}
-
-/// RFC 6901 (the key already starts with `/`): only the `~` escapes can be wrong.
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// What the policy remembers of one metric of one device.
@@ -523,11 +431,15 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     fn limits(list: &str) -> Limits {
-        Limits::parse("/m", list).unwrap()
+        Limits::parse(MetricKey {
+            pointer: "/m",
+            value: list,
+        })
+        .unwrap()
     }
 
     const HOUR: u64 = 3_600_000;

@@ -3,9 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
-
-use twinguard_guest::{export_policy, log, state, Config, Decision, Message, Policy, Severity};
+use twinguard_guest::{
+    export_configured, log, state, Config, Configured, Decision, Message, Severity,
+};
 
 const NAME: &str = "rate-guard";
 
@@ -14,31 +14,7 @@ const KNOWN_KEYS: &[&str] = &["rate", "burst", "hard-rate", "hard-burst"];
 /// The state key of a device's buckets.
 const STATE_KEY: &str = "buckets";
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
-
-/// Flags bursts and quarantines floods, per device.
-struct RateGuard;
-
-impl Policy for RateGuard {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => settings.evaluate(msg),
-            // The host calls `init` first; should it not, fail closed.
-            None => Decision::quarantine("rate-guard: evaluate called before a successful init"),
-        })
-    }
-}
-
-export_policy!(RateGuard);
+export_configured!(Settings);
 
 /// A token bucket's shape: refill speed and size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,14 +25,16 @@ struct Limit {
     burst: f64,
 }
 
+/// Flags bursts and quarantines floods, per device: the policy is its settings, parsed once by
+/// `init`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Settings {
     soft: Limit,
     hard: Option<Limit>,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
         config.check_keys(KNOWN_KEYS)?;
         let soft = Limit {
             rate: positive(config, "rate")?.unwrap_or(1.0),
@@ -269,7 +247,7 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     /// Feeds messages at the given times and returns the admissions, flood/burst/allow as F/B/A.

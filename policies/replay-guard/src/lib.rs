@@ -3,11 +3,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
-use std::fmt;
-
+use twinguard_guest::text::Clipped;
 use twinguard_guest::{
-    export_policy, state, Config, Decision, Message, Policy, Severity, StateError, Value,
+    export_configured, state, Config, Configured, Decision, Message, Quoted, Severity, StateError,
+    Value,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -23,38 +22,7 @@ const KNOWN_KEYS: &[&str] = &[
 /// later layout can use a new key instead of misreading this one after a reload.
 const STATE_KEY: &str = "last-v1";
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
-
-/// Quarantines replayed and stale messages.
-struct ReplayGuard;
-
-impl Policy for ReplayGuard {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => match settings.evaluate(msg) {
-                Ok(()) => Decision::allow(),
-                Err(rejection) => Decision::quarantine(&rejection.reason).with_alert(
-                    rejection.severity,
-                    rejection.code,
-                    rejection.reason,
-                ),
-            },
-            // The host calls `init` first; should it not, fail closed.
-            None => Decision::quarantine("replay-guard: evaluate called before a successful init"),
-        })
-    }
-}
-
-export_policy!(ReplayGuard);
+export_configured!(Settings);
 
 /// The last accepted message of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +57,7 @@ struct Rejection {
     reason: String,
 }
 
+/// Quarantines replayed and stale messages: the policy is its settings, parsed once by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     seq: String,
@@ -99,11 +68,12 @@ struct Settings {
     allow_seq_reset: bool,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
         config.check_keys(KNOWN_KEYS)?;
-        let seq = pointer(config, "seq", "/seq")?;
-        let ts = pointer(config, "ts", "/ts")?;
+        // Not the empty pointer: the whole document is never an integer we accept.
+        let seq = config.pointer("seq")?.unwrap_or("/seq").to_owned();
+        let ts = config.pointer("ts")?.unwrap_or("/ts").to_owned();
         if seq == ts {
             return Err(format!(
                 "config `seq` and `ts` are both {seq:?}: they must name different fields"
@@ -119,7 +89,21 @@ impl Settings {
         })
     }
 
-    fn evaluate(&self, msg: &Message) -> Result<(), Rejection> {
+    fn evaluate(&self, msg: &Message) -> Decision {
+        match self.check(msg) {
+            Ok(()) => Decision::allow(),
+            Err(rejection) => Decision::quarantine(&rejection.reason).with_alert(
+                rejection.severity,
+                rejection.code,
+                rejection.reason,
+            ),
+        }
+    }
+}
+
+impl Settings {
+    /// Why `msg` is quarantined, if it is; records its seq and ts when it is not.
+    fn check(&self, msg: &Message) -> Result<(), Rejection> {
         let device = Quoted(msg.device_id());
         let (seq, ts) = match (integer(msg, &self.seq), integer(msg, &self.ts)) {
             (Ok(seq), Ok(ts)) => (seq, ts),
@@ -243,90 +227,13 @@ fn describe_state_error(err: &StateError) -> String {
 fn integer(msg: &Message, pointer: &str) -> Result<i64, String> {
     match msg.field(pointer) {
         Ok(Some(Value::Integer(i))) => Ok(i),
-        Ok(Some(other)) => Err(format!("{pointer} is {}, not an integer", kind(&other))),
+        Ok(Some(other)) => Err(format!("{pointer} is {}, not an integer", other.describe())),
         Ok(None) => Err(format!("{pointer} is missing")),
         Err(err) => Err(format!(
             "{pointer} cannot be read: {}",
-            clip_plain(&err.to_string())
+            Clipped(&err.to_string())
         )),
     }
-}
-
-fn kind(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Boolean(b) => format!("a boolean ({b})"),
-        Value::Integer(i) => format!("an integer ({i})"),
-        Value::Float(f) => format!("a float ({f})"),
-        Value::Text(text) => format!("a string ({})", Quoted(text)),
-        Value::Bytes(bytes) => format!("a byte string ({} bytes)", bytes.len()),
-        Value::Array(n) => format!("an array ({n} elements)"),
-        Value::Object(n) => format!("an object ({n} members)"),
-    }
-}
-
-/// Device text quoted for a reason, cut short: ids and payload strings come from devices, and
-/// a decision past the host's decision-bytes limit would fault the policy instead of
-/// quarantining. Formats only when a reason is written, so clean traffic allocates nothing.
-#[derive(Debug, Clone, Copy)]
-struct Quoted<'a>(&'a str);
-
-impl fmt::Display for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX_CHARS: usize = 80;
-        let text = self.0;
-        match text.char_indices().nth(MAX_CHARS) {
-            None => write!(f, "{text:?}"),
-            Some((end, _)) => write!(
-                f,
-                "{:?}... ({} bytes)",
-                text.get(..end).unwrap_or_default(),
-                text.len()
-            ),
-        }
-    }
-}
-
-/// A host message (a parser error), cut short like [`Quoted`].
-fn clip_plain(text: &str) -> String {
-    const MAX: usize = 320;
-    match text.char_indices().nth(MAX) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}...", text.get(..end).unwrap_or_default()),
-    }
-}
-
-/// The JSON Pointer under `key`, or `default`.
-fn pointer(config: &Config, key: &str, default: &str) -> Result<String, String> {
-    let Some(pointer) = config.get(key) else {
-        return Ok(default.to_owned());
-    };
-    check_pointer(pointer).map_err(|why| format!("config `{key}`: {why}"))?;
-    Ok(pointer.to_owned())
-}
-
-/// RFC 6901, minus the empty pointer: the whole document is never an integer we accept.
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    if pointer.is_empty() {
-        return Err(
-            "the empty pointer \"\" names the whole document, not a field (e.g. \"/seq\")"
-                .to_owned(),
-        );
-    }
-    if !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
-        ));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -334,7 +241,7 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     #[test]

@@ -4,11 +4,12 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
 use std::fmt;
 
+use twinguard_guest::text::Clipped;
 use twinguard_guest::{
-    export_policy, Config, ContentType, Decision, FieldError, Message, Policy, Severity, Value,
+    export_configured, pointer, Config, Configured, ContentType, Decision, FieldError, Message,
+    Quoted, Severity, Value,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -19,38 +20,7 @@ const KNOWN_KEYS: &[&str] = &[
     "forbid",
 ];
 
-thread_local! {
-    // Parsed once by `init`, read by every `evaluate` of this instance.
-    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
-}
-
-/// Checks every message against the configured shape.
-struct SchemaGuard;
-
-impl Policy for SchemaGuard {
-    fn init(config: &Config) -> Result<(), String> {
-        let settings = Settings::from_config(config)?;
-        SETTINGS.set(Some(settings));
-        Ok(())
-    }
-
-    fn evaluate(msg: &Message) -> Decision {
-        SETTINGS.with_borrow(|settings| match settings {
-            Some(settings) => match settings.check(msg) {
-                Ok(()) => Decision::allow(),
-                Err(rejection) => Decision::quarantine(&rejection.reason).with_alert(
-                    Severity::Medium,
-                    rejection.code,
-                    rejection.reason,
-                ),
-            },
-            // The host calls `init` first; should it not, fail closed.
-            None => Decision::quarantine("schema-guard: evaluate called before a successful init"),
-        })
-    }
-}
-
-export_policy!(SchemaGuard);
+export_configured!(Settings);
 
 /// The kind a required field must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +88,8 @@ fn reject(code: &'static str, reason: String) -> Result<(), Rejection> {
     Err(Rejection { code, reason })
 }
 
+/// Checks every message against the configured shape: the policy is its settings, parsed once
+/// by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     content_types: Vec<ContentType>,
@@ -127,8 +99,8 @@ struct Settings {
     forbid: Vec<String>,
 }
 
-impl Settings {
-    fn from_config(config: &Config) -> Result<Self, String> {
+impl Configured for Settings {
+    fn init(config: &Config) -> Result<Self, String> {
         config.check_keys(KNOWN_KEYS)?;
         let content_types = match config.get("content-types") {
             None => vec![ContentType::Json, ContentType::Cbor],
@@ -146,10 +118,8 @@ impl Settings {
             None => Vec::new(),
             Some(list) => required(list)?,
         };
-        let forbid = match config.get("forbid") {
-            None => Vec::new(),
-            Some(list) => pointers("forbid", list)?,
-        };
+        // Not the empty pointer: the root is always checked (it must be an object).
+        let forbid = config.pointers("forbid")?;
         if let Some((both, _)) = required.iter().find(|(p, _)| forbid.contains(p)) {
             return Err(format!(
                 "config: pointer {both:?} is in both `required` and `forbid`; \
@@ -165,6 +135,19 @@ impl Settings {
         })
     }
 
+    fn evaluate(&self, msg: &Message) -> Decision {
+        match self.check(msg) {
+            Ok(()) => Decision::allow(),
+            Err(rejection) => Decision::quarantine(&rejection.reason).with_alert(
+                Severity::Medium,
+                rejection.code,
+                rejection.reason,
+            ),
+        }
+    }
+}
+
+impl Settings {
     /// The first rule the message breaks, in the documented order.
     fn check(&self, msg: &Message) -> Result<(), Rejection> {
         let device = Quoted(msg.device_id());
@@ -218,7 +201,7 @@ impl Settings {
                     format!(
                         "schema-guard: the {content_type} payload from device {device} is {}, \
                          expected an object at the root",
-                        describe(&other)
+                        other.describe()
                     ),
                 );
             }
@@ -249,7 +232,7 @@ impl Settings {
                         format!(
                             "schema-guard: field {pointer} from device {device} is {}, \
                              expected {kind}",
-                            describe(&value)
+                            value.describe()
                         ),
                     );
                 }
@@ -263,7 +246,7 @@ impl Settings {
                     format!(
                         "schema-guard: forbidden field {pointer} is present in device {device}'s \
                          payload ({})",
-                        describe(&value)
+                        value.describe()
                     ),
                 );
             }
@@ -283,7 +266,7 @@ fn lookup(
         let reason = match err {
             FieldError::Malformed(why) => format!(
                 "schema-guard: the {content_type} payload from device {device} is malformed: {}",
-                clip_plain(&why)
+                Clipped(&why)
             ),
             // Pointers are checked at init and the payload is structured: neither can happen.
             other => {
@@ -295,51 +278,6 @@ fn lookup(
             reason,
         }
     })
-}
-
-/// A field value for an analyst: its kind, and the value when it is a short scalar.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Boolean(b) => format!("a boolean ({b})"),
-        Value::Integer(i) => format!("an integer ({i})"),
-        Value::Float(f) => format!("a float ({f})"),
-        Value::Text(text) => format!("a string ({})", Quoted(text)),
-        Value::Bytes(bytes) => format!("a byte string ({} bytes)", bytes.len()),
-        Value::Array(n) => format!("an array ({n} elements)"),
-        Value::Object(n) => format!("an object ({n} members)"),
-    }
-}
-
-/// Device text quoted for a reason, cut short: ids and payload strings come from devices, and
-/// a decision past the host's decision-bytes limit would fault the policy instead of
-/// quarantining. Formats only when a reason is written, so clean traffic allocates nothing.
-#[derive(Debug, Clone, Copy)]
-struct Quoted<'a>(&'a str);
-
-impl fmt::Display for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX_CHARS: usize = 80;
-        let text = self.0;
-        match text.char_indices().nth(MAX_CHARS) {
-            None => write!(f, "{text:?}"),
-            Some((end, _)) => write!(
-                f,
-                "{:?}... ({} bytes)",
-                text.get(..end).unwrap_or_default(),
-                text.len()
-            ),
-        }
-    }
-}
-
-/// A host message (a parser error), cut short like [`Quoted`].
-fn clip_plain(text: &str) -> String {
-    const MAX: usize = 320;
-    match text.char_indices().nth(MAX) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}...", text.get(..end).unwrap_or_default()),
-    }
 }
 
 fn content_types(list: &str) -> Result<Vec<ContentType>, String> {
@@ -383,7 +321,7 @@ fn required(list: &str) -> Result<Vec<(String, Kind)>, String> {
             ));
         };
         let pointer = pointer.trim();
-        check_pointer(pointer).map_err(|why| format!("config `required`: {why}"))?;
+        pointer::check_field(pointer).map_err(|why| format!("config `required`: {why}"))?;
         match fields.iter().find(|(p, _)| p == pointer) {
             Some((_, other)) if *other != kind => {
                 return Err(format!(
@@ -397,49 +335,12 @@ fn required(list: &str) -> Result<Vec<(String, Kind)>, String> {
     Ok(fields)
 }
 
-/// Comma-separated JSON Pointers.
-fn pointers(key: &str, list: &str) -> Result<Vec<String>, String> {
-    let mut pointers: Vec<String> = Vec::new();
-    for pointer in list.split(',').map(str::trim) {
-        check_pointer(pointer).map_err(|why| format!("config `{key}`: {why}"))?;
-        if !pointers.iter().any(|p| p == pointer) {
-            pointers.push(pointer.to_owned());
-        }
-    }
-    Ok(pointers)
-}
-
-/// RFC 6901, minus the empty pointer: the root is always checked (it must be an object).
-fn check_pointer(pointer: &str) -> Result<(), String> {
-    if pointer.is_empty() {
-        return Err(
-            "the empty pointer \"\" names the whole document, not a field \
-             (check for a stray comma)"
-                .to_owned(),
-        );
-    }
-    if !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. \"/{pointer}\")"
-        ));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} is not a JSON Pointer: '~' must be followed by 0 ('~') or 1 ('/')"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::from_config(&pairs.iter().copied().collect())
+        Settings::init(&pairs.iter().copied().collect())
     }
 
     #[test]
@@ -530,7 +431,7 @@ mod tests {
         assert!(!Kind::String.matches(&Value::Null));
         assert!(Kind::Any.matches(&Value::Null));
         assert!(!Kind::Object.matches(&Value::Array(0)));
-        assert_eq!(describe(&Value::Text("x".into())), "a string (\"x\")");
+        assert_eq!(Value::Text("x".into()).describe(), "a string (\"x\")");
         let long = "é".repeat(100);
         assert_eq!(
             Quoted(&long).to_string(),
