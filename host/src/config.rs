@@ -58,6 +58,13 @@ pub struct Config {
     /// The routes, in order: the first whose filter matches a topic decides its chain.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `twinguard serve`: the broker and the topics it reads and writes. The runtime itself
+    /// ignores it, so one file configures a whole gateway.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// `twinguard serve`: where quarantined messages are kept.
+    pub quarantine: Option<crate::gateway::QuarantineConfig>,
+    /// Where security events go besides the outcome (file, syslog).
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 /// Defaults for every policy, and what happens to unrouted messages.
@@ -244,6 +251,23 @@ impl Config {
                 policy.path = base.join(&policy.path);
             }
         }
+        // Every file a config names is relative to the config's folder.
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = config.gateway.as_mut().and_then(|g| g.tls.as_mut()) {
+            rebase(&mut tls.ca);
+            tls.cert.as_mut().map(rebase);
+            tls.key.as_mut().map(rebase);
+        }
+        if let Some(q) = config.quarantine.as_mut() {
+            rebase(&mut q.path);
+        }
+        if let Some(file) = config.alerts.as_mut().and_then(|a| a.file.as_mut()) {
+            rebase(file);
+        }
         config.validate().map_err(|message| Error::Config {
             origin: origin.to_string(),
             message,
@@ -288,6 +312,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(g) = &self.gateway {
+            g.validate()?;
+        }
+        if let Some(a) = &self.alerts {
+            a.validate()?;
         }
         Ok(())
     }

@@ -73,9 +73,11 @@
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod alerts;
 mod config;
 pub mod convert;
 mod error;
+pub mod gateway;
 mod limits;
 mod message;
 mod output;
@@ -87,6 +89,7 @@ mod policy;
 mod runtime;
 pub mod sim;
 mod state;
+pub mod store;
 
 pub use config::{
     Config, ConfigValue, Defaults, EngineConfig, LimitsOverride, PolicyConfig, RouteConfig,

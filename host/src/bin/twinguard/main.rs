@@ -22,6 +22,10 @@ enum Command {
     Eval(commands::eval::Args),
     /// Attack a simulated plant and score what the shipped policy pack catches (no broker).
     Demo(commands::demo::Args),
+    /// Run the MQTT gateway: device topics in, twin topics out, quarantine kept durably.
+    Serve(commands::serve::Args),
+    /// Inspect and clean up the quarantine store: list, show, purge.
+    Quarantine(commands::quarantine::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
+        Command::Quarantine(args) => commands::quarantine::run(&args),
     };
     match result {
         Ok(code) => code,

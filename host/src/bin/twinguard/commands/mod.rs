@@ -3,3 +3,5 @@
 pub mod check;
 pub mod demo;
 pub mod eval;
+pub mod quarantine;
+pub mod serve;

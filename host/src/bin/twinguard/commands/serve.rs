@@ -1,0 +1,112 @@
+//! `twinguard serve --config F`: the MQTT gateway between device topics and twin topics.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Context, Result};
+use twinguard::alerts::Alerts;
+use twinguard::gateway::Gateway;
+use twinguard::store::QuarantineStore;
+use twinguard::{Config, Runtime};
+
+/// Arguments of `serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config file: policies and routes, plus `[gateway]`, `[quarantine]` and `[alerts]`.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+fn beside(config: &Path, path: &Path) -> PathBuf {
+    if path.is_relative() {
+        config.parent().unwrap_or_else(|| Path::new(".")).join(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let config = Config::from_file(&args.config)?;
+    let Some(gateway) = config.gateway.clone() else {
+        bail!(
+            "{}: no [gateway] table: serve needs a broker and inputs (see README, `twinguard serve`)",
+            args.config.display()
+        );
+    };
+    let Some(quarantine) = config.quarantine.clone() else {
+        bail!(
+            "{}: no [quarantine] table: serve needs a store for what it holds back (path = \"quarantine.db\")",
+            args.config.display()
+        );
+    };
+    let store_path = beside(&args.config, &quarantine.path);
+    let store = QuarantineStore::open(&store_path)
+        .with_context(|| format!("quarantine store {}", store_path.display()))?;
+    // Built even without an [alerts] table: its rate limiting also governs the alerts topic.
+    let alerts_config = config.alerts.clone().unwrap_or_default();
+    let alerts = Alerts::from_config(
+        &alerts_config,
+        args.config.parent().unwrap_or_else(|| Path::new(".")),
+    )
+    .context("alert sinks")?;
+    let runtime = Runtime::new(config)?;
+    let gateway = Gateway::new(runtime, gateway, store.clone(), Some(alerts.clone()))?;
+    let stats = gateway.stats();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(async {
+        let retention = quarantine.retention();
+        let sweeper = tokio::spawn({
+            let store = store.clone();
+            async move {
+                loop {
+                    if let Some(r) = &retention {
+                        let store = store.clone();
+                        let r = *r;
+                        let _ =
+                            tokio::task::spawn_blocking(move || store.apply_retention(&r)).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                }
+            }
+        });
+        let r = gateway.run(shutdown_signal()).await;
+        sweeper.abort();
+        r
+    });
+    alerts.flush();
+    eprintln!(
+        "twinguard serve: stopped; received {}, forwarded {}, quarantined {}, alerts {}",
+        stats.received.load(Ordering::Relaxed),
+        stats.forwarded.load(Ordering::Relaxed),
+        stats.quarantined.load(Ordering::Relaxed),
+        stats.alerts.load(Ordering::Relaxed),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,643 @@
+//! `twinguard serve` against a real Mosquitto: outcomes on the twin topics, the quarantine
+//! store and every alert sink; no loss across a broker restart or a `kill -9` of twinguard;
+//! shared subscriptions; TLS with client certificates, and its refusals.
+
+mod broker;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use broker::{Broker, Pki};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use twinguard::store::{QuarantineStore, Query};
+
+#[path = "../../tests/src/fixtures.rs"]
+mod fixtures;
+
+/// The policies: schema (quarantines what has no integer /seq), a silent mask of the owner's
+/// name (redact), and the removal of /secret with an alert (alert).
+fn policies() -> String {
+    format!(
+        r#"
+[[policy]]
+name = "schema"
+path = "{schema}"
+[policy.config]
+required = "/seq:integer"
+
+[[policy]]
+name = "pii-silent"
+path = "{pii}"
+[policy.config]
+mask = "/owner/name"
+
+[[policy]]
+name = "pii-alert"
+path = "{pii}"
+[policy.config]
+remove = "/secret"
+alert-on-redact = true
+
+[[route]]
+filter = "devices/+/telemetry"
+chain = ["schema", "pii-silent", "pii-alert"]
+"#,
+        schema = fixtures::wasm("schema-guard").display(),
+        pii = fixtures::wasm("pii-redact").display(),
+    )
+}
+
+struct Setup {
+    dir: PathBuf,
+    store: PathBuf,
+    alerts_file: PathBuf,
+}
+
+fn write_config(setup: &Setup, name: &str, broker: &str, client_id: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"{policies}
+[gateway]
+broker = "{broker}"
+client-id = "{client_id}"
+alerts-topic = "twinguard/alerts"
+{extra}
+[[gateway.input]]
+filter = "$share/tg/devices/+/telemetry"
+template = "devices/{{device}}/telemetry"
+output = "twin/{{device}}/telemetry"
+
+[quarantine]
+path = "{store}"
+
+[alerts]
+file = "{alerts}"
+dedup-window-ms = 0
+"#,
+        policies = policies(),
+        store = setup.store.display(),
+        alerts = setup.alerts_file.display(),
+    );
+    let path = setup.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `twinguard serve`, its stderr collected.
+struct Serve {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("TWINGUARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit line's counters.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.text()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test MQTT client on its own runtime thread: publishes, and collects what it receives.
+struct Peer {
+    client: AsyncClient,
+    received: mpsc::Receiver<(String, Vec<u8>)>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Peer {
+    fn connect(id: &str, port: u16, subscribe: &[&str], persistent: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5))
+            .set_clean_session(!persistent)
+            .set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(o, 1000);
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let topics: Vec<String> = subscribe.iter().map(|s| (*s).to_owned()).collect();
+        let sub = client.clone();
+        rt.spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &topics {
+                            let _ = sub.subscribe(t.clone(), QoS::AtLeastOnce).await;
+                        }
+                        if topics.is_empty() {
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("test client did not connect");
+        Self {
+            client,
+            received: rx,
+            _rt: rt,
+        }
+    }
+
+    fn publish(&self, topic: &str, payload: Vec<u8>) {
+        let c = self.client.clone();
+        let topic = topic.to_owned();
+        self._rt.block_on(async move {
+            c.publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Messages received until `done` says enough, or `within` passes.
+    fn collect(
+        &self,
+        within: Duration,
+        mut done: impl FnMut(&[(String, Vec<u8>)]) -> bool,
+    ) -> Vec<(String, Vec<u8>)> {
+        let end = Instant::now() + within;
+        let mut got = Vec::new();
+        while Instant::now() < end && !done(&got) {
+            if let Ok(m) = self.received.recv_timeout(Duration::from_millis(50)) {
+                got.push(m);
+            }
+        }
+        got
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Setup) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let s = Setup {
+        store: dir.join("quarantine.db"),
+        alerts_file: dir.join("alerts.ndjson"),
+        dir,
+    };
+    (tmp, s)
+}
+
+fn seq_of(payload: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(payload).ok()?["seq"].as_u64()
+}
+
+#[test]
+fn all_four_outcomes_reach_the_twin_the_store_and_every_sink() {
+    let (_tmp, s) = setup();
+    let mut broker = Broker::start(&s.dir, None);
+    let syslog = UdpSocket::bind("127.0.0.1:0").unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let extra = "";
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-outcomes",
+        extra,
+    );
+    // The syslog sink joins the [alerts] table.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "dedup-window-ms = 0\n",
+        &format!(
+            "dedup-window-ms = 0\n[[alerts.syslog]]\naddress = \"{}\"\ntransport = \"udp\"\n",
+            syslog.local_addr().unwrap()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let twin = Peer::connect("twin", broker.port, &["twin/#"], false);
+    let siem = Peer::connect("siem", broker.port, &["twinguard/alerts"], false);
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d1", broker.port, &[], false);
+
+    device.publish("devices/d1/telemetry", br#"{"seq":1,"temp":20.5}"#.to_vec());
+    device.publish(
+        "devices/d1/telemetry",
+        br#"{"seq":2,"owner":{"name":"Ada","team":"ops"}}"#.to_vec(),
+    );
+    device.publish(
+        "devices/d1/telemetry",
+        br#"{"seq":3,"temp":21,"secret":"hunter2"}"#.to_vec(),
+    );
+    device.publish(
+        "devices/d1/telemetry",
+        br#"{"seq":"four","temp":22"#.to_vec(),
+    );
+
+    let got = twin.collect(Duration::from_secs(15), |g| g.len() >= 3);
+    let got_more = twin.collect(Duration::from_millis(500), |_| false);
+    assert!(
+        got_more.is_empty(),
+        "only three may reach the twin: {got_more:?}"
+    );
+    let docs: Vec<Value> = got
+        .iter()
+        .map(|(t, p)| {
+            assert_eq!(t, "twin/d1/telemetry");
+            serde_json::from_slice(p).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        docs[0],
+        json!({"seq": 1, "temp": 20.5}),
+        "allowed unchanged"
+    );
+    assert_eq!(
+        docs[1],
+        json!({"seq": 2, "owner": {"name": "***", "team": "ops"}}),
+        "redacted"
+    );
+    assert_eq!(
+        docs[2],
+        json!({"seq": 3, "temp": 21}),
+        "alerted and redacted"
+    );
+
+    // The quarantined one is in the store, with why and where it was going.
+    let store = QuarantineStore::open(&s.store).unwrap();
+    let held = store.list(&Query::default()).unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].payload, br#"{"seq":"four","temp":22"#);
+    assert_eq!(held[0].policy.as_deref(), Some("schema"));
+    assert_eq!(held[0].destination.as_deref(), Some("twin/d1/telemetry"));
+    assert_eq!(held[0].device_id, "d1");
+
+    // The alerts, on every sink: the MQTT topic, the file, syslog. The quarantine carries one
+    // too (schema-guard reports the malformed payload).
+    let on_topic = siem.collect(Duration::from_secs(10), |g| g.len() >= 2);
+    let codes = |events: Vec<Value>| {
+        let mut c: Vec<String> = events
+            .iter()
+            .map(|e| e["code"].as_str().unwrap_or("").to_owned())
+            .collect();
+        c.sort();
+        c
+    };
+    let events: Vec<Value> = on_topic
+        .iter()
+        .map(|(_, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    assert!(events.iter().all(|e| e["device_id"] == "d1"));
+    assert_eq!(codes(events), ["malformed", "pii-redacted"]);
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut buf = [0u8; 8192];
+        let n = syslog.recv(&mut buf).unwrap();
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("pii-redacted")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| l.contains("twinguard")), "{lines:?}");
+    let stats = serve.stop();
+    let file = std::fs::read_to_string(&s.alerts_file).unwrap();
+    let events: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(codes(events), ["malformed", "pii-redacted"], "{file}");
+    assert!(stats.contains("forwarded 3, quarantined 1"), "{stats}");
+    broker.stop();
+}
+
+/// Publishes `n` messages with sequence numbers; every tenth breaks the schema (quarantined).
+fn stream(device: &Peer, n: u64) {
+    for seq in 1..=n {
+        let payload = if seq % 10 == 0 {
+            format!(r#"{{"seq":"{seq}","bad":true}}"#)
+        } else {
+            format!(r#"{{"seq":{seq},"v":{seq}}}"#)
+        };
+        device.publish("devices/d1/telemetry", payload.into_bytes());
+    }
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing() {
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-crash",
+        "",
+    );
+    let twin = Peer::connect("twin-crash", broker.port, &["twin/#"], true);
+    let mut serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-crash", broker.port, &[], true);
+    let n = 600;
+    stream(&device, n);
+    // Kill as soon as the twin has seen a little: the rest is in flight or queued.
+    let seen = twin.collect(Duration::from_secs(20), |g| g.len() >= 50);
+    assert!(seen.len() >= 50);
+    serve.kill9();
+    let restarted = Serve::start(&config);
+    assert!(
+        restarted.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        restarted.text()
+    );
+    let already: BTreeSet<u64> = seen.iter().filter_map(|(_, p)| seq_of(p)).collect();
+    assert_nothing_lost(&twin, &s.store, n, Duration::from_secs(60), already);
+}
+
+/// Every sequence number 1..=n is delivered (now or `already`) or quarantined; duplicates
+/// are allowed, loss is not.
+fn assert_nothing_lost(
+    twin: &Peer,
+    store: &Path,
+    n: u64,
+    within: Duration,
+    already: BTreeSet<u64>,
+) {
+    let mut delivered = already;
+    let end = Instant::now() + within;
+    loop {
+        for (_, p) in twin.collect(Duration::from_millis(300), |_| false) {
+            if let Some(seq) = seq_of(&p) {
+                delivered.insert(seq);
+            }
+        }
+        let mut quarantined = BTreeSet::new();
+        if let Ok(store) = QuarantineStore::open(store) {
+            for r in store.list(&Query::default()).unwrap_or_default() {
+                let v: Value = serde_json::from_slice(&r.payload).unwrap_or_default();
+                if let Some(seq) = v["seq"].as_str().and_then(|s| s.parse::<u64>().ok()) {
+                    quarantined.insert(seq);
+                }
+            }
+        }
+        let missing: Vec<u64> = (1..=n)
+            .filter(|s| !delivered.contains(s) && !quarantined.contains(s))
+            .collect();
+        if missing.is_empty() {
+            assert!(quarantined.iter().all(|s| s % 10 == 0), "{quarantined:?}");
+            assert!(delivered.iter().all(|s| s % 10 != 0));
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "lost {} of {n}: {:?}…",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+    }
+}
+
+#[test]
+fn broker_restart_mid_stream_loses_nothing() {
+    let (_tmp, s) = setup();
+    let mut broker = Broker::start(&s.dir, None);
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-restart",
+        "",
+    );
+    let twin = Peer::connect("twin-restart", broker.port, &["twin/#"], true);
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-restart", broker.port, &[], true);
+    let n = 400;
+    stream(&device, n);
+    let seen = twin.collect(Duration::from_secs(20), |g| g.len() >= 50);
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    broker.restart();
+    let already: BTreeSet<u64> = seen.iter().filter_map(|(_, p)| seq_of(p)).collect();
+    assert_nothing_lost(&twin, &s.store, n, Duration::from_secs(60), already);
+    assert!(
+        serve.wait_for("connection lost", Duration::from_secs(1)),
+        "{}",
+        serve.text()
+    );
+}
+
+#[test]
+fn two_gateways_split_a_shared_subscription() {
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let a = write_config(&s, "a.toml", &url, "tg-a", "");
+    // The second gateway has its own store: each keeps what it quarantines.
+    let b = s.dir.join("b.toml");
+    std::fs::write(
+        &b,
+        std::fs::read_to_string(&a)
+            .unwrap()
+            .replace("client-id = \"tg-a\"", "client-id = \"tg-b\"")
+            .replace("quarantine.db", "quarantine-b.db"),
+    )
+    .unwrap();
+    let twin = Peer::connect("twin-share", broker.port, &["twin/#"], false);
+    let ga = Serve::start(&a);
+    let gb = Serve::start(&b);
+    assert!(
+        ga.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        ga.text()
+    );
+    assert!(
+        gb.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        gb.text()
+    );
+    let device = Peer::connect("d-share", broker.port, &[], false);
+    let n = 200;
+    for seq in 1..=n {
+        device.publish(
+            &format!("devices/d{}/telemetry", seq % 7),
+            format!(r#"{{"seq":{seq}}}"#).into_bytes(),
+        );
+    }
+    let got = twin.collect(Duration::from_secs(30), |g| g.len() >= n as usize);
+    let seqs: BTreeSet<u64> = got.iter().filter_map(|(_, p)| seq_of(p)).collect();
+    assert_eq!(seqs.len() as u64, n);
+    let received = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.split("received ").nth(1))
+            .and_then(|r| r.split(',').next())
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (ra, rb) = (received(&ga.stop()), received(&gb.stop()));
+    assert!(ra > 0 && rb > 0, "both gateways take a share: {ra} + {rb}");
+    assert!(ra + rb >= n);
+}
+
+#[test]
+fn tls_with_client_certificates_and_its_refusals() {
+    let (_tmp, s) = setup();
+    let pki = Pki::generate(&s.dir);
+    let broker = Broker::start(&s.dir, Some(&pki));
+    let tls_port = broker.tls_port.unwrap();
+    let tls = |ca: &Path| {
+        format!(
+            "[gateway.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        )
+    };
+    // Right CA and certificate: messages flow.
+    let good = write_config(
+        &s,
+        "good.toml",
+        &format!("mqtts://127.0.0.1:{tls_port}"),
+        "tg-tls",
+        &tls(&pki.ca),
+    );
+    let twin = Peer::connect("twin-tls", broker.port, &["twin/#"], false);
+    let serve = Serve::start(&good);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-tls", broker.port, &[], false);
+    device.publish("devices/d1/telemetry", br#"{"seq":1}"#.to_vec());
+    let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
+    assert_eq!(got.len(), 1);
+    drop(serve);
+
+    // The wrong CA: refused, and the error says where to look.
+    let bad = write_config(
+        &s,
+        "bad.toml",
+        &format!("mqtts://127.0.0.1:{tls_port}"),
+        "tg-bad",
+        &tls(&pki.other_ca),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TLS") && err.contains("gateway.tls.ca"),
+        "{err}"
+    );
+
+    // Plain MQTT to the TLS-only listener: refused with a clear error, not retried forever.
+    let plain = write_config(
+        &s,
+        "plain.toml",
+        &format!("mqtt://127.0.0.1:{tls_port}"),
+        "tg-plain",
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["serve", "--config"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") && err.contains("TLS listener"),
+        "{err}"
+    );
+}
