@@ -641,3 +641,121 @@ fn tls_with_client_certificates_and_its_refusals() {
         "{err}"
     );
 }
+
+fn quarantine_cmd(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .arg("quarantine")
+        .arg(args[0])
+        .arg("--config")
+        .arg(config)
+        .args(&args[1..])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn release_and_replay_forward_held_messages() {
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-release",
+        "",
+    );
+    let twin = Peer::connect("twin-release", broker.port, &["twin/#"], false);
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-release", broker.port, &[], false);
+    device.publish(
+        "devices/d1/telemetry",
+        br#"{"seq":"one","temp":1}"#.to_vec(),
+    );
+    device.publish(
+        "devices/d1/telemetry",
+        br#"{"seq":"two","temp":2}"#.to_vec(),
+    );
+    let store = QuarantineStore::open(&s.store).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while store.count(None).unwrap() < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held = store.list(&Query::default()).unwrap();
+    assert_eq!(held.len(), 2);
+    assert!(twin
+        .collect(Duration::from_millis(300), |_| false)
+        .is_empty());
+    let (a, b) = (held[0].id.to_string(), held[1].id.to_string());
+
+    // Release: the operator's override, published as it was held.
+    let out = quarantine_cmd(&["release", &a], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
+    assert_eq!(
+        got,
+        vec![(
+            "twin/d1/telemetry".to_owned(),
+            br#"{"seq":"one","temp":1}"#.to_vec()
+        )]
+    );
+    assert_eq!(
+        store.get(held[0].id).unwrap().unwrap().status,
+        twinguard::store::Status::Released
+    );
+
+    // Replay with the same policies: still quarantined, still held.
+    let out = quarantine_cmd(&["replay", &b], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still quarantined by schema"));
+    assert_eq!(
+        store.get(held[1].id).unwrap().unwrap().status,
+        twinguard::store::Status::Held
+    );
+
+    // After a fix to the policy's config, replay forwards it.
+    let fixed = s.dir.join("fixed.toml");
+    std::fs::write(
+        &fixed,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("required = \"/seq:integer\"", "required = \"/temp:number\""),
+    )
+    .unwrap();
+    let out = quarantine_cmd(&["replay", &b], &fixed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
+    assert_eq!(
+        got,
+        vec![(
+            "twin/d1/telemetry".to_owned(),
+            br#"{"seq":"two","temp":2}"#.to_vec()
+        )]
+    );
+    assert_eq!(
+        store.get(held[1].id).unwrap().unwrap().status,
+        twinguard::store::Status::Replayed
+    );
+
+    // Nothing is released twice.
+    let out = quarantine_cmd(&["release", &a], &config);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("released, not held"));
+    drop(serve);
+}

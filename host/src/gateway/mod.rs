@@ -257,6 +257,66 @@ impl Gateway {
     }
 }
 
+/// Publishes `messages` (topic, payload) with QoS 1 on a short-lived connection of its own
+/// (client id `<client-id>-cli`, clean session) and returns once the broker has acknowledged
+/// every one: what `twinguard quarantine release|replay` forward with. Fails as a whole after
+/// `timeout`, naming the broker.
+pub async fn publish_all(
+    config: &GatewayConfig,
+    messages: Vec<(String, Vec<u8>)>,
+    timeout: Duration,
+) -> Result<(), GatewayError> {
+    let (broker, _) = config.validate().map_err(GatewayError::Config)?;
+    let mut o = MqttOptions::new(
+        format!("{}-cli", config.client_id),
+        &broker.host,
+        broker.port,
+    );
+    o.set_keep_alive(config.keep_alive())
+        .set_clean_session(true)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    if let (Some(u), p) = (&config.username, &config.password) {
+        o.set_credentials(u, p.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &config.tls {
+        let tls = tls::client_config(tls).map_err(GatewayError::Config)?;
+        o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+    }
+    let expected = messages.len();
+    let (client, mut eventloop) = AsyncClient::new(o, expected.max(1) + 8);
+    let fail = |cause: String| GatewayError::Connect {
+        broker: config.broker.clone(),
+        cause,
+    };
+    let work = async {
+        let mut acked = 0usize;
+        let mut sent = false;
+        while acked < expected {
+            match eventloop.poll().await.map_err(|e| fail(explain(&e)))? {
+                Event::Incoming(Packet::ConnAck(_)) if !sent => {
+                    sent = true;
+                    for (topic, payload) in &messages {
+                        client
+                            .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                            .map_err(|e| {
+                                fail(format!("cannot queue a publish to {topic:?}: {e}"))
+                            })?;
+                    }
+                }
+                Event::Incoming(Packet::PubAck(_)) => acked += 1,
+                _ => {}
+            }
+        }
+        let _ = client.try_disconnect();
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| {
+        fail(format!(
+            "not every publish was acknowledged within {timeout:?}"
+        ))
+    })?
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -27,6 +27,24 @@ enum Sub {
     Show(ShowArgs),
     /// Delete quarantined messages: by id, by age, by status (criteria combine with "and").
     Purge(PurgeArgs),
+    /// Publish held messages to their destination as they are (an operator's override).
+    Release(ActArgs),
+    /// Judge held messages again with the current policies and act on the new outcome.
+    Replay(ActArgs),
+}
+
+/// What `release` and `replay` need: the gateway's config (broker, store, policies).
+#[derive(clap::Args)]
+struct ActArgs {
+    /// The config `twinguard serve` runs with: its [gateway], [quarantine] and policies.
+    #[arg(long)]
+    config: PathBuf,
+    /// The records (held ones only).
+    #[arg(required = true, value_name = "ID")]
+    ids: Vec<u64>,
+    /// A note kept with each record's new status.
+    #[arg(long)]
+    note: Option<String>,
 }
 
 /// The store every subcommand works on.
@@ -100,7 +118,115 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Sub::List(a) => list(a),
         Sub::Show(a) => show(a),
         Sub::Purge(a) => purge(a),
+        Sub::Release(a) => act(a, false),
+        Sub::Replay(a) => act(a, true),
     }
+}
+
+/// Release (as is) or replay (judged again) held records, then forward what passes. A record
+/// is marked only after the broker acknowledged its publish, so a failure leaves it held.
+fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
+    let config = twinguard::Config::from_file(&args.config)?;
+    let Some(gateway) = config.gateway.clone() else {
+        anyhow::bail!(
+            "{}: no [gateway] table: nowhere to publish",
+            args.config.display()
+        );
+    };
+    let Some(quarantine) = config.quarantine.clone() else {
+        anyhow::bail!("{}: no [quarantine] table", args.config.display());
+    };
+    let store = QuarantineStore::open_existing(&quarantine.path)?;
+    let runtime = if replay {
+        Some(twinguard::Runtime::new(config)?)
+    } else {
+        None
+    };
+    let mut publish = Vec::new();
+    let mut marks = Vec::new();
+    let mut refused = 0;
+    for &id in &args.ids {
+        let Some(r) = store.get(id)? else {
+            eprintln!("#{id}: no such record");
+            refused += 1;
+            continue;
+        };
+        if r.status != Status::Held {
+            eprintln!("#{id}: is {}, not held", r.status.as_str());
+            refused += 1;
+            continue;
+        }
+        let Some(destination) = r.destination.clone() else {
+            eprintln!("#{id}: has no destination (its topic fit no input)");
+            refused += 1;
+            continue;
+        };
+        match &runtime {
+            None => {
+                // What the chain left: a release must not undo an earlier redaction.
+                let payload = r
+                    .redacted_payload
+                    .clone()
+                    .unwrap_or_else(|| r.payload.clone());
+                publish.push((destination.clone(), payload));
+                marks.push((id, Status::Released, format!("released to {destination}")));
+            }
+            Some(runtime) => {
+                let mut message = twinguard::Message::new(
+                    r.device_id.clone(),
+                    r.topic.clone(),
+                    r.content_type,
+                    r.payload.clone(),
+                );
+                message.received_at_ms = r.received_at_ms;
+                message.attributes = r.attributes.clone();
+                let outcome = runtime.evaluate(&message);
+                match &outcome.action {
+                    twinguard::Action::Quarantine { policy, reason } => {
+                        let by = policy.as_deref().unwrap_or("(unrouted)");
+                        println!("#{id}: still quarantined by {by}: {reason}");
+                        store.set_status(
+                            id,
+                            Status::Held,
+                            Some(&format!("replayed: still quarantined by {by}: {reason}")),
+                        )?;
+                    }
+                    action => {
+                        publish.push((destination.clone(), outcome.payload.clone()));
+                        marks.push((
+                            id,
+                            Status::Replayed,
+                            format!("replayed: {} to {destination}", action.name()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if !publish.is_empty() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        rt.block_on(twinguard::gateway::publish_all(
+            &gateway,
+            publish,
+            std::time::Duration::from_secs(30),
+        ))?;
+    }
+    for (id, status, what) in marks {
+        let note = args
+            .note
+            .clone()
+            .map_or(what.clone(), |n| format!("{what}; {n}"));
+        store.set_status(id, status, Some(&note))?;
+        println!("#{id}: {what}");
+    }
+    Ok(if refused > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn list(args: &ListArgs) -> Result<ExitCode> {
