@@ -759,3 +759,38 @@ fn release_and_replay_forward_held_messages() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("released, not held"));
     drop(serve);
 }
+
+#[test]
+fn a_sustained_stream_keeps_flowing() {
+    // Thousands of messages wrap the client's packet ids many times over: every forward must
+    // still acknowledge its own input, or the broker's in-flight window fills and the stream
+    // stops (it did, at ~2,500, when an acknowledgement could be dropped on a full queue).
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-sustained",
+        "",
+    );
+    let twin = Peer::connect("twin-sustained", broker.port, &["twin/#"], false);
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-sustained", broker.port, &[], false);
+    let n = 5_000u64;
+    for seq in 1..=n {
+        device.publish(
+            "devices/d1/telemetry",
+            format!(r#"{{"seq":{seq}}}"#).into_bytes(),
+        );
+    }
+    let got = twin.collect(Duration::from_secs(60), |g| g.len() as u64 >= n);
+    let seqs: BTreeSet<u64> = got.iter().filter_map(|(_, p)| seq_of(p)).collect();
+    assert_eq!(seqs.len() as u64, n, "{} of {n} arrived", seqs.len());
+    drop(serve);
+}

@@ -147,7 +147,8 @@ impl Gateway {
         let mut backoff = Duration::from_millis(100);
         let mut ever_connected = false;
         loop {
-            let (client, eventloop) = AsyncClient::new(self.options(), 256);
+            let (client, mut eventloop) = AsyncClient::new(self.options(), 256);
+            eventloop.set_network_options(network_options());
             let closer = client.clone();
             let outcome = tokio::select! {
                 () = &mut shutdown => {
@@ -196,6 +197,18 @@ impl Gateway {
         ));
         // The worker ends with the channel; abort it if the connection ends first.
         let _guard = AbortOnDrop(worker);
+        // Acknowledgements go through their own task: this task drives the event loop, so it
+        // must not wait for room in the client's request queue, and a full queue must not
+        // drop an acknowledgement either.
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Publish>();
+        let acker = client.clone();
+        let _acks = AbortOnDrop(tokio::spawn(async move {
+            while let Some(input) = ack_rx.recv().await {
+                if acker.ack(&input).await.is_err() {
+                    return;
+                }
+            }
+        }));
         loop {
             match eventloop.poll().await? {
                 Event::Incoming(Packet::ConnAck(_)) => {
@@ -234,8 +247,7 @@ impl Gateway {
                     let entry = lock(&pending).by_pkid.remove(&ack.pkid);
                     if let Some(Some(input)) = entry {
                         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                        // Non-blocking: this task drives the event loop and must not wait on it.
-                        if client.try_ack(&input).is_err() {
+                        if ack_tx.send(input).is_err() {
                             return Err(ConnectionError::RequestsDone);
                         }
                     }
@@ -284,6 +296,7 @@ pub async fn publish_all(
     }
     let expected = messages.len();
     let (client, mut eventloop) = AsyncClient::new(o, expected.max(1) + 8);
+    eventloop.set_network_options(network_options());
     let fail = |cause: String| GatewayError::Connect {
         broker: config.broker.clone(),
         cause,
@@ -315,6 +328,14 @@ pub async fn publish_all(
             "not every publish was acknowledged within {timeout:?}"
         ))
     })?
+}
+
+/// No Nagle: an acknowledgement is a 4-byte write, and delaying it behind the peer's delayed
+/// ACK stalls the whole in-flight window (measured: 125 messages/s instead of thousands).
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -385,6 +406,8 @@ async fn handle(
                 i.content_type,
                 input.payload.to_vec(),
             );
+            // On the blocking pool: a policy may run up to its deadline, and the tasks that
+            // drive the connection must not wait behind it.
             let outcome = w.runtime.evaluate_async(message.clone()).await;
             (message, destination, outcome)
         }
