@@ -259,6 +259,49 @@ fn setup() -> (tempfile::TempDir, Setup) {
     (tmp, s)
 }
 
+/// A broker, a gateway on it (its config written) and a twin subscribed to `twin/#`: the
+/// start of most tests here.
+struct Rig {
+    broker: Broker,
+    config: PathBuf,
+    twin: Peer,
+    serve: Serve,
+}
+
+fn rig(s: &Setup, id: &str, persistent_twin: bool) -> Rig {
+    let broker = Broker::start(&s.dir, None);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let config = write_config(s, "serve.toml", &url, id, "");
+    let twin = Peer::connect(
+        &format!("twin-{id}"),
+        broker.port,
+        &["twin/#"],
+        persistent_twin,
+    );
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    Rig {
+        broker,
+        config,
+        twin,
+        serve,
+    }
+}
+
+/// Asserts a command succeeded, showing its stderr when not.
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn seq_of(payload: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Value>(payload).ok()?["seq"].as_u64()
 }
@@ -405,21 +448,12 @@ fn stream(device: &Peer, n: u64) {
 #[test]
 fn kill_9_mid_stream_loses_nothing() {
     let (_tmp, s) = setup();
-    let broker = Broker::start(&s.dir, None);
-    let config = write_config(
-        &s,
-        "serve.toml",
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        "tg-crash",
-        "",
-    );
-    let twin = Peer::connect("twin-crash", broker.port, &["twin/#"], true);
-    let mut serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let Rig {
+        broker,
+        config,
+        twin,
+        mut serve,
+    } = rig(&s, "tg-crash", true);
     let device = Peer::connect("d-crash", broker.port, &[], true);
     let n = 600;
     stream(&device, n);
@@ -483,21 +517,12 @@ fn assert_nothing_lost(
 #[test]
 fn broker_restart_mid_stream_loses_nothing() {
     let (_tmp, s) = setup();
-    let mut broker = Broker::start(&s.dir, None);
-    let config = write_config(
-        &s,
-        "serve.toml",
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        "tg-restart",
-        "",
-    );
-    let twin = Peer::connect("twin-restart", broker.port, &["twin/#"], true);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let Rig {
+        mut broker,
+        config: _,
+        twin,
+        serve,
+    } = rig(&s, "tg-restart", true);
     let device = Peer::connect("d-restart", broker.port, &[], true);
     let n = 400;
     stream(&device, n);
@@ -656,21 +681,12 @@ fn quarantine_cmd(args: &[&str], config: &Path) -> std::process::Output {
 #[test]
 fn release_and_replay_forward_held_messages() {
     let (_tmp, s) = setup();
-    let broker = Broker::start(&s.dir, None);
-    let config = write_config(
-        &s,
-        "serve.toml",
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        "tg-release",
-        "",
-    );
-    let twin = Peer::connect("twin-release", broker.port, &["twin/#"], false);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let Rig {
+        broker,
+        config,
+        twin,
+        serve,
+    } = rig(&s, "tg-release", false);
     let device = Peer::connect("d-release", broker.port, &[], false);
     device.publish(
         "devices/d1/telemetry",
@@ -693,12 +709,7 @@ fn release_and_replay_forward_held_messages() {
     let (a, b) = (held[0].id.to_string(), held[1].id.to_string());
 
     // Release: the operator's override, published as it was held.
-    let out = quarantine_cmd(&["release", &a], &config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&quarantine_cmd(&["release", &a], &config));
     let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
     assert_eq!(
         got,
@@ -713,13 +724,8 @@ fn release_and_replay_forward_held_messages() {
     );
 
     // Replay with the same policies: still quarantined, still held.
-    let out = quarantine_cmd(&["replay", &b], &config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("still quarantined by schema"));
+    let stdout = succeeded(&quarantine_cmd(&["replay", &b], &config));
+    assert!(stdout.contains("still quarantined by schema"), "{stdout}");
     assert_eq!(
         store.get(held[1].id).unwrap().unwrap().status,
         twinguard::store::Status::Held
@@ -734,12 +740,7 @@ fn release_and_replay_forward_held_messages() {
             .replace("required = \"/seq:integer\"", "required = \"/temp:number\""),
     )
     .unwrap();
-    let out = quarantine_cmd(&["replay", &b], &fixed);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&quarantine_cmd(&["replay", &b], &fixed));
     let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
     assert_eq!(
         got,
@@ -766,21 +767,12 @@ fn a_sustained_stream_keeps_flowing() {
     // still acknowledge its own input, or the broker's in-flight window fills and the stream
     // stops (it did, at ~2,500, when an acknowledgement could be dropped on a full queue).
     let (_tmp, s) = setup();
-    let broker = Broker::start(&s.dir, None);
-    let config = write_config(
-        &s,
-        "serve.toml",
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        "tg-sustained",
-        "",
-    );
-    let twin = Peer::connect("twin-sustained", broker.port, &["twin/#"], false);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let Rig {
+        broker,
+        config: _,
+        twin,
+        serve,
+    } = rig(&s, "tg-sustained", false);
     let device = Peer::connect("d-sustained", broker.port, &[], false);
     let n = 5_000u64;
     for seq in 1..=n {
