@@ -396,6 +396,8 @@ fn purge_by_id_age_and_status() {
     );
     std::thread::sleep(Duration::from_millis(5));
     let fresh = put("new");
+    // Ages are whole milliseconds: let this one be at least one old.
+    std::thread::sleep(Duration::from_millis(5));
     assert_eq!(
         store
             .purge(&Purge {
