@@ -18,14 +18,6 @@ pub struct Args {
     config: PathBuf,
 }
 
-fn beside(config: &Path, path: &Path) -> PathBuf {
-    if path.is_relative() {
-        config.parent().unwrap_or_else(|| Path::new(".")).join(path)
-    } else {
-        path.to_path_buf()
-    }
-}
-
 pub fn run(args: &Args) -> Result<ExitCode> {
     let config = Config::from_file(&args.config)?;
     let Some(gateway) = config.gateway.clone() else {
@@ -40,7 +32,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             args.config.display()
         );
     };
-    let store_path = beside(&args.config, &quarantine.path);
+    // Config::from_file has already made it relative to the config file's folder.
+    let store_path = quarantine.path.clone();
     let store = QuarantineStore::open(&store_path)
         .with_context(|| format!("quarantine store {}", store_path.display()))?;
     // Built even without an [alerts] table: its rate limiting also governs the alerts topic.
