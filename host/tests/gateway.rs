@@ -81,8 +81,9 @@ file = "{alerts}"
 dedup-window-ms = 0
 "#,
         policies = policies(),
-        store = setup.store.display(),
-        alerts = setup.alerts_file.display(),
+        // Relative, as in examples/serve.toml: resolved against the config's folder.
+        store = setup.store.file_name().unwrap().to_string_lossy(),
+        alerts = setup.alerts_file.file_name().unwrap().to_string_lossy(),
     );
     let path = setup.dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -97,9 +98,15 @@ struct Serve {
 
 impl Serve {
     fn start(config: &Path) -> Self {
+        // Given as `<folder>/<file>` from the folder above, as an operator types
+        // `twinguard serve --config examples/serve.toml`: relative paths inside must resolve
+        // once, against the config's folder.
+        let folder = config.parent().unwrap();
+        let relative = Path::new(folder.file_name().unwrap()).join(config.file_name().unwrap());
         let mut child = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+            .current_dir(folder.parent().unwrap())
             .args(["serve", "--config"])
-            .arg(config)
+            .arg(relative)
             .env("TWINGUARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -38,11 +38,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .with_context(|| format!("quarantine store {}", store_path.display()))?;
     // Built even without an [alerts] table: its rate limiting also governs the alerts topic.
     let alerts_config = config.alerts.clone().unwrap_or_default();
-    let alerts = Alerts::from_config(
-        &alerts_config,
-        args.config.parent().unwrap_or_else(|| Path::new(".")),
-    )
-    .context("alert sinks")?;
+    // Config::from_file has resolved `alerts.file` already; resolving it again against the
+    // config's folder doubled a relative one (examples/examples/alerts.ndjson).
+    let alerts = Alerts::from_config(&alerts_config, Path::new(".")).context("alert sinks")?;
     let runtime = Runtime::new(config)?;
     let gateway = Gateway::new(runtime, gateway, store.clone(), Some(alerts.clone()))?;
     let stats = gateway.stats();
