@@ -229,7 +229,7 @@ fn main() {
     ];
     for (i, (name, policies, chain)) in cases.iter().enumerate() {
         let config = gateway_config(port, chain, policies, &format!("bench-gw-{i}"));
-        let gateway_config: GatewayConfig = config.gateway.clone().unwrap();
+        let gateway_config: GatewayConfig = config.gateways[0].clone();
         let store = QuarantineStore::open(tmp.path().join(format!("q{i}.db"))).unwrap();
         let gateway = Arc::new(
             Gateway::new(Runtime::new(config).unwrap(), gateway_config, store, None).unwrap(),

@@ -58,9 +58,14 @@ pub struct Config {
     /// The routes, in order: the first whose filter matches a topic decides its chain.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
-    /// `twinguard serve`: the broker and the topics it reads and writes. The runtime itself
-    /// ignores it, so one file configures a whole gateway.
-    pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// `twinguard serve`: the brokers and the topics it reads and writes there: one
+    /// `[gateway]` table, or one `[[gateway]]` entry per broker. The runtime itself ignores
+    /// them, so one file configures a whole gateway.
+    #[serde(
+        rename = "gateway",
+        deserialize_with = "crate::gateway::one_or_many"
+    )]
+    pub gateways: Vec<crate::gateway::GatewayConfig>,
     /// `twinguard serve`: where quarantined messages are kept.
     pub quarantine: Option<crate::gateway::QuarantineConfig>,
     /// Where security events go besides the outcome (file, syslog).
@@ -257,7 +262,7 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        if let Some(tls) = config.gateway.as_mut().and_then(|g| g.tls.as_mut()) {
+        for tls in config.gateways.iter_mut().filter_map(|g| g.tls.as_mut()) {
             rebase(&mut tls.ca);
             tls.cert.as_mut().map(rebase);
             tls.key.as_mut().map(rebase);
@@ -313,8 +318,23 @@ impl Config {
                 }
             }
         }
-        if let Some(g) = &self.gateway {
-            g.validate()?;
+        let mut gateway_names = HashSet::new();
+        for g in &self.gateways {
+            let named = |e: String| {
+                if self.gateways.len() > 1 {
+                    format!("gateway {:?}: {e}", g.name())
+                } else {
+                    e
+                }
+            };
+            g.validate().map_err(named)?;
+            if !gateway_names.insert(g.name()) {
+                return Err(format!(
+                    "gateway {:?}: two gateways share this name (set name = \"…\" on each; \
+                     quarantined records use it to find their broker again)",
+                    g.name()
+                ));
+            }
         }
         if let Some(a) = &self.alerts {
             a.validate()?;

@@ -60,7 +60,10 @@ use crate::{Action, Alert, ContentType, Message, Outcome, Severity};
 
 /// The schema version this build writes and reads (SQLite's `user_version`). A file with a
 /// newer version is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// - 1: the first schema.
+/// - 2: `source`, the gateway a record came from (added in place to a version 1 file).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The most operations one commit carries. Large enough that a burst of puts shares a few
 /// fsyncs; small enough that the first caller of a batch is not kept waiting on thousands.
@@ -76,7 +79,7 @@ const DELETE_CHUNK: u64 = 5_000;
 /// The columns of a record, in the order [`read_row`] expects them.
 const COLUMNS: &str = "id, stored_at_ms, received_at_ms, device_id, topic, destination, \
      content_type, payload, redacted_payload, attributes, policy, reason, versions, alerts, \
-     generation, status, status_at_ms, note";
+     generation, status, status_at_ms, note, source";
 
 const SCHEMA: &str = "
 CREATE TABLE quarantine (
@@ -99,7 +102,8 @@ CREATE TABLE quarantine (
     generation       INTEGER NOT NULL,
     status           TEXT    NOT NULL CHECK (status IN ('held', 'released', 'replayed')),
     status_at_ms     INTEGER NOT NULL,
-    note             TEXT
+    note             TEXT,
+    source           TEXT
 );
 CREATE INDEX quarantine_status ON quarantine (status, id);
 CREATE INDEX quarantine_device ON quarantine (device_id, id);
@@ -108,8 +112,8 @@ CREATE INDEX quarantine_age ON quarantine (stored_at_ms);
 
 const INSERT: &str = "INSERT INTO quarantine (stored_at_ms, received_at_ms, device_id, topic, \
      destination, content_type, payload, redacted_payload, attributes, policy, reason, versions, \
-     alerts, generation, status, status_at_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'held', ?1)";
+     alerts, generation, status, status_at_ms, source) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'held', ?1, ?15)";
 
 /// An SQLite error, shared so that every operation of a failed commit can carry it.
 pub type SqliteError = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -315,6 +319,9 @@ pub struct Record {
     pub status_at_ms: u64,
     /// The operator's note from the last status change.
     pub note: Option<String>,
+    /// The gateway that received it (its configured name), so a release goes back to the
+    /// same broker; `None` for messages stored by other front ends.
+    pub source: Option<String>,
 }
 
 /// Which records [`QuarantineStore::list`] returns, in id order. Every criterion given must
@@ -527,6 +534,18 @@ impl QuarantineStore {
         outcome: &Outcome,
         destination: Option<&str>,
     ) -> Result<u64, StoreError> {
+        self.put_from(message, outcome, destination, None)
+    }
+
+    /// [`put`](Self::put), recording which gateway (`source`, its configured name) received
+    /// the message: where a release or replay publishes it again.
+    pub fn put_from(
+        &self,
+        message: &Message,
+        outcome: &Outcome,
+        destination: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let Action::Quarantine { policy, reason } = &outcome.action else {
             return Err(StoreError::Invalid {
                 path: self.inner.path.clone(),
@@ -563,6 +582,7 @@ impl QuarantineStore {
             versions: to_json(&versions),
             alerts: to_json(&outcome.alerts),
             generation: to_i64(outcome.generation),
+            source: source.map(str::to_string),
         };
         self.submit("put", move |conn, path| {
             let mut insert = conn
@@ -584,6 +604,7 @@ impl QuarantineStore {
                     row.versions,
                     row.alerts,
                     row.generation,
+                    row.source,
                 ])
                 .map_err(|e| StoreError::sqlite(path, "put", e))?;
             // Rowids of an AUTOINCREMENT table are positive.
@@ -863,6 +884,7 @@ struct NewRow {
     versions: String,
     alerts: String,
     generation: i64,
+    source: Option<String>,
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
@@ -978,6 +1000,14 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         if found == SCHEMA_VERSION {
             return Ok(());
         }
+        if found == 1 {
+            // Version 2 only adds a column; old records have no source.
+            conn.execute_batch("ALTER TABLE quarantine ADD COLUMN source TEXT")
+                .map_err(sql)?;
+            return conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(sql);
+        }
         let tables = table_names(conn).map_err(sql)?;
         if !tables.is_empty() {
             return Err(StoreError::Foreign {
@@ -1018,6 +1048,7 @@ struct RawRow {
     status: String,
     status_at_ms: i64,
     note: Option<String>,
+    source: Option<String>,
 }
 
 fn read_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -1040,6 +1071,7 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
         status: r.get(15)?,
         status_at_ms: r.get(16)?,
         note: r.get(17)?,
+        source: r.get(18)?,
     })
 }
 
@@ -1105,6 +1137,7 @@ impl RawRow {
                 .map_err(|e| corrupt(format!("status: {e}")))?,
             status_at_ms: unsigned("status_at_ms", self.status_at_ms)?,
             note: self.note,
+            source: self.source,
         })
     }
 }
@@ -1154,6 +1187,7 @@ mod tests {
             generation: 0,
             status: "held".into(),
             status_at_ms: 1,
+            source: None,
             note: None,
         };
         let err = raw.decode(Path::new("q.db")).unwrap_err().to_string();

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::mqtt::Protocol;
 use super::template::{strip_share, Template};
 use crate::pipeline::TopicFilter;
 use crate::ContentType;
 
-/// The gateway's settings (the `[gateway]` table of the config file).
+/// One gateway's settings: a `[gateway]` table of the config file, or one `[[gateway]]` entry
+/// each when twinguard serves several brokers.
 ///
 /// ```toml
 /// [gateway]
@@ -28,6 +30,15 @@ use crate::ContentType;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// The name quarantined records carry, so that a release goes back to the broker the
+    /// message came from (default: the client id). Unique among the gateways.
+    pub name: Option<String>,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Messages judged at once (default: one per core). Messages of one device always go to
+    /// the same worker, so each device's order holds.
+    pub workers: Option<usize>,
     /// `mqtt://host:port` (plain) or `mqtts://host:port` (TLS; `[gateway.tls]` required).
     pub broker: String,
     /// The MQTT client id. Keep it stable: the broker keeps this session's unacknowledged
@@ -52,6 +63,29 @@ pub struct GatewayConfig {
     /// What to read, and where each message goes when it passes.
     #[serde(rename = "input")]
     pub inputs: Vec<InputConfig>,
+}
+
+/// Reads `gateway` as either one table (`[gateway]`) or an array of them (`[[gateway]]`),
+/// keeping serde's own errors (which name the key) for both.
+pub(crate) fn one_or_many<'de, D>(d: D) -> Result<Vec<GatewayConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<GatewayConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a [gateway] table or [[gateway]] entries")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let one = GatewayConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            Ok(vec![one])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<GatewayConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 fn default_keep_alive() -> u64 {
@@ -87,6 +121,10 @@ pub struct InputConfig {
     /// Content type of the payloads (`json`, `cbor`, `text`, `binary`; default json).
     #[serde(default = "default_content_type")]
     pub content_type: String,
+    /// MQTT 5 only: take the device identity from this user property instead of the
+    /// topic's `{device}`. Only sound where the broker sets or checks the property (a
+    /// device can write any property it likes); a message without it is quarantined.
+    pub device_property: Option<String>,
 }
 
 fn default_content_type() -> String {
@@ -137,6 +175,8 @@ pub struct Input {
     pub output: Template,
     /// Content type of the payloads.
     pub content_type: ContentType,
+    /// The user property that names the device, when the topic does not.
+    pub device_property: Option<String>,
 }
 
 /// Where the broker is.
@@ -190,9 +230,19 @@ impl GatewayConfig {
                 .map_err(|e| format!("{at}: filter: {e}"))?;
             let template =
                 Template::parse(&input.template).map_err(|e| format!("{at}: template: {e}"))?;
-            if !template.variables().any(|v| v == "device") {
+            if let Some(p) = &input.device_property {
+                if self.protocol != Protocol::V5 {
+                    return Err(format!(
+                        "{at}: device-property {p:?} needs MQTT 5 user properties: set protocol = \"5\""
+                    ));
+                }
+                if p.is_empty() {
+                    return Err(format!("{at}: device-property is empty"));
+                }
+            } else if !template.variables().any(|v| v == "device") {
                 return Err(format!(
-                    "{at}: template {:?} has no {{device}}: the device identity comes from it",
+                    "{at}: template {:?} has no {{device}}: the device identity comes from it \
+                     (or from an MQTT 5 user property: device-property = \"…\")",
                     input.template
                 ));
             }
@@ -217,9 +267,25 @@ impl GatewayConfig {
                 template,
                 output,
                 content_type,
+                device_property: input.device_property.clone(),
             });
         }
+        if self.workers == Some(0) {
+            return Err("gateway.workers must be at least 1".into());
+        }
         Ok((broker, inputs))
+    }
+
+    /// The name records and logs use: `name`, or the client id.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.client_id)
+    }
+
+    /// Worker count: configured, or one per core.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        })
     }
 
     pub(crate) fn keep_alive(&self) -> Duration {

@@ -1,37 +1,45 @@
-//! The MQTT gateway behind `twinguard serve`: reads device topics on a broker, runs every
-//! message through the policies, and either forwards it to its twin topic or commits it to
-//! the quarantine store — acknowledging the device's message only once that outcome is
+//! The MQTT gateway behind `twinguard serve`: reads device topics on one or more brokers, runs
+//! every message through the policies, and either forwards it to its twin topic or commits it
+//! to the quarantine store — acknowledging the device's message only once that outcome is
 //! durable (at-least-once: nothing lost, duplicates possible after a crash).
 //!
-//! How the acknowledgement is tied to durability, on one MQTT connection with manual acks and a
-//! persistent session (`clean_session = false`, stable client id):
+//! How the acknowledgement is tied to durability, on one MQTT connection (3.1.1 or 5) with
+//! manual acks and a persistent session (stable client id; MQTT 5 sessions expire after a week):
 //! - forwarded: the input is acknowledged when the broker acknowledges (PUBACK) the output;
+//!   an MQTT 5 broker that refuses the output in its PUBACK gets it quarantined instead;
 //! - quarantined: the input is acknowledged after the store's commit returns;
+//! - acknowledgements go out in the order the messages arrived (MQTT 3.1.1 and 5, §4.6);
 //! - on any connection error the connection is dropped whole, with every pending
 //!   acknowledgement: the broker redelivers what was not acknowledged to the new connection.
 //!   That costs duplicates, never a loss, and never acknowledges a message whose outcome was
 //!   not durable.
+//!
+//! Inside a connection, messages are judged by `workers` tasks at once, each device always on
+//! the same one, so per-device order (and per-device policy state) holds. The queues between
+//! are bounded by the broker's in-flight window: nothing is acknowledged before its outcome,
+//! so the broker never has more than its window outstanding towards the gateway.
 
 mod config;
+mod mqtt;
 mod template;
 
+pub(crate) use config::one_or_many;
 pub use config::{BrokerAddr, GatewayConfig, Input, InputConfig, QuarantineConfig, TlsConfig};
+pub use mqtt::Protocol;
 pub use template::Template;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    TlsConfiguration, Transport,
-};
 use tokio::sync::mpsc;
 
+use self::mqtt::{Client, ConnError, Event, EventLoop, OutProperties, Received};
 use crate::alerts::{Alerts, SecurityEvent};
 use crate::store::QuarantineStore;
-use crate::{Action, Message, Outcome, Runtime};
+use crate::{Action, ContentType, Message, Outcome, Runtime};
 
 /// Why the gateway stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,8 @@ pub struct GatewayStats {
     pub forwarded: AtomicU64,
     /// Messages committed to the quarantine store.
     pub quarantined: AtomicU64,
+    /// Forwards the broker refused (MQTT 5 PUBACK reason code), quarantined instead.
+    pub refused: AtomicU64,
     /// Security events raised.
     pub alerts: AtomicU64,
     /// Connections made (the first included).
@@ -66,10 +76,11 @@ pub struct GatewayStats {
     pub store_errors: AtomicU64,
 }
 
-/// A gateway, ready to run.
+/// A gateway to one broker, ready to run. Clones share everything, counters included.
+#[derive(Clone)]
 pub struct Gateway {
     runtime: Runtime,
-    config: GatewayConfig,
+    config: Arc<GatewayConfig>,
     broker: BrokerAddr,
     inputs: Arc<Vec<Input>>,
     store: QuarantineStore,
@@ -78,14 +89,46 @@ pub struct Gateway {
     stats: Arc<GatewayStats>,
 }
 
-/// Forwards waiting for the broker's PUBACK, on one connection.
+/// A forwarded message waiting for the broker's PUBACK.
+struct Forward {
+    seq: u64,
+    input: Received,
+    message: Message,
+    destination: String,
+    generation: u64,
+}
+
+/// Publishes waiting for the broker's PUBACK, on one connection.
 #[derive(Default)]
 struct Pending {
-    /// One entry per publish handed to the client, in order: the input to acknowledge once
-    /// that publish is acknowledged (`None` for alerts, which acknowledge nothing).
-    queued: VecDeque<Option<Publish>>,
+    /// One entry per publish handed to the client, in order: the forward to acknowledge
+    /// once that publish is acknowledged (`None` for alerts, which acknowledge nothing).
+    queued: VecDeque<Option<Forward>>,
     /// Publishes on the wire, by packet id.
-    by_pkid: HashMap<u16, Option<Publish>>,
+    by_pkid: HashMap<u16, Option<Forward>>,
+}
+
+/// A message and what the router made of it.
+struct Job {
+    /// Arrival order on this connection: acknowledgements follow it.
+    seq: u64,
+    input: Received,
+    route: Result<Route, String>,
+}
+
+/// Where a message fits: its device, content type and output topic.
+struct Route {
+    device: String,
+    content_type: ContentType,
+    destination: String,
+}
+
+/// A publish for the publisher task.
+struct Out {
+    topic: String,
+    payload: Vec<u8>,
+    properties: Option<OutProperties>,
+    then: Option<Forward>,
 }
 
 impl Gateway {
@@ -105,7 +148,7 @@ impl Gateway {
         };
         Ok(Self {
             runtime,
-            config,
+            config: Arc::new(config),
             broker,
             inputs: Arc::new(inputs),
             store,
@@ -120,21 +163,26 @@ impl Gateway {
         Arc::clone(&self.stats)
     }
 
-    fn options(&self) -> MqttOptions {
-        let mut o = MqttOptions::new(&self.config.client_id, &self.broker.host, self.broker.port);
-        o.set_keep_alive(self.config.keep_alive())
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_inflight(self.config.inflight)
-            // Payloads up to 1 MiB each way; schema policies bound them further.
-            .set_max_packet_size(1 << 20, 1 << 20);
-        if let (Some(u), p) = (&self.config.username, &self.config.password) {
-            o.set_credentials(u, p.clone().unwrap_or_default());
+    /// Its configured name (records in the quarantine store carry it).
+    pub fn name(&self) -> &str {
+        self.config.name()
+    }
+
+    fn settings(&self) -> mqtt::Settings<'_> {
+        mqtt::Settings {
+            protocol: self.config.protocol,
+            client_id: &self.config.client_id,
+            host: &self.broker.host,
+            port: self.broker.port,
+            keep_alive: self.config.keep_alive(),
+            persistent: true,
+            manual_acks: true,
+            inflight: self.config.inflight,
+            credentials: self.config.username.as_deref().map(|u| {
+                (u, self.config.password.as_deref().unwrap_or_default())
+            }),
+            tls: self.tls.clone(),
         }
-        if let Some(tls) = &self.tls {
-            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::clone(tls))));
-        }
-        o
     }
 
     /// Runs until `shutdown` resolves. Reconnects with backoff; returns an error only for a
@@ -147,25 +195,24 @@ impl Gateway {
         let mut backoff = Duration::from_millis(100);
         let mut ever_connected = false;
         loop {
-            let (client, mut eventloop) = AsyncClient::new(self.options(), 256);
-            eventloop.set_network_options(network_options());
+            let (client, eventloop) = mqtt::client(&self.settings(), 256);
             let closer = client.clone();
             let outcome = tokio::select! {
                 () = &mut shutdown => {
-                    let _ = closer.try_disconnect();
+                    closer.try_disconnect();
                     return Ok(());
                 }
                 r = self.connection(client, eventloop, &mut ever_connected) => r,
             };
             match outcome {
-                Err(e) if !ever_connected && fatal(&e) => {
+                Err(e) if !ever_connected && e.fatal() => {
                     return Err(GatewayError::Connect {
                         broker: self.config.broker.clone(),
-                        cause: explain(&e),
+                        cause: e.explain(),
                     })
                 }
                 Err(e) => {
-                    tracing::warn!(broker = %self.config.broker, "connection lost: {}; reconnecting in {backoff:?}", explain(&e))
+                    tracing::warn!(gateway = %self.name(), broker = %self.config.broker, "connection lost: {}; reconnecting in {backoff:?}", e.explain());
                 }
                 Ok(()) => {}
             }
@@ -183,59 +230,70 @@ impl Gateway {
     /// One connection, until it fails. Every pending acknowledgement dies with it.
     async fn connection(
         &self,
-        client: AsyncClient,
-        mut eventloop: EventLoop,
+        client: Client,
+        mut events: EventLoop,
         ever_connected: &mut bool,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), ConnError> {
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let (tx, rx) = mpsc::unbounded_channel::<Publish>();
-        let worker = tokio::spawn(process(
-            self.worker(),
+        // One task hands every publish to the client, so the order of `pending.queued` is
+        // the order of the packet ids the client assigns.
+        let (out_tx, out_rx) = mpsc::channel::<Out>(256);
+        let _publisher = AbortOnDrop(tokio::spawn(publisher(
             client.clone(),
             Arc::clone(&pending),
-            rx,
-        ));
-        // The worker ends with the channel; abort it if the connection ends first.
-        let _guard = AbortOnDrop(worker);
-        // Acknowledgements go through their own task: this task drives the event loop, so it
-        // must not wait for room in the client's request queue, and a full queue must not
-        // drop an acknowledgement either.
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Publish>();
-        let acker = client.clone();
-        let _acks = AbortOnDrop(tokio::spawn(async move {
-            while let Some(input) = ack_rx.recv().await {
-                if acker.ack(&input).await.is_err() {
-                    return;
-                }
-            }
-        }));
+            out_rx,
+        )));
+        // Acknowledgements go through their own task, in arrival order: this task drives the
+        // event loop, so it must not wait for room in the client's request queue.
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, Received)>();
+        let _acker = AbortOnDrop(tokio::spawn(acknowledger(client.clone(), ack_rx)));
+        let worker = Arc::new(self.worker());
+        let mut shards = Vec::new();
+        let mut _shard_tasks = Vec::new();
+        for _ in 0..self.config.workers() {
+            let (tx, rx) = mpsc::unbounded_channel::<Job>();
+            shards.push(tx);
+            _shard_tasks.push(AbortOnDrop(tokio::spawn(shard(
+                Arc::clone(&worker),
+                client.clone(),
+                rx,
+                out_tx.clone(),
+                ack_tx.clone(),
+            ))));
+        }
+        let mut seq = 0_u64;
         loop {
-            match eventloop.poll().await? {
-                Event::Incoming(Packet::ConnAck(_)) => {
+            match events.poll().await? {
+                Event::Connected => {
                     *ever_connected = true;
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(broker = %self.config.broker, "connected");
+                    tracing::info!(gateway = %self.name(), broker = %self.config.broker, protocol = ?self.config.protocol, "connected");
                     for input in self.inputs.iter() {
                         // Subscriptions outlive the connection in a persistent session;
                         // renewing them is harmless and covers a broker that lost them.
-                        if client
-                            .try_subscribe(input.filter.clone(), QoS::AtLeastOnce)
-                            .is_err()
-                        {
-                            return Err(ConnectionError::RequestsDone);
-                        }
+                        client
+                            .try_subscribe(&input.filter)
+                            .map_err(|_| ConnError::Closed)?;
                     }
                 }
-                Event::Incoming(Packet::SubAck(ack)) => {
-                    tracing::info!(broker = %self.config.broker, codes = ?ack.return_codes, "subscribed");
+                Event::Subscribed(Ok(())) => {
+                    tracing::info!(gateway = %self.name(), "subscribed");
                 }
-                Event::Incoming(Packet::Publish(p)) => {
+                Event::Subscribed(Err(codes)) => {
+                    tracing::error!(gateway = %self.name(), broker = %self.config.broker, "the broker refused a subscription: {codes} (check its ACL for the gateway's user)");
+                }
+                Event::Message(input) => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    if tx.send(p).is_err() {
-                        return Err(ConnectionError::RequestsDone);
-                    }
+                    let route = self.route(&input);
+                    let shard = match &route {
+                        Ok(r) => shard_of(&r.device, shards.len()),
+                        Err(_) => 0,
+                    };
+                    let job = Job { seq, input, route };
+                    seq += 1;
+                    shards[shard].send(job).map_err(|_| ConnError::Closed)?;
                 }
-                Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
+                Event::Sent(pkid) => {
                     let mut p = lock(&pending);
                     if !p.by_pkid.contains_key(&pkid) {
                         if let Some(entry) = p.queued.pop_front() {
@@ -243,28 +301,135 @@ impl Gateway {
                         }
                     }
                 }
-                Event::Incoming(Packet::PubAck(ack)) => {
-                    let entry = lock(&pending).by_pkid.remove(&ack.pkid);
-                    if let Some(Some(input)) = entry {
-                        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                        if ack_tx.send(input).is_err() {
-                            return Err(ConnectionError::RequestsDone);
+                Event::Acked(pkid, result) => {
+                    let entry = lock(&pending).by_pkid.remove(&pkid);
+                    match (entry, result) {
+                        (Some(Some(f)), Ok(())) => {
+                            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                            ack_tx
+                                .send((f.seq, f.input))
+                                .map_err(|_| ConnError::Closed)?;
                         }
+                        (Some(Some(f)), Err(why)) => {
+                            // Not delivered, and redelivering it would meet the same refusal:
+                            // keep it, with the broker's reason.
+                            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(refused(
+                                Arc::clone(&worker),
+                                client.clone(),
+                                f,
+                                why,
+                                ack_tx.clone(),
+                            ));
+                        }
+                        (Some(None), Err(why)) => {
+                            tracing::warn!(gateway = %self.name(), "the broker refused an alert publish: {why}");
+                        }
+                        _ => {}
                     }
                 }
-                _ => {}
+                Event::Other => {}
             }
         }
+    }
+
+    /// Which input a message fits, its device and its output topic.
+    fn route(&self, input: &Received) -> Result<Route, String> {
+        let topic = input.topic();
+        for i in self.inputs.iter() {
+            if !i.delivers.matches(&topic) {
+                continue;
+            }
+            let Some(mut caps) = i.template.capture(&topic) else {
+                continue;
+            };
+            let device = match &i.device_property {
+                Some(name) => {
+                    let found = input
+                        .user_properties()
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone());
+                    let Some(device) = found.filter(|d| !d.is_empty()) else {
+                        return Err(format!(
+                            "gateway: no user property {name:?} on {topic:?}: the device identity comes from it"
+                        ));
+                    };
+                    if !caps.iter().any(|(n, _)| n == "device") {
+                        caps.push(("device".to_owned(), device.clone()));
+                    }
+                    device
+                }
+                None => caps
+                    .iter()
+                    .find(|(n, _)| n == "device")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+            };
+            // Validation checked every output variable is captured.
+            let destination = i.output.fill(&caps).unwrap_or_default();
+            return Ok(Route {
+                device,
+                content_type: i.content_type,
+                destination,
+            });
+        }
+        Err(format!("gateway: topic {topic:?} fits no input template"))
     }
 
     fn worker(&self) -> Worker {
         Worker {
             runtime: self.runtime.clone(),
-            inputs: Arc::clone(&self.inputs),
             store: self.store.clone(),
             alerts: self.alerts.clone(),
             alerts_topic: self.config.alerts_topic.clone(),
             stats: Arc::clone(&self.stats),
+            source: Arc::from(self.name()),
+        }
+    }
+}
+
+/// Runs every gateway until `shutdown` resolves. If one fails for good (its first connection
+/// cannot succeed), the others are stopped and that error is returned.
+pub async fn run_all(
+    gateways: &[Gateway],
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in gateways {
+        let g = g.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            g.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+    }
+    tokio::pin!(shutdown);
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            () = &mut shutdown, if !*stop_tx.borrow() => {
+                let _ = stop_tx.send(true);
+            }
+            done = tasks.join_next() => match done {
+                None => return result,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    let _ = stop_tx.send(true);
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = stop_tx.send(true);
+                    if result.is_ok() {
+                        result = Err(GatewayError::Config(format!("a gateway task failed: {e}")));
+                    }
+                }
+            },
         }
     }
 }
@@ -272,31 +437,37 @@ impl Gateway {
 /// Publishes `messages` (topic, payload) with QoS 1 on a short-lived connection of its own
 /// (client id `<client-id>-cli`, clean session) and returns once the broker has acknowledged
 /// every one: what `twinguard quarantine release|replay` forward with. Fails as a whole after
-/// `timeout`, naming the broker.
+/// `timeout`, naming the broker, or when the broker refuses one (MQTT 5).
 pub async fn publish_all(
     config: &GatewayConfig,
     messages: Vec<(String, Vec<u8>)>,
     timeout: Duration,
 ) -> Result<(), GatewayError> {
     let (broker, _) = config.validate().map_err(GatewayError::Config)?;
-    let mut o = MqttOptions::new(
-        format!("{}-cli", config.client_id),
-        &broker.host,
-        broker.port,
-    );
-    o.set_keep_alive(config.keep_alive())
-        .set_clean_session(true)
-        .set_max_packet_size(1 << 20, 1 << 20);
-    if let (Some(u), p) = (&config.username, &config.password) {
-        o.set_credentials(u, p.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &config.tls {
-        let tls = tls::client_config(tls).map_err(GatewayError::Config)?;
-        o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
-    }
+    let tls = match &config.tls {
+        Some(tls) => Some(Arc::new(
+            tls::client_config(tls).map_err(GatewayError::Config)?,
+        )),
+        None => None,
+    };
+    let client_id = format!("{}-cli", config.client_id);
+    let settings = mqtt::Settings {
+        protocol: config.protocol,
+        client_id: &client_id,
+        host: &broker.host,
+        port: broker.port,
+        keep_alive: config.keep_alive(),
+        persistent: false,
+        manual_acks: false,
+        inflight: config.inflight,
+        credentials: config
+            .username
+            .as_deref()
+            .map(|u| (u, config.password.as_deref().unwrap_or_default())),
+        tls,
+    };
     let expected = messages.len();
-    let (client, mut eventloop) = AsyncClient::new(o, expected.max(1) + 8);
-    eventloop.set_network_options(network_options());
+    let (client, mut events) = mqtt::client(&settings, expected.max(1) + 8);
     let fail = |cause: String| GatewayError::Connect {
         broker: config.broker.clone(),
         cause,
@@ -305,22 +476,26 @@ pub async fn publish_all(
         let mut acked = 0usize;
         let mut sent = false;
         while acked < expected {
-            match eventloop.poll().await.map_err(|e| fail(explain(&e)))? {
-                Event::Incoming(Packet::ConnAck(_)) if !sent => {
+            match events.poll().await.map_err(|e| fail(e.explain()))? {
+                Event::Connected if !sent => {
                     sent = true;
                     for (topic, payload) in &messages {
                         client
-                            .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                            .try_publish(topic.clone(), payload.clone())
                             .map_err(|e| {
                                 fail(format!("cannot queue a publish to {topic:?}: {e}"))
                             })?;
                     }
                 }
-                Event::Incoming(Packet::PubAck(_)) => acked += 1,
+                Event::Acked(_, Ok(())) => acked += 1,
+                Event::Acked(_, Err(why)) => {
+                    client.try_disconnect();
+                    return Err(fail(format!("the broker refused a publish: {why}")));
+                }
                 _ => {}
             }
         }
-        let _ = client.try_disconnect();
+        client.try_disconnect();
         Ok(())
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| {
@@ -330,12 +505,12 @@ pub async fn publish_all(
     })?
 }
 
-/// No Nagle: an acknowledgement is a 4-byte write, and delaying it behind the peer's delayed
-/// ACK stalls the whole in-flight window (measured: 125 messages/s instead of thousands).
-fn network_options() -> rumqttc::NetworkOptions {
-    let mut n = rumqttc::NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    n
+/// The worker a device's messages go to: the same one every time.
+fn shard_of(device: &str, shards: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    device.hash(&mut h);
+    // The remainder is below `shards`, a usize.
+    (h.finish() % shards as u64) as usize
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -351,85 +526,91 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What the message worker needs.
+/// What the message workers share.
 struct Worker {
     runtime: Runtime,
-    inputs: Arc<Vec<Input>>,
     store: QuarantineStore,
     alerts: Option<Alerts>,
     alerts_topic: Option<String>,
     stats: Arc<GatewayStats>,
+    /// The gateway's name, recorded with each quarantined message.
+    source: Arc<str>,
 }
 
-/// Judges messages in arrival order (per-device state sees each device's order).
-async fn process(
-    w: Worker,
-    client: AsyncClient,
-    pending: Arc<Mutex<Pending>>,
-    mut rx: mpsc::UnboundedReceiver<Publish>,
-) {
-    while let Some(input) = rx.recv().await {
-        if handle(&w, &client, &pending, input).await.is_err() {
-            // The client is gone or the store failed: stop acknowledging; the connection is
-            // torn down and the broker redelivers.
-            let _ = client.disconnect().await;
+/// The only task that hands publishes to the client (see `Pending`).
+async fn publisher(client: Client, pending: Arc<Mutex<Pending>>, mut rx: mpsc::Receiver<Out>) {
+    while let Some(out) = rx.recv().await {
+        lock(&pending).queued.push_back(out.then);
+        if client
+            .publish(out.topic, out.payload, out.properties)
+            .await
+            .is_err()
+        {
             return;
         }
     }
 }
 
-async fn handle(
+/// Sends acknowledgements in arrival order: one that is ready early waits for those before it.
+async fn acknowledger(client: Client, mut rx: mpsc::UnboundedReceiver<(u64, Received)>) {
+    let mut next = 0_u64;
+    let mut ready = BTreeMap::new();
+    while let Some((seq, input)) = rx.recv().await {
+        ready.insert(seq, input);
+        while let Some(input) = ready.remove(&next) {
+            if client.ack(&input).await.is_err() {
+                return;
+            }
+            next += 1;
+        }
+    }
+}
+
+/// Judges one worker's messages in arrival order (per-device state sees each device's order).
+async fn shard(
+    w: Arc<Worker>,
+    client: Client,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    out: mpsc::Sender<Out>,
+    acks: mpsc::UnboundedSender<(u64, Received)>,
+) {
+    while let Some(job) = jobs.recv().await {
+        if judge(&w, job, &out, &acks).await.is_err() {
+            // The client is gone or the store failed: stop acknowledging; the connection is
+            // torn down and the broker redelivers.
+            client.disconnect().await;
+            return;
+        }
+    }
+}
+
+/// The connection is going down: nothing more can be acknowledged on it.
+struct Teardown;
+
+async fn judge(
     w: &Worker,
-    client: &AsyncClient,
-    pending: &Mutex<Pending>,
-    input: Publish,
-) -> Result<(), ()> {
-    let topic = input.topic.clone();
-    let fitted = w.inputs.iter().find_map(|i| {
-        if !i.delivers.matches(&topic) {
-            return None;
-        }
-        let caps = i.template.capture(&topic)?;
-        Some((i, caps))
-    });
-    let (message, destination, outcome) = match fitted {
-        Some((i, caps)) => {
-            let device = caps
-                .iter()
-                .find(|(n, _)| n == "device")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            let destination = i.output.fill(&caps);
-            let message = Message::new(
-                device,
-                topic.clone(),
-                i.content_type,
-                input.payload.to_vec(),
+    job: Job,
+    out: &mpsc::Sender<Out>,
+    acks: &mpsc::UnboundedSender<(u64, Received)>,
+) -> Result<(), Teardown> {
+    let Job { seq, input, route } = job;
+    let topic = input.topic().into_owned();
+    let (message, destination, outcome) = match route {
+        Ok(route) => {
+            let mut message = Message::new(
+                route.device,
+                topic,
+                route.content_type,
+                input.payload().to_vec(),
             );
-            // On the blocking pool: a policy may run up to its deadline, and the tasks that
-            // drive the connection must not wait behind it.
-            let outcome = w.runtime.evaluate_async(message.clone()).await;
-            (message, destination, outcome)
+            message.attributes = input.user_properties().to_vec();
+            let (message, outcome) = evaluate(&w.runtime, message).await?;
+            (message, Some(route.destination), outcome)
         }
-        None => {
-            let message = Message::new(
-                "",
-                topic.clone(),
-                crate::ContentType::Binary,
-                input.payload.to_vec(),
-            );
-            let reason = format!("gateway: topic {topic:?} fits no input template");
-            let outcome = Outcome {
-                action: Action::Quarantine {
-                    policy: None,
-                    reason,
-                },
-                payload: message.payload.clone(),
-                redacted: false,
-                alerts: Vec::new(),
-                trace: Vec::new(),
-                generation: w.runtime.policy_set().generation(),
-            };
+        Err(reason) => {
+            let mut message = Message::new("", topic, ContentType::Binary, input.payload().to_vec());
+            message.attributes = input.user_properties().to_vec();
+            let outcome = held(&message, reason, w.runtime.policy_set().generation());
             (message, None, outcome)
         }
     };
@@ -445,96 +626,127 @@ async fn handle(
         };
         if let Some(alerts_topic) = &w.alerts_topic {
             for event in &events {
-                lock(pending).queued.push_back(None);
-                client
-                    .publish(
-                        alerts_topic.clone(),
-                        QoS::AtLeastOnce,
-                        false,
-                        event.to_json_bytes(),
-                    )
-                    .await
-                    .map_err(|_| ())?;
+                let properties = Some(OutProperties {
+                    content_type: Some("application/json".into()),
+                    ..OutProperties::default()
+                });
+                out.send(Out {
+                    topic: alerts_topic.clone(),
+                    payload: event.to_json_bytes(),
+                    properties,
+                    then: None,
+                })
+                .await
+                .map_err(|_| Teardown)?;
             }
         }
     }
 
     match (&outcome.action, destination) {
         (Action::Quarantine { .. }, destination) | (_, destination @ None) => {
-            let store = w.store.clone();
-            let dest = destination.clone();
-            let committed =
-                tokio::task::spawn_blocking(move || store.put(&message, &outcome, dest.as_deref()))
-                    .await;
-            match committed {
-                Ok(Ok(_)) => {
-                    w.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                    client.ack(&input).await.map_err(|_| ())
-                }
-                Ok(Err(e)) => {
-                    w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("quarantine store: {e}; the message stays unacknowledged and will be redelivered");
-                    Err(())
-                }
-                Err(e) => {
-                    w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("quarantine store task failed: {e}");
-                    Err(())
-                }
-            }
+            commit(w, message, outcome, destination).await?;
+            acks.send((seq, input)).map_err(|_| Teardown)
         }
         (_, Some(destination)) => {
-            lock(pending).queued.push_back(Some(input));
-            client
-                .publish(destination, QoS::AtLeastOnce, false, outcome.payload)
-                .await
-                .map_err(|_| ())
+            let properties = input.forwarded_properties();
+            let generation = outcome.generation;
+            out.send(Out {
+                topic: destination.clone(),
+                payload: outcome.payload,
+                properties,
+                then: Some(Forward {
+                    seq,
+                    input,
+                    message,
+                    destination,
+                    generation,
+                }),
+            })
+            .await
+            .map_err(|_| Teardown)
         }
     }
 }
 
-/// Whether a failed first connection is worth retrying.
-fn fatal(e: &ConnectionError) -> bool {
-    match e {
-        ConnectionError::Tls(_) | ConnectionError::ConnectionRefused(_) => true,
-        // The broker accepted the TCP connection and hung up on the CONNECT: it expects TLS
-        // (or speaks something else). A broker that is down refuses the TCP connection instead.
-        other => hung_up(other),
+/// Evaluates on the blocking pool: a policy may run up to its deadline, and the tasks that
+/// drive the connection must not wait behind it. The message comes back with its outcome.
+async fn evaluate(runtime: &Runtime, message: Message) -> Result<(Message, Outcome), Teardown> {
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || {
+        let outcome = runtime.evaluate(&message);
+        (message, outcome)
+    })
+    .await
+    // Only a runtime shutting down cancels the task: there is no outcome to act on.
+    .map_err(|_| Teardown)
+}
+
+/// A quarantine outcome decided by the gateway itself (no policy ran).
+fn held(message: &Message, reason: String, generation: u64) -> Outcome {
+    Outcome {
+        action: Action::Quarantine {
+            policy: None,
+            reason,
+        },
+        payload: message.payload.clone(),
+        redacted: false,
+        alerts: Vec::new(),
+        trace: Vec::new(),
+        generation,
     }
 }
 
-/// Whether the peer closed or reset the connection, however deep the client wrapped it.
-fn hung_up(e: &ConnectionError) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-            );
+/// Commits a quarantined message; returns once it is durable.
+async fn commit(
+    w: &Worker,
+    message: Message,
+    outcome: Outcome,
+    destination: Option<String>,
+) -> Result<(), Teardown> {
+    let store = w.store.clone();
+    let source = Arc::clone(&w.source);
+    let committed = tokio::task::spawn_blocking(move || {
+        store.put_from(&message, &outcome, destination.as_deref(), Some(&source))
+    })
+    .await;
+    match committed {
+        Ok(Ok(_)) => {
+            w.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         }
-        cause = c.source();
+        Ok(Err(e)) => {
+            w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("quarantine store: {e}; the message stays unacknowledged and will be redelivered");
+            Err(Teardown)
+        }
+        Err(e) => {
+            w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("quarantine store task failed: {e}");
+            Err(Teardown)
+        }
     }
-    false
 }
 
-fn explain(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::Tls(t) => format!(
-            "TLS: {t} (check gateway.tls.ca is the CA that signed the broker's certificate, \
-             the broker's name matches its certificate, and the listener speaks TLS)"
-        ),
-        ConnectionError::ConnectionRefused(code) => {
-            format!(
-                "the broker refused the connection: {code:?} (check username, password, client id)"
-            )
-        }
-        other if hung_up(other) => format!(
-            "{other} (the broker hung up on the MQTT CONNECT: a TLS listener does this to a plain \
-             client; use mqtts:// with [gateway.tls])"
-        ),
-        other => other.to_string(),
+/// A forward the broker refused: kept in quarantine with the broker's reason, then
+/// acknowledged.
+async fn refused(
+    w: Arc<Worker>,
+    client: Client,
+    f: Forward,
+    why: String,
+    acks: mpsc::UnboundedSender<(u64, Received)>,
+) {
+    tracing::warn!(destination = %f.destination, "the broker refused the forward: {why}; quarantined");
+    let reason = format!("gateway: the broker refused the forward to {:?}: {why}", f.destination);
+    let outcome = held(&f.message, reason, f.generation);
+    if commit(&w, f.message, outcome, Some(f.destination))
+        .await
+        .is_err()
+    {
+        client.disconnect().await;
+        return;
     }
+    let _ = acks.send((f.seq, f.input));
 }
 
 mod tls {

@@ -127,12 +127,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 /// is marked only after the broker acknowledged its publish, so a failure leaves it held.
 fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
     let config = twinguard::Config::from_file(&args.config)?;
-    let Some(gateway) = config.gateway.clone() else {
+    let gateways = config.gateways.clone();
+    if gateways.is_empty() {
         anyhow::bail!(
             "{}: no [gateway] table: nowhere to publish",
             args.config.display()
         );
-    };
+    }
     let Some(quarantine) = config.quarantine.clone() else {
         anyhow::bail!("{}: no [quarantine] table", args.config.display());
     };
@@ -142,8 +143,9 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
     } else {
         None
     };
-    let mut publish = Vec::new();
-    let mut marks = Vec::new();
+    // Per gateway (index into `gateways`): what to publish there, and the marks it earns.
+    let mut publish: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); gateways.len()];
+    let mut marks: Vec<Vec<(u64, Status, String)>> = vec![Vec::new(); gateways.len()];
     let mut refused = 0;
     for &id in &args.ids {
         let Some(r) = store.get(id)? else {
@@ -161,6 +163,26 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
             refused += 1;
             continue;
         };
+        // Back to the broker it came from.
+        let gw = match (&r.source, gateways.len()) {
+            (Some(source), _) => gateways.iter().position(|g| g.name() == source),
+            (None, 1) => Some(0),
+            (None, _) => None,
+        };
+        let Some(gw) = gw else {
+            match &r.source {
+                Some(source) => eprintln!(
+                    "#{id}: came from gateway {source:?}, which {} does not configure",
+                    args.config.display()
+                ),
+                None => eprintln!(
+                    "#{id}: records no gateway and {} configures several: release it with a config that has only its broker",
+                    args.config.display()
+                ),
+            }
+            refused += 1;
+            continue;
+        };
         match &runtime {
             None => {
                 // What the chain left: a release must not undo an earlier redaction.
@@ -168,8 +190,8 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
                     .redacted_payload
                     .clone()
                     .unwrap_or_else(|| r.payload.clone());
-                publish.push((destination.clone(), payload));
-                marks.push((id, Status::Released, format!("released to {destination}")));
+                publish[gw].push((destination.clone(), payload));
+                marks[gw].push((id, Status::Released, format!("released to {destination}")));
             }
             Some(runtime) => {
                 let mut message = twinguard::Message::new(
@@ -192,8 +214,8 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
                         )?;
                     }
                     action => {
-                        publish.push((destination.clone(), outcome.payload.clone()));
-                        marks.push((
+                        publish[gw].push((destination.clone(), outcome.payload.clone()));
+                        marks[gw].push((
                             id,
                             Status::Replayed,
                             format!("replayed: {} to {destination}", action.name()),
@@ -203,24 +225,36 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
             }
         }
     }
-    if !publish.is_empty() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        rt.block_on(twinguard::gateway::publish_all(
-            &gateway,
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut failed = None;
+    for ((gateway, publish), marks) in gateways.iter().zip(publish).zip(marks) {
+        if publish.is_empty() {
+            continue;
+        }
+        // A broker that fails leaves its records held; the others' are marked.
+        if let Err(e) = rt.block_on(twinguard::gateway::publish_all(
+            gateway,
             publish,
             std::time::Duration::from_secs(30),
-        ))?;
+        )) {
+            eprintln!("gateway {:?}: {e}", gateway.name());
+            failed.get_or_insert(e);
+            continue;
+        }
+        for (id, status, what) in marks {
+            let note = args
+                .note
+                .clone()
+                .map_or(what.clone(), |n| format!("{what}; {n}"));
+            store.set_status(id, status, Some(&note))?;
+            println!("#{id}: {what}");
+        }
     }
-    for (id, status, what) in marks {
-        let note = args
-            .note
-            .clone()
-            .map_or(what.clone(), |n| format!("{what}; {n}"));
-        store.set_status(id, status, Some(&note))?;
-        println!("#{id}: {what}");
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     Ok(if refused > 0 {
         ExitCode::from(2)
@@ -367,6 +401,7 @@ fn record_json(r: &Record) -> Value {
         "device_id": r.device_id,
         "topic": r.topic,
         "destination": r.destination,
+        "source": r.source,
         "quarantined_by": r.policy,
         "reason": r.reason,
         "generation": r.generation,
@@ -411,6 +446,9 @@ fn record_text(r: &Record) -> String {
         "destination:  {}",
         r.destination.as_deref().unwrap_or("(none)")
     );
+    if let Some(source) = &r.source {
+        let _ = writeln!(s, "gateway:      {source}");
+    }
     let _ = writeln!(
         s,
         "policy:       {}",

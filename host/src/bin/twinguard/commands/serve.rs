@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 use twinguard::alerts::Alerts;
-use twinguard::gateway::Gateway;
+use twinguard::gateway::{self, Gateway};
 use twinguard::store::QuarantineStore;
 use twinguard::{Config, Runtime};
 
@@ -20,12 +20,13 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let config = Config::from_file(&args.config)?;
-    let Some(gateway) = config.gateway.clone() else {
+    let gateway_configs = config.gateways.clone();
+    if gateway_configs.is_empty() {
         bail!(
             "{}: no [gateway] table: serve needs a broker and inputs (see README, `twinguard serve`)",
             args.config.display()
         );
-    };
+    }
     let Some(quarantine) = config.quarantine.clone() else {
         bail!(
             "{}: no [quarantine] table: serve needs a store for what it holds back (path = \"quarantine.db\")",
@@ -42,8 +43,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     // config's folder doubled a relative one (examples/examples/alerts.ndjson).
     let alerts = Alerts::from_config(&alerts_config, Path::new(".")).context("alert sinks")?;
     let runtime = Runtime::new(config)?;
-    let gateway = Gateway::new(runtime, gateway, store.clone(), Some(alerts.clone()))?;
-    let stats = gateway.stats();
+    // One runtime, store and set of alert sinks for every broker: policy state is per
+    // device, wherever the device's messages come from.
+    let gateways = gateway_configs
+        .into_iter()
+        .map(|g| Gateway::new(runtime.clone(), g, store.clone(), Some(alerts.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,18 +70,23 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 }
             }
         });
-        let r = gateway.run(shutdown_signal()).await;
+        let r = gateway::run_all(&gateways, shutdown_signal()).await;
         sweeper.abort();
         r
     });
     alerts.flush();
-    eprintln!(
-        "twinguard serve: stopped; received {}, forwarded {}, quarantined {}, alerts {}",
-        stats.received.load(Ordering::Relaxed),
-        stats.forwarded.load(Ordering::Relaxed),
-        stats.quarantined.load(Ordering::Relaxed),
-        stats.alerts.load(Ordering::Relaxed),
-    );
+    for g in &gateways {
+        let stats = g.stats();
+        eprintln!(
+            "twinguard serve: {} stopped; received {}, forwarded {}, quarantined {} ({} refused by the broker), alerts {}",
+            g.name(),
+            stats.received.load(Ordering::Relaxed),
+            stats.forwarded.load(Ordering::Relaxed),
+            stats.quarantined.load(Ordering::Relaxed),
+            stats.refused.load(Ordering::Relaxed),
+            stats.alerts.load(Ordering::Relaxed),
+        );
+    }
     result?;
     Ok(ExitCode::SUCCESS)
 }
