@@ -793,3 +793,335 @@ fn a_sustained_stream_keeps_flowing() {
     assert_eq!(seqs.len() as u64, n, "{} of {n} arrived", seqs.len());
     drop(serve);
 }
+
+/// A received MQTT 5 message: topic, payload, user properties.
+type Received5 = (String, Vec<u8>, Vec<(String, String)>);
+
+/// An MQTT 5 test client: publishes with user properties, collects what it receives.
+struct Peer5 {
+    client: rumqttc::v5::AsyncClient,
+    received: mpsc::Receiver<Received5>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Peer5 {
+    fn connect(id: &str, port: u16, subscribe: Option<&str>) -> Self {
+        use rumqttc::v5::mqttbytes::v5::Packet as P;
+        use rumqttc::v5::mqttbytes::QoS as Q;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut o = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 100);
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let filter = subscribe.map(str::to_owned);
+        let sub = client.clone();
+        rt.spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(P::ConnAck(_))) => match &filter {
+                        Some(f) => {
+                            let _ = sub.subscribe(f.clone(), Q::AtLeastOnce).await;
+                        }
+                        None => {
+                            let _ = ready.take().map(|r| r.send(()));
+                        }
+                    },
+                    Ok(rumqttc::v5::Event::Incoming(P::SubAck(_))) => {
+                        let _ = ready.take().map(|r| r.send(()));
+                    }
+                    Ok(rumqttc::v5::Event::Incoming(P::Publish(p))) => {
+                        let props = p.properties.map(|p| p.user_properties).unwrap_or_default();
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let _ = tx.send((topic, p.payload.to_vec(), props));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("MQTT 5 test client did not connect");
+        Self {
+            client,
+            received: rx,
+            rt,
+        }
+    }
+
+    fn publish(&self, topic: &str, payload: &str, props: &[(&str, &str)]) {
+        let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+            user_properties: props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        let c = self.client.clone();
+        let (topic, payload) = (topic.to_owned(), payload.to_owned());
+        self.rt.block_on(async move {
+            c.publish_with_properties(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload,
+                properties,
+            )
+            .await
+            .unwrap();
+        });
+    }
+
+    fn collect(&self, n: usize, within: Duration) -> Vec<Received5> {
+        let end = Instant::now() + within;
+        let mut got = Vec::new();
+        while Instant::now() < end && got.len() < n {
+            if let Ok(m) = self.received.recv_timeout(Duration::from_millis(50)) {
+                got.push(m);
+            }
+        }
+        got
+    }
+}
+
+/// Waits until the store holds `n` records and returns them.
+fn held(store: &Path, n: usize) -> Vec<twinguard::store::Record> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = QuarantineStore::open_existing(store)
+            .and_then(|q| q.list(&Query::default()))
+            .unwrap_or_default();
+        if records.len() >= n || Instant::now() > end {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mqtt5_identity_from_a_user_property_and_refused_forwards_are_held() {
+    let (_tmp, s) = setup();
+    // The gateway may write the twin topic of press-1 only: the broker refuses the rest
+    // with reason code 135 in its PUBACK.
+    let acl = s.dir.join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite devices/#\ntopic readwrite twinguard/#\ntopic readwrite twin/press-1/#\ntopic read twin/#\n",
+    )
+    .unwrap();
+    let broker = Broker::start_with(&s.dir, None, &format!("acl_file {}\n", acl.display()));
+    let config = s.dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[policy]]
+name = "identity"
+path = "{identity}"
+[policy.config]
+inventory = "press-1,rogue"
+
+[[route]]
+filter = "devices/+/telemetry"
+chain = ["identity"]
+
+[gateway]
+name = "plant-5"
+protocol = "5"
+broker = "mqtt://127.0.0.1:{port}"
+client-id = "tg-v5"
+[[gateway.input]]
+filter = "devices/+/telemetry"
+template = "devices/{{device}}/telemetry"
+output = "twin/{{device}}/telemetry"
+device-property = "device-id"
+
+[quarantine]
+path = "quarantine.db"
+"#,
+            identity = fixtures::wasm("identity-guard").display(),
+            port = broker.port,
+        ),
+    )
+    .unwrap();
+    let twin = Peer5::connect("twin-v5", broker.port, Some("twin/#"));
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer5::connect("dev-v5", broker.port, None);
+    let topic = "devices/press-1/telemetry";
+    // Passes: the property names the device the topic names.
+    device.publish(
+        topic,
+        r#"{"seq":1}"#,
+        &[("device-id", "press-1"), ("fw", "2.1")],
+    );
+    // Spoofed: the property names another device than the topic.
+    device.publish(topic, r#"{"seq":2}"#, &[("device-id", "rogue")]);
+    // No identity at all.
+    device.publish(topic, r#"{"seq":3}"#, &[("fw", "2.1")]);
+    // Passes the policy, but the broker refuses the gateway's write to twin/rogue/….
+    device.publish(
+        "devices/rogue/telemetry",
+        r#"{"seq":4}"#,
+        &[("device-id", "rogue")],
+    );
+
+    let got = twin.collect(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "only seq 1 reaches a twin: {got:?}");
+    let (topic_out, payload, props) = &got[0];
+    assert_eq!(topic_out, "twin/press-1/telemetry");
+    assert_eq!(seq_of(payload), Some(1));
+    assert!(
+        props.contains(&("fw".to_owned(), "2.1".to_owned())),
+        "user properties reach the twin: {props:?}"
+    );
+
+    let records = held(&s.dir.join("quarantine.db"), 3);
+    assert_eq!(records.len(), 3, "{records:?}");
+    let by_seq = |n: u64| {
+        records
+            .iter()
+            .find(|r| seq_of(&r.payload) == Some(n))
+            .unwrap_or_else(|| panic!("seq {n} is not held: {records:?}"))
+    };
+    let spoofed = by_seq(2);
+    assert_eq!(spoofed.device_id, "rogue");
+    assert_eq!(spoofed.policy.as_deref(), Some("identity"));
+    assert_eq!(
+        spoofed.attributes,
+        vec![("device-id".into(), "rogue".into())]
+    );
+    let anonymous = by_seq(3);
+    assert!(
+        anonymous.reason.contains("no user property \"device-id\""),
+        "{}",
+        anonymous.reason
+    );
+    let refused = by_seq(4);
+    assert!(
+        refused.reason.contains("refused") && refused.reason.contains("NotAuthorized"),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(refused.destination.as_deref(), Some("twin/rogue/telemetry"));
+    assert!(records
+        .iter()
+        .all(|r| r.source.as_deref() == Some("plant-5")));
+    let text = serve.stop();
+    assert!(text.contains("1 refused by the broker"), "{text}");
+}
+
+#[test]
+fn one_process_serves_two_brokers_and_releases_to_the_right_one() {
+    let (_tmp, s) = setup();
+    let dirs = [s.dir.join("a"), s.dir.join("b")];
+    let brokers: Vec<Broker> = dirs
+        .iter()
+        .map(|d| {
+            std::fs::create_dir_all(d).unwrap();
+            Broker::start(d, None)
+        })
+        .collect();
+    let gateways: String = ["3.1.1", "5"]
+        .iter()
+        .zip(&brokers)
+        .zip(["plant-a", "plant-b"])
+        .map(|((protocol, b), name)| {
+            format!(
+                r#"
+[[gateway]]
+name = "{name}"
+protocol = "{protocol}"
+broker = "mqtt://127.0.0.1:{port}"
+client-id = "tg-multi"
+[[gateway.input]]
+filter = "devices/+/telemetry"
+template = "devices/{{device}}/telemetry"
+output = "twin/{{device}}/telemetry"
+"#,
+                port = b.port
+            )
+        })
+        .collect();
+    let config = s.dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{policies}\n{gateways}\n[quarantine]\npath = \"quarantine.db\"\n",
+            policies = policies()
+        ),
+    )
+    .unwrap();
+    let twins: Vec<Peer> = brokers
+        .iter()
+        .map(|b| Peer::connect("twin", b.port, &["twin/#"], false))
+        .collect();
+    let serve = Serve::start(&config);
+    let end = Instant::now() + Duration::from_secs(30);
+    while serve.text().matches("subscribed").count() < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        serve.text().matches("subscribed").count(),
+        2,
+        "{}",
+        serve.text()
+    );
+
+    // Kept to the end: a publish is only queued when `publish` returns.
+    let mut devices = Vec::new();
+    for (i, b) in brokers.iter().enumerate() {
+        let device = Peer::connect("dev", b.port, &[], false);
+        device.publish(
+            &format!("devices/d{i}/telemetry"),
+            json!({"seq": 1}).to_string().into_bytes(),
+        );
+        // No /seq: the schema policy holds it.
+        device.publish(
+            &format!("devices/d{i}/telemetry"),
+            json!({"n": i}).to_string().into_bytes(),
+        );
+        devices.push(device);
+    }
+    for (i, twin) in twins.iter().enumerate() {
+        let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
+        assert_eq!(got.len(), 1, "broker {i}: {got:?}");
+        assert_eq!(
+            got[0].0,
+            format!("twin/d{i}/telemetry"),
+            "each broker keeps its own traffic"
+        );
+    }
+    let records = held(&s.dir.join("quarantine.db"), 2);
+    let sources: BTreeSet<_> = records.iter().filter_map(|r| r.source.clone()).collect();
+    assert_eq!(
+        sources,
+        BTreeSet::from(["plant-a".into(), "plant-b".into()])
+    );
+
+    // The record from broker b goes back to broker b, and only there.
+    let from_b = records
+        .iter()
+        .find(|r| r.source.as_deref() == Some("plant-b"))
+        .unwrap();
+    succeeded(&quarantine_cmd(
+        &["release", &from_b.id.to_string()],
+        &config,
+    ));
+    let got_b = twins[1].collect(Duration::from_secs(10), |g| !g.is_empty());
+    assert_eq!(got_b.len(), 1, "released to broker b: {got_b:?}");
+    assert_eq!(got_b[0].0, "twin/d1/telemetry");
+    let got_a = twins[0].collect(Duration::from_millis(500), |g| !g.is_empty());
+    assert!(got_a.is_empty(), "nothing released to broker a: {got_a:?}");
+    drop((serve, devices));
+}

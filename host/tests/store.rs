@@ -539,6 +539,46 @@ fn a_newer_schema_is_refused_and_left_untouched() {
 }
 
 #[test]
+fn a_version_1_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let m = message("press-7", ContentType::Json, br#"{"t":1}"#);
+    let old_id = {
+        let store = open(&path);
+        store
+            .put(&m, &quarantine(&m, Some("schema"), "old"), Some("twin/x"))
+            .unwrap()
+    };
+    // What a version 1 file looks like: no `source` column.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("ALTER TABLE quarantine DROP COLUMN source; PRAGMA user_version = 1")
+            .unwrap();
+    }
+    let store = open(&path);
+    let old = store.get(old_id).unwrap().unwrap();
+    assert_eq!((old.reason.as_str(), old.source), ("old", None));
+    let new_id = store
+        .put_from(
+            &m,
+            &quarantine(&m, Some("schema"), "new"),
+            Some("twin/x"),
+            Some("plant-a"),
+        )
+        .unwrap();
+    assert_eq!(
+        store.get(new_id).unwrap().unwrap().source.as_deref(),
+        Some("plant-a")
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[test]
 fn files_that_are_not_a_store_are_refused() {
     let dir = tempfile::tempdir().unwrap();
 

@@ -78,7 +78,8 @@ where
             f.write_str("a [gateway] table or [[gateway]] entries")
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-            let one = GatewayConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            let one =
+                GatewayConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
             Ok(vec![one])
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
@@ -250,6 +251,9 @@ impl GatewayConfig {
                 Template::parse(&input.output).map_err(|e| format!("{at}: output: {e}"))?;
             if let Some(missing) = output
                 .variables()
+                // With device-property, {device} comes from the property when the topic
+                // does not name it.
+                .filter(|v| !(*v == "device" && input.device_property.is_some()))
                 .find(|v| !template.variables().any(|t| t == *v))
             {
                 return Err(format!(
@@ -375,5 +379,71 @@ mod tests {
         g.inputs[0].output = "twin/x".into();
         assert!(g.validate().unwrap_err().contains("no {device}"));
         assert!(config("bogus = 1").unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn mqtt5_identity_needs_mqtt5() {
+        let mut g = config("").unwrap();
+        g.inputs[0].device_property = Some("device-id".into());
+        assert!(g.validate().unwrap_err().contains("protocol = \"5\""));
+        g.protocol = Protocol::V5;
+        // The identity comes from the property: the template need not name the device,
+        // and the output may still use {device}.
+        g.inputs[0].template = "devices/+/telemetry".into();
+        assert!(g.validate().unwrap_err().contains("template"));
+        g.inputs[0].template = "devices/{id}/telemetry".into();
+        g.validate().unwrap();
+        let err = toml::from_str::<GatewayConfig>(
+            "protocol = \"4\"\nbroker = \"mqtt://h\"\nclient-id = \"c\"\ninput = []",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expected `3.1.1` or `5`"), "{err}");
+    }
+
+    #[test]
+    fn one_table_or_several_gateways() {
+        let gateway = |name: &str, array: bool| {
+            format!(
+                "{}\nname = \"{name}\"\nbroker = \"mqtt://h:1883\"\nclient-id = \"tg\"\n\
+                 [[gateway.input]]\nfilter = \"d/+\"\ntemplate = \"d/{{device}}\"\noutput = \"t/{{device}}\"\n",
+                if array { "[[gateway]]" } else { "[gateway]" }
+            )
+        };
+        let one = crate::Config::from_toml(&gateway("a", false), ".").unwrap();
+        assert_eq!(one.gateways.len(), 1);
+        let two = format!("{}{}", gateway("a", true), gateway("b", true));
+        let two = crate::Config::from_toml(&two, ".").unwrap();
+        let names: Vec<_> = two.gateways.iter().map(GatewayConfig::name).collect();
+        assert_eq!(names, ["a", "b"]);
+        let same = format!("{}{}", gateway("a", true), gateway("a", true));
+        let err = crate::Config::from_toml(&same, ".")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two gateways share this name"), "{err}");
+        // Errors inside an entry still name the key, and which gateway.
+        let typo = format!(
+            "{}{}",
+            gateway("a", true),
+            gateway("b", true).replace("broker", "borker")
+        );
+        let err = crate::Config::from_toml(&typo, ".")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("borker"), "{err}");
+        let bad = format!(
+            "{}{}",
+            gateway("a", true),
+            gateway("b", true).replace("mqtt://h", "tcp://h")
+        );
+        let err = crate::Config::from_toml(&bad, ".").unwrap_err().to_string();
+        assert!(
+            err.contains("gateway \"b\"") && err.contains("mqtt://host:port"),
+            "{err}"
+        );
+        let err = crate::Config::from_toml("gateway = 3", ".")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[[gateway]]"), "{err}");
     }
 }
