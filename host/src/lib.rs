@@ -90,6 +90,7 @@ mod runtime;
 pub mod sim;
 mod state;
 pub mod store;
+pub mod watch;
 
 pub use config::{
     Config, ConfigValue, Defaults, EngineConfig, LimitsOverride, PolicyConfig, RouteConfig,

@@ -101,6 +101,11 @@ impl Broker {
     /// A plain listener with persistence on (sessions and queued QoS 1 messages survive a
     /// restart), and a TLS listener requiring client certificates when `pki` is given.
     pub fn start(dir: &Path, pki: Option<&Pki>) -> Self {
+        Self::start_with(dir, pki, "")
+    }
+
+    /// [`start`](Self::start) with `extra` appended to the config (e.g. `plugin` lines).
+    pub fn start_with(dir: &Path, pki: Option<&Pki>, extra: &str) -> Self {
         let port = free_port();
         let tls_port = pki.map(|_| free_port());
         let data = dir.join("mosquitto-data");
@@ -119,6 +124,7 @@ impl Broker {
                 pki.server_key.display()
             ));
         }
+        conf.push_str(extra);
         let config = dir.join("mosquitto.conf");
         std::fs::write(&config, conf).unwrap();
         let mut broker = Self {
@@ -178,7 +184,8 @@ impl Drop for Broker {
     }
 }
 
-fn mosquitto() -> PathBuf {
+/// The broker executable.
+pub fn mosquitto() -> PathBuf {
     for p in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
         if Path::new(p).exists() {
             return PathBuf::from(p);

@@ -1,0 +1,476 @@
+//! twinguard inside Mosquitto 2: a broker plugin (interface version 5) that judges every
+//! PUBLISH with the same policies, the same [`twinguard::Runtime`] and the same config file as
+//! every other twinguard front end, before the broker stores or routes it.
+//!
+//! ```text
+//! plugin /usr/lib/twinguard/libtwinguard_mosquitto.so
+//! plugin_opt_config /etc/twinguard/twinguard.toml
+//! ```
+//!
+//! Per message (`MOSQ_EVT_MESSAGE`, on the broker's only thread):
+//! - the device identity is the client id or the username ([`options::Identity`]); the
+//!   content type is the PUBLISH's MQTT 5 content type, else `plugin_opt_content_type`;
+//!   MQTT 5 user properties become the message's attributes;
+//! - **allow** routes the message unchanged; **redact** replaces its payload (new memory from
+//!   `mosquitto_malloc`; the broker frees the old); **alert** routes it (redacted where a
+//!   policy redacted) and publishes each security event on `plugin_opt_alerts_topic` besides
+//!   the `[alerts]` sinks; **quarantine** commits it to the `[quarantine]` store and denies
+//!   it (`MOSQ_ERR_ACL_DENIED`, the only refusal that does not disconnect the publisher);
+//! - it fails closed: a failed store commit, a failed allocation or a panic denies the
+//!   message and says why in the broker's log. No panic crosses into the broker.
+//!
+//! Evaluation is bounded by each policy's fuel and deadline. Hot reload: a
+//! [`twinguard::watch::Watcher`] thread recompiles changed files off the broker's thread; the
+//! broker thread only sees the generation swap, and reports reloads in the broker's log on its
+//! next loop tick (`MOSQ_EVT_TICK`). No `mosquitto_*` function is called from any other thread.
+//!
+//! See `docs/mosquitto-plugin.md` for the options, the traps of Mosquitto 2.0.11 and a session
+//! that shows each outcome.
+
+#![deny(missing_docs)]
+
+mod ffi;
+pub mod options;
+pub mod plugin;
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use twinguard::{ContentType, Message};
+
+use crate::ffi::{EvtMessage, Opt, PluginId, Property};
+use crate::options::{Identity, Options};
+use crate::plugin::{Disposition, Plugin};
+
+/// The plugin interface version this plugin implements.
+pub const PLUGIN_VERSION: c_int = 5;
+
+/// What `userdata` points to between init and cleanup.
+struct State {
+    plugin: Plugin,
+    identifier: *mut PluginId,
+}
+
+/// Writes one line to the broker's log. Call it only on the broker's thread.
+fn log(level: c_int, text: &str) {
+    let line = CString::new(format!("twinguard: {text}").replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: the format is "%s" and the one argument is a NUL-terminated string that
+    // outlives the call; callers run on the broker's thread (in its callbacks).
+    unsafe { ffi::mosquitto_log_printf(level, c"%s".as_ptr(), line.as_ptr()) };
+}
+
+/// A C string owned by the broker, as text (`None` for a null pointer).
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string valid for the call.
+unsafe fn text(p: *const c_char) -> Option<String> {
+    // SAFETY: the caller's contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// Called by the broker with the versions it supports: this plugin needs version 5.
+///
+/// # Safety
+/// Called by Mosquitto: `supported_versions` points to `supported_version_count` ints.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mosquitto_plugin_version(
+    supported_version_count: c_int,
+    supported_versions: *const c_int,
+) -> c_int {
+    let offered = match usize::try_from(supported_version_count) {
+        Ok(n) if n > 0 && !supported_versions.is_null() => {
+            // SAFETY: the broker passes an array of `supported_version_count` ints.
+            unsafe { std::slice::from_raw_parts(supported_versions, n) }
+        }
+        _ => &[],
+    };
+    if offered.contains(&PLUGIN_VERSION) {
+        PLUGIN_VERSION
+    } else {
+        -1
+    }
+}
+
+/// Reads the options, builds the runtime, store and sinks, and registers the callbacks. On
+/// any error, logs it (naming the file and the problem) and fails: the broker does not start.
+///
+/// # Safety
+/// Called by Mosquitto on its thread, once: `identifier` is this plugin's handle, `userdata`
+/// a writable slot, `options` an array of `option_count` key/value C strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mosquitto_plugin_init(
+    identifier: *mut PluginId,
+    userdata: *mut *mut c_void,
+    options: *mut Opt,
+    option_count: c_int,
+) -> c_int {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the broker passes `option_count` options, each with two C strings.
+        let pairs = unsafe { option_pairs(options, option_count) };
+        let opened = Options::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .and_then(Plugin::open);
+        let plugin = match opened {
+            Ok(p) => p,
+            Err(e) => {
+                log(ffi::MOSQ_LOG_ERR, &format!("cannot start: {e}"));
+                return ffi::MOSQ_ERR_INVAL;
+            }
+        };
+        let summary = plugin.summary();
+        let state = Box::into_raw(Box::new(State { plugin, identifier }));
+        // SAFETY: `identifier` is the broker's handle for this plugin; `state` stays valid
+        // until cleanup unregisters both callbacks and frees it.
+        let rc = unsafe { register(identifier, state.cast()) };
+        if rc != ffi::MOSQ_ERR_SUCCESS {
+            log(
+                ffi::MOSQ_LOG_ERR,
+                &format!("cannot register the callbacks (error {rc})"),
+            );
+            // SAFETY: `state` came from Box::into_raw above and no callback holds it.
+            let state = unsafe { Box::from_raw(state) };
+            unsafe { unregister(identifier) };
+            state.plugin.shut_down();
+            return rc;
+        }
+        if !userdata.is_null() {
+            // SAFETY: the broker passes a valid slot for the plugin's userdata.
+            unsafe { *userdata = state.cast() };
+        }
+        log(ffi::MOSQ_LOG_NOTICE, &summary);
+        ffi::MOSQ_ERR_SUCCESS
+    }));
+    result.unwrap_or_else(|_| {
+        log(ffi::MOSQ_LOG_ERR, "cannot start: panic during init");
+        ffi::MOSQ_ERR_UNKNOWN
+    })
+}
+
+/// Unregisters the callbacks, stops the watcher and flushes the alert sinks.
+///
+/// # Safety
+/// Called by Mosquitto on its thread, once, with the `userdata` init stored (or null).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mosquitto_plugin_cleanup(
+    userdata: *mut c_void,
+    _options: *mut Opt,
+    _option_count: c_int,
+) -> c_int {
+    if userdata.is_null() {
+        return ffi::MOSQ_ERR_SUCCESS;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a non-null userdata is the `State` init leaked, freed only here.
+        let state = unsafe { Box::from_raw(userdata.cast::<State>()) };
+        // SAFETY: the identifier init registered the callbacks with.
+        unsafe { unregister(state.identifier) };
+        state.plugin.shut_down();
+    }));
+    match result {
+        Ok(()) => ffi::MOSQ_ERR_SUCCESS,
+        Err(_) => {
+            log(ffi::MOSQ_LOG_ERR, "panic during cleanup");
+            ffi::MOSQ_ERR_UNKNOWN
+        }
+    }
+}
+
+/// # Safety
+/// `options` points to `count` valid `Opt`s (or is null with `count` 0).
+unsafe fn option_pairs(options: *const Opt, count: c_int) -> Vec<(String, String)> {
+    let Ok(n) = usize::try_from(count) else {
+        return Vec::new();
+    };
+    if options.is_null() || n == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the caller's contract.
+    let options = unsafe { std::slice::from_raw_parts(options, n) };
+    options
+        .iter()
+        // SAFETY: each key and value is null or a NUL-terminated string owned by the broker.
+        .map(|o| unsafe { (text(o.key), text(o.value)) })
+        .map(|(k, v)| (k.unwrap_or_default(), v.unwrap_or_default()))
+        .collect()
+}
+
+/// # Safety
+/// `identifier` is this plugin's id; `state` outlives the registration.
+unsafe fn register(identifier: *mut PluginId, state: *mut c_void) -> c_int {
+    for (event, callback) in [
+        (ffi::MOSQ_EVT_MESSAGE, on_message as ffi::GenericCallback),
+        (ffi::MOSQ_EVT_TICK, on_tick as ffi::GenericCallback),
+    ] {
+        // SAFETY: the caller's contract; the callbacks have the generic signature.
+        let rc = unsafe {
+            ffi::mosquitto_callback_register(identifier, event, callback, ptr::null(), state)
+        };
+        if rc != ffi::MOSQ_ERR_SUCCESS {
+            return rc;
+        }
+    }
+    ffi::MOSQ_ERR_SUCCESS
+}
+
+/// # Safety
+/// `identifier` is this plugin's id.
+unsafe fn unregister(identifier: *mut PluginId) {
+    for (event, callback) in [
+        (ffi::MOSQ_EVT_MESSAGE, on_message as ffi::GenericCallback),
+        (ffi::MOSQ_EVT_TICK, on_tick as ffi::GenericCallback),
+    ] {
+        // SAFETY: the caller's contract; unregistering a callback that was not registered
+        // returns MOSQ_ERR_NOT_FOUND, which is harmless here.
+        unsafe { ffi::mosquitto_callback_unregister(identifier, event, callback, ptr::null()) };
+    }
+}
+
+/// `MOSQ_EVT_MESSAGE`: judge the PUBLISH. Never unwinds; a panic denies the message.
+unsafe extern "C" fn on_message(
+    _event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if event_data.is_null() || userdata.is_null() {
+            return ffi::MOSQ_ERR_ACL_DENIED;
+        }
+        // SAFETY: registered with a `State` that lives until cleanup; the broker calls its
+        // callbacks one at a time on its thread, so no other reference exists meanwhile.
+        let state = unsafe { &*userdata.cast::<State>() };
+        // SAFETY: for MOSQ_EVT_MESSAGE the event data is a `struct mosquitto_evt_message`,
+        // ours to read and (for the documented fields) write during the call.
+        let event = unsafe { &mut *event_data.cast::<EvtMessage>() };
+        // SAFETY: the fields come from the broker as documented in the header.
+        unsafe { handle_message(&state.plugin, event) }
+    }));
+    result.unwrap_or_else(|_| {
+        log(
+            ffi::MOSQ_LOG_ERR,
+            "panic while judging a message: denied (fail closed); see the broker's stderr",
+        );
+        ffi::MOSQ_ERR_ACL_DENIED
+    })
+}
+
+/// `MOSQ_EVT_TICK`: report reloads done by the watcher thread in the broker's log.
+unsafe extern "C" fn on_tick(
+    _event: c_int,
+    _event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if userdata.is_null() {
+            return;
+        }
+        // SAFETY: as in `on_message`.
+        let state = unsafe { &*userdata.cast::<State>() };
+        for (warning, line) in state.plugin.reload_news() {
+            let level = if warning {
+                ffi::MOSQ_LOG_WARNING
+            } else {
+                ffi::MOSQ_LOG_NOTICE
+            };
+            log(level, &line);
+        }
+    }));
+    ffi::MOSQ_ERR_SUCCESS
+}
+
+/// # Safety
+/// `event` holds the broker's pointers for this message: client, topic, payload of
+/// `payloadlen` bytes, properties.
+unsafe fn handle_message(plugin: &Plugin, event: &mut EvtMessage) -> c_int {
+    // SAFETY: the caller's contract for all reads below.
+    let message = unsafe { message_of(plugin, event) };
+    let judgement = plugin.judge(&message);
+    if let Some(topic) = &plugin.options.alerts_topic {
+        for e in &judgement.events {
+            publish(topic, plugin.options.alerts_qos, &e.to_json_bytes());
+        }
+    }
+    if let Some(error) = &judgement.error {
+        log(ffi::MOSQ_LOG_ERR, error);
+    }
+    match judgement.disposition {
+        Disposition::Pass => ffi::MOSQ_ERR_SUCCESS,
+        Disposition::Deny => ffi::MOSQ_ERR_ACL_DENIED,
+        Disposition::Replace(payload) => {
+            // SAFETY: the payload fields belong to the broker's event, writable here.
+            if unsafe { replace_payload(event, &payload) } {
+                ffi::MOSQ_ERR_SUCCESS
+            } else {
+                log(
+                    ffi::MOSQ_LOG_ERR,
+                    &format!(
+                        "cannot allocate {} bytes for the redacted payload on {:?}: denied",
+                        payload.len(),
+                        message.topic
+                    ),
+                );
+                ffi::MOSQ_ERR_ACL_DENIED
+            }
+        }
+    }
+}
+
+/// # Safety
+/// As [`handle_message`].
+unsafe fn message_of(plugin: &Plugin, event: &EvtMessage) -> Message {
+    let client = event.client.cast_const();
+    let identity = if client.is_null() {
+        None
+    } else {
+        // SAFETY: a live client of the broker; the strings it returns are NUL-terminated.
+        unsafe {
+            match plugin.options.identity {
+                Identity::ClientId => text(ffi::mosquitto_client_id(client)),
+                Identity::Username => text(ffi::mosquitto_client_username(client)),
+            }
+        }
+    };
+    // SAFETY: the broker's topic string.
+    let topic = unsafe { text(event.topic) }.unwrap_or_default();
+    let payload = match usize::try_from(event.payloadlen) {
+        Ok(n) if n > 0 && !event.payload.is_null() => {
+            // SAFETY: `payload` holds `payloadlen` bytes for the duration of the callback.
+            unsafe { std::slice::from_raw_parts(event.payload.cast::<u8>(), n) }.to_vec()
+        }
+        _ => Vec::new(),
+    };
+    let properties = event.properties.cast_const();
+    // SAFETY: the broker's property list (null for MQTT 3.1.1).
+    let content_type = unsafe { content_type(properties) }.unwrap_or(plugin.options.content_type);
+    let mut message = Message::new(identity.unwrap_or_default(), topic, content_type, payload);
+    // SAFETY: as above.
+    message.attributes = unsafe { user_properties(properties) };
+    message
+}
+
+/// The PUBLISH's MQTT 5 content type: `application/json` and `json` (parameters after `;`
+/// ignored) and the like; any other declared type is read as binary.
+///
+/// # Safety
+/// `properties` is null or the broker's property list.
+unsafe fn content_type(properties: *const Property) -> Option<ContentType> {
+    if properties.is_null() {
+        return None;
+    }
+    let mut value: *mut c_char = ptr::null_mut();
+    // SAFETY: a valid list; `value` receives a calloc'd copy or stays null.
+    let found = unsafe {
+        ffi::mosquitto_property_read_string(
+            properties,
+            ffi::MQTT_PROP_CONTENT_TYPE,
+            &mut value,
+            false,
+        )
+    };
+    // SAFETY: null or the NUL-terminated copy, which we own and free once read.
+    let declared = unsafe { take_string(value) };
+    if found.is_null() {
+        return None;
+    }
+    let declared = declared?;
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Some(essence.parse().unwrap_or(ContentType::Binary))
+}
+
+/// MQTT 5 user properties, in order.
+///
+/// # Safety
+/// `properties` is null or the broker's property list.
+unsafe fn user_properties(properties: *const Property) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cursor = properties;
+    let mut skip_first = false;
+    while !cursor.is_null() {
+        let (mut name, mut value) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: `cursor` is the list or a node of it returned by the previous call;
+        // `name` and `value` receive calloc'd copies.
+        cursor = unsafe {
+            ffi::mosquitto_property_read_string_pair(
+                cursor,
+                ffi::MQTT_PROP_USER_PROPERTY,
+                &mut name,
+                &mut value,
+                skip_first,
+            )
+        };
+        // SAFETY: each is null or a copy we own.
+        let (name, value) = unsafe { (take_string(name), take_string(value)) };
+        if let (false, Some(n), Some(v)) = (cursor.is_null(), name, value) {
+            out.push((n, v));
+        }
+        skip_first = true;
+    }
+    out
+}
+
+/// Reads and frees a string that `mosquitto_property_read_*` allocated.
+///
+/// # Safety
+/// `p` is null or a NUL-terminated string from `calloc` that nobody else frees.
+unsafe fn take_string(p: *mut c_char) -> Option<String> {
+    // SAFETY: the caller's contract.
+    let s = unsafe { text(p) };
+    if !p.is_null() {
+        // SAFETY: allocated with calloc by libmosquitto's property reader; freed once.
+        unsafe { ffi::free(p.cast()) };
+    }
+    s
+}
+
+/// Puts `payload` in place of the event's: new memory from `mosquitto_malloc`; the broker
+/// frees the old payload itself, so it is left alone. False when allocation fails.
+///
+/// # Safety
+/// `event` is the broker's event for the current callback.
+unsafe fn replace_payload(event: &mut EvtMessage, payload: &[u8]) -> bool {
+    let Ok(len) = u32::try_from(payload.len()) else {
+        return false;
+    };
+    // SAFETY: plain allocation from the broker's allocator (at least one byte, so that an
+    // empty payload still gets a non-null pointer).
+    let memory = unsafe { ffi::mosquitto_malloc(payload.len().max(1)) }.cast::<u8>();
+    if memory.is_null() {
+        return false;
+    }
+    // SAFETY: `memory` has room for `payload.len()` bytes and does not overlap `payload`.
+    unsafe { ptr::copy_nonoverlapping(payload.as_ptr(), memory, payload.len()) };
+    event.payload = memory.cast();
+    event.payloadlen = len;
+    true
+}
+
+/// Publishes a copy of `payload` to every subscriber of `topic` (it does not come back
+/// through `MOSQ_EVT_MESSAGE`).
+fn publish(topic: &str, qos: u8, payload: &[u8]) {
+    let (Ok(topic_c), Ok(len)) = (CString::new(topic), c_int::try_from(payload.len())) else {
+        return;
+    };
+    // SAFETY: on the broker's thread (inside a callback); the broker copies the payload and
+    // the topic before returning.
+    let rc = unsafe {
+        ffi::mosquitto_broker_publish_copy(
+            ptr::null(),
+            topic_c.as_ptr(),
+            len,
+            payload.as_ptr().cast(),
+            c_int::from(qos),
+            false,
+            ptr::null_mut(),
+        )
+    };
+    if rc != ffi::MOSQ_ERR_SUCCESS {
+        log(
+            ffi::MOSQ_LOG_WARNING,
+            &format!("cannot publish a security event on {topic:?} (error {rc})"),
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! The plugin's options: the `plugin_opt_<key> <value>` lines that follow the `plugin` line in
+//! `mosquitto.conf` (Mosquitto strips the prefix). They are read once, at start-up: Mosquitto
+//! 2.0 does not hand them again on SIGHUP.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use twinguard::ContentType;
+
+/// Where a message's device identity comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The MQTT client id (the default).
+    ClientId,
+    /// The MQTT username. With `use_identity_as_username true` on a TLS listener that
+    /// requires client certificates, Mosquitto sets it to the certificate's CN.
+    Username,
+}
+
+/// The parsed options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `config`: the twinguard TOML config (policies, routes, `[quarantine]`, `[alerts]`).
+    pub config: PathBuf,
+    /// `identity`: `client-id` (default) or `username`.
+    pub identity: Identity,
+    /// `alerts_topic`: each security event is published there as JSON; none when unset.
+    pub alerts_topic: Option<String>,
+    /// `alerts_qos`: 0, 1 (default) or 2.
+    pub alerts_qos: u8,
+    /// `content_type`: how payloads are read when the PUBLISH carries no MQTT 5 content type:
+    /// `json` (default), `cbor`, `text` or `binary`.
+    pub content_type: ContentType,
+    /// `reload_ms`: how often the config and policy files are checked for changes (default
+    /// 1000; 0 turns hot reload off).
+    pub reload: Option<Duration>,
+}
+
+/// Every key the plugin knows, for the message about an unknown one.
+pub const KEYS: &[&str] = &[
+    "config",
+    "identity",
+    "alerts_topic",
+    "alerts_qos",
+    "content_type",
+    "reload_ms",
+];
+
+impl Options {
+    /// Parses `(key, value)` pairs as Mosquitto hands them. The error names the option
+    /// (`plugin_opt_<key>`) and the value.
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
+        let mut config = None;
+        let mut options = Self {
+            config: PathBuf::new(),
+            identity: Identity::ClientId,
+            alerts_topic: None,
+            alerts_qos: 1,
+            content_type: ContentType::Json,
+            reload: Some(Duration::from_millis(1000)),
+        };
+        for (key, value) in pairs {
+            let bad = |why: &str| format!("plugin_opt_{key} {value:?}: {why}");
+            match key {
+                "config" => config = Some(PathBuf::from(value)),
+                "identity" => {
+                    options.identity = match value {
+                        "client-id" | "clientid" => Identity::ClientId,
+                        "username" => Identity::Username,
+                        _ => return Err(bad("expected client-id or username")),
+                    }
+                }
+                "alerts_topic" => {
+                    if value.is_empty() || value.contains(['+', '#']) {
+                        return Err(bad("a topic name, without wildcards"));
+                    }
+                    options.alerts_topic = Some(value.to_string());
+                }
+                "alerts_qos" => {
+                    options.alerts_qos = match value {
+                        "0" => 0,
+                        "1" => 1,
+                        "2" => 2,
+                        _ => return Err(bad("expected 0, 1 or 2")),
+                    }
+                }
+                "content_type" => {
+                    options.content_type = value.parse().map_err(|e: String| bad(&e))?
+                }
+                "reload_ms" => {
+                    let ms: u64 = value
+                        .parse()
+                        .map_err(|_| bad("milliseconds, a whole number (0 = off)"))?;
+                    options.reload = (ms > 0).then(|| Duration::from_millis(ms));
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown option plugin_opt_{key} (known: plugin_opt_{})",
+                        KEYS.join(", plugin_opt_")
+                    ))
+                }
+            }
+        }
+        options.config = config.ok_or_else(|| {
+            "plugin_opt_config is missing: give the path of the twinguard config file".to_string()
+        })?;
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_key() {
+        let o = Options::parse([("config", "/etc/twinguard.toml")]).unwrap();
+        assert_eq!(o.config, PathBuf::from("/etc/twinguard.toml"));
+        assert_eq!(o.identity, Identity::ClientId);
+        assert_eq!((o.alerts_topic, o.alerts_qos), (None, 1));
+        assert_eq!(o.content_type, ContentType::Json);
+        assert_eq!(o.reload, Some(Duration::from_secs(1)));
+
+        let o = Options::parse([
+            ("config", "c.toml"),
+            ("identity", "username"),
+            ("alerts_topic", "twinguard/alerts"),
+            ("alerts_qos", "0"),
+            ("content_type", "cbor"),
+            ("reload_ms", "0"),
+        ])
+        .unwrap();
+        assert_eq!(o.identity, Identity::Username);
+        assert_eq!(o.alerts_topic.as_deref(), Some("twinguard/alerts"));
+        assert_eq!(o.alerts_qos, 0);
+        assert_eq!(o.content_type, ContentType::Cbor);
+        assert_eq!(o.reload, None);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let err = |pairs: &[(&str, &str)]| Options::parse(pairs.iter().copied()).unwrap_err();
+        assert!(err(&[]).contains("plugin_opt_config is missing"));
+        let e = err(&[("config", "c"), ("identity", "cn")]);
+        assert!(e.contains("plugin_opt_identity \"cn\""), "{e}");
+        assert!(err(&[("config", "c"), ("alerts_topic", "a/#")]).contains("wildcards"));
+        assert!(err(&[("config", "c"), ("alerts_qos", "3")]).contains("alerts_qos"));
+        assert!(err(&[("config", "c"), ("content_type", "xml")]).contains("unknown content"));
+        assert!(err(&[("config", "c"), ("reload_ms", "-1")]).contains("reload_ms"));
+        let e = err(&[("config", "c"), ("confg", "x")]);
+        assert!(e.contains("unknown option plugin_opt_confg"), "{e}");
+    }
+}

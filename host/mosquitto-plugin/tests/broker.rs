@@ -1,0 +1,522 @@
+//! The plugin in a real Mosquitto on an ephemeral port: the four outcomes as a subscriber
+//! sees them (and the store and alerts file behind them), a faulting policy that leaves
+//! everyone else served, hot reload while a client publishes, identity from the username,
+//! and a broker that refuses to start on a bad `plugin_opt_config`.
+
+#[path = "../../tests/broker/mod.rs"]
+mod broker;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use broker::Broker;
+use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use twinguard::store::{QuarantineStore, Query};
+use twinguard_tests::wasm;
+
+/// Bounds every wait, so that a broken plugin fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The plugin built with this test binary: cargo builds the package's cdylib before its
+/// integration tests, into the same `deps` folder (it copies it up to `target/<profile>/`
+/// only for `cargo build`).
+fn plugin_so() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let name = "libtwinguard_mosquitto.so";
+    [deps.join(name), deps.parent().unwrap_or(deps).join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is neither in {} nor above it", deps.display()))
+}
+
+/// A broker with the plugin, its twinguard config, store and alerts file in one folder.
+struct Rig {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    config: PathBuf,
+}
+
+impl Rig {
+    /// `policies`: `[[policy]]`/`[[route]]` TOML; `options`: extra `plugin_opt_*` lines.
+    fn start(policies: &str, options: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("twinguard.toml");
+        write_config(&config, policies);
+        let extra = format!(
+            "plugin {}\nplugin_opt_config {}\n{options}\n",
+            plugin_so().display(),
+            config.display()
+        );
+        let broker = Broker::start_with(dir.path(), None, &extra);
+        Self {
+            dir,
+            broker,
+            config,
+        }
+    }
+
+    fn client(&self, id: &str, username: Option<&str>, subscribe: &[&str]) -> Mqtt {
+        Mqtt::connect(self.broker.port, id, username, subscribe)
+    }
+
+    /// The quarantine store's records (read while the broker holds the store open).
+    fn quarantined(&self) -> Vec<twinguard::store::Record> {
+        let store = QuarantineStore::open_existing(self.dir.path().join("quarantine.db")).unwrap();
+        store.list(&Query::default()).unwrap()
+    }
+}
+
+/// The policies plus the store and the alerts file, relative to the config's folder.
+fn write_config(path: &Path, policies: &str) {
+    let text = format!(
+        "{policies}\n[quarantine]\npath = \"quarantine.db\"\n\n[alerts]\nfile = \"alerts.ndjson\"\n\
+         dedup-window-ms = 0\n"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// What a client's event loop reports.
+#[derive(Debug)]
+enum Got {
+    Message(String, Vec<u8>),
+    PubAck,
+}
+
+/// An MQTT 3.1.1 client with its event loop on a thread.
+struct Mqtt {
+    client: Client,
+    rx: Receiver<Got>,
+}
+
+impl Mqtt {
+    /// Connects and subscribes (QoS 1); returns once every subscription is acknowledged.
+    fn connect(port: u16, id: &str, username: Option<&str>, subscribe: &[&str]) -> Self {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(u) = username {
+            o.set_credentials(u, "");
+        }
+        let (client, connection) = Client::new(o, 1000);
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let filters: Vec<String> = subscribe.iter().map(|s| (*s).to_string()).collect();
+        let subscriber = client.clone();
+        std::thread::spawn(move || run(connection, &subscriber, &filters, &tx, &ready_tx));
+        ready_rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("client {id} did not connect and subscribe"));
+        Self { client, rx }
+    }
+
+    fn publish(&self, topic: &str, payload: &Value) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .unwrap();
+    }
+
+    /// The next message delivered to this client.
+    fn next(&self) -> (String, Value) {
+        let end = Instant::now() + PATIENCE;
+        loop {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(Got::Message(topic, payload)) => {
+                    return (topic, serde_json::from_slice(&payload).unwrap());
+                }
+                Ok(Got::PubAck) => {}
+                Err(e) => panic!("no message: {e}"),
+            }
+        }
+    }
+
+    /// Waits for `n` PUBACKs of this client's publishes.
+    fn acks(&self, n: usize) {
+        let end = Instant::now() + PATIENCE;
+        let mut seen = 0;
+        while seen < n {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(Got::PubAck) => seen += 1,
+                Ok(Got::Message(..)) => {}
+                Err(e) => panic!("{seen} of {n} PUBACKs: {e}"),
+            }
+        }
+    }
+}
+
+fn run(
+    mut connection: Connection,
+    client: &Client,
+    filters: &[String],
+    tx: &mpsc::Sender<Got>,
+    ready: &mpsc::Sender<()>,
+) {
+    let mut pending = filters.len();
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                for f in filters {
+                    let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                }
+                if pending == 0 {
+                    let _ = ready.send(());
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                pending = pending.saturating_sub(1);
+                if pending == 0 {
+                    let _ = ready.send(());
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send(Got::Message(p.topic, p.payload.to_vec()));
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                let _ = tx.send(Got::PubAck);
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Waits until `path` contains `needle`, and returns its text.
+fn file_with(path: &Path, needle: &str) -> String {
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > end {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Schema (quarantines what has no integer /seq), a silent mask of the owner's name (redact),
+/// the removal of /secret with an alert (alert).
+fn pack() -> String {
+    format!(
+        r#"
+[[policy]]
+name = "schema"
+path = "{schema}"
+[policy.config]
+required = "/seq:integer"
+
+[[policy]]
+name = "pii-silent"
+path = "{pii}"
+[policy.config]
+mask = "/owner/name"
+
+[[policy]]
+name = "pii-alert"
+path = "{pii}"
+[policy.config]
+remove = "/secret"
+alert-on-redact = true
+
+[[route]]
+filter = "devices/+/telemetry"
+chain = ["schema", "pii-silent", "pii-alert"]
+"#,
+        schema = wasm("schema-guard").display(),
+        pii = wasm("pii-redact").display(),
+    )
+}
+
+#[test]
+fn a_subscriber_sees_each_outcome() {
+    let rig = Rig::start(&pack(), "plugin_opt_alerts_topic twinguard/alerts");
+    let twin = rig.client("twin", None, &["devices/#", "twinguard/alerts"]);
+    let device = rig.client("press-7", None, &[]);
+    let topic = "devices/press-7/telemetry";
+
+    // allow
+    device.publish(topic, &json!({"seq": 1, "temp": 20.5}));
+    assert_eq!(twin.next(), (topic.into(), json!({"seq": 1, "temp": 20.5})));
+    // redact: the payload the subscriber gets is not the one published
+    device.publish(
+        topic,
+        &json!({"seq": 2, "owner": {"name": "Ada", "badge": 7}}),
+    );
+    assert_eq!(
+        twin.next(),
+        (
+            topic.into(),
+            json!({"seq": 2, "owner": {"name": "***", "badge": 7}})
+        )
+    );
+    // quarantine: never delivered, its alert published
+    device.publish(topic, &json!({"temp": 99}));
+    // alert: forwarded without /secret, and the event on the alerts topic
+    device.publish(topic, &json!({"seq": 4, "secret": "hunter2"}));
+    let got = [twin.next(), twin.next(), twin.next()];
+    let (events, forwarded): (Vec<_>, Vec<_>) =
+        got.into_iter().partition(|(t, _)| t == "twinguard/alerts");
+    assert_eq!(forwarded, [(topic.to_string(), json!({"seq": 4}))]);
+    let codes: Vec<&Value> = events.iter().map(|(_, e)| &e["code"]).collect();
+    assert_eq!(
+        codes,
+        [&json!("schema"), &json!("pii-redacted")],
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|(_, e)| e["device_id"] == "press-7"),
+        "{events:?}"
+    );
+    assert_eq!(events[1].1["policy"], "pii-alert");
+    // A last allowed message: everything before it has been judged.
+    device.publish(topic, &json!({"seq": 5}));
+    assert_eq!(twin.next(), (topic.into(), json!({"seq": 5})));
+
+    let records = rig.quarantined();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!((r.device_id.as_str(), r.topic.as_str()), ("press-7", topic));
+    assert_eq!(r.policy.as_deref(), Some("schema"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.payload).unwrap(),
+        json!({"temp": 99})
+    );
+
+    let alerts = file_with(&rig.dir.path().join("alerts.ndjson"), "pii-redacted");
+    let codes: Vec<Value> = alerts
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["code"].clone())
+        .collect();
+    // The same two events went to the file.
+    assert_eq!(codes, [json!("schema"), json!("pii-redacted")], "{alerts}");
+}
+
+#[test]
+fn a_faulting_policy_does_not_stop_the_broker() {
+    let policies = format!(
+        r#"
+[[policy]]
+name = "spin"
+path = "{hostile}"
+[policy.config]
+mode = "loop"
+
+[[policy]]
+name = "crash"
+path = "{hostile}"
+[policy.config]
+mode = "panic"
+
+[[policy]]
+name = "pass"
+path = "{allow}"
+
+[[route]]
+filter = "bad/loop"
+chain = ["spin"]
+[[route]]
+filter = "bad/panic"
+chain = ["crash"]
+[[route]]
+filter = "ok/#"
+chain = ["pass"]
+"#,
+        hostile = wasm("hostile").display(),
+        allow = wasm("allow-all").display(),
+    );
+    let rig = Rig::start(&policies, "");
+    let watcher = rig.client("watcher", None, &["#"]);
+    let attacker = rig.client("attacker", None, &[]);
+    let other = rig.client("other", None, &[]);
+    for i in 0..3 {
+        attacker.publish("bad/loop", &json!({ "i": i }));
+        attacker.publish("bad/panic", &json!({ "i": i }));
+    }
+    // The broker answered every one of them (QoS 1 PUBACK) and kept the attacker connected.
+    attacker.acks(6);
+    other.publish("ok/1", &json!({"from": "other"}));
+    attacker.publish("ok/2", &json!({"from": "attacker"}));
+    // Two connections: no order between them.
+    let mut got = [watcher.next(), watcher.next()];
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("ok/1".into(), json!({"from": "other"})),
+            ("ok/2".into(), json!({"from": "attacker"}))
+        ]
+    );
+
+    // Each faulted message was quarantined (the default on-fault action), with the fault.
+    let records = rig.quarantined();
+    assert_eq!(records.len(), 6, "{records:?}");
+    for r in &records {
+        assert_eq!(r.device_id, "attacker");
+        assert!(r.versions.iter().all(|v| v.verdict == "fault"), "{r:?}");
+    }
+    assert!(records.iter().any(|r| r.policy.as_deref() == Some("spin")));
+    assert!(records.iter().any(|r| r.policy.as_deref() == Some("crash")));
+}
+
+fn masking(with: &str) -> String {
+    format!(
+        "[[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\nmask = \"/owner/name\"\n\
+         mask-with = \"{with}\"\n[[route]]\nfilter = \"devices/#\"\nchain = [\"pii\"]\n",
+        wasm("pii-redact").display()
+    )
+}
+
+#[test]
+fn reload_inside_the_broker_loses_no_publish() {
+    let rig = Rig::start(&masking("old"), "plugin_opt_reload_ms 50");
+    let twin = rig.client("twin", None, &["devices/#"]);
+    let device = rig.client("press-7", None, &[]);
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let publisher = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        // Publishes until told to stop; keeps no more than 100 unacknowledged.
+        while stop_rx.try_recv().is_err() {
+            device.publish(
+                "devices/press-7/telemetry",
+                &json!({"seq": sent, "owner": {"name": "Ada"}}),
+            );
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        device.acks(usize::try_from(sent).unwrap());
+        sent
+    });
+
+    let mut masks = Vec::new();
+    let mut edited = false;
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let (_, v) = twin.next();
+        assert_eq!(v["seq"], masks.len(), "out of order or lost: {v}");
+        masks.push(v["owner"]["name"].as_str().unwrap_or_default().to_string());
+        if masks.len() == 50 && !edited {
+            write_config(&rig.config, &masking("new"));
+            edited = true;
+        }
+        // Keep publishing a while after the new policy shows up.
+        let first_new = masks.iter().position(|m| m == "new");
+        if first_new.is_some_and(|i| masks.len() > i + 50) || Instant::now() > end {
+            break;
+        }
+    }
+    stop_tx.send(()).unwrap();
+    let sent = publisher.join().unwrap();
+    // Drain what the publisher sent after we stopped looking.
+    while (masks.len() as u64) < sent {
+        let (_, v) = twin.next();
+        assert_eq!(v["seq"], masks.len(), "out of order or lost: {v}");
+        masks.push(v["owner"]["name"].as_str().unwrap_or_default().to_string());
+    }
+    let first_new = masks
+        .iter()
+        .position(|m| m == "new")
+        .expect("the reload never took effect");
+    assert!(first_new >= 50, "changed before the edit: {first_new}");
+    assert!(masks[..first_new].iter().all(|m| m == "old"), "{masks:?}");
+    assert!(masks[first_new..].iter().all(|m| m == "new"), "{masks:?}");
+    assert_eq!(masks.len() as u64, sent);
+}
+
+#[test]
+fn identity_from_the_username() {
+    let policies = format!(
+        "[[policy]]\nname = \"identity\"\npath = \"{}\"\n[policy.config]\ntopic-segment = 1\n\
+         inventory = \"sensor-7\"\n[[route]]\nfilter = \"devices/+/telemetry\"\n\
+         chain = [\"identity\"]\n",
+        wasm("identity-guard").display()
+    );
+    let rig = Rig::start(&policies, "plugin_opt_identity username");
+    let twin = rig.client("twin", None, &["devices/#"]);
+    let topic = "devices/sensor-7/telemetry";
+    // The username is in the inventory and names the topic; the client id does neither.
+    let genuine = rig.client("any-client-id", Some("sensor-7"), &[]);
+    // The client id would pass; the username does not.
+    let impostor = rig.client("sensor-7", Some("intruder"), &[]);
+    impostor.publish(topic, &json!({"from": "impostor"}));
+    genuine.publish(topic, &json!({"from": "genuine"}));
+    assert_eq!(twin.next(), (topic.into(), json!({"from": "genuine"})));
+    impostor.acks(1);
+    let records = rig.quarantined();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].device_id, "intruder");
+    assert_eq!(records[0].alerts[0].code, "unknown-device");
+}
+
+/// Runs mosquitto on a config whose plugin cannot start; returns its exit status and stderr.
+fn failed_start(dir: &Path, plugin_opts: &str) -> (std::process::ExitStatus, String) {
+    let port = broker::free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\nper_listener_settings false\nallow_anonymous true\nlog_dest stderr\n\
+             listener {port} 127.0.0.1\nplugin {}\n{plugin_opts}\n",
+            plugin_so().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(broker::mosquitto())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("mosquitto kept running with {plugin_opts:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_config_stops_the_broker_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere/twinguard.toml");
+    let (status, stderr) = failed_start(
+        dir.path(),
+        &format!("plugin_opt_config {}", missing.display()),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("twinguard: cannot start"), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+
+    // A config that parses but names a policy a route cannot find.
+    let config = dir.path().join("broken.toml");
+    std::fs::write(&config, "[[route]]\nfilter = \"a/#\"\nchain = [\"nope\"]\n").unwrap();
+    let (status, stderr) = failed_start(
+        dir.path(),
+        &format!("plugin_opt_config {}", config.display()),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("\"nope\", which is not defined"),
+        "{stderr}"
+    );
+
+    // No config option at all.
+    let (status, stderr) = failed_start(dir.path(), "");
+    assert!(!status.success());
+    assert!(stderr.contains("plugin_opt_config is missing"), "{stderr}");
+}
