@@ -276,9 +276,14 @@ struct Rig {
 }
 
 fn rig(s: &Setup, id: &str, persistent_twin: bool) -> Rig {
+    rig_with(s, id, persistent_twin, "")
+}
+
+/// [`rig`] with `extra` keys in the `[gateway]` table.
+fn rig_with(s: &Setup, id: &str, persistent_twin: bool, extra: &str) -> Rig {
     let broker = Broker::start(&s.dir, None);
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
-    let config = write_config(s, "serve.toml", &url, id, "");
+    let config = write_config(s, "serve.toml", &url, id, extra);
     let twin = Peer::connect(
         &format!("twin-{id}"),
         broker.port,
@@ -454,13 +459,23 @@ fn stream(device: &Peer, n: u64) {
 
 #[test]
 fn kill_9_mid_stream_loses_nothing() {
+    kill_9_mid_stream("");
+}
+
+/// The same over MQTT 5, where a session ends with its connection unless it has an expiry.
+#[test]
+fn kill_9_mid_stream_loses_nothing_over_mqtt5() {
+    kill_9_mid_stream("protocol = \"5\"\n");
+}
+
+fn kill_9_mid_stream(extra: &str) {
     let (_tmp, s) = setup();
     let Rig {
         broker,
         config,
         twin,
         mut serve,
-    } = rig(&s, "tg-crash", true);
+    } = rig_with(&s, "tg-crash", true, extra);
     let device = Peer::connect("d-crash", broker.port, &[], true);
     let n = 600;
     stream(&device, n);
