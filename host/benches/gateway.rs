@@ -2,7 +2,7 @@
 //! device → broker → twinguard → broker → twin, with a pass-through policy and with a
 //! two-policy chain (schema + redaction). Same broker, same load, same run.
 //!
-//! For each path: throughput with the device publishing as fast as QoS 1 allows (100 in
+//! Messages cycle over 50 devices. For each path: throughput with the device publishing as fast as QoS 1 allows (100 in
 //! flight), and device→twin latency at a steady 1,000 messages/s (p50, p99).
 //!
 //! Run: `cargo bench -p twinguard --bench gateway` (needs mosquitto; `scripts/test.sh`
@@ -25,6 +25,9 @@ use twinguard::{Config, Runtime};
 const SATURATION_MESSAGES: u64 = 20_000;
 const PACED_RATE: u64 = 1_000;
 const PACED_SECONDS: u64 = 5;
+/// Messages cycle over this many devices (one topic each), as a plant's do: the gateway judges
+/// different devices in parallel, one device's messages in order.
+const DEVICES: u64 = 50;
 
 /// A ~1 KB telemetry document carrying its sequence number and send time.
 fn payload(seq: u64, sent_ns: u64) -> Vec<u8> {
@@ -93,7 +96,7 @@ struct Figures {
 /// Runs both loads from `topic` (device side) to the twin subscription's receiver.
 async fn measure(
     port: u16,
-    topic: &'static str,
+    topic: fn(u64) -> String,
     twin_filter: &str,
     tag: &str,
     base: Instant,
@@ -106,7 +109,7 @@ async fn measure(
     let start = Instant::now();
     for seq in 0..SATURATION_MESSAGES {
         device
-            .publish(topic, QoS::AtLeastOnce, false, payload(seq, now()))
+            .publish(topic(seq), QoS::AtLeastOnce, false, payload(seq, now()))
             .await
             .unwrap();
     }
@@ -132,7 +135,7 @@ async fn measure(
             tokio::time::sleep_until(next.into()).await;
             let sent = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
             device
-                .publish(topic, QoS::AtLeastOnce, false, payload(seq, sent))
+                .publish(topic(seq), QoS::AtLeastOnce, false, payload(seq, sent))
                 .await
                 .unwrap();
             next += pace;
@@ -167,7 +170,7 @@ async fn measure(
     }
 }
 
-fn gateway_config(port: u16, chain: &str, policies: &str, client_id: &str) -> Config {
+fn gateway_config(port: u16, chain: &str, policies: &str, client_id: &str, extra: &str) -> Config {
     let text = format!(
         r#"{policies}
 [[route]]
@@ -178,6 +181,7 @@ chain = {chain}
 broker = "mqtt://127.0.0.1:{port}"
 client-id = "{client_id}"
 inflight = 100
+{extra}
 [[gateway.input]]
 filter = "devices/+/telemetry"
 template = "devices/{{device}}/telemetry"
@@ -203,32 +207,57 @@ fn main() {
     let mut rows = Vec::new();
     let direct = rt.block_on(measure(
         port,
-        "bench/direct/d1",
+        |seq| format!("bench/direct/d{}", seq % DEVICES),
         "bench/direct/#",
         "direct",
         base,
     ));
     rows.push(("Mosquitto alone (device → twin)", direct));
 
+    let pass = format!(
+        "[[policy]]\nname = \"pass\"\npath = \"{}\"\n",
+        allow.display()
+    );
+    let schema_pii = format!(
+        "[[policy]]\nname = \"schema\"\npath = \"{}\"\n[policy.config]\nrequired = \"/seq:integer,/readings:object\"\n\
+         [[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\nmask = \"/owner/name\"\n",
+        schema.display(),
+        pii.display()
+    );
     let cases = [
         (
-            "twinguard, allow-all",
-            format!("[[policy]]\nname = \"pass\"\npath = \"{}\"\n", allow.display()),
+            "twinguard 3.1.1, allow-all, 1 worker",
+            &pass,
             "[\"pass\"]",
+            "workers = 1",
         ),
         (
-            "twinguard, schema + pii-redact",
-            format!(
-                "[[policy]]\nname = \"schema\"\npath = \"{}\"\n[policy.config]\nrequired = \"/seq:integer,/readings:object\"\n\
-                 [[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\nmask = \"/owner/name\"\n",
-                schema.display(),
-                pii.display()
-            ),
+            "twinguard 3.1.1, allow-all, 2 workers",
+            &pass,
+            "[\"pass\"]",
+            "workers = 2",
+        ),
+        (
+            "twinguard 3.1.1, schema + pii-redact, 1 worker",
+            &schema_pii,
             "[\"schema\", \"pii\"]",
+            "workers = 1",
+        ),
+        (
+            "twinguard 3.1.1, schema + pii-redact, 2 workers",
+            &schema_pii,
+            "[\"schema\", \"pii\"]",
+            "workers = 2",
+        ),
+        (
+            "twinguard 5, schema + pii-redact, 2 workers",
+            &schema_pii,
+            "[\"schema\", \"pii\"]",
+            "workers = 2\nprotocol = \"5\"",
         ),
     ];
-    for (i, (name, policies, chain)) in cases.iter().enumerate() {
-        let config = gateway_config(port, chain, policies, &format!("bench-gw-{i}"));
+    for (i, (name, policies, chain, extra)) in cases.iter().enumerate() {
+        let config = gateway_config(port, chain, policies, &format!("bench-gw-{i}"), extra);
         let gateway_config: GatewayConfig = config.gateways[0].clone();
         let store = QuarantineStore::open(tmp.path().join(format!("q{i}.db"))).unwrap();
         let gateway = Arc::new(
@@ -247,7 +276,7 @@ fn main() {
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
         let f = rt.block_on(measure(
             port,
-            "devices/d1/telemetry",
+            |seq| format!("devices/d{}/telemetry", seq % DEVICES),
             "twin/#",
             &format!("gw{i}"),
             base,

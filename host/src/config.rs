@@ -61,10 +61,7 @@ pub struct Config {
     /// `twinguard serve`: the brokers and the topics it reads and writes there: one
     /// `[gateway]` table, or one `[[gateway]]` entry per broker. The runtime itself ignores
     /// them, so one file configures a whole gateway.
-    #[serde(
-        rename = "gateway",
-        deserialize_with = "crate::gateway::one_or_many"
-    )]
+    #[serde(rename = "gateway", deserialize_with = "crate::gateway::one_or_many")]
     pub gateways: Vec<crate::gateway::GatewayConfig>,
     /// `twinguard serve`: where quarantined messages are kept.
     pub quarantine: Option<crate::gateway::QuarantineConfig>,

@@ -178,9 +178,11 @@ impl Gateway {
             persistent: true,
             manual_acks: true,
             inflight: self.config.inflight,
-            credentials: self.config.username.as_deref().map(|u| {
-                (u, self.config.password.as_deref().unwrap_or_default())
-            }),
+            credentials: self
+                .config
+                .username
+                .as_deref()
+                .map(|u| (u, self.config.password.as_deref().unwrap_or_default())),
             tls: self.tls.clone(),
         }
     }
@@ -608,7 +610,8 @@ async fn judge(
             (message, Some(route.destination), outcome)
         }
         Err(reason) => {
-            let mut message = Message::new("", topic, ContentType::Binary, input.payload().to_vec());
+            let mut message =
+                Message::new("", topic, ContentType::Binary, input.payload().to_vec());
             message.attributes = input.user_properties().to_vec();
             let outcome = held(&message, reason, w.runtime.policy_set().generation());
             (message, None, outcome)
@@ -716,7 +719,9 @@ async fn commit(
         }
         Ok(Err(e)) => {
             w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("quarantine store: {e}; the message stays unacknowledged and will be redelivered");
+            tracing::error!(
+                "quarantine store: {e}; the message stays unacknowledged and will be redelivered"
+            );
             Err(Teardown)
         }
         Err(e) => {
@@ -737,7 +742,10 @@ async fn refused(
     acks: mpsc::UnboundedSender<(u64, Received)>,
 ) {
     tracing::warn!(destination = %f.destination, "the broker refused the forward: {why}; quarantined");
-    let reason = format!("gateway: the broker refused the forward to {:?}: {why}", f.destination);
+    let reason = format!(
+        "gateway: the broker refused the forward to {:?}: {why}",
+        f.destination
+    );
     let outcome = held(&f.message, reason, f.generation);
     if commit(&w, f.message, outcome, Some(f.destination))
         .await

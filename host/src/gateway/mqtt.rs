@@ -222,8 +222,9 @@ impl EventLoop {
                         a.pkid,
                         match a.reason {
                             // No subscriber is not a refusal: the broker took the message.
-                            p5::PubAckReason::Success
-                            | p5::PubAckReason::NoMatchingSubscribers => Ok(()),
+                            p5::PubAckReason::Success | p5::PubAckReason::NoMatchingSubscribers => {
+                                Ok(())
+                            }
                             refused => Err(match a.properties.and_then(|p| p.reason_string) {
                                 Some(why) => format!("{refused:?}: {why}"),
                                 None => format!("{refused:?}"),
@@ -251,8 +252,12 @@ impl ConnError {
     /// Whether a failed first connection cannot succeed by retrying.
     pub fn fatal(&self) -> bool {
         match self {
-            Self::V4(rumqttc::ConnectionError::Tls(_) | rumqttc::ConnectionError::ConnectionRefused(_))
-            | Self::V5(c5::ConnectionError::Tls(_) | c5::ConnectionError::ConnectionRefused(_)) => true,
+            Self::V4(
+                rumqttc::ConnectionError::Tls(_) | rumqttc::ConnectionError::ConnectionRefused(_),
+            )
+            | Self::V5(c5::ConnectionError::Tls(_) | c5::ConnectionError::ConnectionRefused(_)) => {
+                true
+            }
             // The broker accepted the TCP connection and hung up on the CONNECT: it expects
             // TLS (or speaks something else). A broker that is down refuses the TCP connection.
             Self::V4(_) | Self::V5(_) => self.hung_up(),
