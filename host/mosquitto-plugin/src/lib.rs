@@ -52,9 +52,16 @@ struct State {
     identifier: *mut PluginId,
 }
 
-/// Writes one line to the broker's log. Call it only on the broker's thread.
+/// Writes one line to the broker's log (a multi-line error, such as TOML's with its caret,
+/// is joined into one). Call it only on the broker's thread.
 fn log(level: c_int, text: &str) {
-    let line = CString::new(format!("twinguard: {text}").replace('\0', "\\0")).unwrap_or_default();
+    let text: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = format!("twinguard: {}", text.join(" "));
+    let line = CString::new(line.replace('\0', "\\0")).unwrap_or_default();
     // SAFETY: the format is "%s" and the one argument is a NUL-terminated string that
     // outlives the call; callers run on the broker's thread (in its callbacks).
     unsafe { ffi::mosquitto_log_printf(level, c"%s".as_ptr(), line.as_ptr()) };

@@ -63,8 +63,14 @@ impl Plugin {
             ));
         };
         // Config::from_file has resolved both paths against the config's folder already.
-        let store = QuarantineStore::open(&quarantine.path)
-            .map_err(|e| format!("{}: [quarantine]: {}", path.display(), chain(&e)))?;
+        let store = QuarantineStore::open(&quarantine.path).map_err(|e| {
+            format!(
+                "{}: [quarantine]: {} (started as root, Mosquitto runs plugins as its `user`, \
+                 `mosquitto` by default: that user must be able to write the store's folder)",
+                path.display(),
+                chain(&e)
+            )
+        })?;
         // Built even without an [alerts] table: its rate limiting also governs the topic.
         let alerts =
             Alerts::from_config(&config.alerts.clone().unwrap_or_default(), Path::new("."))
