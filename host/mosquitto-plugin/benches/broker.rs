@@ -8,6 +8,8 @@
 
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Map, Value};
+use support::{plugin_so, policy, route};
 
 const DEVICE: &str = "press-07";
 const TOPIC: &str = "devices/press-07/telemetry";
@@ -49,60 +52,39 @@ fn document(seq: u64, sent_ns: u64) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// The pack: every field the load carries is checked, and the owner's name is masked.
 fn pack(dir: &Path) -> PathBuf {
-    let wasm = |n: &str| twinguard_tests::wasm(n).display().to_string();
-    let text = format!(
-        r#"
-[[policy]]
-name = "schema"
-path = "{schema}"
-[policy.config]
-max-bytes = 4096
-required = "/device:string,/seq:integer,/ts:integer,/readings:object"
-
-[[policy]]
-name = "identity"
-path = "{identity}"
-[policy.config]
-topic-segment = 1
-inventory = "{DEVICE},press-08,press-09"
-payload-field = "/device"
-
-[[policy]]
-name = "replay"
-path = "{replay}"
-
-[[policy]]
-name = "pii"
-path = "{pii}"
-[policy.config]
-mask = "/owner/name"
-
-[[route]]
-filter = "devices/+/telemetry"
-chain = ["schema", "identity", "replay", "pii"]
-
-[quarantine]
-path = "quarantine.db"
-"#,
-        schema = wasm("schema-guard"),
-        identity = wasm("identity-guard"),
-        replay = wasm("replay-guard"),
-        pii = wasm("pii-redact"),
-    );
+    let inventory = format!("inventory = \"{DEVICE},press-08,press-09\"");
+    let text = [
+        policy(
+            "schema",
+            "schema-guard",
+            &[
+                "max-bytes = 4096",
+                "required = \"/device:string,/seq:integer,/ts:integer,/readings:object\"",
+            ],
+        ),
+        policy(
+            "identity",
+            "identity-guard",
+            &[
+                "topic-segment = 1",
+                &inventory,
+                "payload-field = \"/device\"",
+            ],
+        ),
+        policy("replay", "replay-guard", &[]),
+        policy("pii", "pii-redact", &["mask = \"/owner/name\""]),
+        route(
+            "devices/+/telemetry",
+            &["schema", "identity", "replay", "pii"],
+        ),
+        "[quarantine]\npath = \"quarantine.db\"\n".to_string(),
+    ]
+    .concat();
     let path = dir.join("twinguard.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn plugin_so() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = "libtwinguard_mosquitto.so";
-    [deps.join(name), deps.parent().unwrap_or(deps).join(name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} is neither in {} nor above it", deps.display()))
 }
 
 /// One broker under test, and the sequence numbers its device has used (replay-guard wants

@@ -134,9 +134,11 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 ffi::MOSQ_LOG_ERR,
                 &format!("cannot register the callbacks (error {rc})"),
             );
+            // SAFETY: the identifier we registered with; whatever was registered is removed,
+            // so no callback can see `state` after this.
+            unsafe { unregister(identifier) };
             // SAFETY: `state` came from Box::into_raw above and no callback holds it.
             let state = unsafe { Box::from_raw(state) };
-            unsafe { unregister(identifier) };
             state.plugin.shut_down();
             return rc;
         }

@@ -5,6 +5,7 @@
 
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,24 +15,11 @@ use std::time::{Duration, Instant};
 use broker::Broker;
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
+use support::{plugin_so, policy, route};
 use twinguard::store::{QuarantineStore, Query};
-use twinguard_tests::wasm;
 
 /// Bounds every wait, so that a broken plugin fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The plugin built with this test binary: cargo builds the package's cdylib before its
-/// integration tests, into the same `deps` folder (it copies it up to `target/<profile>/`
-/// only for `cargo build`).
-fn plugin_so() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = "libtwinguard_mosquitto.so";
-    [deps.join(name), deps.parent().unwrap_or(deps).join(name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} is neither in {} nor above it", deps.display()))
-}
 
 /// A broker with the plugin, its twinguard config, store and alerts file in one folder.
 struct Rig {
@@ -202,36 +190,19 @@ fn file_with(path: &Path, needle: &str) -> String {
 }
 
 /// Schema (quarantines what has no integer /seq), a silent mask of the owner's name (redact),
-/// the removal of /secret with an alert (alert).
+/// and identity-guard reporting a payload that names another device (alert).
 fn pack() -> String {
-    format!(
-        r#"
-[[policy]]
-name = "schema"
-path = "{schema}"
-[policy.config]
-required = "/seq:integer"
-
-[[policy]]
-name = "pii-silent"
-path = "{pii}"
-[policy.config]
-mask = "/owner/name"
-
-[[policy]]
-name = "pii-alert"
-path = "{pii}"
-[policy.config]
-remove = "/secret"
-alert-on-redact = true
-
-[[route]]
-filter = "devices/+/telemetry"
-chain = ["schema", "pii-silent", "pii-alert"]
-"#,
-        schema = wasm("schema-guard").display(),
-        pii = wasm("pii-redact").display(),
-    )
+    [
+        policy("schema", "schema-guard", &["required = \"/seq:integer\""]),
+        policy("pii", "pii-redact", &["mask = \"/owner/name\""]),
+        policy(
+            "identity",
+            "identity-guard",
+            &["payload-field = \"/device\"", "on-mismatch = \"alert\""],
+        ),
+        route("devices/+/telemetry", &["schema", "pii", "identity"]),
+    ]
+    .concat()
 }
 
 #[test]
@@ -258,23 +229,19 @@ fn a_subscriber_sees_each_outcome() {
     );
     // quarantine: never delivered, its alert published
     device.publish(topic, &json!({"temp": 99}));
-    // alert: forwarded without /secret, and the event on the alerts topic
-    device.publish(topic, &json!({"seq": 4, "secret": "hunter2"}));
+    // alert: forwarded, and the event on the alerts topic
+    device.publish(topic, &json!({"seq": 4, "device": "press-8"}));
     let got = [twin.next(), twin.next(), twin.next()];
     let (events, forwarded): (Vec<_>, Vec<_>) =
         got.into_iter().partition(|(t, _)| t == "twinguard/alerts");
-    assert_eq!(forwarded, [(topic.to_string(), json!({"seq": 4}))]);
+    let forward = (topic.to_string(), json!({"seq": 4, "device": "press-8"}));
+    assert_eq!(forwarded, [forward]);
     let codes: Vec<&Value> = events.iter().map(|(_, e)| &e["code"]).collect();
-    assert_eq!(
-        codes,
-        [&json!("schema"), &json!("pii-redacted")],
-        "{events:?}"
-    );
-    assert!(
-        events.iter().all(|(_, e)| e["device_id"] == "press-7"),
-        "{events:?}"
-    );
-    assert_eq!(events[1].1["policy"], "pii-alert");
+    let expected = [&json!("schema"), &json!("spoofed-identity")];
+    assert_eq!(codes, expected, "{events:?}");
+    let devices: Vec<&Value> = events.iter().map(|(_, e)| &e["device_id"]).collect();
+    assert_eq!(devices, [&json!("press-7"), &json!("press-7")]);
+    assert_eq!(events[1].1["policy"], "identity");
     // A last allowed message: everything before it has been judged.
     device.publish(topic, &json!({"seq": 5}));
     assert_eq!(twin.next(), (topic.into(), json!({"seq": 5})));
@@ -289,48 +256,30 @@ fn a_subscriber_sees_each_outcome() {
         json!({"temp": 99})
     );
 
-    let alerts = file_with(&rig.dir.path().join("alerts.ndjson"), "pii-redacted");
+    let alerts = file_with(&rig.dir.path().join("alerts.ndjson"), "spoofed-identity");
     let codes: Vec<Value> = alerts
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["code"].clone())
         .collect();
     // The same two events went to the file.
-    assert_eq!(codes, [json!("schema"), json!("pii-redacted")], "{alerts}");
+    assert_eq!(
+        codes,
+        [json!("schema"), json!("spoofed-identity")],
+        "{alerts}"
+    );
 }
 
 #[test]
 fn a_faulting_policy_does_not_stop_the_broker() {
-    let policies = format!(
-        r#"
-[[policy]]
-name = "spin"
-path = "{hostile}"
-[policy.config]
-mode = "loop"
-
-[[policy]]
-name = "crash"
-path = "{hostile}"
-[policy.config]
-mode = "panic"
-
-[[policy]]
-name = "pass"
-path = "{allow}"
-
-[[route]]
-filter = "bad/loop"
-chain = ["spin"]
-[[route]]
-filter = "bad/panic"
-chain = ["crash"]
-[[route]]
-filter = "ok/#"
-chain = ["pass"]
-"#,
-        hostile = wasm("hostile").display(),
-        allow = wasm("allow-all").display(),
-    );
+    let policies = [
+        policy("spin", "hostile", &["mode = \"loop\""]),
+        policy("crash", "hostile", &["mode = \"panic\""]),
+        policy("pass", "allow-all", &[]),
+        route("bad/loop", &["spin"]),
+        route("bad/panic", &["crash"]),
+        route("ok/#", &["pass"]),
+    ]
+    .concat();
     let rig = Rig::start(&policies, "");
     let watcher = rig.client("watcher", None, &["#"]);
     let attacker = rig.client("attacker", None, &[]);
@@ -366,11 +315,8 @@ chain = ["pass"]
 }
 
 fn masking(with: &str) -> String {
-    format!(
-        "[[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\nmask = \"/owner/name\"\n\
-         mask-with = \"{with}\"\n[[route]]\nfilter = \"devices/#\"\nchain = [\"pii\"]\n",
-        wasm("pii-redact").display()
-    )
+    let mask = format!("mask-with = \"{with}\"");
+    policy("pii", "pii-redact", &["mask = \"/owner/name\"", &mask]) + &route("devices/#", &["pii"])
 }
 
 #[test]
@@ -431,12 +377,11 @@ fn reload_inside_the_broker_loses_no_publish() {
 
 #[test]
 fn identity_from_the_username() {
-    let policies = format!(
-        "[[policy]]\nname = \"identity\"\npath = \"{}\"\n[policy.config]\ntopic-segment = 1\n\
-         inventory = \"sensor-7\"\n[[route]]\nfilter = \"devices/+/telemetry\"\n\
-         chain = [\"identity\"]\n",
-        wasm("identity-guard").display()
-    );
+    let policies = policy(
+        "identity",
+        "identity-guard",
+        &["topic-segment = 1", "inventory = \"sensor-7\""],
+    ) + &route("devices/+/telemetry", &["identity"]);
     let rig = Rig::start(&policies, "plugin_opt_identity username");
     let twin = rig.client("twin", None, &["devices/#"]);
     let topic = "devices/sensor-7/telemetry";
