@@ -67,6 +67,10 @@ pub struct Config {
     pub quarantine: Option<crate::gateway::QuarantineConfig>,
     /// Where security events go besides the outcome (file, syslog).
     pub alerts: Option<crate::alerts::AlertsConfig>,
+    /// `twinguard serve`: the admin API (HTTPS) and where pushed modules are kept.
+    pub admin: Option<crate::admin::AdminConfig>,
+    /// Which keys sign policy modules, and whether a signature is required.
+    pub signing: crate::signing::SigningConfig,
 }
 
 /// Defaults for every policy, and what happens to unrouted messages.
@@ -110,6 +114,9 @@ pub struct EngineConfig {
     pub epoch_tick_ms: u64,
     /// Idle instances kept per policy in `reuse` mode (0 = twice the available parallelism).
     pub idle_instances: u32,
+    /// Where compiled components are kept between runs (relative to the config file); no
+    /// cache when unset. Must be writable only by the operator: see `docs/signing-and-cache.md`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -119,6 +126,7 @@ impl Default for EngineConfig {
             max_memory_bytes: 256 << 20,
             epoch_tick_ms: 1,
             idle_instances: 0,
+            cache_dir: None,
         }
     }
 }
@@ -270,6 +278,15 @@ impl Config {
         if let Some(file) = config.alerts.as_mut().and_then(|a| a.file.as_mut()) {
             rebase(file);
         }
+        if let Some(admin) = config.admin.as_mut() {
+            rebase(&mut admin.cert);
+            rebase(&mut admin.key);
+            admin.client_ca.as_mut().map(rebase);
+            admin.token_file.as_mut().map(rebase);
+            rebase(&mut admin.state_dir);
+        }
+        config.engine.cache_dir.as_mut().map(rebase);
+        config.signing.trusted_keys.iter_mut().for_each(rebase);
         config.validate().map_err(|message| Error::Config {
             origin: origin.to_string(),
             message,
@@ -336,6 +353,10 @@ impl Config {
         if let Some(a) = &self.alerts {
             a.validate()?;
         }
+        if let Some(a) = &self.admin {
+            a.validate()?;
+        }
+        self.signing.validate()?;
         Ok(())
     }
 

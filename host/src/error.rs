@@ -46,6 +46,9 @@ pub enum Error {
     /// The WebAssembly engine could not be set up with the configured settings.
     #[error("cannot create the WebAssembly engine")]
     Engine(#[source] BoxError),
+    /// A trusted key named by `[signing]` could not be read or is malformed.
+    #[error(transparent)]
+    Signing(crate::signing::SigningError),
 }
 
 /// Why a component was refused.
@@ -92,6 +95,10 @@ pub enum LoadError {
     /// `init` faulted (trap, fuel, deadline, memory).
     #[error("init faulted: {0}")]
     InitFault(crate::Fault),
+    /// The module's signature is missing, untrusted or does not match (checked before any
+    /// compilation).
+    #[error(transparent)]
+    Signature(Box<crate::signing::SigningError>),
 }
 
 pub(crate) fn boxed(e: wasmtime::Error) -> BoxError {

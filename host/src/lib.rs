@@ -68,16 +68,25 @@
 //! - After `breaker-threshold` consecutive faults a policy's circuit breaker opens: it is no
 //!   longer run and its on-fault action applies, until a reload or
 //!   [`Runtime::reset_breaker`].
+//! - With `[signing]` trusted keys, a module's ed25519 signature (`<module>.sig`) is checked
+//!   on the bytes read, before anything compiles them ([`signing`]). With `[engine] cache-dir`,
+//!   compiled components are kept on disk and reused after a check of their digest
+//!   ([`CacheStats`], [`Runtime::cache_stats`]).
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: the compile cache's one `Component::deserialize` (`cache.rs`) is
+// the only `unsafe` in the host, allowed there alone with its SAFETY argument.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod admin;
 pub mod alerts;
+mod cache;
 mod config;
 pub mod convert;
 mod error;
 pub mod gateway;
+pub mod lifecycle;
 mod limits;
 mod message;
 mod output;
@@ -87,11 +96,13 @@ mod payload_differential;
 mod pipeline;
 mod policy;
 mod runtime;
+pub mod signing;
 pub mod sim;
 mod state;
 pub mod store;
 pub mod watch;
 
+pub use cache::CacheStats;
 pub use config::{
     Config, ConfigValue, Defaults, EngineConfig, LimitsOverride, PolicyConfig, RouteConfig,
     Unrouted,

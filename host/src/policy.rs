@@ -12,10 +12,12 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::cache::Cache;
 use crate::error::{boxed, Error, LoadError};
 use crate::limits::{Fault, Isolation, Limits, OnFault};
 use crate::output::GuestOutput;
 use crate::payload::{Document, FieldError, FieldValue};
+use crate::signing::Trust;
 use crate::state::{StateLimits, StateRefusal, StateStore};
 
 mod bindings {
@@ -234,6 +236,10 @@ pub(crate) struct LoadContext<'a> {
     pub linker: &'a Linker<HostState>,
     pub epoch_tick_ms: u64,
     pub idle_instances: usize,
+    /// The compile cache, when `[engine] cache-dir` is set.
+    pub cache: Option<&'a Cache>,
+    /// The keys modules must be signed with; `None` checks nothing (`twinguard check`).
+    pub trust: Option<&'a Trust>,
 }
 
 /// What a policy is loaded from.
@@ -304,13 +310,13 @@ pub struct ComponentInfo {
     pub exports: Vec<String>,
 }
 
-pub(crate) fn digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Reads the component's imports and exports and checks the contract version, before any
 /// linking, so a mismatch gets a precise error instead of a linker message.
-fn inspect(engine: &Engine, bytes: &[u8]) -> Result<(Component, ComponentInfo), LoadError> {
+fn inspect(
+    engine: &Engine,
+    cache: Option<&Cache>,
+    bytes: &[u8],
+) -> Result<(Component, ComponentInfo), LoadError> {
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(LoadError::NotWasm);
     }
@@ -318,7 +324,12 @@ fn inspect(engine: &Engine, bytes: &[u8]) -> Result<(Component, ComponentInfo), 
     if bytes.get(6..8) == Some(&[0, 0]) {
         return Err(LoadError::CoreModule);
     }
-    let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile(boxed(e)))?;
+    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    let component = match cache {
+        Some(cache) => cache.component(engine, &sha, bytes),
+        None => Component::new(engine, bytes),
+    }
+    .map_err(|e| LoadError::Compile(boxed(e)))?;
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
@@ -355,7 +366,7 @@ fn inspect(engine: &Engine, bytes: &[u8]) -> Result<(Component, ComponentInfo), 
         });
     }
     let info = ComponentInfo {
-        digest: digest(bytes),
+        digest: hex::encode(sha),
         size: bytes.len(),
         wit_version: found,
         imports,
@@ -386,10 +397,10 @@ fn compatible(found: &str, expected: &str) -> bool {
 }
 
 /// Reads, checks and links a component: everything short of instantiating it. `name` is the
-/// policy's, for errors; `None` when only checking a file.
+/// policy's, for errors; `None` when only checking a file. The signature is checked on the
+/// bytes read, before anything compiles them.
 pub(crate) fn link(
-    engine: &Engine,
-    linker: &Linker<HostState>,
+    ctx: &LoadContext<'_>,
     name: Option<&str>,
     path: &Path,
 ) -> Result<(PolicyPre<HostState>, ComponentInfo), Error> {
@@ -409,8 +420,17 @@ pub(crate) fn link(
             expected: WIT_VERSION,
         })
     };
-    let (component, info) = inspect(engine, &bytes).map_err(fail)?;
-    let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+    if let Some(trust) = ctx.trust {
+        let verified = trust
+            .verify(path, &bytes)
+            .map_err(|e| fail(LoadError::Signature(Box::new(e))))?;
+        tracing::debug!(module = %path.display(), ?verified, "signature check");
+    }
+    let (component, info) = inspect(ctx.engine, ctx.cache, &bytes).map_err(fail)?;
+    let instance_pre = ctx
+        .linker
+        .instantiate_pre(&component)
+        .map_err(wrong_world)?;
     let pre = PolicyPre::new(instance_pre).map_err(wrong_world)?;
     Ok((pre, info))
 }
@@ -423,7 +443,7 @@ impl Policy {
         spec: PolicySpec,
         state: Arc<StateStore>,
     ) -> Result<Self, Error> {
-        let (pre, info) = link(ctx.engine, ctx.linker, Some(&spec.name), &spec.path)?;
+        let (pre, info) = link(ctx, Some(&spec.name), &spec.path)?;
         // `spec` moves into the policy; init errors still need its name and path.
         let (name, path) = (spec.name.clone(), spec.path.clone());
         let fail = |cause| Error::Load {
@@ -484,6 +504,11 @@ impl Policy {
     /// The version: SHA-256 of the component, hex.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The component file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.spec.path
     }
 
     /// Component size in bytes.

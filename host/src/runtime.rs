@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::cache::{Cache, CacheStats};
 use crate::config::{Config, Unrouted};
 use crate::error::{boxed, Error};
 use crate::limits::{Fault, OnFault};
@@ -20,6 +21,7 @@ use crate::message::{
 use crate::payload::{self, Document, Edit, EditAction, Format, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
+use crate::signing::Trust;
 use crate::state::StateStore;
 
 /// The policy runtime: build it once per process from a [`Config`], then call
@@ -53,8 +55,26 @@ struct Inner {
     states: Mutex<HashMap<String, Arc<StateStore>>>,
     epoch_tick_ms: u64,
     idle_instances: usize,
+    /// Compiled components on disk (`[engine] cache-dir`), for this engine.
+    cache: Option<Cache>,
+    /// Serialises reloads.
+    reloading: Mutex<()>,
     /// Held for its `Drop`, which stops the thread.
     _ticker: Ticker,
+}
+
+impl Inner {
+    /// What loading a policy needs; `trust` is `None` only for `check`.
+    fn load_context<'a>(&'a self, trust: Option<&'a Trust>) -> LoadContext<'a> {
+        LoadContext {
+            engine: &self.engine,
+            linker: &self.linker,
+            epoch_tick_ms: self.epoch_tick_ms,
+            idle_instances: self.idle_instances,
+            cache: self.cache.as_ref(),
+            trust,
+        }
+    }
 }
 
 /// One immutable generation of policies and routes. A message is evaluated entirely within
@@ -173,7 +193,13 @@ impl Runtime {
             0 => std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
             n => n as usize,
         };
+        let cache = config
+            .engine
+            .cache_dir
+            .as_deref()
+            .map(|dir| Cache::open(dir, &engine));
         let inner = Inner {
+            cache,
             engine,
             linker,
             active: ArcSwap::from_pointee(PolicySet {
@@ -185,6 +211,7 @@ impl Runtime {
             states: Mutex::new(HashMap::new()),
             epoch_tick_ms: config.engine.epoch_tick_ms,
             idle_instances,
+            reloading: Mutex::new(()),
             _ticker: ticker,
         };
         let runtime = Self {
@@ -197,12 +224,9 @@ impl Runtime {
 
     fn build_set(&self, config: &Config, generation: u64) -> Result<PolicySet, Error> {
         let inner = &self.inner;
-        let ctx = LoadContext {
-            engine: &inner.engine,
-            linker: &inner.linker,
-            epoch_tick_ms: inner.epoch_tick_ms,
-            idle_instances: inner.idle_instances,
-        };
+        // Read again on every build, so a reload picks up rotated keys.
+        let trust = Trust::from_config(&config.signing).map_err(Error::Signing)?;
+        let ctx = inner.load_context(Some(&trust));
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut index = HashMap::new();
         for p in &config.policies {
@@ -261,6 +285,13 @@ impl Runtime {
     /// new set has a policy of the same name.
     pub fn reload(&self, config: &Config) -> Result<u64, Error> {
         config.validate().map_err(invalid)?;
+        // Reloads one at a time (never on the message path): two that read the same active
+        // generation would both number theirs the next.
+        let _one = self
+            .inner
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let generation = self.inner.active.load().generation + 1;
         let set = self.build_set(config, generation)?;
         self.inner.active.store(Arc::new(set));
@@ -313,8 +344,12 @@ impl Runtime {
     /// Validates a component without configuring it: format, contract version and world.
     /// This is what `twinguard check` prints.
     pub fn check_component(&self, path: impl AsRef<Path>) -> Result<policy::ComponentInfo, Error> {
-        let inner = &self.inner;
-        policy::link(&inner.engine, &inner.linker, None, path.as_ref()).map(|(_, info)| info)
+        policy::link(&self.inner.load_context(None), None, path.as_ref()).map(|(_, info)| info)
+    }
+
+    /// What the compile cache did so far; `None` when `[engine] cache-dir` is not set.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(Cache::stats)
     }
 }
 

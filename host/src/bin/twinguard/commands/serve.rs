@@ -42,7 +42,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     // Config::from_file has resolved `alerts.file` already; resolving it again against the
     // config's folder doubled a relative one (examples/examples/alerts.ndjson).
     let alerts = Alerts::from_config(&alerts_config, Path::new(".")).context("alert sinks")?;
+    let admin = config.admin.clone();
     let runtime = Runtime::new(config)?;
+    // Edits to the config file or to a policy file take effect on their own (debounced; a
+    // broken edit keeps the last good generation).
+    let _watcher = twinguard::watch::Watcher::spawn(
+        runtime.clone(),
+        &args.config,
+        std::time::Duration::from_secs(1),
+    )
+    .context("config watcher")?;
     // One runtime, store and set of alert sinks for every broker: policy state is per
     // device, wherever the device's messages come from.
     let gateways = gateway_configs
@@ -55,6 +64,26 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = rt.block_on(async {
+        let _admin = match &admin {
+            Some(a) => {
+                let lifecycle = twinguard::lifecycle::Lifecycle::new(
+                    runtime.clone(),
+                    &args.config,
+                    &a.state_dir,
+                    a.keep_versions,
+                )?;
+                let server =
+                    twinguard::admin::AdminServer::bind(a, std::sync::Arc::new(lifecycle)).await?;
+                eprintln!(
+                    "twinguard serve: admin API on https://{}",
+                    server.local_addr().context("admin API address")?
+                );
+                Some(AbortOnDrop(tokio::spawn(
+                    server.serve(std::future::pending()),
+                )))
+            }
+            None => None,
+        };
         let retention = quarantine.retention();
         let sweeper = tokio::spawn({
             let store = store.clone();
@@ -72,7 +101,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         });
         let r = gateway::run_all(&gateways, shutdown_signal()).await;
         sweeper.abort();
-        r
+        anyhow::Ok(r)
     });
     alerts.flush();
     for g in &gateways {
@@ -87,7 +116,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             stats.alerts.load(Ordering::Relaxed),
         );
     }
-    result?;
+    result??;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -109,5 +138,13 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
