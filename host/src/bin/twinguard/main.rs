@@ -26,6 +26,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Inspect and clean up the quarantine store: list, show, purge.
     Quarantine(commands::quarantine::Args),
+    /// Manage policy modules: keygen, sign, verify.
+    Policy(commands::policy::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Quarantine(args) => commands::quarantine::run(&args),
+        Command::Policy(args) => commands::policy::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -3,5 +3,6 @@
 pub mod check;
 pub mod demo;
 pub mod eval;
+pub mod policy;
 pub mod quarantine;
 pub mod serve;
