@@ -15,6 +15,10 @@
 //! | `DELETE /v1/policies/{name}` | remove it, and from every chain |
 //! | `PUT /v1/routes` | body: `[{"filter": "…", "chain": ["…"]}]` |
 //! | `POST /v1/reload` | reload the config file from disk |
+//! | `PUT /v1/policies/{name}/candidate` | body: a component to shadow the active version with |
+//! | `GET /v1/policies/{name}/candidate` | the shadow's diff: counts by verdict pair, samples |
+//! | `POST /v1/policies/{name}/candidate/promote` | make the candidate the active version |
+//! | `DELETE /v1/policies/{name}/candidate` | discard it (returns the last diff) |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -318,17 +322,9 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
             return answer(StatusCode::OK, &json!(lifecycle.list()));
         }
         (&Method::PUT, ["v1", "policies", name]) => {
-            let signature = match signature {
-                None => None,
-                Some(s) => match base64::engine::general_purpose::STANDARD.decode(&s) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            format!("x-twinguard-signature: not base64: {e}"),
-                        )
-                    }
-                },
+            let signature = match decode_signature(signature) {
+                Ok(s) => s,
+                Err(e) => return e,
             };
             let name = (*name).to_owned();
             Box::new(move || l.push(&name, &body, signature.as_deref()))
@@ -365,6 +361,26 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
             Box::new(move || l.set_routes(&routes))
         }
         (&Method::POST, ["v1", "reload"]) => Box::new(move || l.reload_from_disk()),
+        (&Method::PUT, ["v1", "policies", name, "candidate"]) => {
+            let signature = match decode_signature(signature) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            let name = (*name).to_owned();
+            return report(move || l.shadow(&name, &body, signature.as_deref())).await;
+        }
+        (&Method::GET, ["v1", "policies", name, "candidate"]) => {
+            let name = (*name).to_owned();
+            return report(move || l.shadow_report(&name)).await;
+        }
+        (&Method::DELETE, ["v1", "policies", name, "candidate"]) => {
+            let name = (*name).to_owned();
+            return report(move || l.discard(&name)).await;
+        }
+        (&Method::POST, ["v1", "policies", name, "candidate", "promote"]) => {
+            let name = (*name).to_owned();
+            Box::new(move || l.promote(&name))
+        }
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -372,9 +388,16 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
             )
         }
     };
-    // Compiling a component takes a while: off the async threads.
+    report(op).await
+}
+
+/// Runs a lifecycle operation off the async threads (compiling a component takes a while)
+/// and answers with its result as JSON.
+async fn report<T: serde::Serialize + Send + 'static>(
+    op: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Answer {
     match tokio::task::spawn_blocking(op).await {
-        Ok(Ok(change)) => answer(StatusCode::OK, &json!(change)),
+        Ok(Ok(value)) => answer(StatusCode::OK, &json!(value)),
         Ok(Err(e)) => {
             let status = match &e {
                 LifecycleError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -389,6 +412,19 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
             format!("the change failed: {e}"),
         ),
     }
+}
+
+/// The `x-twinguard-signature` header: the module's `.sig` file, base64.
+fn decode_signature(header: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, Answer> {
+    header
+        .map(|s| base64::engine::general_purpose::STANDARD.decode(&s))
+        .transpose()
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("x-twinguard-signature: not base64: {e}"),
+            )
+        })
 }
 
 /// How a caller reaches the admin API (what `twinguard policy …` uses).

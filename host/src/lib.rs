@@ -96,6 +96,7 @@ mod payload_differential;
 mod pipeline;
 mod policy;
 mod runtime;
+pub mod shadow;
 pub mod signing;
 pub mod sim;
 mod state;

@@ -30,6 +30,7 @@ use std::sync::{Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::shadow::ShadowReport;
 use crate::{Config, Runtime};
 
 /// Why a change was refused. The active generation is unchanged in every case.
@@ -301,6 +302,61 @@ impl Lifecycle {
             policy: None,
             version: None,
         })
+    }
+
+    /// Starts shadow mode for `name` with `module` as the candidate (see
+    /// [`crate::shadow`]): it judges live traffic beside the active version, enforcing
+    /// nothing. Replaces a candidate already running.
+    pub fn shadow(
+        &self,
+        name: &str,
+        module: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<ShadowReport, LifecycleError> {
+        check_name(name)?;
+        if module.is_empty() {
+            return Err(LifecycleError::Invalid(format!(
+                "candidate for {name:?}: the module is empty"
+            )));
+        }
+        let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let digest = self.store_module(module, signature)?;
+        let what = format!("candidate {} for {name:?}", short(&digest));
+        // The file's [signing] applies to candidates as to everything else.
+        let config = Config::from_file(&self.config_path).map_err(|e| self.refused(&what, e))?;
+        self.runtime
+            .start_shadow(name, &self.module_path(&digest), &config)
+            .map_err(|e| self.refused(&what, e))?;
+        tracing::info!("{what}: shadowing");
+        self.shadow_report(name)
+    }
+
+    /// What the candidate for `name` has seen so far.
+    pub fn shadow_report(&self, name: &str) -> Result<ShadowReport, LifecycleError> {
+        match self.runtime.shadow_report() {
+            Some(r) if r.policy == name => Ok(r),
+            _ => Err(LifecycleError::NotFound(format!("{name} (no candidate)"))),
+        }
+    }
+
+    /// Makes the candidate for `name` its active version (a push of the same module, with
+    /// its validation and history), and ends the shadow.
+    pub fn promote(&self, name: &str) -> Result<Change, LifecycleError> {
+        let report = self.shadow_report(name)?;
+        let path = self.module_path(&report.candidate_version);
+        let module = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        let signature = std::fs::read(sig_path(&path)).ok();
+        let change = self.push(name, &module, signature.as_deref())?;
+        self.runtime.stop_shadow();
+        Ok(change)
+    }
+
+    /// Ends the shadow for `name` without changing anything; returns its last report.
+    pub fn discard(&self, name: &str) -> Result<ShadowReport, LifecycleError> {
+        self.shadow_report(name)?;
+        self.runtime
+            .stop_shadow()
+            .ok_or_else(|| LifecycleError::NotFound(format!("{name} (no candidate)")))
     }
 
     /// Builds and activates the generation `doc` describes, then writes it to the file.

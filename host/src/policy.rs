@@ -243,6 +243,7 @@ pub(crate) struct LoadContext<'a> {
 }
 
 /// What a policy is loaded from.
+#[derive(Clone)]
 pub(crate) struct PolicySpec {
     pub name: String,
     pub path: PathBuf,
@@ -504,6 +505,10 @@ impl Policy {
     /// The version: SHA-256 of the component, hex.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    pub(crate) fn spec(&self) -> &PolicySpec {
+        &self.spec
     }
 
     /// The component file it was loaded from.

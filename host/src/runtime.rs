@@ -21,6 +21,7 @@ use crate::message::{
 use crate::payload::{self, Document, Edit, EditAction, Format, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
+use crate::shadow::{Shadow, ShadowReport};
 use crate::signing::Trust;
 use crate::state::StateStore;
 
@@ -59,6 +60,8 @@ struct Inner {
     cache: Option<Cache>,
     /// Serialises reloads.
     reloading: Mutex<()>,
+    /// A candidate judging beside the active version of one policy, if any.
+    shadow: arc_swap::ArcSwapOption<Shadow>,
     /// Held for its `Drop`, which stops the thread.
     _ticker: Ticker,
 }
@@ -212,6 +215,7 @@ impl Runtime {
             epoch_tick_ms: config.engine.epoch_tick_ms,
             idle_instances,
             reloading: Mutex::new(()),
+            shadow: arc_swap::ArcSwapOption::empty(),
             _ticker: ticker,
         };
         let runtime = Self {
@@ -326,7 +330,61 @@ impl Runtime {
     /// Takes no global lock; safe to call from many threads at once.
     pub fn evaluate(&self, message: &Message) -> Outcome {
         let set = self.inner.active.load();
-        evaluate_in(&set, message)
+        let outcome = evaluate_in(&set, message);
+        if let Some(shadow) = self.inner.shadow.load().as_deref() {
+            shadow.offer(message, &outcome);
+        }
+        outcome
+    }
+
+    /// Starts shadow mode for policy `name`: the component at `module`, loaded with the active
+    /// version's config and limits (and checked against `config`'s `[signing]`), judges every
+    /// message the active version judges, without enforcing anything (see
+    /// [`ShadowReport`]). Replaces a shadow already running.
+    pub fn start_shadow(&self, name: &str, module: &Path, config: &Config) -> Result<(), Error> {
+        let set = self.inner.active.load_full();
+        let Some(active) = set.policies.iter().find(|p| p.name() == name) else {
+            return Err(invalid(format!(
+                "shadow: no active policy named {name:?} to compare with"
+            )));
+        };
+        let trust = Trust::from_config(&config.signing).map_err(Error::Signing)?;
+        let ctx = self.inner.load_context(Some(&trust));
+        let mut spec = active.spec().clone();
+        spec.path = module.to_path_buf();
+        // State of its own: the candidate must not move the active version's per-device state.
+        let candidate = Policy::load(&ctx, spec, Arc::default())?;
+        let alone = PolicySet {
+            generation: set.generation,
+            policies: vec![Arc::new(candidate)],
+            routes: vec![Route {
+                filter: TopicFilter::parse("#").map_err(|e| invalid(e.to_string()))?,
+                chain: vec![0],
+            }],
+            unrouted: set.unrouted,
+        };
+        let shadow = Shadow::start(alone, name.to_owned(), active.version().to_owned());
+        self.inner.shadow.store(Some(Arc::new(shadow)));
+        Ok(())
+    }
+
+    /// What the running shadow has seen, if one runs.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        self.inner.shadow.load().as_deref().map(Shadow::report)
+    }
+
+    /// Stops shadow mode; returns its final report.
+    pub fn stop_shadow(&self) -> Option<ShadowReport> {
+        self.inner.shadow.swap(None).map(|s| s.report())
+    }
+
+    /// The policy being shadowed, if any.
+    pub fn shadowed(&self) -> Option<String> {
+        self.inner
+            .shadow
+            .load()
+            .as_deref()
+            .map(|s| s.policy().to_owned())
     }
 
     /// [`evaluate`](Self::evaluate) for async callers: the guest runs on tokio's blocking
@@ -452,7 +510,7 @@ fn apply_redaction(
 }
 
 /// The whole evaluation of one message within one generation.
-fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
+pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     let mut outcome = Outcome {
         action: Action::Allow,
         payload: Vec::new(),

@@ -336,3 +336,105 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[test]
+fn a_shadow_candidate_is_compared_on_live_traffic_then_promoted_or_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let api = start(dir.path(), &pki, Some(&pki.ca), None);
+    let c = api.client(&pki, true, None);
+    let pii_path = fixtures::wasm("pii-redact");
+    let pii = digest(&pii_path);
+
+    let (status, report) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/p/candidate",
+            std::fs::read(&pii_path).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["candidate_version"], pii);
+    let generation = api.generation();
+
+    // Live traffic: the active version decides; the candidate only records.
+    for _ in 0..40 {
+        assert_eq!(api.judge("x/1"), (Action::Allow, json!({"secret":1,"a":2})));
+    }
+    // Not routed to p: nothing to compare.
+    for _ in 0..5 {
+        api.judge("elsewhere/1");
+    }
+    let mut report = Value::Null;
+    for _ in 0..200 {
+        report = api
+            .call(&c, Method::GET, "/v1/policies/p/candidate", Vec::new())
+            .unwrap()
+            .1;
+        if report["compared"].as_u64().unwrap_or(0) + report["skipped"].as_u64().unwrap_or(0) >= 40
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let compared = report["compared"].as_u64().unwrap();
+    assert_eq!(
+        compared + report["skipped"].as_u64().unwrap(),
+        40,
+        "{report}"
+    );
+    assert!(compared > 0, "{report}");
+    assert_eq!(report["differed"], compared, "{report}");
+    assert_eq!(report["pairs"]["allow -> redact"], compared, "{report}");
+    assert_eq!(report["samples"][0]["topic"], "x/1", "{report}");
+    assert_eq!(api.generation(), generation, "shadowing activates nothing");
+
+    // Promote: the candidate becomes the active version; the shadow ends.
+    let (status, change) = api
+        .call(
+            &c,
+            Method::POST,
+            "/v1/policies/p/candidate/promote",
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{change}");
+    assert_eq!(change["version"], pii);
+    assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    let (status, _) = api
+        .call(&c, Method::GET, "/v1/policies/p/candidate", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Discard: nothing changes.
+    let allow = std::fs::read(fixtures::wasm("allow-all")).unwrap();
+    let (status, _) = api
+        .call(&c, Method::PUT, "/v1/policies/p/candidate", allow)
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, last) = api
+        .call(&c, Method::DELETE, "/v1/policies/p/candidate", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{last}");
+    assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    // A candidate for a policy that does not exist, or that does not build, is refused.
+    let (status, body) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/nope/candidate",
+            b"x".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/p/candidate",
+            b"garbage".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
