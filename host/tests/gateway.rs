@@ -1140,3 +1140,110 @@ output = "twin/{{device}}/telemetry"
     assert!(got_a.is_empty(), "nothing released to broker a: {got_a:?}");
     drop((serve, devices));
 }
+
+#[test]
+fn policies_change_while_serving_through_the_admin_api_and_the_file_watcher() {
+    let (_tmp, s) = setup();
+    let pki = Pki::generate(&s.dir);
+    let broker = Broker::start(&s.dir, None);
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-admin",
+        "",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient-ca = \"{}\"\nstate-dir = \"state\"\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let twin = Peer::connect("twin-admin", broker.port, &["twin/#"], false);
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30))
+            && serve.wait_for("admin API on", Duration::from_secs(5)),
+        "{}",
+        serve.text()
+    );
+    let url = serve
+        .text()
+        .lines()
+        .find_map(|l| l.split("admin API on ").nth(1).map(str::to_owned))
+        .unwrap();
+    let device = Peer::connect("d-admin", broker.port, &[], false);
+    // The owner's name as the twin receives it, for the next sequence number.
+    let mut seq = 0;
+    let mut name_seen = |device: &Peer| {
+        seq += 1;
+        device.publish(
+            "devices/d1/telemetry",
+            json!({"seq": seq, "owner": {"name": "Ada"}})
+                .to_string()
+                .into_bytes(),
+        );
+        let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
+        let v: Value =
+            serde_json::from_slice(&got.first().expect("nothing reached the twin").1).unwrap();
+        assert_eq!(v["seq"], seq);
+        v["owner"]["name"].as_str().unwrap().to_owned()
+    };
+    let policy = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+            .arg("policy")
+            .args(args)
+            .args(["--admin", &url, "--ca"])
+            .arg(&pki.ca)
+            .arg("--cert")
+            .arg(&pki.client_cert)
+            .arg("--key")
+            .arg(&pki.client_key)
+            .output()
+            .unwrap();
+        succeeded(&out)
+    };
+
+    assert_eq!(name_seen(&device), "***");
+    // Push: allow-all becomes the new version of the masking policy.
+    let allow = fixtures::wasm("allow-all");
+    policy(&["push", "pii-silent", allow.to_str().unwrap()]);
+    assert_eq!(name_seen(&device), "Ada");
+    let listed = policy(&["list"]);
+    assert!(listed.contains("pii-silent"), "{listed}");
+    // Rollback: masked again, by the version configured at start.
+    policy(&["rollback", "pii-silent"]);
+    assert_eq!(name_seen(&device), "***");
+
+    // An edit of the file takes effect by itself (the watcher), and a broken edit does not.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "mask = \"/owner/name\"",
+            "mask = \"/owner/name\"\nmask-with = \"###\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut name = name_seen(&device);
+    while name != "###" && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(300));
+        name = name_seen(&device);
+    }
+    assert_eq!(name, "###", "the watcher did not apply the edit");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replacen("mask-with", "mask-wiht", 1)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        name_seen(&device),
+        "###",
+        "a broken edit replaced the last good generation"
+    );
+    let status = policy(&["status"]);
+    assert!(status.contains("\"generation\""), "{status}");
+    drop(serve);
+}

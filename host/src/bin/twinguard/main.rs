@@ -26,7 +26,7 @@ enum Command {
     Serve(commands::serve::Args),
     /// Inspect and clean up the quarantine store: list, show, purge.
     Quarantine(commands::quarantine::Args),
-    /// Manage policy modules: keygen, sign, verify.
+    /// Manage policies: sign modules (keygen, sign, verify) and change a running serve through its admin API (list, push, rollback, remove, routes, shadow, diff, promote, discard, status, reload).
     Policy(commands::policy::Args),
 }
 

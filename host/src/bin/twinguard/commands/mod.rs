@@ -4,5 +4,6 @@ pub mod check;
 pub mod demo;
 pub mod eval;
 pub mod policy;
+pub mod policy_api;
 pub mod quarantine;
 pub mod serve;

@@ -22,6 +22,8 @@ enum Sub {
     Sign(SignArgs),
     /// Verify a module's signature (<MODULE>.sig) with one or more public keys.
     Verify(VerifyArgs),
+    #[command(flatten)]
+    Api(super::policy_api::ApiSub),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +56,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Sub::Keygen(a) => keygen(a),
         Sub::Sign(a) => sign(a),
         Sub::Verify(a) => verify(a),
+        Sub::Api(a) => super::policy_api::run(a),
     }
 }
 
