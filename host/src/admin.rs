@@ -415,6 +415,7 @@ async fn report<T: serde::Serialize + Send + 'static>(
 }
 
 /// The `x-twinguard-signature` header: the module's `.sig` file, base64.
+#[allow(clippy::result_large_err)] // the error is the answer, built once on a rare path
 fn decode_signature(header: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, Answer> {
     header
         .map(|s| base64::engine::general_purpose::STANDARD.decode(&s))

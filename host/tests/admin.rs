@@ -202,7 +202,7 @@ fn a_bearer_token_is_required_when_configured() {
     let mut open = AdminConfig {
         listen: "127.0.0.1:0".into(),
         cert: pki.server_cert.clone(),
-        key: pki.server_key.clone(),
+        key: pki.server_key,
         client_ca: None,
         token_file: None,
         state_dir: dir.path().join("s"),

@@ -173,6 +173,8 @@ pub(super) enum Event {
     Other,
 }
 
+// One per connection, polled in place: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum EventLoop {
     V4(rumqttc::EventLoop),
     V5(c5::EventLoop),
