@@ -232,6 +232,37 @@ macro_rules! export_policy {
     };
 }
 
+/// Ships self-test cases inside the component: a file of NDJSON lines, each an `eval` input
+/// line plus the verdict the policy must give (`"expect"`: `allow`, `redact`, `quarantine`,
+/// `alert` or `fault`) and, optionally, the settings to run it with (`"config"`: an object;
+/// the configured settings when absent).
+///
+/// The host runs every case on a fresh instance, with state of its own, before it activates
+/// the module; one wrong verdict and the module is refused, naming the case. The file is
+/// embedded as a custom section named `twinguard-selftest` (the path is relative to the file
+/// that invokes the macro, as with `include_bytes!`).
+///
+/// ```no_run
+/// twinguard_guest::selftest!("../selftest.ndjson");
+/// ```
+///
+/// with `selftest.ndjson` holding, for example:
+///
+/// ```text
+/// {"device":"d1","topic":"t/d1","payload":{"seq":1},"config":{"required":"/seq:integer"},"expect":"allow"}
+/// {"device":"d1","topic":"t/d1","payload":{"seq":"1"},"config":{"required":"/seq:integer"},"expect":"quarantine"}
+/// ```
+#[macro_export]
+macro_rules! selftest {
+    ($path:literal $(,)?) => {
+        const _: () = {
+            #[used]
+            #[link_section = "twinguard-selftest"]
+            static __TWINGUARD_SELFTEST: [u8; include_bytes!($path).len()] = *include_bytes!($path);
+        };
+    };
+}
+
 /// Glue for [`export_policy!`]. Not part of the API.
 #[doc(hidden)]
 pub mod __private {

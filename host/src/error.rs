@@ -95,6 +95,10 @@ pub enum LoadError {
     /// `init` faulted (trap, fuel, deadline, memory).
     #[error("init faulted: {0}")]
     InitFault(crate::Fault),
+    /// A self-test case the module ships gave another verdict than it expects, or is
+    /// malformed.
+    #[error("self-test failed: {0}")]
+    SelfTest(String),
     /// The module's signature is missing, untrusted or does not match (checked before any
     /// compilation).
     #[error(transparent)]

@@ -37,6 +37,14 @@ impl fmt::Display for FilterError {
 impl std::error::Error for FilterError {}
 
 impl TopicFilter {
+    /// `#`: every topic.
+    pub(crate) fn any() -> Self {
+        Self {
+            text: "#".into(),
+            levels: vec![Level::Rest],
+        }
+    }
+
     /// Parses a filter by the MQTT rules: `#` only as the whole last level, `+` only as a
     /// whole level, no empty filter, no NUL.
     pub fn parse(text: &str) -> Result<Self, FilterError> {

@@ -256,6 +256,8 @@ pub(crate) struct PolicySpec {
 
 /// A compiled, validated policy, shared by every thread that evaluates with it.
 pub struct Policy {
+    /// The self-test cases the module ships (NDJSON).
+    selftest: Option<Arc<str>>,
     spec: PolicySpec,
     /// Shared with every trace and alert, so a message costs no string copies.
     name: Arc<str>,
@@ -309,6 +311,8 @@ pub struct ComponentInfo {
     pub imports: Vec<String>,
     /// Its export names.
     pub exports: Vec<String>,
+    /// The self-test cases it ships (NDJSON, see `docs/selftest.md`), if any.
+    pub selftest: Option<String>,
 }
 
 /// Reads the component's imports and exports and checks the contract version, before any
@@ -372,6 +376,7 @@ fn inspect(
         wit_version: found,
         imports,
         exports,
+        selftest: crate::selftest::cases_in(bytes),
     };
     Ok((component, info))
 }
@@ -445,6 +450,46 @@ impl Policy {
         state: Arc<StateStore>,
     ) -> Result<Self, Error> {
         let (pre, info) = link(ctx, Some(&spec.name), &spec.path)?;
+        Self::from_pre(
+            ctx,
+            spec,
+            state,
+            pre,
+            info.digest.into(),
+            info.size,
+            info.selftest.map(Arc::from),
+        )
+    }
+
+    /// The same compiled module, instantiated and initialised anew with `config` and state of
+    /// its own: what self-test cases run on. Nothing is read or compiled again.
+    pub(crate) fn probe(
+        &self,
+        ctx: &LoadContext<'_>,
+        config: Vec<(String, String)>,
+    ) -> Result<Self, Error> {
+        let mut spec = self.spec.clone();
+        spec.config = config;
+        Self::from_pre(
+            ctx,
+            spec,
+            Arc::default(),
+            self.pre.clone(),
+            Arc::clone(&self.version),
+            self.size,
+            None,
+        )
+    }
+
+    fn from_pre(
+        ctx: &LoadContext<'_>,
+        spec: PolicySpec,
+        state: Arc<StateStore>,
+        pre: PolicyPre<HostState>,
+        version: Arc<str>,
+        size: usize,
+        selftest: Option<Arc<str>>,
+    ) -> Result<Self, Error> {
         // `spec` moves into the policy; init errors still need its name and path.
         let (name, path) = (spec.name.clone(), spec.path.clone());
         let fail = |cause| Error::Load {
@@ -462,9 +507,10 @@ impl Policy {
         });
         let epoch_ticks = spec.limits.deadline_ms.div_ceil(ctx.epoch_tick_ms) + 1;
         let policy = Self {
+            selftest,
             name: spec.name.as_str().into(),
-            version: info.digest.into(),
-            size: info.size,
+            version,
+            size,
             pre,
             shared,
             engine: ctx.engine.clone(),
@@ -505,6 +551,11 @@ impl Policy {
     /// The version: SHA-256 of the component, hex.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The self-test cases the module ships, if any.
+    pub(crate) fn selftest(&self) -> Option<&str> {
+        self.selftest.as_deref()
     }
 
     pub(crate) fn spec(&self) -> &PolicySpec {

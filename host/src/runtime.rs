@@ -90,6 +90,20 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// A set of one policy that judges every topic: what shadow candidates and self-test
+    /// probes run in.
+    pub(crate) fn alone(policy: Policy, generation: u64, unrouted: Unrouted) -> Self {
+        Self {
+            generation,
+            policies: vec![Arc::new(policy)],
+            routes: vec![Route {
+                filter: TopicFilter::any(),
+                chain: vec![0],
+            }],
+            unrouted,
+        }
+    }
+
     /// This generation's number (1 for the first).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -257,7 +271,12 @@ impl Runtime {
                     .unwrap_or(config.defaults.breaker_threshold),
             };
             index.insert(p.name.clone(), policies.len());
-            policies.push(Arc::new(Policy::load(&ctx, spec, state)?));
+            let policy = Policy::load(&ctx, spec, state)?;
+            if let Some(cases) = policy.selftest() {
+                let passed = crate::selftest::run(&ctx, &policy, cases)?;
+                tracing::info!(policy = %p.name, passed, "self-tests passed");
+            }
+            policies.push(Arc::new(policy));
         }
         let routes = config
             .routes
@@ -354,15 +373,10 @@ impl Runtime {
         spec.path = module.to_path_buf();
         // State of its own: the candidate must not move the active version's per-device state.
         let candidate = Policy::load(&ctx, spec, Arc::default())?;
-        let alone = PolicySet {
-            generation: set.generation,
-            policies: vec![Arc::new(candidate)],
-            routes: vec![Route {
-                filter: TopicFilter::parse("#").map_err(|e| invalid(e.to_string()))?,
-                chain: vec![0],
-            }],
-            unrouted: set.unrouted,
-        };
+        if let Some(cases) = candidate.selftest() {
+            crate::selftest::run(&ctx, &candidate, cases)?;
+        }
+        let alone = PolicySet::alone(candidate, set.generation, set.unrouted);
         let shadow = Shadow::start(alone, name.to_owned(), active.version().to_owned());
         self.inner.shadow.store(Some(Arc::new(shadow)));
         Ok(())

@@ -21,6 +21,8 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 export_configured!(Settings);
+// Checked by the host before it activates this module (see selftest.ndjson).
+twinguard_guest::selftest!("../selftest.ndjson");
 
 /// The kind a required field must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

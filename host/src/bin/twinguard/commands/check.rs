@@ -19,6 +19,11 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let runtime = Runtime::new(Config::default())?;
     let info = runtime.check_component(&args.component)?;
+    // Cases are run when the module is loaded with its config (they need it); here, counted.
+    let cases = info
+        .selftest
+        .as_deref()
+        .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count());
     if args.json {
         let report = serde_json::json!({
             "component": args.component,
@@ -28,6 +33,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             "host_wit_version": WIT_VERSION,
             "exports": info.exports,
             "imports": info.imports,
+            "selftest_cases": cases,
             "ok": true,
         });
         println!("{report}");
@@ -41,6 +47,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         );
         println!("exports:   {}", info.exports.join(", "));
         println!("imports:   {}", info.imports.join(", "));
+        println!("selftest:  {cases} cases");
         println!("ok");
     }
     Ok(ExitCode::SUCCESS)

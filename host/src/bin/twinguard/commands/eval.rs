@@ -1,7 +1,6 @@
 //! `twinguard eval --config F [--input messages.ndjson]`: NDJSON messages in, NDJSON
 //! outcomes out, one output line per input line (an unreadable line gets an `error` line).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -9,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use twinguard::{Action, ContentType, Message, Outcome, Runtime, Verdict};
 
@@ -24,60 +22,12 @@ pub struct Args {
     input: Option<PathBuf>,
 }
 
-/// One input line.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InputMessage {
-    #[serde(alias = "device")]
-    device_id: String,
-    topic: String,
-    #[serde(default = "default_content_type")]
-    content_type: String,
-    /// The payload as a JSON value: embedded as is for json, encoded to CBOR for cbor, a
-    /// string for text.
-    payload: Option<Value>,
-    /// The payload bytes, base64 (standard alphabet), for any content type.
-    payload_base64: Option<String>,
-    received_at_ms: Option<u64>,
-    #[serde(default)]
-    attributes: BTreeMap<String, String>,
-}
-
-fn default_content_type() -> String {
-    "json".into()
-}
-
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
 fn to_message(line: &str) -> Result<Message, String> {
-    let input: InputMessage = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let ct: ContentType = input.content_type.parse()?;
-    let payload = match (input.payload, input.payload_base64) {
-        (Some(_), Some(_)) => return Err("give either payload or payload_base64, not both".into()),
-        (None, None) => return Err("missing payload (or payload_base64)".into()),
-        (None, Some(b)) => b64()
-            .decode(b.as_bytes())
-            .map_err(|e| format!("payload_base64: {e}"))?,
-        (Some(v), None) => match ct {
-            ContentType::Json => serde_json::to_vec(&v).map_err(|e| e.to_string())?,
-            ContentType::Cbor => twinguard::convert::json_to_cbor(&v),
-            ContentType::Text => match v {
-                Value::String(s) => s.into_bytes(),
-                _ => return Err("payload of a text message must be a JSON string".into()),
-            },
-            ContentType::Binary => {
-                return Err("a binary payload must be given as payload_base64".into())
-            }
-        },
-    };
-    let mut message = Message::new(input.device_id, input.topic, ct, payload);
-    if let Some(t) = input.received_at_ms {
-        message.received_at_ms = t;
-    }
-    message.attributes = input.attributes.into_iter().collect();
-    Ok(message)
+    twinguard::input::parse_line(line).map(|l| l.message)
 }
 
 /// The payload as JSON fields: `payload` (readable) and/or `payload_base64` (exact bytes).
