@@ -311,7 +311,7 @@ pub struct ComponentInfo {
     pub imports: Vec<String>,
     /// Its export names.
     pub exports: Vec<String>,
-    /// The self-test cases it ships (NDJSON, see `docs/selftest.md`), if any.
+    /// The self-test cases it ships (NDJSON; see the guest SDK's `selftest!`), if any.
     pub selftest: Option<String>,
 }
 
