@@ -29,16 +29,18 @@ fn sign(key: &SecretKey, module: &Path) {
     std::fs::write(signature_path(module), key.sign(&bytes).to_text()).unwrap();
 }
 
-/// The signing error of a refused load, after checking that the message names the policy,
-/// the module and (`names`) the file at fault.
-fn refusal(result: Result<Runtime, Error>, module: &str, names: &str) -> SigningError {
-    let Err(err) = result else {
+/// Loads `module` (in `folder`) with `signing` in the config; it must be refused for its
+/// signature, by an error naming the policy, the module and its signature file.
+fn refused(folder: &Folder, module: &str, signing: &str) -> SigningError {
+    let config = folder.config(module, signing);
+    let Err(err) = Runtime::from_config_file(config) else {
         panic!("{module} was loaded");
     };
     let text = err.to_string();
+    let sig = format!("{module}.sig");
     assert!(
-        text.contains("policy \"pii\"") && text.contains(module) && text.contains(names),
-        "the error does not name the policy, {module} and {names}: {text}"
+        text.contains("policy \"pii\"") && text.contains(module) && text.contains(&sig),
+        "the error does not name the policy, {module} and {sig}: {text}"
     );
     match err {
         Error::Load {
@@ -64,21 +66,11 @@ fn a_tampered_module_is_refused() {
     // The signature of the original, beside a copy with one byte changed.
     let copy = folder.tampered_copy("copy.wasm");
     std::fs::copy(signature_path(&folder.module()), signature_path(&copy)).unwrap();
-    let config = folder.config("copy.wasm", REQUIRED);
-    let e = refusal(
-        Runtime::from_config_file(&config),
-        "copy.wasm",
-        "copy.wasm.sig",
-    );
+    let e = refused(&folder, "copy.wasm", REQUIRED);
     assert!(matches!(e, SigningError::Mismatch { .. }), "{e}");
     assert!(e.to_string().contains("changed after signing"), "{e}");
     // Verified even when signatures are not required: a present signature must hold.
-    let config = folder.config("copy.wasm", OPTIONAL);
-    let e = refusal(
-        Runtime::from_config_file(&config),
-        "copy.wasm",
-        "copy.wasm.sig",
-    );
+    let e = refused(&folder, "copy.wasm", OPTIONAL);
     assert!(matches!(e, SigningError::Mismatch { .. }), "{e}");
 }
 
@@ -87,12 +79,7 @@ fn a_module_signed_by_an_untrusted_key_is_refused() {
     let (folder, _) = folder();
     let stranger = SecretKey::generate().unwrap();
     sign(&stranger, &folder.module());
-    let config = folder.config("pii.wasm", REQUIRED);
-    let e = refusal(
-        Runtime::from_config_file(&config),
-        "pii.wasm",
-        "pii.wasm.sig",
-    );
+    let e = refused(&folder, "pii.wasm", REQUIRED);
     assert!(matches!(e, SigningError::UntrustedKey { .. }), "{e}");
     let text = e.to_string();
     assert!(text.contains(&stranger.id().to_string()), "{text}");
@@ -105,12 +92,7 @@ fn a_module_signed_by_an_untrusted_key_is_refused() {
 #[test]
 fn an_unsigned_module_is_refused_only_when_signatures_are_required() {
     let (folder, _) = folder();
-    let config = folder.config("pii.wasm", REQUIRED);
-    let e = refusal(
-        Runtime::from_config_file(&config),
-        "pii.wasm",
-        "pii.wasm.sig",
-    );
+    let e = refused(&folder, "pii.wasm", REQUIRED);
     assert!(matches!(e, SigningError::Unsigned { .. }), "{e}");
     assert!(e.to_string().contains("require-signatures"), "{e}");
 
@@ -128,12 +110,7 @@ fn a_malformed_signature_file_is_refused() {
         "twinguard-ed25519-signature 0011223344556677\nAAAA\n",
     ] {
         std::fs::write(&sig, text).unwrap();
-        let config = folder.config("pii.wasm", OPTIONAL);
-        let e = refusal(
-            Runtime::from_config_file(&config),
-            "pii.wasm",
-            "pii.wasm.sig",
-        );
+        let e = refused(&folder, "pii.wasm", OPTIONAL);
         assert!(matches!(e, SigningError::Malformed { .. }), "{text:?}: {e}");
     }
 }
