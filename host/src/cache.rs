@@ -66,8 +66,10 @@ pub(crate) struct Cache {
     refused: AtomicU64,
     written: AtomicU64,
     write_failures: AtomicU64,
-    temp_seq: AtomicU64,
 }
+
+/// Numbers temporary files, process-wide: two runtimes of one process may share a cache folder.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Feeds `Hash` output into SHA-256, so the fingerprint is stable (unlike `DefaultHasher`,
 /// whose algorithm may change between Rust releases).
@@ -129,7 +131,6 @@ impl Cache {
             refused: AtomicU64::new(0),
             written: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
-            temp_seq: AtomicU64::new(0),
         }
     }
 
@@ -218,7 +219,7 @@ impl Cache {
         entry.extend_from_slice(&Sha256::digest(&body));
         entry.extend_from_slice(&body);
         // A name of its own per writer, so two loads of the same module never share a file.
-        let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let temp = self.dir.join(format!(
             ".{}.{}.{seq}.tmp",
             hex::encode(key),

@@ -158,3 +158,29 @@ fn a_cache_that_cannot_be_written_does_not_fail_a_load() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 }
+
+#[test]
+fn runtimes_sharing_a_cache_folder_leave_one_sound_entry() {
+    let folder = Folder::new();
+    let path = folder.config("pii.wasm", CACHED);
+    std::thread::scope(|s| {
+        let loads: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| Runtime::from_config_file(&path).map(|r| assert_redacts(&r))))
+            .collect();
+        for load in loads {
+            load.join().expect("no panic").expect("loads");
+        }
+    });
+    let names: Vec<String> = std::fs::read_dir(folder.path("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "one entry and no temporary file left: {names:?}"
+    );
+    let runtime = Runtime::from_config_file(&path).unwrap();
+    let s = stats(&runtime);
+    assert_eq!((s.hits, s.refused, s.compiled), (1, 0, 0), "{s:?}");
+}
