@@ -212,7 +212,7 @@ impl Lifecycle {
             // so that rolling back works even if that file is later overwritten.
             if let Some(path) = &current {
                 if let Ok(bytes) = std::fs::read(path) {
-                    let sig = std::fs::read(sig_path(path)).ok();
+                    let sig = std::fs::read(crate::signing::signature_path(path)).ok();
                     history.push(self.store_module(&bytes, sig.as_deref())?);
                 }
             }
@@ -345,7 +345,7 @@ impl Lifecycle {
         let report = self.shadow_report(name)?;
         let path = self.module_path(&report.candidate_version);
         let module = std::fs::read(&path).map_err(|e| io(&path, e))?;
-        let signature = std::fs::read(sig_path(&path)).ok();
+        let signature = std::fs::read(crate::signing::signature_path(&path)).ok();
         let change = self.push(name, &module, signature.as_deref())?;
         self.runtime.stop_shadow();
         Ok(change)
@@ -428,7 +428,7 @@ impl Lifecycle {
         if std::fs::read(&path).ok().as_deref() != Some(bytes) {
             write_atomic(&path, bytes)?;
         }
-        let sig_file = sig_path(&path);
+        let sig_file = crate::signing::signature_path(&path);
         match sig {
             Some(sig) => write_atomic(&sig_file, sig)?,
             // A stale signature of other bytes cannot exist (the name is the digest), but an
@@ -475,12 +475,6 @@ fn check_name(name: &str) -> Result<(), LifecycleError> {
 
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
-}
-
-fn sig_path(module: &Path) -> PathBuf {
-    let mut s = module.as_os_str().to_owned();
-    s.push(".sig");
-    PathBuf::from(s)
 }
 
 fn io(path: &Path, e: std::io::Error) -> LifecycleError {

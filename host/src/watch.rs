@@ -129,6 +129,14 @@ fn watched(config_path: &Path, config: Option<&Config>) -> Vec<PathBuf> {
     let mut paths = vec![config_path.to_path_buf()];
     if let Some(c) = config {
         paths.extend(c.policies.iter().map(|p| p.path.clone()));
+        // A signature that arrives after its module, or a rotated key, must trigger a reload
+        // too (a missing file fingerprints as absent, so its arrival is a change).
+        paths.extend(
+            c.policies
+                .iter()
+                .map(|p| crate::signing::signature_path(&p.path)),
+        );
+        paths.extend(c.signing.trusted_keys.iter().cloned());
     }
     paths
 }
