@@ -33,14 +33,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A policy component could not be loaded.
-    #[error("policy {policy:?} ({}): {cause}", path.display())]
+    // The message carries the cause and its own causes once; not also as `source`, or
+    // `{:#}` (the CLI's format) would print them twice.
+    #[error("policy {policy:?} ({}): {}", path.display(), chain(cause))]
     Load {
         /// The policy's configured name.
         policy: String,
         /// The component file.
         path: PathBuf,
         /// Why it was refused.
-        #[source]
         cause: LoadError,
     },
     /// The WebAssembly engine could not be set up with the configured settings.
@@ -103,6 +104,16 @@ pub enum LoadError {
     /// compilation).
     #[error(transparent)]
     Signature(Box<crate::signing::SigningError>),
+}
+
+/// An error and its causes, `: `-separated, each once (a cause some error already repeats
+/// in its own message is not printed again).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let causes = std::iter::successors(e.source(), |c| c.source());
+    causes.fold(e.to_string(), |text, c| match c.to_string() {
+        s if text.ends_with(&s) => text,
+        s => format!("{text}: {s}"),
+    })
 }
 
 pub(crate) fn boxed(e: wasmtime::Error) -> BoxError {

@@ -210,14 +210,7 @@ impl Watch {
     }
 }
 
-/// An error and its causes, `: `-separated, each cause once (some errors repeat their source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let causes = std::iter::successors(e.source(), |c| c.source());
-    causes.fold(e.to_string(), |text, c| match c.to_string() {
-        s if text.ends_with(&s) => text,
-        s => format!("{text}: {s}"),
-    })
-}
+use crate::error::chain;
 
 #[cfg(test)]
 #[allow(dead_code)] // the helpers this file does not use
