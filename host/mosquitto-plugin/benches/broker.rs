@@ -97,8 +97,44 @@ struct Target {
 
 struct Figures {
     per_second: f64,
+    /// CPU time the broker process spent per message in the saturated run.
+    broker_cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// Why the plugin's store holds what it holds (empty for the broker without it).
+fn held_reasons(dir: &Path) -> Vec<String> {
+    let Ok(store) = twinguard::store::QuarantineStore::open_existing(dir.join("quarantine.db"))
+    else {
+        return Vec::new();
+    };
+    let records = store
+        .list(&twinguard::store::Query::default())
+        .unwrap_or_default();
+    records.into_iter().map(|r| r.reason).collect()
+}
+
+/// User + system CPU time so far of the mosquitto process started with a config in `dir`, in
+/// clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+fn broker_cpu_ticks(dir: &Path) -> u64 {
+    let config = dir.join("mosquitto.conf");
+    let config = config.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(&*config) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
+        return f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    0
 }
 
 /// A client whose event loop runs on a thread: returns it and a channel of
@@ -110,6 +146,9 @@ fn connect(
     base: Instant,
 ) -> (Client, mpsc::Receiver<(Vec<u8>, u64)>) {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    // The plugin takes the identity from the username, so each run's client id can be new
+    // (no session takeover between runs).
+    o.set_credentials(DEVICE, "");
     o.set_keep_alive(Duration::from_secs(60))
         .set_inflight(100)
         .set_max_packet_size(1 << 20, 1 << 20);
@@ -165,19 +204,24 @@ fn run(target: &mut Target, messages: u64, base: Instant) -> Figures {
     let port = target.broker.port;
     let tag = format!("{}-{}", target.name, target.next_seq);
     let (_twin, delivered) = connect(port, &format!("twin-{tag}"), Some("devices/#"), base);
-    let (device, _) = connect(port, DEVICE, None, base);
+    let (device, _) = connect(port, &format!("device-{tag}"), None, base);
     let now = move || u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let receive = |n: u64| -> Vec<u64> {
         (0..n)
             .map(|i| match delivered.recv_timeout(Duration::from_secs(30)) {
                 Ok((p, at)) => at.saturating_sub(sent_ns(&p)),
-                Err(_) => panic!("{}: {i} of {n} delivered", target.name),
+                Err(_) => panic!(
+                    "{}: {i} of {n} delivered; held: {:?}",
+                    target.name,
+                    held_reasons(&target.broker.dir)
+                ),
             })
             .collect()
     };
 
     // Saturated: the publisher goes as fast as its 100-in-flight window allows.
     let first = target.next_seq;
+    let cpu_before = broker_cpu_ticks(&target.broker.dir);
     let start = Instant::now();
     let publisher = {
         let device = device.clone();
@@ -193,6 +237,11 @@ fn run(target: &mut Target, messages: u64, base: Instant) -> Figures {
     let _ = receive(messages);
     #[allow(clippy::cast_precision_loss)]
     let per_second = messages as f64 / start.elapsed().as_secs_f64();
+    // Clock ticks are 10 ms (USER_HZ = 100 on Linux).
+    #[allow(clippy::cast_precision_loss)]
+    let broker_cpu_us = broker_cpu_ticks(&target.broker.dir).saturating_sub(cpu_before) as f64
+        * 10_000.0
+        / messages as f64;
     publisher.join().unwrap();
     target.next_seq += messages;
 
@@ -216,6 +265,7 @@ fn run(target: &mut Target, messages: u64, base: Instant) -> Figures {
     latencies.sort_unstable();
     Figures {
         per_second,
+        broker_cpu_us,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
     }
@@ -229,7 +279,7 @@ fn main() {
     let plugin_dir = tempfile::tempdir().unwrap();
     let config = pack(plugin_dir.path());
     let extra = format!(
-        "plugin {}\nplugin_opt_config {}\nplugin_opt_identity client-id\n",
+        "plugin {}\nplugin_opt_config {}\nplugin_opt_identity username\n",
         so.display(),
         config.display()
     );
@@ -253,8 +303,9 @@ fn main() {
         for t in &mut targets {
             let f = run(t, messages, base);
             println!(
-                "round {round} | {:<38} | {:>8.0} messages/s | p50 {:>6.2} ms | p99 {:>6.2} ms",
-                t.name, f.per_second, f.p50_ms, f.p99_ms
+                "round {round} | {:<38} | {:>8.0} messages/s | broker CPU {:>5.1} µs/message \
+                 | p50 {:>6.2} ms | p99 {:>6.2} ms",
+                t.name, f.per_second, f.broker_cpu_us, f.p50_ms, f.p99_ms
             );
             rates.push(f.per_second);
         }
@@ -265,6 +316,20 @@ fn main() {
         "with / without the plugin, throughput: median {:.2}x over {rounds} rounds ({ratios:.2?})",
         ratios[ratios.len() / 2]
     );
+    // Where the time goes: the pack's cost per message on its own, in this process, on the
+    // same documents (what the broker's thread spends in the plugin for each PUBLISH).
+    let runtime = twinguard::Runtime::from_config_file(&config).unwrap();
+    let n = messages.min(20_000);
+    let docs: Vec<Vec<u8>> = (0..n).map(|i| document(1_000_000 + i, 0)).collect();
+    let start = Instant::now();
+    for d in &docs {
+        let m = twinguard::Message::new(DEVICE, TOPIC, twinguard::ContentType::Json, d.clone());
+        let outcome = runtime.evaluate(&m);
+        assert_eq!(outcome.action, twinguard::Action::Redact, "{outcome:?}");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let per_message_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("the pack alone (Runtime::evaluate, same documents): {per_message_us:.1} µs/message");
     // Every message was allowed (redacted) and none quarantined: the pack judged, not refused.
     let store =
         twinguard::store::QuarantineStore::open_existing(plugin_dir.path().join("quarantine.db"))
