@@ -242,7 +242,8 @@ macro_rules! export_policy {
 /// embedded as a custom section named `twinguard-selftest` (the path is relative to the file
 /// that invokes the macro, as with `include_bytes!`).
 ///
-/// ```no_run
+/// ```ignore
+/// // In the policy crate's src/lib.rs, with selftest.ndjson beside Cargo.toml:
 /// twinguard_guest::selftest!("../selftest.ndjson");
 /// ```
 ///
