@@ -87,6 +87,27 @@ async fn client(
     (c, rx)
 }
 
+/// Ends a stopped gateway's persistent session. Left in place, the broker queues every later
+/// case's messages for it and saves them all at each autosave: the later rows then showed
+/// periodic stalls of 100-340 ms every ~2 s that had nothing to do with the gateway under test.
+async fn forget_session(port: u16, client_id: &str) {
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+    o.set_clean_session(true);
+    let (c, mut eventloop) = AsyncClient::new(o, 10);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = c.disconnect().await;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
 struct Figures {
     per_second: f64,
     p50_ms: f64,
@@ -142,17 +163,32 @@ async fn measure(
         }
     });
     let mut latencies = Vec::with_capacity(total as usize);
+    // (latency, seq): with TG_BENCH_TAILS set, the slowest are printed with when they were
+    // sent (seq = milliseconds into the paced run), to tell a periodic stall from noise.
+    let mut tails = Vec::new();
     while (latencies.len() as u64) < total {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
             Ok(Some(p)) => {
                 if let Some(s) = sent_ns(&p) {
-                    latencies.push(now().saturating_sub(s));
+                    let l = now().saturating_sub(s);
+                    latencies.push(l);
+                    let v: serde_json::Value = serde_json::from_slice(&p).unwrap_or_default();
+                    tails.push((l, v["seq"].as_u64().unwrap_or(0)));
                 }
             }
             _ => panic!("{tag}: paced run stalled at {}", latencies.len()),
         }
     }
     let _ = sender.await;
+    if std::env::var_os("TG_BENCH_TAILS").is_some() {
+        tails.sort_unstable_by(|a, b| b.cmp(a));
+        let worst: Vec<String> = tails
+            .iter()
+            .take(12)
+            .map(|(l, seq)| format!("{:.1}ms@{seq}", *l as f64 / 1e6))
+            .collect();
+        eprintln!("{tag}: slowest {}", worst.join(" "));
+    }
     latencies.sort_unstable();
     let pct = |q: f64| {
         #[allow(
@@ -283,6 +319,7 @@ fn main() {
         ));
         let _ = stop_tx.send(());
         let _ = rt.block_on(running);
+        rt.block_on(forget_session(port, &format!("bench-gw-{i}")));
         rows.push((name, f));
     }
 
