@@ -18,7 +18,7 @@
 //! let lifecycle = Lifecycle::new(runtime, "twinguard.toml", "twinguard-state", 5)?;
 //! let module = std::fs::read("pii_redact_v2.wasm")?;
 //! let change = lifecycle.push("pii", &module, None)?;
-//! println!("pii is now {} in generation {}", change.version, change.generation);
+//! println!("pii is now {:?} in generation {}", change.version, change.generation);
 //! lifecycle.rollback("pii")?; // back to the version before
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
