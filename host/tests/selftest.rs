@@ -116,3 +116,34 @@ fn malformed_cases_are_named_by_line() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+#[test]
+fn cases_run_on_state_of_their_own_never_the_live_one() {
+    // The case moves device d1's sequence to 100 in the probe. Had it used the live state,
+    // the live message with seq 1 below would be refused as a replay.
+    let dir = tempfile::tempdir().unwrap();
+    let case = r#"{"device":"d1","topic":"t/d1","payload":{"seq":100,"ts":1795600000000},"received_at_ms":1795600000000,"expect":"allow"}"#;
+    let module = with_cases(
+        &fixtures::wasm("replay-guard"),
+        case,
+        dir.path(),
+        "replay.wasm",
+    );
+    let runtime = Runtime::new(config(&module, "")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let live = twinguard::Message::new(
+        "d1",
+        "t/d1",
+        twinguard::ContentType::Json,
+        format!(r#"{{"seq":1,"ts":{now}}}"#).into_bytes(),
+    );
+    assert_eq!(runtime.evaluate(&live).action, twinguard::Action::Allow);
+    // And the live state works: the same message again is a replay.
+    assert!(matches!(
+        runtime.evaluate(&live).action,
+        twinguard::Action::Quarantine { .. }
+    ));
+}
