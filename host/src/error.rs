@@ -108,7 +108,12 @@ pub enum LoadError {
 
 /// An error and its causes, `: `-separated, each once (a cause some error already repeats
 /// in its own message is not printed again).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+///
+/// ```
+/// let e = std::io::Error::other("disk full");
+/// assert_eq!(twinguard::error_chain(&e), "disk full");
+/// ```
+pub fn chain(e: &dyn std::error::Error) -> String {
     let causes = std::iter::successors(e.source(), |c| c.source());
     causes.fold(e.to_string(), |text, c| match c.to_string() {
         s if text.ends_with(&s) => text,

@@ -110,7 +110,7 @@ pub use config::{
     Config, ConfigValue, Defaults, EngineConfig, LimitsOverride, PolicyConfig, RouteConfig,
     Unrouted,
 };
-pub use error::{BoxError, Error, LoadError};
+pub use error::{chain as error_chain, BoxError, Error, LoadError};
 pub use limits::{Fault, Isolation, Limits, OnFault};
 pub use message::{Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict};
 pub use pipeline::{FilterError, TopicFilter};

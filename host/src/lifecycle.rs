@@ -197,12 +197,7 @@ impl Lifecycle {
         module: &[u8],
         signature: Option<&[u8]>,
     ) -> Result<Change, LifecycleError> {
-        check_name(name)?;
-        if module.is_empty() {
-            return Err(LifecycleError::Invalid(format!(
-                "push of {name:?}: the module is empty"
-            )));
-        }
+        check_module(name, module, "push of")?;
         let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut doc = self.read_doc()?;
         let current = policy_path(&doc, name).map(|p| self.resolve(&p));
@@ -313,12 +308,7 @@ impl Lifecycle {
         module: &[u8],
         signature: Option<&[u8]>,
     ) -> Result<ShadowReport, LifecycleError> {
-        check_name(name)?;
-        if module.is_empty() {
-            return Err(LifecycleError::Invalid(format!(
-                "candidate for {name:?}: the module is empty"
-            )));
-        }
+        check_module(name, module, "candidate for")?;
         let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let digest = self.store_module(module, signature)?;
         let what = format!("candidate {} for {name:?}", short(&digest));
@@ -471,6 +461,17 @@ fn check_name(name: &str) -> Result<(), LifecycleError> {
             "policy name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
         )))
     }
+}
+
+/// A pushed module's name and bytes, before anything is stored.
+fn check_module(name: &str, module: &[u8], what: &str) -> Result<(), LifecycleError> {
+    check_name(name)?;
+    if module.is_empty() {
+        return Err(LifecycleError::Invalid(format!(
+            "{what} {name:?}: the module is empty"
+        )));
+    }
+    Ok(())
 }
 
 fn short(digest: &str) -> &str {

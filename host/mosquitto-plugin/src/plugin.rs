@@ -10,7 +10,7 @@ use std::time::Duration;
 use twinguard::alerts::{Alerts, SecurityEvent};
 use twinguard::store::{QuarantineStore, Retention};
 use twinguard::watch::Watcher;
-use twinguard::{Action, Config, Message, Runtime};
+use twinguard::{error_chain as chain, Action, Config, Message, Runtime};
 
 use crate::options::{Identity, Options};
 
@@ -228,15 +228,4 @@ impl Drop for RetentionThread {
             let _ = t.join();
         }
     }
-}
-
-/// An error and its causes, `: `-separated, each cause once (some errors repeat their source).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    for cause in std::iter::successors(e.source(), |c| c.source()).map(|c| c.to_string()) {
-        if !text.ends_with(&cause) {
-            text = format!("{text}: {cause}");
-        }
-    }
-    text
 }

@@ -140,12 +140,7 @@ impl Gateway {
         alerts: Option<Alerts>,
     ) -> Result<Self, GatewayError> {
         let (broker, inputs) = config.validate().map_err(GatewayError::Config)?;
-        let tls = match &config.tls {
-            Some(tls) => Some(Arc::new(
-                tls::client_config(tls).map_err(GatewayError::Config)?,
-            )),
-            None => None,
-        };
+        let tls = tls_of(&config)?;
         Ok(Self {
             runtime,
             config: Arc::new(config),
@@ -168,25 +163,6 @@ impl Gateway {
         self.config.name()
     }
 
-    fn settings(&self) -> mqtt::Settings<'_> {
-        mqtt::Settings {
-            protocol: self.config.protocol,
-            client_id: &self.config.client_id,
-            host: &self.broker.host,
-            port: self.broker.port,
-            keep_alive: self.config.keep_alive(),
-            persistent: true,
-            manual_acks: true,
-            inflight: self.config.inflight,
-            credentials: self
-                .config
-                .username
-                .as_deref()
-                .map(|u| (u, self.config.password.as_deref().unwrap_or_default())),
-            tls: self.tls.clone(),
-        }
-    }
-
     /// Runs until `shutdown` resolves. Reconnects with backoff; returns an error only for a
     /// first connection that cannot succeed by retrying (TLS or refused credentials).
     pub async fn run(
@@ -197,7 +173,16 @@ impl Gateway {
         let mut backoff = Duration::from_millis(100);
         let mut ever_connected = false;
         loop {
-            let (client, eventloop) = mqtt::client(&self.settings(), 256);
+            let (client, eventloop) = mqtt::client(
+                &settings(
+                    &self.config,
+                    &self.broker,
+                    &self.config.client_id,
+                    self.tls.clone(),
+                    true,
+                ),
+                256,
+            );
             let closer = client.clone();
             let outcome = tokio::select! {
                 () = &mut shutdown => {
@@ -436,6 +421,43 @@ pub async fn run_all(
     }
 }
 
+/// The TLS client config `[gateway.tls]` asks for, read from its files.
+fn tls_of(config: &GatewayConfig) -> Result<Option<Arc<rustls::ClientConfig>>, GatewayError> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| {
+            client_tls(&t.ca, t.cert.as_deref(), t.key.as_deref(), "gateway.tls.").map(Arc::new)
+        })
+        .transpose()
+        .map_err(GatewayError::Config)
+}
+
+/// Connection settings for `config`'s broker: the gateway's own session (persistent, manual
+/// acknowledgements) or a one-shot publisher's (clean session, automatic acknowledgements).
+fn settings<'a>(
+    config: &'a GatewayConfig,
+    broker: &'a BrokerAddr,
+    client_id: &'a str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    gateway_session: bool,
+) -> mqtt::Settings<'a> {
+    mqtt::Settings {
+        protocol: config.protocol,
+        client_id,
+        host: &broker.host,
+        port: broker.port,
+        keep_alive: config.keep_alive(),
+        persistent: gateway_session,
+        inflight: config.inflight,
+        credentials: config
+            .username
+            .as_deref()
+            .map(|u| (u, config.password.as_deref().unwrap_or_default())),
+        tls,
+    }
+}
+
 /// Publishes `messages` (topic, payload) with QoS 1 on a short-lived connection of its own
 /// (client id `<client-id>-cli`, clean session) and returns once the broker has acknowledged
 /// every one: what `twinguard quarantine release|replay` forward with. Fails as a whole after
@@ -446,28 +468,8 @@ pub async fn publish_all(
     timeout: Duration,
 ) -> Result<(), GatewayError> {
     let (broker, _) = config.validate().map_err(GatewayError::Config)?;
-    let tls = match &config.tls {
-        Some(tls) => Some(Arc::new(
-            tls::client_config(tls).map_err(GatewayError::Config)?,
-        )),
-        None => None,
-    };
     let client_id = format!("{}-cli", config.client_id);
-    let settings = mqtt::Settings {
-        protocol: config.protocol,
-        client_id: &client_id,
-        host: &broker.host,
-        port: broker.port,
-        keep_alive: config.keep_alive(),
-        persistent: false,
-        manual_acks: false,
-        inflight: config.inflight,
-        credentials: config
-            .username
-            .as_deref()
-            .map(|u| (u, config.password.as_deref().unwrap_or_default())),
-        tls,
-    };
+    let settings = settings(config, &broker, &client_id, tls_of(config)?, false);
     let expected = messages.len();
     let (client, mut events) = mqtt::client(&settings, expected.max(1) + 8);
     let fail = |cause: String| GatewayError::Connect {
@@ -804,14 +806,5 @@ pub(crate) fn client_tls(
         _ => Err(format!(
             "{prefix}cert and {prefix}key go together (mutual TLS)"
         )),
-    }
-}
-
-mod tls {
-    use super::TlsConfig;
-
-    /// The gateway's rustls client config; the error names the key and the file.
-    pub(super) fn client_config(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
-        super::client_tls(&c.ca, c.cert.as_deref(), c.key.as_deref(), "gateway.tls.")
     }
 }

@@ -36,9 +36,10 @@ pub(super) struct Settings<'a> {
     pub host: &'a str,
     pub port: u16,
     pub keep_alive: Duration,
-    /// Persistent session (the gateway) or a clean one (the CLI's one-shot publishes).
+    /// The gateway's session: persistent, and acknowledged by hand once an outcome is
+    /// durable. Otherwise a clean session with automatic acknowledgements (the CLI's
+    /// one-shot publishes).
     pub persistent: bool,
-    pub manual_acks: bool,
     /// Publishes in flight towards the broker; for MQTT 5 also the receive maximum asked of it.
     pub inflight: u16,
     pub credentials: Option<(&'a str, &'a str)>,
@@ -59,7 +60,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
             let mut o = rumqttc::MqttOptions::new(s.client_id, s.host, s.port);
             o.set_keep_alive(s.keep_alive)
                 .set_clean_session(!s.persistent)
-                .set_manual_acks(s.manual_acks)
+                .set_manual_acks(s.persistent)
                 .set_inflight(s.inflight)
                 .set_max_packet_size(MAX_PACKET, MAX_PACKET);
             if let Some((u, p)) = s.credentials {
@@ -76,7 +77,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
             let mut o = c5::MqttOptions::new(s.client_id, s.host, s.port);
             o.set_keep_alive(s.keep_alive)
                 .set_clean_start(!s.persistent)
-                .set_manual_acks(s.manual_acks)
+                .set_manual_acks(s.persistent)
                 .set_outgoing_inflight_upper_limit(s.inflight)
                 .set_receive_maximum(Some(s.inflight))
                 .set_max_packet_size(Some(MAX_PACKET as u32))

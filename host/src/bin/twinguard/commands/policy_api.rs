@@ -9,6 +9,7 @@ use base64::Engine as _;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use twinguard::admin::{self, ClientConfig};
+use twinguard::signing::signature_path;
 
 /// Where the admin API is and how to prove who is calling.
 #[derive(clap::Args)]
@@ -90,94 +91,46 @@ pub struct RoutesArgs {
 }
 
 pub fn run(sub: &ApiSub) -> Result<ExitCode> {
-    let (conn, method, path, body, headers) = match sub {
-        ApiSub::List(a) => (
+    let policy = |a: &Named, tail: &str| format!("/v1/policies/{}{tail}", a.name);
+    let (conn, method, path) = match sub {
+        ApiSub::List(a) => (&a.conn, Method::GET, "/v1/policies".to_owned()),
+        ApiSub::Status(a) => (&a.conn, Method::GET, "/v1/status".to_owned()),
+        ApiSub::Reload(a) => (&a.conn, Method::POST, "/v1/reload".to_owned()),
+        ApiSub::Push(a) => (&a.conn, Method::PUT, format!("/v1/policies/{}", a.name)),
+        ApiSub::Shadow(a) => (
             &a.conn,
-            Method::GET,
-            "/v1/policies".to_owned(),
-            Vec::new(),
-            Vec::new(),
+            Method::PUT,
+            format!("/v1/policies/{}/candidate", a.name),
         ),
-        ApiSub::Status(a) => (
-            &a.conn,
-            Method::GET,
-            "/v1/status".to_owned(),
-            Vec::new(),
-            Vec::new(),
-        ),
-        ApiSub::Reload(a) => (
-            &a.conn,
-            Method::POST,
-            "/v1/reload".to_owned(),
-            Vec::new(),
-            Vec::new(),
-        ),
+        ApiSub::Rollback(a) => (&a.conn, Method::POST, policy(a, "/rollback")),
+        ApiSub::Remove(a) => (&a.conn, Method::DELETE, policy(a, "")),
+        ApiSub::Diff(a) => (&a.conn, Method::GET, policy(a, "/candidate")),
+        ApiSub::Promote(a) => (&a.conn, Method::POST, policy(a, "/candidate/promote")),
+        ApiSub::Discard(a) => (&a.conn, Method::DELETE, policy(a, "/candidate")),
+        ApiSub::Routes(a) => (&a.conn, Method::PUT, "/v1/routes".to_owned()),
+    };
+    let (body, headers) = match sub {
         ApiSub::Push(a) | ApiSub::Shadow(a) => {
             let module = std::fs::read(&a.module)
                 .with_context(|| format!("cannot read {}", a.module.display()))?;
-            let mut sig = a.module.as_os_str().to_owned();
-            sig.push(".sig");
-            let headers = match std::fs::read(PathBuf::from(sig)) {
+            // Its signature goes along when there is one, for `[signing]` on the server.
+            let headers = match std::fs::read(signature_path(&a.module)) {
                 Ok(s) => vec![(
                     "x-twinguard-signature",
                     base64::engine::general_purpose::STANDARD.encode(s),
                 )],
                 Err(_) => Vec::new(),
             };
-            let path = match sub {
-                ApiSub::Shadow(_) => format!("/v1/policies/{}/candidate", a.name),
-                _ => format!("/v1/policies/{}", a.name),
-            };
-            (&a.conn, Method::PUT, path, module, headers)
+            (module, headers)
         }
-        ApiSub::Rollback(a) => (
-            &a.conn,
-            Method::POST,
-            format!("/v1/policies/{}/rollback", a.name),
-            Vec::new(),
-            Vec::new(),
-        ),
-        ApiSub::Remove(a) => (
-            &a.conn,
-            Method::DELETE,
-            format!("/v1/policies/{}", a.name),
-            Vec::new(),
-            Vec::new(),
-        ),
-        ApiSub::Diff(a) => (
-            &a.conn,
-            Method::GET,
-            format!("/v1/policies/{}/candidate", a.name),
-            Vec::new(),
-            Vec::new(),
-        ),
-        ApiSub::Promote(a) => (
-            &a.conn,
-            Method::POST,
-            format!("/v1/policies/{}/candidate/promote", a.name),
-            Vec::new(),
-            Vec::new(),
-        ),
-        ApiSub::Discard(a) => (
-            &a.conn,
-            Method::DELETE,
-            format!("/v1/policies/{}/candidate", a.name),
-            Vec::new(),
-            Vec::new(),
-        ),
         ApiSub::Routes(a) => {
             let text = std::fs::read(&a.file)
                 .with_context(|| format!("cannot read {}", a.file.display()))?;
             serde_json::from_slice::<Value>(&text)
                 .with_context(|| format!("{}: not JSON", a.file.display()))?;
-            (
-                &a.conn,
-                Method::PUT,
-                "/v1/routes".to_owned(),
-                text,
-                Vec::new(),
-            )
+            (text, Vec::new())
         }
+        _ => (Vec::new(), Vec::new()),
     };
     let token = match &conn.token_file {
         Some(f) => Some(
@@ -202,7 +155,6 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let headers: Vec<(&str, String)> = headers;
     let (status, body) = rt
         .block_on(admin::request(&client, method, &path, body, &headers))
         .map_err(anyhow::Error::msg)?;

@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = rt.block_on(async {
-        let _admin = match &admin {
+        let admin_task = match &admin {
             Some(a) => {
                 let lifecycle = twinguard::lifecycle::Lifecycle::new(
                     runtime.clone(),
@@ -78,9 +78,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     "twinguard serve: admin API on https://{}",
                     server.local_addr().context("admin API address")?
                 );
-                Some(AbortOnDrop(tokio::spawn(
-                    server.serve(std::future::pending()),
-                )))
+                Some(tokio::spawn(server.serve(std::future::pending())))
             }
             None => None,
         };
@@ -101,6 +99,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         });
         let r = gateway::run_all(&gateways, shutdown_signal()).await;
         sweeper.abort();
+        if let Some(task) = &admin_task {
+            task.abort();
+        }
         anyhow::Ok(r)
     });
     alerts.flush();
@@ -138,13 +139,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
