@@ -99,6 +99,8 @@ struct Figures {
     per_second: f64,
     /// CPU time the broker process spent per message in the saturated run.
     broker_cpu_us: f64,
+    /// Of which its main thread (the broker's loop).
+    loop_cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -116,25 +118,30 @@ fn held_reasons(dir: &Path) -> Vec<String> {
 }
 
 /// User + system CPU time so far of the mosquitto process started with a config in `dir`, in
-/// clock ticks (`/proc/<pid>/stat` fields 14 and 15).
-fn broker_cpu_ticks(dir: &Path) -> u64 {
+/// clock ticks (`/proc/<pid>/stat` fields 14 and 15): the whole process, and its main thread
+/// (the broker's loop, where the plugin's callbacks run).
+fn broker_cpu_ticks(dir: &Path) -> (u64, u64) {
     let config = dir.join("mosquitto.conf");
     let config = config.to_string_lossy();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return (0, 0);
+    };
+    let ticks = |stat: &Path| {
+        let stat = std::fs::read_to_string(stat).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
     };
     for e in entries.flatten() {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         if !String::from_utf8_lossy(&cmdline).contains(&*config) {
             continue;
         }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
-        return f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        let main = e.path().join("task").join(e.file_name()).join("stat");
+        return (ticks(&e.path().join("stat")), ticks(&main));
     }
-    0
+    (0, 0)
 }
 
 /// A client whose event loop runs on a thread: returns it and a channel of
@@ -238,10 +245,12 @@ fn run(target: &mut Target, messages: u64, base: Instant) -> Figures {
     #[allow(clippy::cast_precision_loss)]
     let per_second = messages as f64 / start.elapsed().as_secs_f64();
     // Clock ticks are 10 ms (USER_HZ = 100 on Linux).
+    let cpu_after = broker_cpu_ticks(&target.broker.dir);
     #[allow(clippy::cast_precision_loss)]
-    let broker_cpu_us = broker_cpu_ticks(&target.broker.dir).saturating_sub(cpu_before) as f64
-        * 10_000.0
-        / messages as f64;
+    let per_message =
+        |after: u64, before: u64| after.saturating_sub(before) as f64 * 10_000.0 / messages as f64;
+    let broker_cpu_us = per_message(cpu_after.0, cpu_before.0);
+    let loop_cpu_us = per_message(cpu_after.1, cpu_before.1);
     publisher.join().unwrap();
     target.next_seq += messages;
 
@@ -266,6 +275,7 @@ fn run(target: &mut Target, messages: u64, base: Instant) -> Figures {
     Figures {
         per_second,
         broker_cpu_us,
+        loop_cpu_us,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
     }
@@ -278,11 +288,16 @@ fn main() {
     let plain_dir = tempfile::tempdir().unwrap();
     let plugin_dir = tempfile::tempdir().unwrap();
     let config = pack(plugin_dir.path());
-    let extra = format!(
-        "plugin {}\nplugin_opt_config {}\nplugin_opt_identity username\n",
-        so.display(),
-        config.display()
-    );
+    let extra = |config: &Path, workers: usize| {
+        format!(
+            "plugin {}\nplugin_opt_config {}\nplugin_opt_identity username\n\
+             plugin_opt_workers {workers}\n",
+            so.display(),
+            config.display()
+        )
+    };
+    let workers_dir = tempfile::tempdir().unwrap();
+    let workers_config = pack(workers_dir.path());
     let mut targets = [
         Target {
             name: "mosquitto alone",
@@ -290,32 +305,46 @@ fn main() {
             next_seq: 1,
         },
         Target {
-            name: "mosquitto + twinguard (4-policy pack)",
-            broker: broker::Broker::start_with(plugin_dir.path(), None, &extra),
+            name: "mosquitto + twinguard, inline",
+            broker: broker::Broker::start_with(plugin_dir.path(), None, &extra(&config, 0)),
+            next_seq: 1,
+        },
+        Target {
+            name: "mosquitto + twinguard, 1 worker",
+            broker: broker::Broker::start_with(
+                workers_dir.path(),
+                None,
+                &extra(&workers_config, 1),
+            ),
             next_seq: 1,
         },
     ];
     let base = Instant::now();
     let mut ratios = Vec::new();
+    let mut worker_ratios = Vec::new();
     println!("{messages} messages per saturated run, {PACED_RATE}/s for {PACED_SECONDS} s paced");
     for round in 1..=rounds {
         let mut rates = Vec::new();
         for t in &mut targets {
             let f = run(t, messages, base);
             println!(
-                "round {round} | {:<38} | {:>8.0} messages/s | broker CPU {:>5.1} µs/message \
-                 | p50 {:>6.2} ms | p99 {:>6.2} ms",
-                t.name, f.per_second, f.broker_cpu_us, f.p50_ms, f.p99_ms
+                "round {round} | {:<32} | {:>6.0} messages/s | broker CPU {:>5.1} µs/message, \
+                 loop thread {:>5.1} | p50 {:>5.2} ms | p99 {:>5.2} ms",
+                t.name, f.per_second, f.broker_cpu_us, f.loop_cpu_us, f.p50_ms, f.p99_ms
             );
             rates.push(f.per_second);
         }
         ratios.push(rates[1] / rates[0]);
+        worker_ratios.push(rates[2] / rates[0]);
     }
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "with / without the plugin, throughput: median {:.2}x over {rounds} rounds ({ratios:.2?})",
-        ratios[ratios.len() / 2]
-    );
+    for (how, ratios) in [("inline", &mut ratios), ("1 worker", &mut worker_ratios)] {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "with / without the plugin ({how}), throughput: median {:.2}x over {rounds} rounds \
+             ({ratios:.2?})",
+            ratios[ratios.len() / 2]
+        );
+    }
     // Where the time goes: the pack's cost per message on its own, in this process, on the
     // same documents (what the broker's thread spends in the plugin for each PUBLISH).
     let runtime = twinguard::Runtime::from_config_file(&config).unwrap();
@@ -331,12 +360,13 @@ fn main() {
     let per_message_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
     println!("the pack alone (Runtime::evaluate, same documents): {per_message_us:.1} µs/message");
     // Every message was allowed (redacted) and none quarantined: the pack judged, not refused.
-    let store =
-        twinguard::store::QuarantineStore::open_existing(plugin_dir.path().join("quarantine.db"))
-            .unwrap();
-    let held = store.count(None).unwrap();
-    assert_eq!(
-        held, 0,
-        "the pack quarantined {held} messages: the bench load is wrong"
-    );
+    for dir in [plugin_dir.path(), workers_dir.path()] {
+        let store =
+            twinguard::store::QuarantineStore::open_existing(dir.join("quarantine.db")).unwrap();
+        let held = store.count(None).unwrap();
+        assert_eq!(
+            held, 0,
+            "the pack quarantined {held} messages: the bench load is wrong"
+        );
+    }
 }

@@ -127,6 +127,10 @@ unsafe extern "C" {
     /// `const char *mosquitto_client_username(const struct mosquitto *client)`.
     pub fn mosquitto_client_username(client: *const Mosquitto) -> *const c_char;
 
+    /// `int mosquitto_client_protocol_version(const struct mosquitto *client)`: 3 for MQTT
+    /// 3.1, 4 for 3.1.1, 5 for 5.
+    pub fn mosquitto_client_protocol_version(client: *const Mosquitto) -> c_int;
+
     /// `int mosquitto_broker_publish_copy(const char *clientid, const char *topic,
     /// int payloadlen, const void *payload, int qos, bool retain,
     /// mosquitto_property *properties)`.

@@ -32,6 +32,7 @@
 mod ffi;
 pub mod options;
 pub mod plugin;
+pub mod workers;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -41,7 +42,8 @@ use twinguard::{ContentType, Message};
 
 use crate::ffi::{EvtMessage, Opt, PluginId, Property};
 use crate::options::{Identity, Options};
-use crate::plugin::{Disposition, Plugin};
+use crate::plugin::{Disposition, Judgement, Plugin};
+use crate::workers::{Done, Job, Workers};
 
 /// The plugin interface version this plugin implements.
 pub const PLUGIN_VERSION: c_int = 5;
@@ -50,6 +52,8 @@ pub const PLUGIN_VERSION: c_int = 5;
 struct State {
     plugin: Plugin,
     identifier: *mut PluginId,
+    /// Present with `plugin_opt_workers` above 0.
+    workers: Option<Workers>,
 }
 
 /// Writes one line to the broker's log (a multi-line error, such as TOML's with its caret,
@@ -124,8 +128,32 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return ffi::MOSQ_ERR_INVAL;
             }
         };
-        let summary = plugin.summary();
-        let state = Box::into_raw(Box::new(State { plugin, identifier }));
+        let mut summary = plugin.summary();
+        let workers = match plugin.options.workers {
+            0 => None,
+            n => match Workers::start(n, plugin.judge()) {
+                Ok(w) => {
+                    summary.push_str(&match w.wake_signal() {
+                        Some(s) => format!("; {n} workers (wake-up signal {s})"),
+                        None => format!(
+                            "; {n} workers (no free real-time signal: results wait for the \
+                             broker's next loop turn, up to 100 ms)"
+                        ),
+                    });
+                    Some(w)
+                }
+                Err(e) => {
+                    log(ffi::MOSQ_LOG_ERR, &format!("cannot start: {e}"));
+                    plugin.shut_down();
+                    return ffi::MOSQ_ERR_UNKNOWN;
+                }
+            },
+        };
+        let state = Box::into_raw(Box::new(State {
+            plugin,
+            identifier,
+            workers,
+        }));
         // SAFETY: `identifier` is the broker's handle for this plugin; `state` stays valid
         // until cleanup unregisters both callbacks and frees it.
         let rc = unsafe { register(identifier, state.cast()) };
@@ -139,7 +167,7 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
             unsafe { unregister(identifier) };
             // SAFETY: `state` came from Box::into_raw above and no callback holds it.
             let state = unsafe { Box::from_raw(state) };
-            state.plugin.shut_down();
+            state.shut_down();
             return rc;
         }
         if !userdata.is_null() {
@@ -173,7 +201,7 @@ pub unsafe extern "C" fn mosquitto_plugin_cleanup(
         let state = unsafe { Box::from_raw(userdata.cast::<State>()) };
         // SAFETY: the identifier init registered the callbacks with.
         unsafe { unregister(state.identifier) };
-        state.plugin.shut_down();
+        state.shut_down();
     }));
     match result {
         Ok(()) => ffi::MOSQ_ERR_SUCCESS,
@@ -251,7 +279,7 @@ unsafe extern "C" fn on_message(
         // ours to read and (for the documented fields) write during the call.
         let event = unsafe { &mut *event_data.cast::<EvtMessage>() };
         // SAFETY: the fields come from the broker as documented in the header.
-        unsafe { handle_message(&state.plugin, event) }
+        unsafe { handle_message(state, event) }
     }));
     result.unwrap_or_else(|_| {
         log(
@@ -274,6 +302,10 @@ unsafe extern "C" fn on_tick(
         }
         // SAFETY: as in `on_message`.
         let state = unsafe { &*userdata.cast::<State>() };
+        if let Some(workers) = &state.workers {
+            workers.may_sleep();
+            publish_ready(&state.plugin, workers);
+        }
         for (warning, line) in state.plugin.reload_news() {
             let level = if warning {
                 ffi::MOSQ_LOG_WARNING
@@ -289,18 +321,37 @@ unsafe extern "C" fn on_tick(
 /// # Safety
 /// `event` holds the broker's pointers for this message: client, topic, payload of
 /// `payloadlen` bytes, properties.
-unsafe fn handle_message(plugin: &Plugin, event: &mut EvtMessage) -> c_int {
+unsafe fn handle_message(state: &State, event: &mut EvtMessage) -> c_int {
+    let plugin = &state.plugin;
     // SAFETY: the caller's contract for all reads below.
     let message = unsafe { message_of(plugin, event) };
-    let judgement = plugin.judge(&message);
-    if let Some(topic) = &plugin.options.alerts_topic {
-        for e in &judgement.events {
-            publish(topic, plugin.options.alerts_qos, &e.to_json_bytes());
+    // SAFETY: as above.
+    let message = match &state.workers {
+        Some(workers) if unsafe { offloadable(event) } => {
+            // Publishing here as well as on the tick keeps results flowing under load.
+            workers.awake();
+            publish_ready(plugin, workers);
+            let job = Job {
+                message,
+                qos: event.qos,
+                retain: event.retain,
+            };
+            match workers.submit(job) {
+                // The worker's judged copy is published instead of this PUBLISH.
+                Ok(()) => return ffi::MOSQ_ERR_ACL_DENIED,
+                Err(job) => {
+                    log(
+                        ffi::MOSQ_LOG_ERR,
+                        "a worker thread is gone (see the broker's stderr): judging inline",
+                    );
+                    job.message
+                }
+            }
         }
-    }
-    if let Some(error) = &judgement.error {
-        log(ffi::MOSQ_LOG_ERR, error);
-    }
+        _ => message,
+    };
+    let judgement = plugin.judge().judge(&message);
+    report(plugin, &judgement);
     match judgement.disposition {
         Disposition::Pass => ffi::MOSQ_ERR_SUCCESS,
         Disposition::Deny => ffi::MOSQ_ERR_ACL_DENIED,
@@ -320,6 +371,111 @@ unsafe fn handle_message(plugin: &Plugin, event: &mut EvtMessage) -> c_int {
                 ffi::MOSQ_ERR_ACL_DENIED
             }
         }
+    }
+}
+
+/// Whether a worker may judge this PUBLISH: not for MQTT 5 clients, whose QoS 1/2 PUBLISH
+/// would see the deny as reason code 135.
+///
+/// # Safety
+/// As [`handle_message`].
+unsafe fn offloadable(event: &EvtMessage) -> bool {
+    let client = event.client.cast_const();
+    // SAFETY: a live client of the broker.
+    !client.is_null() && unsafe { ffi::mosquitto_client_protocol_version(client) } != 5
+}
+
+/// Publishes a judgement's security events on the alerts topic and logs its error. On the
+/// broker's thread only.
+fn report(plugin: &Plugin, judgement: &Judgement) {
+    if let Some(topic) = &plugin.options.alerts_topic {
+        for e in &judgement.events {
+            let rc = broker_publish(topic, plugin.options.alerts_qos, false, &e.to_json_bytes());
+            if rc != ffi::MOSQ_ERR_SUCCESS {
+                log(
+                    ffi::MOSQ_LOG_WARNING,
+                    &format!("cannot publish a security event on {topic:?} (error {rc})"),
+                );
+            }
+        }
+    }
+    if let Some(error) = &judgement.error {
+        log(ffi::MOSQ_LOG_ERR, error);
+    }
+}
+
+/// Publishes what the workers have judged since the last call. On the broker's thread only.
+fn publish_ready(plugin: &Plugin, workers: &Workers) {
+    for done in workers.ready() {
+        report(plugin, &done.judgement);
+        let Job {
+            message,
+            qos,
+            retain,
+        } = &done.job;
+        let payload = match &done.judgement.disposition {
+            Disposition::Deny => continue,
+            Disposition::Pass => &message.payload,
+            Disposition::Replace(p) => p,
+        };
+        let rc = broker_publish(&message.topic, *qos, *retain, payload);
+        if rc != ffi::MOSQ_ERR_SUCCESS {
+            hold(
+                plugin,
+                &done,
+                &format!("the broker refused to publish it (error {rc})"),
+            );
+        }
+    }
+}
+
+/// Commits a judged message that could not be published to the store, so that it is not
+/// lost; logs where it went.
+fn hold(plugin: &Plugin, done: &Done, why: &str) {
+    let judge = plugin.judge();
+    let Some(outcome) = workers::undelivered(done, judge.generation(), why) else {
+        return;
+    };
+    let topic = &done.job.message.topic;
+    match judge.hold(&done.job.message, &outcome) {
+        Ok(()) => log(
+            ffi::MOSQ_LOG_WARNING,
+            &format!("message on {topic:?} held in the quarantine store: {why}"),
+        ),
+        Err(e) => log(
+            ffi::MOSQ_LOG_ERR,
+            &format!("message on {topic:?} lost: {why}, and the store failed: {e}"),
+        ),
+    }
+}
+
+impl State {
+    /// Stops the workers (what they judged but the broker can no longer publish goes to the
+    /// store), then the plugin.
+    fn shut_down(mut self) {
+        if let Some(workers) = self.workers.take() {
+            let waits = workers.waits();
+            let left = workers.stop();
+            let mut held = 0;
+            for done in &left {
+                if !matches!(done.judgement.disposition, Disposition::Deny) {
+                    hold(
+                        &self.plugin,
+                        done,
+                        "the broker stopped before publishing it",
+                    );
+                    held += 1;
+                }
+            }
+            log(
+                ffi::MOSQ_LOG_NOTICE,
+                &format!(
+                    "workers stopped: {held} judged messages held in the store for release; \
+                     the broker waited for a full queue {waits} times"
+                ),
+            );
+        }
+        self.plugin.shut_down();
     }
 }
 
@@ -458,28 +614,22 @@ unsafe fn replace_payload(event: &mut EvtMessage, payload: &[u8]) -> bool {
 }
 
 /// Publishes a copy of `payload` to every subscriber of `topic` (it does not come back
-/// through `MOSQ_EVT_MESSAGE`).
-fn publish(topic: &str, qos: u8, payload: &[u8]) {
+/// through `MOSQ_EVT_MESSAGE`). Returns the broker's error code.
+fn broker_publish(topic: &str, qos: u8, retain: bool, payload: &[u8]) -> c_int {
     let (Ok(topic_c), Ok(len)) = (CString::new(topic), c_int::try_from(payload.len())) else {
-        return;
+        return ffi::MOSQ_ERR_INVAL;
     };
     // SAFETY: on the broker's thread (inside a callback); the broker copies the payload and
     // the topic before returning.
-    let rc = unsafe {
+    unsafe {
         ffi::mosquitto_broker_publish_copy(
             ptr::null(),
             topic_c.as_ptr(),
             len,
             payload.as_ptr().cast(),
             c_int::from(qos),
-            false,
+            retain,
             ptr::null_mut(),
         )
-    };
-    if rc != ffi::MOSQ_ERR_SUCCESS {
-        log(
-            ffi::MOSQ_LOG_WARNING,
-            &format!("cannot publish a security event on {topic:?} (error {rc})"),
-        );
     }
 }

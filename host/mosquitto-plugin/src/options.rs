@@ -34,7 +34,13 @@ pub struct Options {
     /// `reload_ms`: how often the config and policy files are checked for changes (default
     /// 1000; 0 turns hot reload off).
     pub reload: Option<Duration>,
+    /// `workers`: threads that judge MQTT 3.1/3.1.1 messages off the broker's thread (default
+    /// 0: every message is judged inline, on the broker's thread). See [`crate::workers`].
+    pub workers: usize,
 }
+
+/// The most `workers` accepted: more threads than this only contend.
+pub const MAX_WORKERS: usize = 64;
 
 /// Every key the plugin knows, for the message about an unknown one.
 pub const KEYS: &[&str] = &[
@@ -44,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "alerts_qos",
     "content_type",
     "reload_ms",
+    "workers",
 ];
 
 impl Options {
@@ -58,6 +65,7 @@ impl Options {
             alerts_qos: 1,
             content_type: ContentType::Json,
             reload: Some(Duration::from_millis(1000)),
+            workers: 0,
         };
         for (key, value) in pairs {
             let bad = |why: &str| format!("plugin_opt_{key} {value:?}: {why}");
@@ -93,6 +101,15 @@ impl Options {
                         .map_err(|_| bad("milliseconds, a whole number (0 = off)"))?;
                     options.reload = (ms > 0).then(|| Duration::from_millis(ms));
                 }
+                "workers" => {
+                    options.workers = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= MAX_WORKERS)
+                        .ok_or_else(|| {
+                            bad(&format!("a whole number from 0 (inline) to {MAX_WORKERS}"))
+                        })?;
+                }
                 _ => {
                     return Err(format!(
                         "unknown option plugin_opt_{key} (known: plugin_opt_{})",
@@ -120,6 +137,7 @@ mod tests {
         assert_eq!((o.alerts_topic, o.alerts_qos), (None, 1));
         assert_eq!(o.content_type, ContentType::Json);
         assert_eq!(o.reload, Some(Duration::from_secs(1)));
+        assert_eq!(o.workers, 0);
 
         let o = Options::parse([
             ("config", "c.toml"),
@@ -128,6 +146,7 @@ mod tests {
             ("alerts_qos", "0"),
             ("content_type", "cbor"),
             ("reload_ms", "0"),
+            ("workers", "3"),
         ])
         .unwrap();
         assert_eq!(o.identity, Identity::Username);
@@ -135,6 +154,7 @@ mod tests {
         assert_eq!(o.alerts_qos, 0);
         assert_eq!(o.content_type, ContentType::Cbor);
         assert_eq!(o.reload, None);
+        assert_eq!(o.workers, 3);
     }
 
     #[test]
@@ -147,6 +167,13 @@ mod tests {
         assert!(err(&[("config", "c"), ("alerts_qos", "3")]).contains("alerts_qos"));
         assert!(err(&[("config", "c"), ("content_type", "xml")]).contains("unknown content"));
         assert!(err(&[("config", "c"), ("reload_ms", "-1")]).contains("reload_ms"));
+        for bad in ["-1", "65", "two"] {
+            let e = err(&[("config", "c"), ("workers", bad)]);
+            assert!(
+                e.contains("plugin_opt_workers") && e.contains("0 (inline) to 64"),
+                "{e}"
+            );
+        }
         let e = err(&[("config", "c"), ("confg", "x")]);
         assert!(e.contains("unknown option plugin_opt_confg"), "{e}");
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use twinguard::alerts::{Alerts, SecurityEvent};
 use twinguard::store::{QuarantineStore, Retention};
 use twinguard::watch::Watcher;
-use twinguard::{error_chain as chain, Action, Config, Message, Runtime};
+use twinguard::{error_chain as chain, Action, Config, Message, Outcome, Runtime};
 
 use crate::options::{Identity, Options};
 
@@ -18,13 +18,20 @@ use crate::options::{Identity, Options};
 pub struct Plugin {
     /// The parsed `plugin_opt_*` options.
     pub options: Options,
-    runtime: Runtime,
-    store: QuarantineStore,
-    alerts: Alerts,
+    judge: Judge,
     watcher: Option<Watcher>,
     _retention: Option<RetentionThread>,
     /// The watcher's counters (reloads, failures) as last reported in the broker's log.
     logged: Cell<(u64, u64)>,
+}
+
+/// What judges a message: the runtime, the store it commits quarantined messages to, and the
+/// alert sinks. Cheap to clone (shared handles), so worker threads each hold one.
+#[derive(Clone)]
+pub struct Judge {
+    runtime: Runtime,
+    store: QuarantineStore,
+    alerts: Alerts,
 }
 
 /// What to do with a PUBLISH.
@@ -90,15 +97,80 @@ impl Plugin {
         };
         Ok(Self {
             options,
-            runtime,
-            store,
-            alerts,
+            judge: Judge {
+                runtime,
+                store,
+                alerts,
+            },
             watcher,
             _retention: retention,
             logged: Cell::new((0, 0)),
         })
     }
 
+    /// The judging half, to clone into worker threads.
+    pub fn judge(&self) -> &Judge {
+        &self.judge
+    }
+
+    /// What the watcher did since the last call, as lines for the broker's log (warnings
+    /// first). Called on the broker's thread, which alone may log.
+    pub fn reload_news(&self) -> Vec<(bool, String)> {
+        let Some(status) = self.watcher.as_ref().map(Watcher::status) else {
+            return Vec::new();
+        };
+        let (reloads, failures) = self.logged.replace((status.reloads, status.failures));
+        let mut news = Vec::new();
+        if status.failures != failures {
+            let error = status.last_error.unwrap_or_default();
+            let generation = status.generation;
+            news.push((
+                true,
+                format!("{error}; generation {generation} stays active"),
+            ));
+        }
+        if status.reloads != reloads {
+            let generation = status.generation;
+            news.push((
+                false,
+                format!("policies reloaded: generation {generation} active"),
+            ));
+        }
+        news
+    }
+
+    /// One line for the broker's log at start-up.
+    pub fn summary(&self) -> String {
+        let o = &self.options;
+        let set = self.judge.runtime.policy_set();
+        format!(
+            "config {}: {} policies, generation {}; identity {}; content type {} unless \
+             declared; quarantine store {}; alerts topic {}; reload {}",
+            o.config.display(),
+            set.policies().len(),
+            set.generation(),
+            match o.identity {
+                Identity::ClientId => "client-id",
+                Identity::Username => "username",
+            },
+            o.content_type,
+            self.judge.store.path().display(),
+            o.alerts_topic.as_deref().unwrap_or("(none)"),
+            o.reload.map_or_else(
+                || "off".to_string(),
+                |d| format!("every {} ms", d.as_millis())
+            ),
+        )
+    }
+
+    /// Stops the watcher and waits (up to 5 s) for the alert sinks to write what they hold.
+    pub fn shut_down(mut self) {
+        self.watcher.take();
+        self.judge.alerts.flush();
+    }
+}
+
+impl Judge {
     /// Judges one message: evaluates it, hands its alerts to the sinks, and commits it to the
     /// store when it is quarantined. Fails closed: a failed commit denies the message.
     pub fn judge(&self, message: &Message) -> Judgement {
@@ -135,60 +207,17 @@ impl Plugin {
         }
     }
 
-    /// What the watcher did since the last call, as lines for the broker's log (warnings
-    /// first). Called on the broker's thread, which alone may log.
-    pub fn reload_news(&self) -> Vec<(bool, String)> {
-        let Some(status) = self.watcher.as_ref().map(Watcher::status) else {
-            return Vec::new();
-        };
-        let (reloads, failures) = self.logged.replace((status.reloads, status.failures));
-        let mut news = Vec::new();
-        if status.failures != failures {
-            let error = status.last_error.unwrap_or_default();
-            let generation = status.generation;
-            news.push((
-                true,
-                format!("{error}; generation {generation} stays active"),
-            ));
-        }
-        if status.reloads != reloads {
-            let generation = status.generation;
-            news.push((
-                false,
-                format!("policies reloaded: generation {generation} active"),
-            ));
-        }
-        news
+    /// Commits a message the broker will never publish (see [`crate::workers::undelivered`]).
+    pub fn hold(&self, message: &Message, outcome: &Outcome) -> Result<(), String> {
+        self.store
+            .put(message, outcome, Some(&message.topic))
+            .map(|_| ())
+            .map_err(|e| chain(&e))
     }
 
-    /// One line for the broker's log at start-up.
-    pub fn summary(&self) -> String {
-        let o = &self.options;
-        let set = self.runtime.policy_set();
-        format!(
-            "config {}: {} policies, generation {}; identity {}; content type {} unless \
-             declared; quarantine store {}; alerts topic {}; reload {}",
-            o.config.display(),
-            set.policies().len(),
-            set.generation(),
-            match o.identity {
-                Identity::ClientId => "client-id",
-                Identity::Username => "username",
-            },
-            o.content_type,
-            self.store.path().display(),
-            o.alerts_topic.as_deref().unwrap_or("(none)"),
-            o.reload.map_or_else(
-                || "off".to_string(),
-                |d| format!("every {} ms", d.as_millis())
-            ),
-        )
-    }
-
-    /// Stops the watcher and waits (up to 5 s) for the alert sinks to write what they hold.
-    pub fn shut_down(mut self) {
-        self.watcher.take();
-        self.alerts.flush();
+    /// The generation of the active policy set.
+    pub fn generation(&self) -> u64 {
+        self.runtime.policy_set().generation()
     }
 }
 

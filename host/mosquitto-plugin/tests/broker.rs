@@ -207,7 +207,18 @@ fn pack() -> String {
 
 #[test]
 fn a_subscriber_sees_each_outcome() {
-    let rig = Rig::start(&pack(), "plugin_opt_alerts_topic twinguard/alerts");
+    each_outcome("");
+}
+
+#[test]
+fn a_subscriber_sees_each_outcome_judged_by_workers() {
+    each_outcome("plugin_opt_workers 2");
+}
+
+/// The four outcomes, judged inline or by workers (`options`).
+fn each_outcome(options: &str) {
+    let options = format!("plugin_opt_alerts_topic twinguard/alerts\n{options}");
+    let rig = Rig::start(&pack(), &options);
     let twin = rig.client("twin", None, &["devices/#", "twinguard/alerts"]);
     let device = rig.client("press-7", None, &[]);
     let topic = "devices/press-7/telemetry";
@@ -271,6 +282,15 @@ fn a_subscriber_sees_each_outcome() {
 
 #[test]
 fn a_faulting_policy_does_not_stop_the_broker() {
+    faulting_policy("");
+}
+
+#[test]
+fn a_faulting_policy_does_not_stop_the_broker_or_its_workers() {
+    faulting_policy("plugin_opt_workers 1");
+}
+
+fn faulting_policy(options: &str) {
     let policies = [
         policy("spin", "hostile", &["mode = \"loop\""]),
         policy("crash", "hostile", &["mode = \"panic\""]),
@@ -280,7 +300,7 @@ fn a_faulting_policy_does_not_stop_the_broker() {
         route("ok/#", &["pass"]),
     ]
     .concat();
-    let rig = Rig::start(&policies, "");
+    let rig = Rig::start(&policies, options);
     let watcher = rig.client("watcher", None, &["#"]);
     let attacker = rig.client("attacker", None, &[]);
     let other = rig.client("other", None, &[]);
@@ -312,6 +332,68 @@ fn a_faulting_policy_does_not_stop_the_broker() {
     }
     assert!(records.iter().any(|r| r.policy.as_deref() == Some("spin")));
     assert!(records.iter().any(|r| r.policy.as_deref() == Some("crash")));
+}
+
+#[test]
+fn workers_keep_each_devices_order_and_lose_nothing() {
+    let rig = Rig::start(&masking("***"), "plugin_opt_workers 2");
+    let twin = rig.client("twin", None, &["devices/#"]);
+    let devices: Vec<Mqtt> = (0..4)
+        .map(|d| rig.client(&format!("press-{d}"), None, &[]))
+        .collect();
+    let per_device = 500;
+    for seq in 0..per_device {
+        for (d, device) in devices.iter().enumerate() {
+            device.publish(
+                &format!("devices/press-{d}/telemetry"),
+                &json!({"seq": seq, "owner": {"name": "Ada"}}),
+            );
+        }
+    }
+    let mut next = [0u64; 4];
+    for _ in 0..4 * per_device {
+        let (topic, v) = twin.next();
+        let d: usize = topic["devices/press-".len()..]
+            .split('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected topic {topic}"));
+        assert_eq!(v["seq"], next[d], "press-{d} out of order or lost: {v}");
+        assert_eq!(v["owner"]["name"], "***", "not judged: {v}");
+        next[d] += 1;
+    }
+    assert!(rig.quarantined().is_empty());
+}
+
+#[test]
+fn workers_hold_what_the_broker_stopped_before_publishing() {
+    // A policy that runs to its 300 ms deadline on every message, and lets it through.
+    let policies = format!(
+        "[[policy]]\nname = \"slow\"\npath = \"{}\"\non-fault = \"allow\"\n\
+         [policy.config]\nmode = \"loop\"\n[policy.limits]\ndeadline-ms = 300\n\
+         fuel = 1_000_000_000_000\n\n{}",
+        twinguard_tests::wasm("hostile").display(),
+        route("devices/#", &["slow"])
+    );
+    let mut rig = Rig::start(&policies, "plugin_opt_workers 1");
+    let device = rig.client("press-7", None, &[]);
+    for seq in 0..5 {
+        device.publish("devices/press-7/telemetry", &json!({ "seq": seq }));
+    }
+    // Acknowledged at once: the worker judges them later.
+    device.acks(5);
+    rig.broker.stop();
+    let store = QuarantineStore::open_existing(rig.dir.path().join("quarantine.db")).unwrap();
+    let records = store.list(&Query::default()).unwrap();
+    let seqs: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.payload).unwrap()["seq"].clone())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4], "{records:?}");
+    for r in &records {
+        assert!(r.reason.contains("broker stopped"), "{r:?}");
+        assert_eq!(r.topic, "devices/press-7/telemetry");
+    }
 }
 
 fn masking(with: &str) -> String {
