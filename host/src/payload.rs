@@ -219,6 +219,23 @@ impl Document {
         tape.value(format, bytes, &entry).map(Some)
     }
 
+    /// Applies `edits` as [`redact`] does, in place: `Ok(true)` when some edit matched and the
+    /// payload was rewritten. A JSON payload that a lookup has already indexed is not parsed
+    /// again. Text and binary payloads are left alone (`Ok(false)`).
+    pub fn redact(&mut self, edits: &[Edit]) -> Result<bool, RedactError> {
+        let Some(format) = self.format else {
+            return Ok(false);
+        };
+        let redacted = match (format, &self.index) {
+            (Format::Json, Some(Ok(tape))) => {
+                check_edits(edits)?;
+                apply_json(tape, &self.bytes, edits)
+            }
+            _ => redact(format, &self.bytes, edits)?,
+        };
+        Ok(redacted.map(|bytes| self.replace(bytes)).is_some())
+    }
+
     /// Replaces the payload (after a redaction) and drops everything parsed from the old one.
     pub fn replace(&mut self, bytes: Vec<u8>) {
         self.bytes = bytes;
@@ -249,12 +266,7 @@ pub fn redact(
     bytes: &[u8],
     edits: &[Edit],
 ) -> Result<Option<Vec<u8>>, RedactError> {
-    for edit in edits {
-        if edit.pointer.is_empty() {
-            return Err(RedactError::WholeDocument);
-        }
-        check_pointer(&edit.pointer).map_err(RedactError::BadPointer)?;
-    }
+    check_edits(edits)?;
     if edits.is_empty() {
         return Ok(None);
     }
@@ -264,14 +276,29 @@ pub fn redact(
     }
 }
 
+/// Every pointer checked before the payload is touched.
+fn check_edits(edits: &[Edit]) -> Result<(), RedactError> {
+    for edit in edits {
+        if edit.pointer.is_empty() {
+            return Err(RedactError::WholeDocument);
+        }
+        check_pointer(&edit.pointer).map_err(RedactError::BadPointer)?;
+    }
+    Ok(())
+}
+
 fn redact_json(bytes: &[u8], edits: &[Edit]) -> Result<Option<Vec<u8>>, RedactError> {
     let tape = json::tape(bytes).map_err(|e| RedactError::Malformed(json::describe(bytes, &e)))?;
-    let mut overlay = json::Overlay::new(&tape, bytes);
+    Ok(apply_json(&tape, bytes, edits))
+}
+
+fn apply_json(tape: &Tape, bytes: &[u8], edits: &[Edit]) -> Option<Vec<u8>> {
+    let mut overlay = json::Overlay::new(tape, bytes);
     let mut changed = false;
     for edit in edits {
         changed |= overlay.apply(&edit.pointer, &edit.action);
     }
-    Ok(changed.then(|| overlay.write()))
+    changed.then(|| overlay.write())
 }
 
 fn redact_cbor(bytes: &[u8], edits: &[Edit]) -> Result<Option<Vec<u8>>, RedactError> {
@@ -2329,6 +2356,61 @@ mod tests {
             pointer: pointer.to_owned(),
             action,
         }
+    }
+
+    #[test]
+    fn document_redaction_reuses_the_index_and_agrees_with_redact() {
+        let input = br#"{"a":{"b":1,"c":"x"},"a":{"b":2},"l":[1,2,3],"s":"t\u00e9"}"#;
+        let cases: [&[Edit]; 4] = [
+            &[remove("/a/b")],
+            &[mask("/a", "***"), remove("/l/1")],
+            &[remove("/missing")],
+            &[mask("/s", "\"q\""), remove("/l/0"), remove("/l/0")],
+        ];
+        for edits in cases {
+            let expected = redact(Format::Json, input, edits).unwrap();
+            for looked_up in [false, true] {
+                let mut doc = Document::new(Some(Format::Json), input.to_vec());
+                if looked_up {
+                    assert!(get(&mut doc, "/l/2").is_some());
+                }
+                let changed = doc.redact(edits).unwrap();
+                assert_eq!(changed, expected.is_some(), "{edits:?}");
+                let bytes = expected.clone().unwrap_or_else(|| input.to_vec());
+                assert_eq!(
+                    doc.bytes(),
+                    &bytes[..],
+                    "{edits:?}, looked up first: {looked_up}"
+                );
+                // The index of the old payload is gone: lookups see the redacted one.
+                let mut fresh = Document::new(Some(Format::Json), bytes.clone());
+                for pointer in ["/a", "/a/b", "/l/0", "/l/1", "/s"] {
+                    assert_eq!(
+                        get(&mut doc, pointer),
+                        get(&mut fresh, pointer),
+                        "{pointer}"
+                    );
+                }
+            }
+        }
+        // A lookup that found the payload malformed does not make redaction succeed.
+        let mut doc = Document::new(Some(Format::Json), b"{\"a\":".to_vec());
+        assert!(doc.field("/a").is_err());
+        assert!(matches!(
+            doc.redact(&[remove("/a")]),
+            Err(RedactError::Malformed(_))
+        ));
+        // Pointers are checked even when the index exists.
+        let mut doc = Document::new(Some(Format::Json), b"{\"a\":1}".to_vec());
+        assert!(get(&mut doc, "/a").is_some());
+        assert_eq!(doc.redact(&[remove("")]), Err(RedactError::WholeDocument));
+        assert!(matches!(
+            doc.redact(&[remove("a")]),
+            Err(RedactError::BadPointer(_))
+        ));
+        // Text and binary payloads have nothing to redact.
+        let mut doc = Document::new(None, b"hello".to_vec());
+        assert_eq!(doc.redact(&[remove("/a")]), Ok(false));
     }
 
     fn remove(pointer: &str) -> Edit {

@@ -18,7 +18,7 @@ use crate::limits::{Fault, OnFault};
 use crate::message::{
     Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
-use crate::payload::{self, Document, Edit, EditAction, Format, RedactError};
+use crate::payload::{Document, Edit, EditAction, Format, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
 use crate::shadow::{Shadow, ShadowReport};
@@ -494,11 +494,11 @@ fn apply_redaction(
     wire: &mut wit::Message,
     edits: Vec<wit::Edit>,
 ) -> Result<bool, Fault> {
-    let Some(format) = doc.format() else {
+    if doc.format().is_none() {
         return Err(Fault::BadDecision(format!(
             "redaction asked for a {ct} payload; only json and cbor payloads have fields"
         )));
-    };
+    }
     let edits: Vec<Edit> = edits
         .into_iter()
         .map(|e| Edit {
@@ -509,11 +509,10 @@ fn apply_redaction(
             },
         })
         .collect();
-    match payload::redact(format, doc.bytes(), &edits) {
-        Ok(None) => Ok(false),
-        Ok(Some(bytes)) => {
-            wire.payload_len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            doc.replace(bytes);
+    match doc.redact(&edits) {
+        Ok(false) => Ok(false),
+        Ok(true) => {
+            wire.payload_len = u32::try_from(doc.bytes().len()).unwrap_or(u32::MAX);
             Ok(true)
         }
         Err(RedactError::Malformed(m)) => Err(Fault::BadDecision(format!(

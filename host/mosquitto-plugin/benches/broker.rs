@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench -p twinguard-mosquitto` (needs mosquitto; builds the guests first).
 //! `BENCH_MESSAGES` and `BENCH_ROUNDS` override the saturated run's size and the rounds.
+//! As the issue sets it up, each broker runs on core 0 and the load generator (this process)
+//! on the other cores; `BENCH_PIN=0` lets the scheduler place everything.
 
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
@@ -117,13 +119,60 @@ fn held_reasons(dir: &Path) -> Vec<String> {
     records.into_iter().map(|r| r.reason).collect()
 }
 
+/// `/proc/<pid>` of the mosquitto process started with a config in `dir`.
+fn broker_proc(dir: &Path) -> Option<PathBuf> {
+    let config = dir.join("mosquitto.conf");
+    let config = config.to_string_lossy();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline)
+            .contains(&*config)
+            .then(|| e.path())
+    })
+}
+
+/// Restricts thread `tid` (0: the calling thread) to `cpus`.
+fn pin(tid: libc::pid_t, cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The issue's set-up on this machine: the broker's own threads on core 0, and the load
+/// generator (this process) on the other cores. Judge threads (`plugin_opt_workers`) are not
+/// the broker's loop: they go with the load generator, as they would to a spare core.
+fn pin_broker(dir: &Path, others: &[usize]) {
+    let Some(proc) = broker_proc(dir) else { return };
+    for task in std::fs::read_dir(proc.join("task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        pin(
+            tid,
+            if comm.starts_with("twinguard-judge") {
+                others
+            } else {
+                &[0]
+            },
+        );
+    }
+}
+
 /// User + system CPU time so far of the mosquitto process started with a config in `dir`, in
 /// clock ticks (`/proc/<pid>/stat` fields 14 and 15): the whole process, and its main thread
 /// (the broker's loop, where the plugin's callbacks run).
 fn broker_cpu_ticks(dir: &Path) -> (u64, u64) {
-    let config = dir.join("mosquitto.conf");
-    let config = config.to_string_lossy();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Some(proc) = broker_proc(dir) else {
         return (0, 0);
     };
     let ticks = |stat: &Path| {
@@ -133,15 +182,11 @@ fn broker_cpu_ticks(dir: &Path) -> (u64, u64) {
         let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
         f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
     };
-    for e in entries.flatten() {
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(&*config) {
-            continue;
-        }
-        let main = e.path().join("task").join(e.file_name()).join("stat");
-        return (ticks(&e.path().join("stat")), ticks(&main));
-    }
-    (0, 0)
+    let main = proc
+        .join("task")
+        .join(proc.file_name().unwrap_or_default())
+        .join("stat");
+    (ticks(&proc.join("stat")), ticks(&main))
 }
 
 /// A client whose event loop runs on a thread: returns it and a channel of
@@ -319,6 +364,17 @@ fn main() {
             next_seq: 1,
         },
     ];
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pinned = env_or("BENCH_PIN", 1) == 1 && cores >= 2;
+    if pinned {
+        let others: Vec<usize> = (1..cores).collect();
+        for t in &targets {
+            pin_broker(&t.broker.dir, &others);
+        }
+        // The clients' threads, spawned from here on, inherit this.
+        pin(0, &others);
+        println!("brokers pinned to core 0, load generator to cores 1..{cores}");
+    }
     let base = Instant::now();
     let mut ratios = Vec::new();
     let mut worker_ratios = Vec::new();
