@@ -1,6 +1,7 @@
 //! A compiled policy: its component, digest, limits, instance pool and circuit breaker; and
 //! the host side of the WIT contract (bindings, host imports, fault classification).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -240,6 +241,11 @@ pub(crate) struct LoadContext<'a> {
     pub cache: Option<&'a Cache>,
     /// The keys modules must be signed with; `None` checks nothing (`twinguard check`).
     pub trust: Option<&'a Trust>,
+    /// Components already compiled (the active generation's), by digest: a reload of an
+    /// unchanged module reuses them instead of compiling again.
+    pub compiled: HashMap<Arc<str>, Component>,
+    /// Counts the components compiled or read from the cache.
+    pub compilations: &'a AtomicU64,
 }
 
 /// What a policy is loaded from.
@@ -317,11 +323,8 @@ pub struct ComponentInfo {
 
 /// Reads the component's imports and exports and checks the contract version, before any
 /// linking, so a mismatch gets a precise error instead of a linker message.
-fn inspect(
-    engine: &Engine,
-    cache: Option<&Cache>,
-    bytes: &[u8],
-) -> Result<(Component, ComponentInfo), LoadError> {
+fn inspect(ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<(Component, ComponentInfo), LoadError> {
+    let engine = ctx.engine;
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(LoadError::NotWasm);
     }
@@ -330,11 +333,18 @@ fn inspect(
         return Err(LoadError::CoreModule);
     }
     let sha: [u8; 32] = Sha256::digest(bytes).into();
-    let component = match cache {
-        Some(cache) => cache.component(engine, &sha, bytes),
-        None => Component::new(engine, bytes),
-    }
-    .map_err(|e| LoadError::Compile(boxed(e)))?;
+    let digest = hex::encode(sha);
+    let component = match ctx.compiled.get(digest.as_str()) {
+        Some(known) => known.clone(),
+        None => {
+            ctx.compilations.fetch_add(1, Ordering::Relaxed);
+            match ctx.cache {
+                Some(cache) => cache.component(engine, &sha, bytes),
+                None => Component::new(engine, bytes),
+            }
+            .map_err(|e| LoadError::Compile(boxed(e)))?
+        }
+    };
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
@@ -371,7 +381,7 @@ fn inspect(
         });
     }
     let info = ComponentInfo {
-        digest: hex::encode(sha),
+        digest,
         size: bytes.len(),
         wit_version: found,
         imports,
@@ -432,7 +442,7 @@ pub(crate) fn link(
             .map_err(|e| fail(LoadError::Signature(Box::new(e))))?;
         tracing::debug!(module = %path.display(), ?verified, "signature check");
     }
-    let (component, info) = inspect(ctx.engine, ctx.cache, &bytes).map_err(fail)?;
+    let (component, info) = inspect(ctx, &bytes).map_err(fail)?;
     let instance_pre = ctx
         .linker
         .instantiate_pre(&component)
@@ -542,6 +552,11 @@ impl Policy {
 
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    /// The compiled component, for a later generation to reuse.
+    pub(crate) fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
     }
 
     pub(crate) fn version_arc(&self) -> Arc<str> {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -63,6 +63,8 @@ struct Inner {
     /// A candidate judging beside the active version of one policy, if any.
     shadow: arc_swap::ArcSwapOption<Shadow>,
     /// Held for its `Drop`, which stops the thread.
+    /// Components compiled or read from the compile cache since start.
+    compilations: AtomicU64,
     _ticker: Ticker,
 }
 
@@ -76,6 +78,8 @@ impl Inner {
             idle_instances: self.idle_instances,
             cache: self.cache.as_ref(),
             trust,
+            compiled: HashMap::new(),
+            compilations: &self.compilations,
         }
     }
 }
@@ -230,6 +234,7 @@ impl Runtime {
             idle_instances,
             reloading: Mutex::new(()),
             shadow: arc_swap::ArcSwapOption::empty(),
+            compilations: AtomicU64::new(0),
             _ticker: ticker,
         };
         let runtime = Self {
@@ -244,7 +249,15 @@ impl Runtime {
         let inner = &self.inner;
         // Read again on every build, so a reload picks up rotated keys.
         let trust = Trust::from_config(&config.signing).map_err(Error::Signing)?;
-        let ctx = inner.load_context(Some(&trust));
+        let mut ctx = inner.load_context(Some(&trust));
+        // Unchanged modules keep their compiled code: only new digests are compiled.
+        ctx.compiled = inner
+            .active
+            .load()
+            .policies
+            .iter()
+            .map(|p| (p.version_arc(), p.component().clone()))
+            .collect();
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut index = HashMap::new();
         for p in &config.policies {
@@ -319,6 +332,13 @@ impl Runtime {
         let set = self.build_set(config, generation)?;
         self.inner.active.store(Arc::new(set));
         Ok(generation)
+    }
+
+    /// How many components this runtime has compiled (or read from the compile cache) since
+    /// it started. A reload compiles only modules whose digest no active policy has, so a
+    /// reload that changes configs, limits or routes adds nothing here.
+    pub fn compilations(&self) -> u64 {
+        self.inner.compilations.load(Ordering::Relaxed)
     }
 
     /// The active generation.

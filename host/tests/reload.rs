@@ -147,3 +147,63 @@ fn a_hundred_reloads_under_load_lose_nothing_and_never_mix_generations() {
     assert_eq!(runtime.policy_set().generation(), 91);
     assert!(total > 100, "the threads evaluated throughout ({total})");
 }
+
+/// A reload compiles only modules whose digest the active generation does not have: changing
+/// a policy's config, limits or routes reuses the compiled code, and so does a second policy
+/// made of the same module. A new module is compiled.
+#[test]
+fn a_reload_compiles_only_new_modules() {
+    // `second`: the other policy's guest, and its config lines.
+    let with = |pii_config: &str, second: (&str, &str)| {
+        Config::from_toml(
+            &format!(
+                "[[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\n{pii_config}\n\
+                 [[policy]]\nname = \"other\"\npath = \"{}\"\n[policy.config]\n{}\n\
+                 [[route]]\nfilter = \"plant/#\"\nchain = [\"pii\", \"other\"]\n",
+                fixtures::wasm("pii-redact").display(),
+                fixtures::wasm(second.0).display(),
+                second.1,
+            ),
+            ".",
+        )
+        .unwrap()
+    };
+    let runtime = Runtime::new(with("mask = \"/owner/name\"", ("allow-all", ""))).unwrap();
+    assert_eq!(runtime.compilations(), 2);
+    let masked = |rt: &Runtime| {
+        let m = Message::new(
+            "d",
+            "plant/x",
+            ContentType::Json,
+            br#"{"owner":{"name":"Ada"}}"#.to_vec(),
+        );
+        serde_json::from_slice::<Value>(&rt.evaluate(&m).payload).unwrap()
+    };
+    assert_eq!(masked(&runtime)["owner"]["name"], "***");
+
+    // Another config for the same module: reused, and the new config is the one in force.
+    runtime
+        .reload(&with("remove = \"/owner/name\"", ("allow-all", "")))
+        .unwrap();
+    assert_eq!(runtime.compilations(), 2);
+    assert_eq!(masked(&runtime)["owner"], serde_json::json!({}));
+
+    // The second policy now runs the same module as the first: nothing to compile either.
+    runtime
+        .reload(&with(
+            "remove = \"/owner/name\"",
+            ("pii-redact", "mask = \"/x\""),
+        ))
+        .unwrap();
+    assert_eq!(runtime.compilations(), 2);
+
+    // A module the active generation does not run is compiled.
+    runtime
+        .reload(&with(
+            "remove = \"/owner/name\"",
+            ("schema-guard", "required = \"/owner:object\""),
+        ))
+        .unwrap();
+    assert_eq!(runtime.compilations(), 3);
+    assert_eq!(runtime.policy_set().generation(), 4);
+}
