@@ -5,8 +5,8 @@
 //!
 //! Run: `cargo bench -p twinguard-mosquitto` (needs mosquitto; builds the guests first).
 //! `BENCH_MESSAGES` and `BENCH_ROUNDS` override the saturated run's size and the rounds.
-//! As the issue sets it up, each broker runs on core 0 and the load generator (this process)
-//! on the other cores; `BENCH_PIN=0` lets the scheduler place everything.
+//! As the issue sets it up, each broker's loop runs on core 0 and the load generator (this
+//! process) on the other cores; `BENCH_PIN=0` lets the scheduler place everything.
 
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
@@ -143,26 +143,27 @@ fn pin(tid: libc::pid_t, cpus: &[usize]) {
     }
 }
 
-/// The issue's set-up on this machine: the broker's own threads on core 0, and the load
-/// generator (this process) on the other cores. Judge threads (`plugin_opt_workers`) are not
-/// the broker's loop: they go with the load generator, as they would to a spare core.
+/// The issue's set-up on this machine: the broker's loop (its main thread, where every
+/// callback of the plugin runs) on core 0, and the load generator (this process) on the other
+/// cores. The plugin's own threads (epoch ticker, workers, store writer) are not the broker's
+/// loop: they go to the other cores, as they would to spare cores.
 fn pin_broker(dir: &Path, others: &[usize]) {
     let Some(proc) = broker_proc(dir) else { return };
+    let main = proc.file_name().unwrap_or_default().to_owned();
     for task in std::fs::read_dir(proc.join("task"))
         .into_iter()
         .flatten()
         .flatten()
     {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
         };
         pin(
             tid,
-            if comm.starts_with("twinguard-judge") {
-                others
-            } else {
+            if task.file_name() == main {
                 &[0]
+            } else {
+                others
             },
         );
     }
@@ -373,7 +374,7 @@ fn main() {
         }
         // The clients' threads, spawned from here on, inherit this.
         pin(0, &others);
-        println!("brokers pinned to core 0, load generator to cores 1..{cores}");
+        println!("brokers' loops pinned to core 0, everything else to cores 1..{cores}");
     }
     let base = Instant::now();
     let mut ratios = Vec::new();

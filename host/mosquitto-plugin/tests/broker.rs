@@ -547,3 +547,40 @@ fn a_bad_config_stops_the_broker_with_a_message_naming_it() {
     assert!(!status.success());
     assert!(stderr.contains("plugin_opt_config is missing"), "{stderr}");
 }
+
+/// Workers take MQTT 3.1.1 publishers only: an MQTT 5 publisher's refused QoS 1 PUBLISH would
+/// get reason code 135, so its messages are judged inline and acknowledged with success.
+#[test]
+fn mqtt5_publishers_are_judged_inline_even_with_workers() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let rig = Rig::start(&masking("***"), "plugin_opt_workers 1");
+    let twin = rig.client("twin", None, &["devices/#"]);
+    let o = rumqttc::v5::MqttOptions::new("press-5", "127.0.0.1", rig.broker.port);
+    let (client, mut connection) = rumqttc::v5::Client::new(o, 100);
+    let (tx, acks) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(rumqttc::v5::Event::Incoming(P5::PubAck(a))) => {
+                    let _ = tx.send(a.reason);
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    for seq in 0..3 {
+        let payload = json!({"seq": seq, "owner": {"name": "Ada"}}).to_string();
+        client
+            .publish("devices/press-5/telemetry", Q5::AtLeastOnce, false, payload)
+            .unwrap();
+    }
+    for seq in 0..3 {
+        assert_eq!(acks.recv_timeout(PATIENCE).unwrap(), PubAckReason::Success);
+        let (topic, v) = twin.next();
+        assert_eq!(topic, "devices/press-5/telemetry");
+        assert_eq!(v, json!({"seq": seq, "owner": {"name": "***"}}));
+    }
+}
