@@ -7,6 +7,8 @@
 //! `BENCH_MESSAGES` and `BENCH_ROUNDS` override the saturated run's size and the rounds.
 //! As the issue sets it up, each broker's loop runs on core 0 and the load generator (this
 //! process) on the other cores; `BENCH_PIN=0` lets the scheduler place everything.
+//! `BENCH_CHAIN=schema,pii` runs a part of the pack (empty: none), and
+//! `BENCH_PACK_ONLY_SECONDS=N` only evaluates the pack in process for N seconds (to profile).
 
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
@@ -54,8 +56,26 @@ fn document(seq: u64, sent_ns: u64) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// The pack's policies in chain order, or those `BENCH_CHAIN` names (comma-separated, in its
+/// order; empty: no policy at all, every message allowed unrouted), to see what each costs.
+fn chain() -> Vec<String> {
+    match std::env::var("BENCH_CHAIN") {
+        Ok(names) => names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Err(_) => ["schema", "identity", "replay", "pii"]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
 /// The pack: every field the load carries is checked, and the owner's name is masked.
 fn pack(dir: &Path) -> PathBuf {
+    let chain = chain();
+    let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
     let inventory = format!("inventory = \"{DEVICE},press-08,press-09\"");
     let text = [
         policy(
@@ -77,10 +97,11 @@ fn pack(dir: &Path) -> PathBuf {
         ),
         policy("replay", "replay-guard", &[]),
         policy("pii", "pii-redact", &["mask = \"/owner/name\""]),
-        route(
-            "devices/+/telemetry",
-            &["schema", "identity", "replay", "pii"],
-        ),
+        if chain.is_empty() {
+            "[defaults]\nunrouted = \"allow\"\n\n".to_string()
+        } else {
+            route("devices/+/telemetry", &chain)
+        },
         "[quarantine]\npath = \"quarantine.db\"\n".to_string(),
     ]
     .concat();
@@ -327,7 +348,33 @@ fn run(target: &mut Target, messages: u64, base: Instant) -> Figures {
     }
 }
 
+/// Evaluates the pack in this process, without brokers, for `seconds`: what to run under
+/// `perf record` to see where the pack's own time goes.
+fn pack_only(seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = twinguard::Runtime::from_config_file(pack(dir.path())).unwrap();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let (mut n, start) = (0u64, Instant::now());
+    while Instant::now() < end {
+        let docs: Vec<Vec<u8>> = (0..1_000).map(|i| document(n + i + 1, 0)).collect();
+        for d in docs {
+            let m = twinguard::Message::new(DEVICE, TOPIC, twinguard::ContentType::Json, d);
+            std::hint::black_box(runtime.evaluate(&m));
+        }
+        n += 1_000;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let per_message_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("{n} messages, {per_message_us:.1} µs/message (document generation included)");
+}
+
 fn main() {
+    if let Some(seconds) = std::env::var("BENCH_PACK_ONLY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return pack_only(seconds);
+    }
     let so = plugin_so();
     let messages = env_or("BENCH_MESSAGES", 20_000);
     let rounds = env_or("BENCH_ROUNDS", 3);
@@ -411,7 +458,9 @@ fn main() {
     for d in &docs {
         let m = twinguard::Message::new(DEVICE, TOPIC, twinguard::ContentType::Json, d.clone());
         let outcome = runtime.evaluate(&m);
-        assert_eq!(outcome.action, twinguard::Action::Redact, "{outcome:?}");
+        if chain().iter().any(|p| p == "pii") {
+            assert_eq!(outcome.action, twinguard::Action::Redact, "{outcome:?}");
+        }
     }
     #[allow(clippy::cast_precision_loss)]
     let per_message_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;

@@ -27,6 +27,7 @@
 
 use std::ffi::c_int;
 use std::hash::{Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -91,7 +92,19 @@ impl Workers {
                     };
                     match rx.recv_timeout(patience) {
                         Ok(job) => {
-                            let judgement = judge.judge(&job.message);
+                            // A panic must not end the worker: its queue would be lost with
+                            // it. It denies the message, as inline judging does.
+                            let judgement =
+                                catch_unwind(AssertUnwindSafe(|| judge.judge(&job.message)))
+                                    .unwrap_or_else(|_| Judgement {
+                                        disposition: Disposition::Deny,
+                                        events: Vec::new(),
+                                        error: Some(format!(
+                                    "panic while judging a message from {:?} on {:?}: denied \
+                                     (fail closed); see the broker's stderr",
+                                    job.message.device_id, job.message.topic
+                                )),
+                                    });
                             doorbell.outstanding.fetch_add(1, Ordering::AcqRel);
                             if done_tx.send(Done { job, judgement }).is_err() {
                                 return;
