@@ -2,7 +2,9 @@
 //! threads evaluating with no reloads; and how long a reload takes when its components come
 //! from the compile cache.
 //!
-//! Run: `cargo bench -p twinguard --bench reload`.
+//! Run: `cargo bench -p twinguard --bench reload`. With `BENCH_NO_CACHE=1` there is no compile
+//! cache: a reload then reuses the active generation's compiled components.
+//! `BENCH_RELOAD_EVERY_MS=N` paces the reloads (default: one after the other, without pause).
 
 #[path = "../../tests/src/fixtures.rs"]
 mod fixtures;
@@ -17,16 +19,24 @@ use twinguard::{Action, Config, ContentType, Message, Runtime};
 const THREADS: usize = 2;
 const PHASE: Duration = Duration::from_secs(4);
 
+fn no_cache() -> bool {
+    std::env::var("BENCH_NO_CACHE").is_ok_and(|v| v == "1")
+}
+
 fn config(kind: &str, cache: &std::path::Path) -> Config {
     let pii = fixtures::wasm("pii-redact");
     let schema = fixtures::wasm("schema-guard");
+    let engine = if no_cache() {
+        String::new()
+    } else {
+        format!("[engine]\ncache-dir = \"{}\"\n", cache.display())
+    };
     Config::from_toml(
         &format!(
-            "[engine]\ncache-dir = \"{}\"\n\
+            "{engine}\
              [[policy]]\nname = \"schema\"\npath = \"{}\"\n[policy.config]\nrequired = \"/seq:integer\"\n\
              [[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\n{kind} = \"/owner/name\"\n\
              [[route]]\nfilter = \"plant/#\"\nchain = [\"schema\", \"pii\"]\n",
-            cache.display(),
             schema.display(),
             pii.display()
         ),
@@ -88,6 +98,13 @@ fn main() {
 
     let (steady, steady_n, steady_wrong) = evaluate_for(&runtime);
 
+    // One reload every BENCH_RELOAD_EVERY_MS (default 0: without pause).
+    let pace = Duration::from_millis(
+        std::env::var("BENCH_RELOAD_EVERY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let reloader = {
         let runtime = runtime.clone();
@@ -103,6 +120,7 @@ fn main() {
                 let _ =
                     times.record(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
                 i += 1;
+                std::thread::sleep(pace.saturating_sub(start.elapsed()));
             }
             times
         })
@@ -116,16 +134,26 @@ fn main() {
         cold.as_secs_f64() * 1e3
     );
     println!(
-        "reloads during the run: {} (from the compile cache, 2 policies each): p50 {:.2} ms, p99 {:.2} ms",
+        "reloads during the run: {} ({}, 2 policies each): p50 {:.2} ms, p99 {:.2} ms",
         reloads.len(),
+        if no_cache() {
+            "no compile cache"
+        } else {
+            "compile cache set"
+        },
         reloads.value_at_quantile(0.5) as f64 / 1e3,
         reloads.value_at_quantile(0.99) as f64 / 1e3
     );
+    let reloading = if pace.is_zero() {
+        "reloading without pause".to_string()
+    } else {
+        format!("reloading every {} ms", pace.as_millis())
+    };
     println!("\n| {THREADS} threads, schema + pii chain | messages | not redacted | p50 µs | p99 µs | p99.9 µs |");
     println!("|---|---|---|---|---|---|");
     for (name, h, n, wrong) in [
         ("steady", &steady, steady_n, steady_wrong),
-        ("reloading without pause", &busy, busy_n, busy_wrong),
+        (reloading.as_str(), &busy, busy_n, busy_wrong),
     ] {
         println!(
             "| {name} | {n} | {wrong} | {} | {} | {} |",
