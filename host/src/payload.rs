@@ -2359,7 +2359,7 @@ mod tests {
     }
 
     #[test]
-    fn document_redaction_reuses_the_index_and_agrees_with_redact() {
+    fn document_redaction_agrees_with_redact_with_and_without_an_index() {
         let input = br#"{"a":{"b":1,"c":"x"},"a":{"b":2},"l":[1,2,3],"s":"t\u00e9"}"#;
         let cases: [&[Edit]; 4] = [
             &[remove("/a/b")],

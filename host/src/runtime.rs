@@ -69,8 +69,16 @@ struct Inner {
 }
 
 impl Inner {
-    /// What loading a policy needs; `trust` is `None` only for `check`.
+    /// What loading a policy needs; `trust` is `None` only for `check`. Every load reuses the active generation's compiled components: only a digest none of
+    /// them has is compiled (or read from the cache).
     fn load_context<'a>(&'a self, trust: Option<&'a Trust>) -> LoadContext<'a> {
+        let compiled = self
+            .active
+            .load()
+            .policies
+            .iter()
+            .map(|p| (p.version_arc(), p.component().clone()))
+            .collect();
         LoadContext {
             engine: &self.engine,
             linker: &self.linker,
@@ -78,7 +86,7 @@ impl Inner {
             idle_instances: self.idle_instances,
             cache: self.cache.as_ref(),
             trust,
-            compiled: HashMap::new(),
+            compiled,
             compilations: &self.compilations,
         }
     }
@@ -249,15 +257,7 @@ impl Runtime {
         let inner = &self.inner;
         // Read again on every build, so a reload picks up rotated keys.
         let trust = Trust::from_config(&config.signing).map_err(Error::Signing)?;
-        let mut ctx = inner.load_context(Some(&trust));
-        // Unchanged modules keep their compiled code: only new digests are compiled.
-        ctx.compiled = inner
-            .active
-            .load()
-            .policies
-            .iter()
-            .map(|p| (p.version_arc(), p.component().clone()))
-            .collect();
+        let ctx = inner.load_context(Some(&trust));
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut index = HashMap::new();
         for p in &config.policies {

@@ -420,24 +420,20 @@ fn publish_ready(plugin: &Plugin, workers: &Workers) {
         };
         let rc = broker_publish(&message.topic, *qos, *retain, payload);
         if rc != ffi::MOSQ_ERR_SUCCESS {
-            hold(
-                plugin,
-                &done,
-                &format!("the broker refused to publish it (error {rc})"),
-            );
+            let why = format!("the broker refused to publish it (error {rc})");
+            hold(plugin, &done, &why);
         }
     }
 }
 
 /// Commits a judged message that could not be published to the store, so that it is not
-/// lost; logs where it went.
-fn hold(plugin: &Plugin, done: &Done, why: &str) {
-    let judge = plugin.judge();
-    let Some(outcome) = workers::undelivered(done, judge.generation(), why) else {
-        return;
+/// lost, and logs where it went. False for a denied message: there is nothing to hold.
+fn hold(plugin: &Plugin, done: &Done, why: &str) -> bool {
+    let Some(outcome) = done.undelivered(why) else {
+        return false;
     };
     let topic = &done.job.message.topic;
-    match judge.hold(&done.job.message, &outcome) {
+    match plugin.judge().hold(&done.job.message, &outcome) {
         Ok(()) => log(
             ffi::MOSQ_LOG_WARNING,
             &format!("message on {topic:?} held in the quarantine store: {why}"),
@@ -447,6 +443,7 @@ fn hold(plugin: &Plugin, done: &Done, why: &str) {
             &format!("message on {topic:?} lost: {why}, and the store failed: {e}"),
         ),
     }
+    true
 }
 
 impl State {
@@ -455,17 +452,13 @@ impl State {
     fn shut_down(mut self) {
         if let Some(workers) = self.workers.take() {
             let waits = workers.waits();
-            let left = workers.stop();
             let mut held = 0;
-            for done in &left {
-                if !matches!(done.judgement.disposition, Disposition::Deny) {
-                    hold(
-                        &self.plugin,
-                        done,
-                        "the broker stopped before publishing it",
-                    );
-                    held += 1;
-                }
+            for done in workers.stop() {
+                held += usize::from(hold(
+                    &self.plugin,
+                    &done,
+                    "the broker stopped before publishing it",
+                ));
             }
             log(
                 ffi::MOSQ_LOG_NOTICE,

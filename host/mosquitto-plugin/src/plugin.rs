@@ -54,6 +54,8 @@ pub struct Judgement {
     pub events: Vec<SecurityEvent>,
     /// An error for the broker's log (a failed store commit).
     pub error: Option<String>,
+    /// The generation of policies that judged it.
+    pub generation: u64,
 }
 
 impl Plugin {
@@ -204,20 +206,16 @@ impl Judge {
             disposition,
             events,
             error,
+            generation: outcome.generation,
         }
     }
 
-    /// Commits a message the broker will never publish (see [`crate::workers::undelivered`]).
+    /// Commits a message the broker will never publish (see [`crate::workers::Done::undelivered`]).
     pub fn hold(&self, message: &Message, outcome: &Outcome) -> Result<(), String> {
         self.store
             .put(message, outcome, Some(&message.topic))
             .map(|_| ())
             .map_err(|e| chain(&e))
-    }
-
-    /// The generation of the active policy set.
-    pub fn generation(&self) -> u64 {
-        self.runtime.policy_set().generation()
     }
 }
 

@@ -25,11 +25,12 @@
 //! - **Not for MQTT 5 publishers**: a denied MQTT 5 QoS 1/2 PUBLISH gets reason code 135
 //!   (not authorized) in its PUBACK, so MQTT 5 clients stay judged inline.
 
+use std::cell::Cell;
 use std::ffi::c_int;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -68,7 +69,8 @@ pub struct Workers {
     results: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
     doorbell: Arc<Doorbell>,
-    waits: AtomicU64,
+    /// Only the broker's thread submits.
+    waits: Cell<u64>,
 }
 
 impl Workers {
@@ -84,41 +86,7 @@ impl Workers {
             let (judge, done_tx, doorbell) = (judge.clone(), done_tx.clone(), doorbell.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("twinguard-judge-{i}"))
-                .spawn(move || loop {
-                    let patience = if doorbell.outstanding.load(Ordering::Acquire) > 0 {
-                        RERING
-                    } else {
-                        Duration::from_secs(3600)
-                    };
-                    match rx.recv_timeout(patience) {
-                        Ok(job) => {
-                            // A panic must not end the worker: its queue would be lost with
-                            // it. It denies the message, as inline judging does.
-                            let judgement =
-                                catch_unwind(AssertUnwindSafe(|| judge.judge(&job.message)))
-                                    .unwrap_or_else(|_| Judgement {
-                                        disposition: Disposition::Deny,
-                                        events: Vec::new(),
-                                        error: Some(format!(
-                                    "panic while judging a message from {:?} on {:?}: denied \
-                                     (fail closed); see the broker's stderr",
-                                    job.message.device_id, job.message.topic
-                                )),
-                                    });
-                            doorbell.outstanding.fetch_add(1, Ordering::AcqRel);
-                            if done_tx.send(Done { job, judgement }).is_err() {
-                                return;
-                            }
-                            doorbell.ring_if_asleep();
-                        }
-                        Err(RecvTimeoutError::Timeout) => {
-                            if doorbell.outstanding.load(Ordering::Acquire) > 0 {
-                                doorbell.ring();
-                            }
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                })
+                .spawn(move || work(&rx, &judge, &done_tx, &doorbell))
                 .map_err(|e| format!("cannot start worker {i}: {e}"))?;
             inputs.push(tx);
             threads.push(thread);
@@ -128,7 +96,7 @@ impl Workers {
             results,
             threads,
             doorbell,
-            waits: AtomicU64::new(0),
+            waits: Cell::new(0),
         })
     }
 
@@ -150,7 +118,7 @@ impl Workers {
         match input.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
-                self.waits.fetch_add(1, Ordering::Relaxed);
+                self.waits.set(self.waits.get() + 1);
                 input.send(job).map_err(|e| e.0)
             }
             Err(TrySendError::Disconnected(job)) => Err(job),
@@ -159,7 +127,7 @@ impl Workers {
 
     /// How many times the broker thread found a queue full and waited.
     pub fn waits(&self) -> u64 {
-        self.waits.load(Ordering::Relaxed)
+        self.waits.get()
     }
 
     /// The broker's loop is in a message callback, so awake: no signal is needed until its
@@ -193,26 +161,72 @@ impl Workers {
     }
 }
 
-/// The outcome to store for a message that was judged deliverable but never published
-/// (`why`: the broker stopped first, or refused the publish); `None` for a denied one. The payload is the one that would have been published (redacted
-/// where a policy redacted), so a release delivers what the policies allowed.
-pub fn undelivered(done: &Done, generation: u64, why: &str) -> Option<Outcome> {
-    let payload = match &done.judgement.disposition {
-        Disposition::Deny => return None,
-        Disposition::Pass => done.job.message.payload.clone(),
-        Disposition::Replace(p) => p.clone(),
-    };
-    Some(Outcome {
-        action: Action::Quarantine {
-            policy: None,
-            reason: format!("judged deliverable, but {why}"),
-        },
-        redacted: matches!(done.judgement.disposition, Disposition::Replace(_)),
-        payload,
-        alerts: Vec::new(),
-        trace: Vec::new(),
-        generation,
+/// One worker: judges its queue in order until the queue closes, and signals the broker's
+/// thread again while its results wait unpublished.
+fn work(rx: &Receiver<Job>, judge: &Judge, done_tx: &Sender<Done>, doorbell: &Doorbell) {
+    loop {
+        let patience = if doorbell.outstanding.load(Ordering::Acquire) > 0 {
+            RERING
+        } else {
+            Duration::from_secs(3600)
+        };
+        match rx.recv_timeout(patience) {
+            Ok(job) => {
+                let judgement = judge_fail_closed(judge, &job.message);
+                doorbell.outstanding.fetch_add(1, Ordering::AcqRel);
+                if done_tx.send(Done { job, judgement }).is_err() {
+                    return;
+                }
+                doorbell.ring_if_asleep();
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if doorbell.outstanding.load(Ordering::Acquire) > 0 {
+                    doorbell.ring();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// A panic must not end the worker (its queue would be lost with it): it denies the message,
+/// as a panic in the inline callback does.
+fn judge_fail_closed(judge: &Judge, message: &Message) -> Judgement {
+    catch_unwind(AssertUnwindSafe(|| judge.judge(message))).unwrap_or_else(|_| Judgement {
+        disposition: Disposition::Deny,
+        events: Vec::new(),
+        error: Some(format!(
+            "panic while judging a message from {:?} on {:?}: denied (fail closed); see the \
+             broker's stderr",
+            message.device_id, message.topic
+        )),
+        generation: 0,
     })
+}
+
+impl Done {
+    /// The outcome to store for a message judged deliverable but never published (`why`: the
+    /// broker stopped first, or refused the publish); `None` for a denied one. The payload is
+    /// the one that would have been published (redacted where a policy redacted), so a
+    /// release delivers what the policies allowed.
+    pub fn undelivered(&self, why: &str) -> Option<Outcome> {
+        let (payload, redacted) = match &self.judgement.disposition {
+            Disposition::Deny => return None,
+            Disposition::Pass => (self.job.message.payload.clone(), false),
+            Disposition::Replace(p) => (p.clone(), true),
+        };
+        Some(Outcome {
+            action: Action::Quarantine {
+                policy: None,
+                reason: format!("judged deliverable, but {why}"),
+            },
+            redacted,
+            payload,
+            alerts: Vec::new(),
+            trace: Vec::new(),
+            generation: self.judgement.generation,
+        })
+    }
 }
 
 /// Wakes the broker's thread out of `epoll_wait` with a signal whose handler does nothing.
