@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 cargo build --release --target wasm32-wasip2 -p allow-all -p pii-redact
-cargo build --release -p twinguard
+cargo build --release -p twinguard-cli
 ./target/release/twinguard check target/wasm32-wasip2/release/pii_redact.wasm
 echo
 ./target/release/twinguard eval --config examples/twinguard.toml --input examples/messages.ndjson

@@ -20,7 +20,8 @@
 //!
 //! Beside plain values, [`Config`] reads JSON Pointers ([`Config::pointer`],
 //! [`Config::pointers`]) and per-metric keys ([`Config::metric_keys`], see
-//! [`metric`](crate::metric)), checked when the policy loads and with errors that name the key.
+//! [`metric`](crate::metric)), checked when the policy loads and with errors that name the key,
+//! and `alert | quarantine` choices ([`Config::action`]).
 
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -167,6 +168,25 @@ impl Config {
         Ok(pointers)
     }
 
+    /// The [`Action`] under `key`, `default` when the key is absent. The values are `alert` and
+    /// `quarantine`, in lower case; any other is refused with an error naming the key, the value
+    /// and the allowed values.
+    ///
+    /// ```
+    /// use twinguard_guest::config::{Action, Config};
+    ///
+    /// let config: Config = [("on-stuck", "quarantine"), ("on-unknown", "drop")].into_iter().collect();
+    /// assert_eq!(config.action("on-stuck", Action::Alert), Ok(Action::Quarantine));
+    /// assert_eq!(config.action("absent", Action::Alert), Ok(Action::Alert));
+    /// assert_eq!(
+    ///     config.action("on-unknown", Action::Quarantine).unwrap_err(),
+    ///     "config `on-unknown`: invalid value \"drop\": expected `alert` or `quarantine`",
+    /// );
+    /// ```
+    pub fn action(&self, key: &str, default: Action) -> Result<Action, String> {
+        Ok(self.parse(key)?.unwrap_or(default))
+    }
+
     /// The entries, in the order the host gave them.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -202,6 +222,46 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Config {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         }
+    }
+}
+
+/// What a policy does with a message that breaks a rule whose handling the operator chooses, such
+/// as `on-stuck = "alert"`. Read it with [`Config::action`]; it also parses with [`FromStr`], so
+/// [`Config::parse`] and [`parse`] take it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `alert`: forward the message and raise an alert.
+    Alert,
+    /// `quarantine`: hold the message for review.
+    Quarantine,
+}
+
+impl Action {
+    /// The configuration value: `alert` or `quarantine`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Alert => "alert",
+            Self::Quarantine => "quarantine",
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+
+    /// Case-sensitive, like every other value: `Alert` is refused rather than guessed at.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "alert" => Ok(Self::Alert),
+            "quarantine" => Ok(Self::Quarantine),
+            _ => Err("expected `alert` or `quarantine`".to_owned()),
+        }
+    }
+}
+
+impl Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -267,6 +327,26 @@ mod tests {
         replace(Config::default());
         assert_eq!(get("k"), None);
         assert!(all().is_empty());
+    }
+
+    #[test]
+    fn actions_parse_in_lower_case_only() {
+        let config: Config = [("a", "alert"), ("q", "quarantine"), ("x", "Alert")]
+            .into_iter()
+            .collect();
+        assert_eq!(config.action("a", Action::Quarantine), Ok(Action::Alert));
+        assert_eq!(config.action("q", Action::Alert), Ok(Action::Quarantine));
+        assert_eq!(
+            config.action("none", Action::Quarantine),
+            Ok(Action::Quarantine)
+        );
+        assert_eq!(
+            config.action("x", Action::Alert).unwrap_err(),
+            "config `x`: invalid value \"Alert\": expected `alert` or `quarantine`"
+        );
+        for action in [Action::Alert, Action::Quarantine] {
+            assert_eq!(action.to_string().parse(), Ok(action));
+        }
     }
 
     #[test]

@@ -14,11 +14,15 @@
 //! - answer with a [`Decision`]: [`Decision::allow`], [`Decision::redact`] with
 //!   [`remove`](Decision::remove) / [`mask`](Decision::mask) edits, [`Decision::quarantine`],
 //!   [`Decision::alert`], plus extra alerts through [`Decision::with_alert`];
-//! - keep per-device memory across messages in [`state`], read the configuration anywhere through
-//!   [`config`], and write to the host log through [`log`];
+//! - with several checks per message, collect what they find in [`findings::Findings`] and let
+//!   it decide: the worst finding wins, every alert is raised;
+//! - keep per-device memory across messages in [`state`] (bytes, JSON, or fixed-layout binary
+//!   [`state::Record`]s), read the configuration anywhere through [`config`], and write to the
+//!   host log through [`log`];
 //! - check the configuration when the policy loads: JSON Pointers ([`Config::pointer`],
-//!   [`Config::pointers`], [`pointer`](mod@pointer)) and per-metric
-//!   `"/pointer" = "name=value,..."` keys ([`Config::metric_keys`], [`metric`]);
+//!   [`Config::pointers`], [`pointer`](mod@pointer)), per-metric
+//!   `"/pointer" = "name=value,..."` keys ([`Config::metric_keys`], [`metric`]) and
+//!   `alert | quarantine` choices ([`Config::action`]);
 //! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and field values
 //!   by kind ([`Value::describe`]).
 //!
@@ -118,6 +122,7 @@
 pub mod config;
 mod configured;
 mod decision;
+pub mod findings;
 pub mod log;
 mod message;
 pub mod metric;

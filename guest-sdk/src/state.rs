@@ -7,6 +7,10 @@
 //!
 //! Only valid during `evaluate`, when there is a current device.
 //!
+//! Values are bytes ([`get`], [`set`]). Two typed layers sit on top: JSON ([`get_json`],
+//! [`set_json`]) for convenience, and fixed-layout binary [`Record`]s ([`get_record`],
+//! [`set_record`]) for state read and written on every message, where size and speed count.
+//!
 //! ```no_run
 //! use twinguard_guest::state;
 //!
@@ -19,6 +23,10 @@
 use std::fmt;
 
 use crate::bindings::{host, wit};
+
+mod record;
+
+pub use record::{decode, encode, Reader, Record, Undecodable, Writer};
 
 /// The value stored under `key` for the current device, if any.
 pub fn get(key: &str) -> Option<Vec<u8>> {
@@ -47,6 +55,19 @@ pub fn get_json<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
 pub fn set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<(), StateError> {
     let bytes = serde_json::to_vec(value).map_err(|err| StateError::Encode(err.to_string()))?;
     set(key, &bytes)
+}
+
+/// The [`Record`] stored under `key` for the current device: `Ok(None)` when there is none, and
+/// [`Undecodable`] when the stored bytes are not such a record (for example written by another
+/// version of the policy). What to do then is the policy's call: start afresh (and log it), or
+/// fail closed where lost state would switch a protection off.
+pub fn get_record<R: Record>(key: &str) -> Result<Option<R>, Undecodable> {
+    get(key).map(|bytes| decode(&bytes)).transpose()
+}
+
+/// Stores `record` under `key` for the current device, in its fixed layout ([`encode`]).
+pub fn set_record<R: Record>(key: &str, record: &R) -> Result<(), StateError> {
+    set(key, &encode(record))
 }
 
 /// Why the state could not be stored.

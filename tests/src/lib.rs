@@ -1,6 +1,6 @@
 //! Shared helpers of twinguard's integration tests and benchmarks.
 
-pub mod fixtures;
+pub use twinguard_fixtures as fixtures;
 
 use twinguard::{Config, ContentType, Message, Runtime};
 
@@ -53,4 +53,57 @@ pub fn hostile_with(mode: &str, extra: &str, config: &str) -> String {
         "[[policy]]\nname = \"p\"\npath = \"@hostile\"\n{extra}\n[policy.config]\nmode = \"{mode}\"\n\
          {config}\n[[route]]\nfilter = \"#\"\nchain = [\"p\"]\n"
     )
+}
+
+/// A component whose one core function declares `locals` i32 locals and runs `branches`
+/// diamonds (`if` … `local.set` … `end`) over them: the shape that makes Cranelift's memory
+/// grow with locals × branches. Built by hand, byte by byte, so no tool is needed.
+pub fn compile_bomb(locals: u32, branches: u32) -> Vec<u8> {
+    fn leb(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let mut code = Vec::new();
+    code.push(1); // one local group
+    leb(u64::from(locals), &mut code);
+    code.push(0x7f); // i32
+    for k in 0..branches {
+        let a = u64::from(k % locals.max(1));
+        let b = u64::from((k * 7 + 3) % locals.max(1));
+        code.push(0x20); // local.get a
+        leb(a, &mut code);
+        code.extend([0x04, 0x40]); // if (empty)
+        code.push(0x20); // local.get b
+        leb(b, &mut code);
+        code.push(0x21); // local.set a
+        leb(a, &mut code);
+        code.push(0x0b); // end
+    }
+    code.push(0x0b); // end of function
+    let mut body = Vec::new();
+    leb(code.len() as u64, &mut body);
+    body.extend(code);
+
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // one type: [] -> []
+    section(3, &[1, 0], &mut module); // one function of type 0
+    let mut code_section = vec![1]; // one body
+    code_section.extend(body);
+    section(10, &code_section, &mut module);
+
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // a core module section
+    component
 }

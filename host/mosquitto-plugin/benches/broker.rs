@@ -10,8 +10,7 @@
 //! `BENCH_CHAIN=schema,pii` runs a part of the pack (empty: none), and
 //! `BENCH_PACK_ONLY_SECONDS=N` only evaluates the pack in process for N seconds (to profile).
 
-#[path = "../../tests/broker/mod.rs"]
-mod broker;
+use twinguard_fixtures::broker;
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -42,7 +42,9 @@ use twinguard::{ContentType, Message};
 
 use crate::ffi::{EvtMessage, Opt, PluginId, Property};
 use crate::options::{Identity, Options};
-use crate::plugin::{Disposition, Judgement, Plugin};
+use twinguard::judge::{Judgement, Stored};
+
+use crate::plugin::Plugin;
 use crate::workers::{Done, Job, Workers};
 
 /// The plugin interface version this plugin implements.
@@ -350,14 +352,18 @@ unsafe fn handle_message(state: &State, event: &mut EvtMessage) -> c_int {
         }
         _ => message,
     };
-    let judgement = plugin.judge().judge(&message);
-    report(plugin, &judgement);
-    match judgement.disposition {
-        Disposition::Pass => ffi::MOSQ_ERR_SUCCESS,
-        Disposition::Deny => ffi::MOSQ_ERR_ACL_DENIED,
-        Disposition::Replace(payload) => {
+    let judgement = plugin.judge().judge(&message, Some(&message.topic));
+    report(plugin, &message, Ok(&judgement));
+    match (&judgement.stored, judgement.forward()) {
+        // The judge flow's rule for a failed store write: neither routed nor acknowledged.
+        // Any error but ACL_DENIED makes the broker disconnect the publisher before its
+        // PUBACK, so the client sends the message again when it reconnects.
+        (Stored::Failed(_), _) => ffi::MOSQ_ERR_UNKNOWN,
+        (_, None) => ffi::MOSQ_ERR_ACL_DENIED,
+        (_, Some(_)) if !judgement.outcome.redacted => ffi::MOSQ_ERR_SUCCESS,
+        (_, Some(payload)) => {
             // SAFETY: the payload fields belong to the broker's event, writable here.
-            if unsafe { replace_payload(event, &payload) } {
+            if unsafe { replace_payload(event, payload) } {
                 ffi::MOSQ_ERR_SUCCESS
             } else {
                 log(
@@ -385,9 +391,28 @@ unsafe fn offloadable(event: &EvtMessage) -> bool {
     !client.is_null() && unsafe { ffi::mosquitto_client_protocol_version(client) } != 5
 }
 
-/// Publishes a judgement's security events on the alerts topic and logs its error. On the
-/// broker's thread only.
-fn report(plugin: &Plugin, judgement: &Judgement) {
+/// Publishes a judgement's security events on the alerts topic and logs its error (a failed
+/// store write, or why a worker could not judge). On the broker's thread only.
+fn report(plugin: &Plugin, message: &Message, judgement: Result<&Judgement, &String>) {
+    let judgement = match judgement {
+        Ok(j) => j,
+        Err(error) => {
+            log(ffi::MOSQ_LOG_ERR, error);
+            return;
+        }
+    };
+    if let Stored::Failed(e) = &judgement.stored {
+        log(
+            ffi::MOSQ_LOG_ERR,
+            &format!(
+                "quarantine store: {}; the message from {:?} on {:?} is neither routed nor \
+                 acknowledged",
+                twinguard::error_chain(e),
+                message.device_id,
+                message.topic
+            ),
+        );
+    }
     if let Some(topic) = &plugin.options.alerts_topic {
         for e in &judgement.events {
             let rc = broker_publish(topic, plugin.options.alerts_qos, false, &e.to_json_bytes());
@@ -399,24 +424,21 @@ fn report(plugin: &Plugin, judgement: &Judgement) {
             }
         }
     }
-    if let Some(error) = &judgement.error {
-        log(ffi::MOSQ_LOG_ERR, error);
-    }
 }
 
 /// Publishes what the workers have judged since the last call. On the broker's thread only.
 fn publish_ready(plugin: &Plugin, workers: &Workers) {
     for done in workers.ready() {
-        report(plugin, &done.judgement);
+        report(plugin, &done.job.message, done.judgement.as_ref());
         let Job {
             message,
             qos,
             retain,
         } = &done.job;
-        let payload = match &done.judgement.disposition {
-            Disposition::Deny => continue,
-            Disposition::Pass => &message.payload,
-            Disposition::Replace(p) => p,
+        // Held back, or not judged: nothing to publish. (The original was denied at intake, so
+        // a failed store write cannot make the sender redeliver: it is logged as lost.)
+        let Some(payload) = done.judgement.as_ref().ok().and_then(Judgement::forward) else {
+            continue;
         };
         let rc = broker_publish(&message.topic, *qos, *retain, payload);
         if rc != ffi::MOSQ_ERR_SUCCESS {
@@ -433,7 +455,7 @@ fn hold(plugin: &Plugin, done: &Done, why: &str) -> bool {
         return false;
     };
     let topic = &done.job.message.topic;
-    match plugin.judge().hold(&done.job.message, &outcome) {
+    match plugin::hold(plugin.judge(), &done.job.message, outcome) {
         Ok(()) => log(
             ffi::MOSQ_LOG_WARNING,
             &format!("message on {topic:?} held in the quarantine store: {why}"),

@@ -3,14 +3,12 @@
 
 use std::cell::Cell;
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use twinguard::alerts::{Alerts, SecurityEvent};
-use twinguard::store::{QuarantineStore, Retention};
+use twinguard::alerts::Alerts;
+use twinguard::judge::{Judge, Stored};
+use twinguard::store::{QuarantineStore, Sweeper};
 use twinguard::watch::Watcher;
-use twinguard::{error_chain as chain, Action, Config, Message, Outcome, Runtime};
+use twinguard::{error_chain as chain, FileConfig, Message, Outcome, Runtime};
 
 use crate::options::{Identity, Options};
 
@@ -20,42 +18,9 @@ pub struct Plugin {
     pub options: Options,
     judge: Judge,
     watcher: Option<Watcher>,
-    _retention: Option<RetentionThread>,
+    _retention: Option<Sweeper>,
     /// The watcher's counters (reloads, failures) as last reported in the broker's log.
     logged: Cell<(u64, u64)>,
-}
-
-/// What judges a message: the runtime, the store it commits quarantined messages to, and the
-/// alert sinks. Cheap to clone (shared handles), so worker threads each hold one.
-#[derive(Clone)]
-pub struct Judge {
-    runtime: Runtime,
-    store: QuarantineStore,
-    alerts: Alerts,
-}
-
-/// What to do with a PUBLISH.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Disposition {
-    /// Route it as it is.
-    Pass,
-    /// Route it with this payload (redacted).
-    Replace(Vec<u8>),
-    /// Drop it (`MOSQ_ERR_ACL_DENIED`): quarantined and committed, or the commit failed.
-    Deny,
-}
-
-/// The decision on one message, and what goes with it.
-#[derive(Debug)]
-pub struct Judgement {
-    /// Pass, replace or deny.
-    pub disposition: Disposition,
-    /// Security events to publish on the alerts topic (already sent to the other sinks).
-    pub events: Vec<SecurityEvent>,
-    /// An error for the broker's log (a failed store commit).
-    pub error: Option<String>,
-    /// The generation of policies that judged it.
-    pub generation: u64,
 }
 
 impl Plugin {
@@ -63,7 +28,7 @@ impl Plugin {
     /// and starts the reload watcher. The error names the file and what is wrong with it.
     pub fn open(options: Options) -> Result<Self, String> {
         let path = &options.config;
-        let config = Config::from_file(path).map_err(|e| chain(&e))?;
+        let config = FileConfig::from_file(path).map_err(|e| chain(&e))?;
         let Some(quarantine) = config.quarantine.clone() else {
             return Err(format!(
                 "{}: no [quarantine] table: the plugin needs a store for the messages it \
@@ -84,8 +49,8 @@ impl Plugin {
         let alerts =
             Alerts::from_config(&config.alerts.clone().unwrap_or_default(), Path::new("."))
                 .map_err(|e| format!("{}: [alerts]: {}", path.display(), chain(&e)))?;
-        let runtime =
-            Runtime::new(config).map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
+        let runtime = Runtime::new(config.runtime)
+            .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
         let watcher = match options.reload {
             Some(every) => Some(
                 Watcher::spawn(runtime.clone(), path, every)
@@ -94,23 +59,22 @@ impl Plugin {
             None => None,
         };
         let retention = match quarantine.retention() {
-            Some(r) => Some(RetentionThread::start(store.clone(), r)?),
+            Some(r) => Some(
+                Sweeper::start(store.clone(), r)
+                    .map_err(|e| format!("cannot start the retention thread: {e}"))?,
+            ),
             None => None,
         };
         Ok(Self {
             options,
-            judge: Judge {
-                runtime,
-                store,
-                alerts,
-            },
+            judge: Judge::new(runtime, store, Some(alerts)),
             watcher,
             _retention: retention,
             logged: Cell::new((0, 0)),
         })
     }
 
-    /// The judging half, to clone into worker threads.
+    /// The judge flow, to clone into worker threads.
     pub fn judge(&self) -> &Judge {
         &self.judge
     }
@@ -144,7 +108,7 @@ impl Plugin {
     /// One line for the broker's log at start-up.
     pub fn summary(&self) -> String {
         let o = &self.options;
-        let set = self.judge.runtime.policy_set();
+        let set = self.judge.runtime().policy_set();
         format!(
             "config {}: {} policies, generation {}; identity {}; content type {} unless \
              declared; quarantine store {}; alerts topic {}; reload {}",
@@ -156,7 +120,7 @@ impl Plugin {
                 Identity::Username => "username",
             },
             o.content_type,
-            self.judge.store.path().display(),
+            self.judge.store().path().display(),
             o.alerts_topic.as_deref().unwrap_or("(none)"),
             o.reload.map_or_else(
                 || "off".to_string(),
@@ -168,91 +132,17 @@ impl Plugin {
     /// Stops the watcher and waits (up to 5 s) for the alert sinks to write what they hold.
     pub fn shut_down(mut self) {
         self.watcher.take();
-        self.judge.alerts.flush();
-    }
-}
-
-impl Judge {
-    /// Judges one message: evaluates it, hands its alerts to the sinks, and commits it to the
-    /// store when it is quarantined. Fails closed: a failed commit denies the message.
-    pub fn judge(&self, message: &Message) -> Judgement {
-        let outcome = self.runtime.evaluate(message);
-        let events = if outcome.alerts.is_empty() {
-            Vec::new()
-        } else {
-            self.alerts.handle(message, &outcome)
-        };
-        let (disposition, error) = match &outcome.action {
-            Action::Quarantine { .. } => {
-                // The message would have been routed to its own topic: that is where a
-                // release sends it.
-                match self.store.put(message, &outcome, Some(&message.topic)) {
-                    Ok(_) => (Disposition::Deny, None),
-                    Err(e) => (
-                        Disposition::Deny,
-                        Some(format!(
-                            "quarantine store: {}; message from {:?} on {:?} denied without a record",
-                            chain(&e),
-                            message.device_id,
-                            message.topic
-                        )),
-                    ),
-                }
-            }
-            _ if outcome.redacted => (Disposition::Replace(outcome.payload), None),
-            _ => (Disposition::Pass, None),
-        };
-        Judgement {
-            disposition,
-            events,
-            error,
-            generation: outcome.generation,
+        if let Some(alerts) = self.judge.alerts() {
+            alerts.flush();
         }
     }
-
-    /// Commits a message the broker will never publish (see [`crate::workers::Done::undelivered`]).
-    pub fn hold(&self, message: &Message, outcome: &Outcome) -> Result<(), String> {
-        self.store
-            .put(message, outcome, Some(&message.topic))
-            .map(|_| ())
-            .map_err(|e| chain(&e))
-    }
 }
 
-/// Applies `[quarantine]` retention every minute, off the broker's thread.
-struct RetentionThread {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RetentionThread {
-    fn start(store: QuarantineStore, retention: Retention) -> Result<Self, String> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("twinguard-retention".into())
-            .spawn(move || loop {
-                if let Err(e) = store.apply_retention(&retention) {
-                    tracing::warn!("quarantine retention: {e}");
-                }
-                if stopped.recv_timeout(Duration::from_secs(60))
-                    != Err(mpsc::RecvTimeoutError::Timeout)
-                {
-                    return;
-                }
-            })
-            .map_err(|e| format!("cannot start the retention thread: {e}"))?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for RetentionThread {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// Commits a message the broker will never publish (see [`crate::workers::Done::undelivered`])
+/// through the judge flow's store step.
+pub fn hold(judge: &Judge, message: &Message, outcome: Outcome) -> Result<(), String> {
+    match judge.settle(message, outcome, Some(&message.topic)).stored {
+        Stored::Failed(e) => Err(chain(&e)),
+        _ => Ok(()),
     }
 }

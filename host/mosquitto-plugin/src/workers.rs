@@ -35,9 +35,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use twinguard::{Action, Message, Outcome};
-
-use crate::plugin::{Disposition, Judge, Judgement};
+use twinguard::judge::{Judge, Judgement};
+use twinguard::{Message, Outcome};
 
 /// Queued messages per worker before the broker thread waits for room.
 const QUEUE: usize = 1024;
@@ -59,8 +58,9 @@ pub struct Job {
 pub struct Done {
     /// The message as it arrived.
     pub job: Job,
-    /// What the policies decided (a quarantined message is already in the store).
-    pub judgement: Judgement,
+    /// What the judge flow decided (a quarantined message is already in the store), or why
+    /// it could not judge (a panic: the message is denied, fail closed).
+    pub judgement: Result<Judgement, String>,
 }
 
 /// The worker threads, their queues and the doorbell.
@@ -191,41 +191,35 @@ fn work(rx: &Receiver<Job>, judge: &Judge, done_tx: &Sender<Done>, doorbell: &Do
 
 /// A panic must not end the worker (its queue would be lost with it): it denies the message,
 /// as a panic in the inline callback does.
-fn judge_fail_closed(judge: &Judge, message: &Message) -> Judgement {
-    catch_unwind(AssertUnwindSafe(|| judge.judge(message))).unwrap_or_else(|_| Judgement {
-        disposition: Disposition::Deny,
-        events: Vec::new(),
-        error: Some(format!(
+fn judge_fail_closed(judge: &Judge, message: &Message) -> Result<Judgement, String> {
+    catch_unwind(AssertUnwindSafe(|| {
+        judge.judge(message, Some(&message.topic))
+    }))
+    .map_err(|_| {
+        format!(
             "panic while judging a message from {:?} on {:?}: denied (fail closed); see the \
              broker's stderr",
             message.device_id, message.topic
-        )),
-        generation: 0,
+        )
     })
 }
 
 impl Done {
     /// The outcome to store for a message judged deliverable but never published (`why`: the
-    /// broker stopped first, or refused the publish); `None` for a denied one. The payload is
-    /// the one that would have been published (redacted where a policy redacted), so a
-    /// release delivers what the policies allowed.
+    /// broker stopped first, or refused the publish); `None` for one held back or not judged.
+    /// The payload is the one that would have been published (redacted where a policy
+    /// redacted), so a release delivers what the policies allowed.
     pub fn undelivered(&self, why: &str) -> Option<Outcome> {
-        let (payload, redacted) = match &self.judgement.disposition {
-            Disposition::Deny => return None,
-            Disposition::Pass => (self.job.message.payload.clone(), false),
-            Disposition::Replace(p) => (p.clone(), true),
-        };
-        Some(Outcome {
-            action: Action::Quarantine {
-                policy: None,
-                reason: format!("judged deliverable, but {why}"),
-            },
-            redacted,
-            payload,
-            alerts: Vec::new(),
-            trace: Vec::new(),
-            generation: self.judgement.generation,
-        })
+        let judgement = self.judgement.as_ref().ok()?;
+        let payload = judgement.forward()?;
+        let mut outcome = Outcome::held(
+            &self.job.message,
+            format!("judged deliverable, but {why}"),
+            judgement.outcome.generation,
+        );
+        outcome.payload = payload.to_vec();
+        outcome.redacted = judgement.outcome.redacted;
+        Some(outcome)
     }
 }
 

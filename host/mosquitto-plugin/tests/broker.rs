@@ -3,8 +3,7 @@
 //! everyone else served, hot reload while a client publishes, identity from the username,
 //! and a broker that refuses to start on a bad `plugin_opt_config`.
 
-#[path = "../../tests/broker/mod.rs"]
-mod broker;
+use twinguard_fixtures::broker;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -372,7 +371,7 @@ fn workers_hold_what_the_broker_stopped_before_publishing() {
         "[[policy]]\nname = \"slow\"\npath = \"{}\"\non-fault = \"allow\"\n\
          [policy.config]\nmode = \"loop\"\n[policy.limits]\ndeadline-ms = 300\n\
          fuel = 1_000_000_000_000\n\n{}",
-        twinguard_tests::wasm("hostile").display(),
+        twinguard_fixtures::wasm("hostile").display(),
         route("devices/#", &["slow"])
     );
     let mut rig = Rig::start(&policies, "plugin_opt_workers 1");
@@ -583,4 +582,69 @@ fn mqtt5_publishers_are_judged_inline_even_with_workers() {
         assert_eq!(topic, "devices/press-5/telemetry");
         assert_eq!(v, json!({"seq": seq, "owner": {"name": "***"}}));
     }
+}
+
+/// The judge flow's rule for a store write that fails, inside the broker: the held message is
+/// neither routed nor acknowledged (the publisher is disconnected before its PUBACK), the
+/// client sends it again on reconnect, and once the store works it is recorded. The gateway's
+/// test of the same rule is `a_failed_store_write_is_delivered_again_not_lost` in
+/// `host/cli/tests/all/gateway.rs`.
+#[test]
+fn a_failed_store_write_is_delivered_again_not_lost() {
+    use twinguard_fixtures::faults::{break_store_writes, mend_store_writes, store_records};
+
+    let rig = Rig::start(&pack(), "");
+    let store = rig.dir.path().join("quarantine.db");
+    let twin = rig.client("twin", None, &["devices/#"]);
+    break_store_writes(&store);
+
+    // A device with a persistent session that keeps reconnecting, as a real one does.
+    let mut o = MqttOptions::new("press-7", "127.0.0.1", rig.broker.port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(false);
+    let (client, mut connection) = Client::new(o, 100);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            let _ = tx.send(match event {
+                Ok(Event::Incoming(Packet::PubAck(_))) => "puback",
+                Ok(_) => continue,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    "disconnected"
+                }
+            });
+        }
+    });
+    let topic = "devices/press-7/telemetry";
+    client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            json!({"temp": 99}).to_string(),
+        )
+        .unwrap();
+    // Disconnected, not acknowledged.
+    let first = rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(first, "disconnected");
+    assert_eq!(store_records(&store), 0);
+
+    mend_store_writes(&store);
+    // Resent on a reconnect, stored, and only then acknowledged.
+    let end = Instant::now() + PATIENCE;
+    while rx.recv_timeout(PATIENCE).unwrap() != "puback" {
+        assert!(Instant::now() < end, "never acknowledged");
+    }
+    assert_eq!(store_records(&store), 1);
+    // The held message never reached the twin; the next one does.
+    client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            json!({"seq": 1}).to_string(),
+        )
+        .unwrap();
+    assert_eq!(twin.next(), (topic.into(), json!({"seq": 1})));
 }

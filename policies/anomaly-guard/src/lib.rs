@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::findings::{AlertOrder, Finding, Findings};
 use twinguard_guest::metric::{self, MetricKey};
+use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{
-    export_configured, log, state, Config, Configured, Decision, FieldError, Message, Severity,
+    export_configured, log, Config, Configured, Decision, FieldError, Message, Severity,
 };
 
 const NAME: &str = "anomaly-guard";
@@ -181,7 +183,7 @@ impl Configured for Settings {
 
     fn evaluate(&self, msg: &Message) -> Decision {
         let device = msg.device_id();
-        let mut findings = Vec::new();
+        let mut findings = no_findings();
         for metric in &self.metrics {
             let x = match msg.field(&metric.pointer) {
                 Ok(Some(value)) => match value.as_f64() {
@@ -201,15 +203,11 @@ impl Configured for Settings {
             let previous = load(&metric.pointer, device);
             let observed = observe(&metric.params, previous, x);
             if let Some(next) = observed.next {
-                if let Err(err) = state::set(&metric.pointer, &next.encode()) {
-                    findings.push(Finding {
-                        quarantine: true,
-                        alert: None,
-                        detail: format!(
-                            "cannot store the baseline of {} for device {device}: {err}",
-                            metric.pointer
-                        ),
-                    });
+                if let Err(err) = state::set_record(&metric.pointer, &next) {
+                    findings.push(Finding::quarantine(format!(
+                        "cannot store the baseline of {} for device {device}: {err}",
+                        metric.pointer
+                    )));
                 }
             }
             let context = Context {
@@ -220,7 +218,7 @@ impl Configured for Settings {
             };
             findings.extend(observed.problems.into_iter().map(|p| p.finding(&context)));
         }
-        decide(findings)
+        findings.decide()
     }
 }
 
@@ -253,9 +251,6 @@ struct Baseline {
     /// Consecutive flagged values.
     run: u64,
 }
-
-/// `n`, `mean`, `var`, `s_hi`, `s_lo`, `run`, little-endian.
-const BASELINE_LEN: usize = 6 * 8;
 
 impl Baseline {
     fn start(x: f64) -> Self {
@@ -311,60 +306,48 @@ impl Baseline {
     fn std(&self, params: &Params) -> f64 {
         self.var.sqrt().max(params.min_std)
     }
+}
 
-    fn encode(&self) -> [u8; BASELINE_LEN] {
-        let mut out = [0; BASELINE_LEN];
-        let fields = [
-            self.n.to_le_bytes(),
-            self.mean.to_le_bytes(),
-            self.var.to_le_bytes(),
-            self.s_hi.to_le_bytes(),
-            self.s_lo.to_le_bytes(),
-            self.run.to_le_bytes(),
-        ];
-        for (chunk, field) in out.chunks_exact_mut(8).zip(fields) {
-            chunk.copy_from_slice(&field);
-        }
-        out
+/// `n`, `mean`, `var`, `s_hi`, `s_lo`, `run`, little-endian.
+impl Record for Baseline {
+    const LEN: usize = 6 * 8;
+
+    fn write(&self, out: &mut Writer) {
+        out.u64(self.n)
+            .f64(self.mean)
+            .f64(self.var)
+            .f64(self.s_hi)
+            .f64(self.s_lo)
+            .u64(self.run);
     }
 
-    /// `None` unless `bytes` is exactly what [`encode`](Self::encode) writes.
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != BASELINE_LEN {
-            return None;
-        }
-        let mut words = bytes
-            .chunks_exact(8)
-            .map(|chunk| <[u8; 8]>::try_from(chunk).ok());
-        let mut next = || words.next().flatten();
-        let n = u64::from_le_bytes(next()?);
-        let mut float = || next().map(f64::from_le_bytes);
-        let (mean, var, s_hi, s_lo) = (float()?, float()?, float()?, float()?);
-        let run = u64::from_le_bytes(next()?);
+    fn read(input: &mut Reader<'_>) -> Option<Self> {
+        let baseline = Self {
+            n: input.u64()?,
+            mean: input.f64()?,
+            var: input.f64()?,
+            s_hi: input.f64()?,
+            s_lo: input.f64()?,
+            run: input.u64()?,
+        };
         let sum_ok = |s: f64| s.is_finite() && s >= 0.0;
-        let ok = mean.is_finite() && sum_ok(var) && sum_ok(s_hi) && sum_ok(s_lo);
-        ok.then_some(Self {
-            n,
-            mean,
-            var,
-            s_hi,
-            s_lo,
-            run,
-        })
+        let ok = baseline.mean.is_finite()
+            && sum_ok(baseline.var)
+            && sum_ok(baseline.s_hi)
+            && sum_ok(baseline.s_lo);
+        ok.then_some(baseline)
     }
 }
 
 /// The device's baseline of `pointer`. Undecodable state (another version of this policy wrote
 /// it) starts a new warm-up rather than locking the device out.
 fn load(pointer: &str, device: &str) -> Option<Baseline> {
-    let bytes = state::get(pointer)?;
-    let baseline = Baseline::decode(&bytes);
-    if baseline.is_none() {
+    state::get_record(pointer).unwrap_or_else(|_| {
         log::warn(&format!(
             "anomaly-guard: discarding undecodable baseline of {pointer} for device {device}"
         ));
-    }
-    baseline
+        None
+    })
 }
 
 /// What is wrong with a value, or worth telling.
@@ -496,14 +479,12 @@ impl Problem {
         let device = c.device;
         let p = c.params;
         match self {
-            Self::NotFinite => Finding::detection(
-                Severity::High,
-                format!("{value} is not a finite number for device {device}"),
-            ),
-            Self::Overflow => Finding::detection(
-                Severity::High,
-                format!("{value} is too large for the baseline statistics for device {device}"),
-            ),
+            Self::NotFinite => detection(format!(
+                "{value} is not a finite number for device {device}"
+            )),
+            Self::Overflow => detection(format!(
+                "{value} is too large for the baseline statistics for device {device}"
+            )),
             Self::Anomaly { z, mean, std } => {
                 let quarantine = z >= p.quarantine_z;
                 let detail = format!(
@@ -516,19 +497,15 @@ impl Problem {
                     num(p.quarantine_z)
                 );
                 if quarantine {
-                    Finding::detection(Severity::High, detail)
+                    detection(detail)
                 } else {
-                    Finding {
-                        quarantine: false,
-                        alert: Some((Severity::Medium, "anomaly")),
-                        detail,
-                    }
+                    Finding::alert(Severity::Medium, "anomaly", detail)
                 }
             }
-            Self::Drift { up, sum, mean, std } => Finding {
-                quarantine: false,
-                alert: Some((Severity::Medium, "drift")),
-                detail: format!(
+            Self::Drift { up, sum, mean, std } => Finding::alert(
+                Severity::Medium,
+                "drift",
+                format!(
                     "{value} drifting {}: CUSUM {} > cusum-h {} (cusum-k {}; baseline mean {}, \
                      std {}) for device {device}",
                     if up { "up" } else { "down" },
@@ -538,69 +515,31 @@ impl Problem {
                     approx(mean),
                     approx(std)
                 ),
-            },
-            Self::BaselineReset { run } => Finding {
-                quarantine: false,
-                alert: Some((Severity::Info, "baseline-reset")),
-                detail: format!(
+            ),
+            Self::BaselineReset { run } => Finding::alert(
+                Severity::Info,
+                "baseline-reset",
+                format!(
                     "{} baseline restarts its warm-up from {} after {run} consecutive flagged \
                      values (relearn-after {}) for device {device}",
                     c.pointer,
                     num(c.x),
                     p.relearn_after
                 ),
-            },
+            ),
         }
     }
 }
 
-/// One metric's contribution to the decision. `detail` lacks the policy-name prefix.
-#[derive(Debug, Clone, PartialEq)]
-struct Finding {
-    quarantine: bool,
-    alert: Option<(Severity, &'static str)>,
-    detail: String,
+/// A message's findings, none yet. Alerts go most severe first: with several metrics flagged, the
+/// verdict's alert is an anomaly rather than the `info` baseline reset of an earlier metric.
+fn no_findings() -> Findings<'static> {
+    Findings::new(NAME).with_order(AlertOrder::MostSevereFirst)
 }
 
-impl Finding {
-    /// An anomaly severe enough to hold the message, and tell the SIEM.
-    fn detection(severity: Severity, detail: String) -> Self {
-        Self {
-            quarantine: true,
-            alert: Some((severity, "anomaly")),
-            detail,
-        }
-    }
-}
-
-/// The worst finding wins (quarantine > alert > allow); every alert is raised.
-fn decide(findings: Vec<Finding>) -> Decision {
-    let reasons: Vec<&str> = findings
-        .iter()
-        .filter(|f| f.quarantine)
-        .map(|f| f.detail.as_str())
-        .collect();
-    // The verdict's alert is the most severe one; the others follow.
-    let mut alerts: Vec<_> = findings
-        .iter()
-        .filter_map(|f| f.alert.map(|(severity, code)| (severity, code, &f.detail)))
-        .collect();
-    alerts.sort_by_key(|(severity, _, _)| std::cmp::Reverse(*severity));
-    let mut alerts = alerts.into_iter();
-    let mut decision = if reasons.is_empty() {
-        match alerts.next() {
-            Some((severity, code, detail)) => {
-                Decision::alert(severity, code, format!("{NAME}: {detail}"))
-            }
-            None => return Decision::allow(),
-        }
-    } else {
-        Decision::quarantine(format!("{NAME}: {}", reasons.join("; ")))
-    };
-    for (severity, code, detail) in alerts {
-        decision = decision.with_alert(severity, code, format!("{NAME}: {detail}"));
-    }
-    decision
+/// An anomaly severe enough to hold the message, and tell the SIEM.
+fn detection(detail: String) -> Finding {
+    Finding::detection(Severity::High, "anomaly", detail)
 }
 
 /// A number as written in the config or payload, in exponent form when plain digits get long.
@@ -965,35 +904,38 @@ mod tests {
             s_lo: 0.0,
             run: 3,
         };
-        assert_eq!(Baseline::decode(&b.encode()), Some(b));
-        assert_eq!(Baseline::decode(&b.encode()[1..]), None);
+        assert_eq!(state::decode(&state::encode(&b)), Ok(b));
+        assert!(state::decode::<Baseline>(&state::encode(&b)[1..]).is_err());
         let bad = Baseline { var: -1.0, ..b };
-        assert_eq!(Baseline::decode(&bad.encode()), None);
+        assert!(state::decode::<Baseline>(&state::encode(&bad)).is_err());
+        // What earlier versions stored: a reload must keep every device's baseline.
+        let mut old = Vec::new();
+        old.extend_from_slice(&42u64.to_le_bytes());
+        for x in [21.43f64, 0.0225, 1.5, 0.0] {
+            old.extend_from_slice(&x.to_le_bytes());
+        }
+        old.extend_from_slice(&3u64.to_le_bytes());
+        assert_eq!(state::encode(&b), old);
+    }
+
+    fn decide(found: Vec<Finding>) -> Decision {
+        let mut findings = no_findings();
+        findings.extend(found);
+        findings.decide()
     }
 
     #[test]
     fn decision_is_the_worst_finding() {
         assert_eq!(decide(Vec::new()), Decision::allow());
-        let reset = Finding {
-            quarantine: false,
-            alert: Some((Severity::Info, "baseline-reset")),
-            detail: "/a reset".into(),
-        };
-        let alert = Finding {
-            quarantine: false,
-            alert: Some((Severity::Medium, "anomaly")),
-            detail: "/a far".into(),
-        };
+        let reset = Finding::alert(Severity::Info, "baseline-reset", "/a reset");
+        let alert = Finding::alert(Severity::Medium, "anomaly", "/a far");
         let d = decide(vec![reset.clone(), alert]);
         assert!(
             matches!(d.verdict(), twinguard_guest::Verdict::Alert(a) if a.code == "anomaly"),
             "{d:?}"
         );
         assert_eq!(d.alerts()[0].code, "baseline-reset");
-        let d = decide(vec![
-            reset,
-            Finding::detection(Severity::High, "/b far".into()),
-        ]);
+        let d = decide(vec![reset, detection("/b far".into())]);
         assert_eq!(
             d.verdict(),
             &twinguard_guest::Verdict::Quarantine("anomaly-guard: /b far".into())

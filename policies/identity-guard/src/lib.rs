@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use twinguard_guest::config::Action;
 use twinguard_guest::{
     export_configured, Config, Configured, Decision, Message, Quoted, Severity, Value,
 };
@@ -19,25 +20,6 @@ const KNOWN_KEYS: &[&str] = &[
 
 export_configured!(Settings);
 
-/// What to do with a violation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnViolation {
-    Quarantine,
-    Alert,
-}
-
-impl OnViolation {
-    fn parse(config: &Config, key: &str) -> Result<Self, String> {
-        match config.get(key) {
-            None | Some("quarantine") => Ok(Self::Quarantine),
-            Some("alert") => Ok(Self::Alert),
-            Some(other) => Err(format!(
-                "config `{key}`: invalid value {other:?}: expected \"quarantine\" or \"alert\""
-            )),
-        }
-    }
-}
-
 /// The rules, in the order they are checked.
 #[derive(Debug, Clone, Copy)]
 enum Rule {
@@ -50,7 +32,7 @@ enum Rule {
 struct Violation {
     code: &'static str,
     detail: String,
-    on: OnViolation,
+    on: Action,
 }
 
 /// Checks the claimed identities of a message against the authenticated one: the policy is its
@@ -62,8 +44,8 @@ struct Settings {
     /// devices and this runs on every message.
     inventory: Option<HashSet<String>>,
     payload_field: Option<String>,
-    on_unknown: OnViolation,
-    on_mismatch: OnViolation,
+    on_unknown: Action,
+    on_mismatch: Action,
 }
 
 impl Configured for Settings {
@@ -79,8 +61,8 @@ impl Configured for Settings {
             topic_segment: config.parse("topic-segment")?.unwrap_or(1),
             inventory,
             payload_field,
-            on_unknown: OnViolation::parse(config, "on-unknown")?,
-            on_mismatch: OnViolation::parse(config, "on-mismatch")?,
+            on_unknown: config.action("on-unknown", Action::Quarantine)?,
+            on_mismatch: config.action("on-mismatch", Action::Quarantine)?,
         })
     }
 
@@ -90,7 +72,7 @@ impl Configured for Settings {
             let Some(violation) = self.check(rule, msg) else {
                 continue;
             };
-            if violation.on == OnViolation::Quarantine {
+            if violation.on == Action::Quarantine {
                 // Alert-mode violations found before this one are still reported.
                 let decision = alerts
                     .into_iter()
@@ -219,8 +201,8 @@ mod tests {
         assert_eq!(s.topic_segment, 1);
         assert_eq!(s.inventory, None);
         assert_eq!(s.payload_field, None);
-        assert_eq!(s.on_unknown, OnViolation::Quarantine);
-        assert_eq!(s.on_mismatch, OnViolation::Quarantine);
+        assert_eq!(s.on_unknown, Action::Quarantine);
+        assert_eq!(s.on_mismatch, Action::Quarantine);
     }
 
     #[test]
@@ -238,7 +220,7 @@ mod tests {
         assert_eq!(inventory.len(), 2);
         assert!(inventory.contains("temp-0001") && inventory.contains("vib-0002"));
         assert_eq!(s.payload_field.as_deref(), Some("/meta/device"));
-        assert_eq!(s.on_unknown, OnViolation::Alert);
+        assert_eq!(s.on_unknown, Action::Alert);
     }
 
     #[test]

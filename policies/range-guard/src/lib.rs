@@ -3,9 +3,12 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::config::Action;
+use twinguard_guest::findings::{Finding, Findings};
 use twinguard_guest::metric::MetricKey;
+use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{
-    export_configured, log, state, Config, Configured, Decision, FieldError, Message, Severity,
+    export_configured, log, Config, Configured, Decision, FieldError, Message, Severity,
 };
 
 const NAME: &str = "range-guard";
@@ -20,19 +23,13 @@ const DEFAULT_STEP_RESET_MS: u64 = 3_600_000;
 
 export_configured!(Settings);
 
-/// What a stuck value does to its message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnStuck {
-    Alert,
-    Quarantine,
-}
-
 /// Quarantines implausible readings and flags stuck sensors: the policy is its settings, parsed
 /// once by `init`.
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
-    on_stuck: OnStuck,
+    /// What a stuck value does to its message.
+    on_stuck: Action,
     step_reset_ms: u64,
 }
 
@@ -54,15 +51,7 @@ struct Limits {
 impl Configured for Settings {
     fn init(config: &Config) -> Result<Self, String> {
         config.check_keys_beside_metrics(KNOWN_KEYS)?;
-        let on_stuck = match config.get("on-stuck") {
-            None | Some("alert") => OnStuck::Alert,
-            Some("quarantine") => OnStuck::Quarantine,
-            Some(other) => {
-                return Err(format!(
-                    "config `on-stuck`: invalid value {other:?}: expected `alert` or `quarantine`"
-                ))
-            }
-        };
+        let on_stuck = config.action("on-stuck", Action::Alert)?;
         let step_reset_ms = config
             .parse("step-reset-ms")?
             .unwrap_or(DEFAULT_STEP_RESET_MS);
@@ -93,7 +82,7 @@ impl Configured for Settings {
     fn evaluate(&self, msg: &Message) -> Decision {
         let device = msg.device_id();
         let now = msg.received_at_ms();
-        let mut findings = Vec::new();
+        let mut findings = Findings::new(NAME);
         for metric in &self.metrics {
             let x = match msg.field(&metric.pointer) {
                 Ok(Some(value)) => match value.as_f64() {
@@ -113,7 +102,7 @@ impl Configured for Settings {
             let previous = load(&metric.pointer, device);
             let checked = check(&metric.limits, self.step_reset_ms, previous, x, now);
             if let Some(next) = checked.next {
-                if let Err(err) = state::set(&metric.pointer, &next.encode()) {
+                if let Err(err) = state::set_record(&metric.pointer, &next) {
                     findings.push(Finding::quarantine(format!(
                         "cannot store the state of {} for device {device}: {err}",
                         metric.pointer
@@ -124,7 +113,7 @@ impl Configured for Settings {
                 findings.push(problem.finding(&metric.pointer, x, device, self.on_stuck));
             }
         }
-        decide(findings)
+        findings.decide()
     }
 }
 
@@ -184,50 +173,38 @@ struct Track {
 }
 
 /// `last`, `at_ms`, `run`, `rejected` (NaN for none), little-endian.
-const TRACK_LEN: usize = 8 + 8 + 4 + 8;
+impl Record for Track {
+    const LEN: usize = 8 + 8 + 4 + 8;
 
-impl Track {
-    fn encode(&self) -> [u8; TRACK_LEN] {
-        let mut out = [0; TRACK_LEN];
-        out[..8].copy_from_slice(&self.last.to_le_bytes());
-        out[8..16].copy_from_slice(&self.at_ms.to_le_bytes());
-        out[16..20].copy_from_slice(&self.run.to_le_bytes());
-        out[20..].copy_from_slice(&self.rejected.unwrap_or(f64::NAN).to_le_bytes());
-        out
+    fn write(&self, out: &mut Writer) {
+        out.f64(self.last)
+            .u64(self.at_ms)
+            .u32(self.run)
+            .f64_or_nan(self.rejected);
     }
 
-    /// `None` unless `bytes` is exactly what [`encode`](Self::encode) writes.
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes: &[u8; TRACK_LEN] = bytes.try_into().ok()?;
-        let (last, rest) = bytes.split_first_chunk::<8>()?;
-        let (at_ms, rest) = rest.split_first_chunk::<8>()?;
-        let (run, rest) = rest.split_first_chunk::<4>()?;
-        let (rejected, _) = rest.split_first_chunk::<8>()?;
-        let last = f64::from_le_bytes(*last);
-        let rejected = f64::from_le_bytes(*rejected);
-        if !last.is_finite() || rejected.is_infinite() {
-            return None;
-        }
-        Some(Self {
-            last,
-            at_ms: u64::from_le_bytes(*at_ms),
-            run: u32::from_le_bytes(*run),
-            rejected: (!rejected.is_nan()).then_some(rejected),
-        })
+    fn read(input: &mut Reader<'_>) -> Option<Self> {
+        let track = Self {
+            last: input.f64()?,
+            at_ms: input.u64()?,
+            run: input.u32()?,
+            rejected: input.f64_or_nan()?,
+        };
+        // Only finite values are ever accepted or rejected by `check`.
+        let finite = track.last.is_finite() && !track.rejected.is_some_and(f64::is_infinite);
+        finite.then_some(track)
     }
 }
 
 /// The device's track of `pointer`. Undecodable state (another version of this policy wrote it)
 /// starts afresh rather than locking the device out.
 fn load(pointer: &str, device: &str) -> Option<Track> {
-    let bytes = state::get(pointer)?;
-    let track = Track::decode(&bytes);
-    if track.is_none() {
+    state::get_record(pointer).unwrap_or_else(|_| {
         log::warn(&format!(
             "range-guard: discarding undecodable state of {pointer} for device {device}"
         ));
-    }
-    track
+        None
+    })
 }
 
 /// Why a value was not plainly accepted.
@@ -309,25 +286,25 @@ fn check(
 }
 
 impl Problem {
-    fn finding(self, pointer: &str, x: f64, device: &str, on_stuck: OnStuck) -> Finding {
+    fn finding(self, pointer: &str, x: f64, device: &str, on_stuck: Action) -> Finding {
         let value = format!("{pointer} = {}", num(x));
         match self {
-            Self::NotFinite => Finding::detection(
+            Self::NotFinite => detection(
                 "out-of-range",
                 format!("{value} is not a finite number for device {device}"),
             ),
-            Self::BelowMin(min) => Finding::detection(
+            Self::BelowMin(min) => detection(
                 "out-of-range",
                 format!("{value} below min {} for device {device}", num(min)),
             ),
-            Self::AboveMax(max) => Finding::detection(
+            Self::AboveMax(max) => detection(
                 "out-of-range",
                 format!("{value} above max {} for device {device}", num(max)),
             ),
             Self::Step {
                 reference,
                 max_step,
-            } => Finding::detection(
+            } => detection(
                 "step",
                 format!(
                     "{value} changed by {} from last accepted {} (max-step {}) for device {device}",
@@ -342,70 +319,17 @@ impl Problem {
                      for device {device}"
                 );
                 match on_stuck {
-                    OnStuck::Alert => Finding {
-                        quarantine: false,
-                        alert: Some((Severity::Medium, "stuck-value")),
-                        detail,
-                    },
-                    OnStuck::Quarantine => Finding::detection("stuck-value", detail),
+                    Action::Alert => Finding::alert(Severity::Medium, "stuck-value", detail),
+                    Action::Quarantine => detection("stuck-value", detail),
                 }
             }
         }
     }
 }
 
-/// One metric's contribution to the decision. `detail` lacks the policy-name prefix.
-#[derive(Debug, Clone, PartialEq)]
-struct Finding {
-    quarantine: bool,
-    alert: Option<(Severity, &'static str)>,
-    detail: String,
-}
-
-impl Finding {
-    /// A security detection: quarantine, and tell the SIEM.
-    fn detection(code: &'static str, detail: String) -> Self {
-        Self {
-            quarantine: true,
-            alert: Some((Severity::High, code)),
-            detail,
-        }
-    }
-
-    /// Fail closed on an operational error: no security event.
-    fn quarantine(detail: String) -> Self {
-        Self {
-            quarantine: true,
-            alert: None,
-            detail,
-        }
-    }
-}
-
-/// The worst finding wins (quarantine > alert > allow); every alert is raised.
-fn decide(findings: Vec<Finding>) -> Decision {
-    let reasons: Vec<&str> = findings
-        .iter()
-        .filter(|f| f.quarantine)
-        .map(|f| f.detail.as_str())
-        .collect();
-    let mut alerts = findings
-        .iter()
-        .filter_map(|f| f.alert.map(|(severity, code)| (severity, code, &f.detail)));
-    let mut decision = if reasons.is_empty() {
-        match alerts.next() {
-            Some((severity, code, detail)) => {
-                Decision::alert(severity, code, format!("{NAME}: {detail}"))
-            }
-            None => return Decision::allow(),
-        }
-    } else {
-        Decision::quarantine(format!("{NAME}: {}", reasons.join("; ")))
-    };
-    for (severity, code, detail) in alerts {
-        decision = decision.with_alert(severity, code, format!("{NAME}: {detail}"));
-    }
-    decision
+/// A security detection: quarantine, and tell the SIEM.
+fn detection(code: &'static str, detail: String) -> Finding {
+    Finding::detection(Severity::High, code, detail)
 }
 
 /// A number as written in the config or payload, in exponent form when plain digits get long.
@@ -481,10 +405,10 @@ mod tests {
             }
         );
         assert_eq!(s.metrics[1].limits.max, Some(100.0));
-        assert_eq!(s.on_stuck, OnStuck::Quarantine);
+        assert_eq!(s.on_stuck, Action::Quarantine);
         assert_eq!(s.step_reset_ms, 60_000);
         let s = settings(&[("/m", "min=0")]).unwrap();
-        assert_eq!(s.on_stuck, OnStuck::Alert);
+        assert_eq!(s.on_stuck, Action::Alert);
         assert_eq!(s.step_reset_ms, DEFAULT_STEP_RESET_MS);
     }
 
@@ -655,30 +579,49 @@ mod tests {
                 run: 7,
                 rejected,
             };
-            assert_eq!(Track::decode(&t.encode()), Some(t));
+            assert_eq!(state::decode(&state::encode(&t)), Ok(t));
         }
-        assert_eq!(Track::decode(&[0; TRACK_LEN - 1]), None);
-        let mut bad = [0; TRACK_LEN];
+        assert!(state::decode::<Track>(&[0; Track::LEN - 1]).is_err());
+        let mut bad = [0; Track::LEN];
         bad[..8].copy_from_slice(&f64::NAN.to_le_bytes());
-        assert_eq!(Track::decode(&bad), None);
+        assert!(state::decode::<Track>(&bad).is_err());
+    }
+
+    #[test]
+    fn the_stored_layout_is_unchanged() {
+        // What earlier versions stored: a reload must keep every device's track.
+        let t = Track {
+            last: 21.43,
+            at_ms: 1_764_028_800_123,
+            run: 7,
+            rejected: None,
+        };
+        let mut old = Vec::new();
+        old.extend_from_slice(&21.43f64.to_le_bytes());
+        old.extend_from_slice(&1_764_028_800_123u64.to_le_bytes());
+        old.extend_from_slice(&7u32.to_le_bytes());
+        old.extend_from_slice(&f64::NAN.to_le_bytes());
+        assert_eq!(state::encode(&t), old);
+    }
+
+    fn decide(found: Vec<Finding>) -> Decision {
+        let mut findings = Findings::new(NAME);
+        findings.extend(found);
+        findings.decide()
     }
 
     #[test]
     fn decision_is_the_worst_finding_and_raises_every_alert() {
         assert_eq!(decide(Vec::new()), Decision::allow());
-        let stuck = Finding {
-            quarantine: false,
-            alert: Some((Severity::Medium, "stuck-value")),
-            detail: "/a stuck".into(),
-        };
+        let stuck = Finding::alert(Severity::Medium, "stuck-value", "/a stuck");
         let d = decide(vec![stuck.clone()]);
         assert!(
             matches!(d.verdict(), twinguard_guest::Verdict::Alert(a) if a.detail == "range-guard: /a stuck")
         );
         let d = decide(vec![
             stuck,
-            Finding::detection("step", "/b step".into()),
-            Finding::quarantine("/c state".into()),
+            detection("step", "/b step".into()),
+            Finding::quarantine("/c state"),
         ]);
         assert_eq!(
             d.verdict(),

@@ -3,9 +3,8 @@
 
 #![forbid(unsafe_code)]
 
-use twinguard_guest::{
-    export_configured, log, state, Config, Configured, Decision, Message, Severity,
-};
+use twinguard_guest::state::{self, Reader, Record, Writer};
+use twinguard_guest::{export_configured, log, Config, Configured, Decision, Message, Severity};
 
 const NAME: &str = "rate-guard";
 
@@ -80,17 +79,14 @@ impl Configured for Settings {
 
     fn evaluate(&self, msg: &Message) -> Decision {
         let device = msg.device_id();
-        let previous = state::get(STATE_KEY).and_then(|bytes| {
-            let buckets = Buckets::decode(&bytes);
-            if buckets.is_none() {
-                log::warn(&format!(
-                    "rate-guard: discarding undecodable state of device {device}"
-                ));
-            }
-            buckets
+        let previous = state::get_record(STATE_KEY).unwrap_or_else(|_| {
+            log::warn(&format!(
+                "rate-guard: discarding undecodable state of device {device}"
+            ));
+            None
         });
         let (admission, buckets) = admit(self, previous, msg.received_at_ms());
-        if let Err(err) = state::set(STATE_KEY, &buckets.encode()) {
+        if let Err(err) = state::set_record(STATE_KEY, &buckets) {
             // Without stored buckets every message would see a full bucket: fail closed.
             return Decision::quarantine(format!(
                 "{NAME}: cannot store the token buckets of device {device}: {err}"
@@ -154,34 +150,21 @@ struct Buckets {
 }
 
 /// `soft`, `hard` (NaN for none), `last_ms`, little-endian.
-const BUCKETS_LEN: usize = 8 + 8 + 8;
+impl Record for Buckets {
+    const LEN: usize = 8 + 8 + 8;
 
-impl Buckets {
-    fn encode(&self) -> [u8; BUCKETS_LEN] {
-        let mut out = [0; BUCKETS_LEN];
-        out[..8].copy_from_slice(&self.soft.to_le_bytes());
-        out[8..16].copy_from_slice(&self.hard.unwrap_or(f64::NAN).to_le_bytes());
-        out[16..].copy_from_slice(&self.last_ms.to_le_bytes());
-        out
+    fn write(&self, out: &mut Writer) {
+        out.f64(self.soft).f64_or_nan(self.hard).u64(self.last_ms);
     }
 
-    /// `None` unless `bytes` is exactly what [`encode`](Self::encode) writes.
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes: &[u8; BUCKETS_LEN] = bytes.try_into().ok()?;
-        let (soft, rest) = bytes.split_first_chunk::<8>()?;
-        let (hard, rest) = rest.split_first_chunk::<8>()?;
-        let (last_ms, _) = rest.split_first_chunk::<8>()?;
-        let soft = f64::from_le_bytes(*soft);
-        let hard = f64::from_le_bytes(*hard);
+    fn read(input: &mut Reader<'_>) -> Option<Self> {
+        let buckets = Self {
+            soft: input.f64()?,
+            hard: input.f64_or_nan()?,
+            last_ms: input.u64()?,
+        };
         let valid = |tokens: f64| tokens.is_finite() && tokens >= 0.0;
-        if !valid(soft) || !(hard.is_nan() || valid(hard)) {
-            return None;
-        }
-        Some(Self {
-            soft,
-            hard: (!hard.is_nan()).then_some(hard),
-            last_ms: u64::from_le_bytes(*last_ms),
-        })
+        (valid(buckets.soft) && buckets.hard.is_none_or(valid)).then_some(buckets)
     }
 }
 
@@ -384,11 +367,22 @@ mod tests {
                 hard,
                 last_ms: 1_764_028_800_123,
             };
-            assert_eq!(Buckets::decode(&b.encode()), Some(b));
+            assert_eq!(state::decode(&state::encode(&b)), Ok(b));
         }
-        assert_eq!(Buckets::decode(&[0; 23]), None);
-        let mut bad = [0; BUCKETS_LEN];
+        assert!(state::decode::<Buckets>(&[0; 23]).is_err());
+        let mut bad = [0; Buckets::LEN];
         bad[..8].copy_from_slice(&(-1.0f64).to_le_bytes());
-        assert_eq!(Buckets::decode(&bad), None);
+        assert!(state::decode::<Buckets>(&bad).is_err());
+        // What earlier versions stored: a reload must keep every device's buckets.
+        let b = Buckets {
+            soft: 3.5,
+            hard: None,
+            last_ms: 1_764_028_800_123,
+        };
+        let mut old = Vec::new();
+        old.extend_from_slice(&3.5f64.to_le_bytes());
+        old.extend_from_slice(&f64::NAN.to_le_bytes());
+        old.extend_from_slice(&1_764_028_800_123u64.to_le_bytes());
+        assert_eq!(state::encode(&b), old);
     }
 }

@@ -3,10 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
-    export_configured, state, Config, Configured, Decision, Message, Quoted, Severity, StateError,
-    Value,
+    export_configured, Config, Configured, Decision, Message, Quoted, Severity, StateError, Value,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -31,20 +31,17 @@ struct Last {
     ts: i64,
 }
 
-impl Last {
-    fn to_bytes(self) -> [u8; 16] {
-        let mut bytes = [0; 16];
-        bytes[..8].copy_from_slice(&self.seq.to_le_bytes());
-        bytes[8..].copy_from_slice(&self.ts.to_le_bytes());
-        bytes
+impl Record for Last {
+    const LEN: usize = 16;
+
+    fn write(&self, out: &mut Writer) {
+        out.i64(self.seq).i64(self.ts);
     }
 
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let bytes: &[u8; 16] = bytes.try_into().ok()?;
-        let (seq, ts) = bytes.split_at(8);
+    fn read(input: &mut Reader<'_>) -> Option<Self> {
         Some(Self {
-            seq: i64::from_le_bytes(seq.try_into().ok()?),
-            ts: i64::from_le_bytes(ts.try_into().ok()?),
+            seq: input.i64()?,
+            ts: input.i64()?,
         })
     }
 }
@@ -123,22 +120,15 @@ impl Settings {
             }
         };
 
-        let last = match state::get(STATE_KEY) {
-            None => None,
-            Some(bytes) => match Last::from_bytes(&bytes) {
-                Some(last) => Some(last),
-                None => {
-                    return Err(state_rejection(format!(
-                        "replay-guard: stored state of device {device} is corrupt ({} bytes, \
-                         expected 16); quarantined because replays cannot be detected",
-                        bytes.len()
-                    )))
-                }
-            },
-        };
+        let last = state::get_record(STATE_KEY).map_err(|err| {
+            state_rejection(format!(
+                "replay-guard: stored state of device {device} is corrupt ({err}); \
+                 quarantined because replays cannot be detected"
+            ))
+        })?;
         self.judge(device, last, seq, ts, msg.received_at_ms())?;
 
-        state::set(STATE_KEY, &Last { seq, ts }.to_bytes()).map_err(|err| {
+        state::set_record(STATE_KEY, &Last { seq, ts }).map_err(|err| {
             state_rejection(format!(
                 "replay-guard: cannot record seq {seq} / ts {ts} of device {device}: {}; \
                  quarantined because replays could not be detected afterwards",
@@ -297,8 +287,13 @@ mod tests {
             seq: -2,
             ts: 1_795_564_800_123,
         };
-        assert_eq!(Last::from_bytes(&last.to_bytes()), Some(last));
-        assert_eq!(Last::from_bytes(&[0; 15]), None);
+        assert_eq!(state::decode(&state::encode(&last)), Ok(last));
+        assert!(state::decode::<Last>(&[0; 15]).is_err());
+        // What earlier versions stored under `last-v1`: a reload must keep every device's.
+        let mut old = Vec::new();
+        old.extend_from_slice(&(-2i64).to_le_bytes());
+        old.extend_from_slice(&1_795_564_800_123i64.to_le_bytes());
+        assert_eq!(state::encode(&last), old);
     }
 
     const NOW: u64 = 1_795_564_800_000;

@@ -64,3 +64,91 @@ async fn evaluate_async_runs_off_the_executor() {
         );
     }
 }
+
+/// A limit judges the policy, not the machine: with other threads burning every core, honest
+/// policies under a tight deadline never fault (one of them works 1 ms of a 4 ms deadline, so a
+/// wall-clock deadline faults it whenever the scheduler parks its thread for 3 ms), while a
+/// policy that really loops still does.
+#[test]
+fn a_busy_machine_faults_no_honest_policy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use twinguard::Verdict;
+
+    let rt = twinguard_tests::runtime(
+        "[defaults.limits]\ndeadline-ms = 4\nfuel = 1_000_000_000_000\n\
+         [[policy]]\nname = \"schema\"\npath = \"@schema-guard\"\n[policy.config]\n\
+         required = \"/seq:integer\"\n\
+         [[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\n[policy.config]\nremove = \"/owner\"\n\
+         [[policy]]\nname = \"read\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\n\
+         fields = \"/seq,/t,/owner/name\"\n\
+         [[policy]]\nname = \"work\"\npath = \"@hostile\"\n[policy.config]\nmode = \"spin-for\"\n\
+         bytes = 1000\n\
+         [[policy]]\nname = \"loop\"\npath = \"@hostile\"\n[policy.config]\nmode = \"loop\"\n\
+         [[route]]\nfilter = \"loop/#\"\nchain = [\"loop\"]\n\
+         [[route]]\nfilter = \"#\"\nchain = [\"schema\", \"pii\", \"read\", \"work\"]\n",
+    );
+    let stop = AtomicBool::new(false);
+    let burners = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let faults = std::thread::scope(|s| {
+        for _ in 0..burners {
+            s.spawn(|| {
+                let mut x = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            });
+        }
+        let evaluators: Vec<_> = (0..2)
+            .map(|t| {
+                let rt = &rt;
+                s.spawn(move || {
+                    let mut faults = Vec::new();
+                    for seq in 0..400 {
+                        let payload = serde_json::json!({
+                            "seq": seq, "t": 21.5, "owner": {"name": "Ada"}
+                        });
+                        let out = rt.evaluate(&twinguard::Message::new(
+                            format!("d{t}"),
+                            format!("plant/d{t}/telemetry"),
+                            twinguard::ContentType::Json,
+                            serde_json::to_vec(&payload).unwrap(),
+                        ));
+                        faults.extend(
+                            out.trace
+                                .iter()
+                                .filter(|s| matches!(s.verdict, Verdict::Fault(_)))
+                                .map(|s| format!("{} {:?}", s.policy, s.verdict)),
+                        );
+                    }
+                    faults
+                })
+            })
+            .collect();
+        let faults: Vec<String> = evaluators
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        // Still under load: the looping policy is stopped by its deadline.
+        let out = rt.evaluate(&twinguard::Message::new(
+            "d9",
+            "loop/x",
+            twinguard::ContentType::Json,
+            b"{}".to_vec(),
+        ));
+        assert!(
+            matches!(
+                out.trace[0].verdict,
+                Verdict::Fault(twinguard::Fault::Deadline(4))
+            ),
+            "{out:?}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        faults
+    });
+    assert!(
+        faults.is_empty(),
+        "{} faults: {:?}",
+        faults.len(),
+        &faults[..faults.len().min(5)]
+    );
+}

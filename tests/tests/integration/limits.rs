@@ -207,21 +207,78 @@ fn on_fault_allow_fails_open_with_an_alert() {
     assert_eq!(out.alerts[0].code, "policy-fault");
 }
 
+/// A message from `device` with `/boom` set as asked, on `bad/x`.
+fn boom(device: &str, boom: bool) -> twinguard::Message {
+    let mut msg = json(&json!({"boom": boom}));
+    msg.device_id = device.into();
+    msg.topic = "bad/x".into();
+    msg
+}
+
 #[test]
-fn breaker_opens_after_consecutive_faults_and_resets() {
-    let rt = runtime(&hostile("panic", "breaker-threshold = 3"));
-    for _ in 0..3 {
-        let out = rt.evaluate(&json(&json!({})));
+fn one_device_that_keeps_faulting_is_held_alone() {
+    let rt = with_good("fault-if", "breaker-threshold = 3", "");
+    // Every second message of one device faults: a run of faults never forms.
+    let mut held = None;
+    for i in 0..10 {
+        let out = rt.evaluate(&boom("bad-device", i % 2 == 0));
+        if let Some(a) = out.alerts.iter().find(|a| a.code == "device-held") {
+            held = Some(a.detail.clone());
+        }
+        // Clean devices in between are judged by the policy, as if nothing happened.
+        let out = rt.evaluate(&boom("good-device", false));
+        assert_eq!(out.action, Action::Allow, "message {i}: {out:?}");
+    }
+    let detail = held.expect("a device-held alert");
+    assert!(
+        detail.contains("\"bad-device\"") && detail.contains("3 of its last 16"),
+        "{detail}"
+    );
+    // Held: its clean message too gets the on-fault action, without a run.
+    let out = rt.evaluate(&boom("bad-device", false));
+    assert_eq!(out.trace[0].verdict, Verdict::Fault(Fault::DeviceHeld(3)));
+    assert!(matches!(out.action, Action::Quarantine { .. }));
+    let status = &rt.policies()[0];
+    assert!(
+        !status.breaker_open,
+        "one device never opens the policy for everyone"
+    );
+    assert_eq!(status.held_devices.len(), 1);
+    assert_eq!(status.held_devices[0].device, "bad-device");
+    // Released by the operator: judged again.
+    assert!(rt.release_device("p", "bad-device"));
+    assert_eq!(
+        rt.evaluate(&boom("bad-device", false)).action,
+        Action::Allow
+    );
+    assert!(rt.policies()[0].held_devices.is_empty());
+}
+
+#[test]
+fn many_devices_faulting_open_the_policy_breaker_and_a_reset_closes_it() {
+    let rt = runtime(&hostile(
+        "panic",
+        "breaker-threshold = 3\nbreaker-rate = 50",
+    ));
+    // Each device faults once: no device is held, the rate across devices opens the policy.
+    let mut opened = false;
+    for i in 0..64 {
+        let mut msg = json(&json!({}));
+        msg.device_id = format!("d{i}");
+        let out = rt.evaluate(&msg);
         assert!(matches!(
             out.trace[0].verdict,
             Verdict::Fault(Fault::Trap(_))
         ));
+        opened |= out.alerts.iter().any(|a| a.code == "breaker-open");
     }
+    assert!(opened, "a breaker-open alert");
     let status = &rt.policies()[0];
     assert!(status.breaker_open);
-    assert_eq!((status.consecutive_faults, status.faults), (3, 3));
+    assert_eq!((status.recent_faults, status.faults), (64, 64));
+    assert!(status.held_devices.is_empty());
     let out = rt.evaluate(&json(&json!({})));
-    assert_eq!(out.trace[0].verdict, Verdict::Fault(Fault::BreakerOpen(3)));
+    assert_eq!(out.trace[0].verdict, Verdict::Fault(Fault::BreakerOpen(64)));
     assert!(matches!(out.action, Action::Quarantine { .. }));
     assert!(rt.reset_breaker("p"));
     assert!(!rt.policies()[0].breaker_open);
@@ -256,4 +313,116 @@ fn fresh_isolation_runs_init_per_message_and_keeps_no_memory() {
             "a reused instance keeps its memory"
         );
     }
+}
+
+/// The `Fault::HostCall` of a hostile mode, checked with [`fault_of`] (on-fault action, alert,
+/// the host going on).
+fn refused_call(mode: &str, config: &str) -> String {
+    // Deadline and fuel generous: only the refusal can end these calls early.
+    let rt = with_good(
+        mode,
+        "[policy.limits]\nfuel = 1_000_000_000_000\ndeadline-ms = 60_000",
+        config,
+    );
+    match fault_of(&rt) {
+        Fault::HostCall(text) => text,
+        other => panic!("expected a refused host call, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_blocking_sleep_is_refused_not_waited_for() {
+    let text = refused_call("sleep", "");
+    assert!(
+        text.contains("monotonic-clock.subscribe-duration refused"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_endless_timer_is_refused_not_waited_for() {
+    let text = refused_call("timer-forever", "");
+    assert!(text.contains("subscribe-duration refused"), "{text}");
+}
+
+#[test]
+fn a_random_flood_is_refused_before_the_host_allocates_it() {
+    let text = refused_call("random-flood", "bytes = 67108864");
+    assert!(
+        text.contains("get-random-bytes of 67108864 bytes refused"),
+        "{text}"
+    );
+    assert!(text.contains("at most 65536"), "{text}");
+    // A call within the cap is served.
+    let rt = with_good("random-flood", "", "bytes = 1024");
+    let mut msg = json(&json!({"v": 1}));
+    msg.topic = "bad/x".into();
+    let out = rt.evaluate(&msg);
+    assert!(
+        matches!(&out.action, Action::Quarantine { reason, .. } if reason == "got 1024 random bytes"),
+        "{out:?}"
+    );
+}
+
+/// Tiny keys are charged what they cost the host (an entry's overhead, not only its bytes), so
+/// `state-bytes` bounds a device's real memory: before, ~10,000 one-byte entries fit 64 KiB.
+#[test]
+fn tiny_state_keys_are_charged_what_they_cost() {
+    let rt = with_good(
+        "tiny-keys",
+        "[policy.limits]\nstate-bytes = 65536",
+        "bytes = 100000",
+    );
+    let mut msg = json(&json!({"v": 1}));
+    msg.topic = "bad/x".into();
+    let out = rt.evaluate(&msg);
+    let alert = out
+        .alerts
+        .iter()
+        .find(|a| a.code == "stored")
+        .expect("stored");
+    let (stored, rest) = alert.detail.split_once(' ').expect("count");
+    let stored: u64 = stored.parse().unwrap();
+    assert!(rest.starts_with("refused"), "{}", alert.detail);
+    // 65,536 / (key + value + 96) entries at most, and no fewer than half of that.
+    assert!((300..=680).contains(&stored), "{} entries fit", stored);
+    // Another device has a budget of its own.
+    msg.device_id = "other".into();
+    let out = rt.evaluate(&msg);
+    let again = out
+        .alerts
+        .iter()
+        .find(|a| a.code == "stored")
+        .expect("stored");
+    assert_eq!(again.detail.split_once(' ').unwrap().0, stored.to_string());
+}
+
+/// Redaction runs in the host after the guest's call, outside fuel and the deadline: the
+/// number of edits a decision may carry is a limit, so a guest cannot buy seconds of host work
+/// with a 2 ms step.
+#[test]
+fn a_redaction_flood_is_a_fault_before_the_host_applies_it() {
+    // Fuel to spare: building 10,000 pointers is work of its own.
+    let rt = with_good(
+        "redact-many",
+        "[policy.limits]\nfuel = 1_000_000_000",
+        "bytes = 10000",
+    );
+    match fault_of(&rt) {
+        Fault::BadDecision(why) => {
+            assert!(why.contains("10000 redaction edits; at most 256"), "{why}");
+        }
+        other => panic!("expected a bad decision, got {other:?}"),
+    }
+    // Within the limit (here raised): applied.
+    let rt = with_good(
+        "redact-many",
+        "[policy.limits]\nredact-edits = 300",
+        "bytes = 300",
+    );
+    let mut msg = json(&json!({"k0": 1, "k299": 2, "keep": 3}));
+    msg.topic = "bad/x".into();
+    let out = rt.evaluate(&msg);
+    assert_eq!(out.action, Action::Redact, "{out:?}");
+    assert_eq!(out.payload, br#"{"keep":3}"#);
 }

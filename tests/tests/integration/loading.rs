@@ -198,3 +198,65 @@ fn check_reports_the_contract_and_digest() {
     assert_eq!(info.digest.len(), 64);
     assert!(rt.check_component(wasm("wrong-version")).is_err());
 }
+
+/// A crafted function that would make Cranelift allocate gigabytes is refused by structure
+/// before anything compiles it, by `check` and by load alike, naming the limit.
+#[test]
+fn a_compile_bomb_is_refused_before_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, twinguard_tests::compile_bomb(50_000, 10_000)).unwrap();
+    let rt = Runtime::new(Config::default()).unwrap();
+    let e = rt.check_component(&bomb).unwrap_err().to_string();
+    assert!(
+        e.contains("refused before compiling") && e.contains("max-function-weight"),
+        "{e}"
+    );
+    assert!(e.contains("50000 locals × 10000 branch targets"), "{e}");
+    assert_eq!(rt.compilations(), 0, "nothing was compiled");
+
+    let toml = format!(
+        "[[policy]]\nname = \"bomb\"\npath = {:?}\n[[route]]\nfilter = \"#\"\nchain = [\"bomb\"]\n",
+        bomb.display().to_string()
+    );
+    let e = Runtime::new(Config::from_toml(&toml, ".").unwrap())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("policy \"bomb\"") && e.contains("max-function-weight"),
+        "{e}"
+    );
+
+    // Each limit is a setting; a tighter one names itself.
+    let tight = Config::from_toml("[engine]\nmax-function-locals = 100\n", ".").unwrap();
+    let e = Runtime::new(tight)
+        .unwrap()
+        .check_component(&bomb)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("max-function-locals") && e.contains("declares 50000 locals"),
+        "{e}"
+    );
+    // A small function of the same shape compiles (and then fails the world check).
+    let small = dir.path().join("small.wasm");
+    std::fs::write(&small, twinguard_tests::compile_bomb(10, 10)).unwrap();
+    let e = rt.check_component(&small).unwrap_err().to_string();
+    assert!(!e.contains("refused before compiling"), "{e}");
+}
+
+/// `check` runs the validation a load runs before `init`: a component of the right contract
+/// version whose `evaluate` has another signature is refused by both.
+#[test]
+fn check_refuses_what_load_refuses_a_wrong_evaluate_signature() {
+    let module = wasm("wrong-signature");
+    let rt = Runtime::new(Config::default()).unwrap();
+    let checked = rt.check_component(&module).unwrap_err().to_string();
+    assert!(
+        checked.contains("type mismatch with parameters"),
+        "{checked}"
+    );
+    let loaded = load_error(&module).to_string();
+    assert!(loaded.contains("type mismatch with parameters"), "{loaded}");
+}

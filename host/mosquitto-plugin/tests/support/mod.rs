@@ -23,7 +23,7 @@ pub fn plugin_so() -> PathBuf {
 pub fn policy(name: &str, guest: &str, config: &[&str]) -> String {
     format!(
         "[[policy]]\nname = \"{name}\"\npath = \"{}\"\n[policy.config]\n{}\n\n",
-        twinguard_tests::wasm(guest).display(),
+        twinguard_fixtures::wasm(guest).display(),
         config.join("\n")
     )
 }

@@ -27,6 +27,16 @@
 //! | `echo` | alert `echo`, detail `device=… topic=… ct=… len=… attrs=…` |
 //! | `read` | looks up the pointers in `fields` and allows (a cheap, realistic reader for benchmarks) |
 //! | `memory-count` | alert `memory-count` with a counter kept in the instance's own memory (isolation) |
+//! | `burn` | runs `bytes` iterations of a loop the optimiser keeps, then allows (fuel-exact work) |
+//! | `spin-for` | busy-waits on the monotonic clock for `bytes` microseconds, then allows (honest work) |
+//! | `sleep` | `std::thread::sleep` for 3 s (a blocking WASI timer), then quarantines |
+//! | `timer-forever` | blocks on a monotonic-clock pollable of 2^64-1 ns, then quarantines |
+//! | `random-flood` | asks WASI `get-random-bytes` for `bytes` (default 64 MiB) in one call |
+//! | `tiny-keys` | stores 1-byte values under `bytes` (default 100 000) distinct small keys, until refused; alert `stored` with the count |
+//! | `redact-many` | redacts `bytes` (default 10 000) pointers `/k0`, `/k1`, … |
+//! | `fault-if` | panics when the message's `/boom` is `true`, allows otherwise |
+//! | `control-chars` | logs, and alerts with a code and detail, full of CR, LF, ESC, NUL and U+2028 |
+//! | `panic-control` | panics with a message full of CR, LF, ESC and NUL |
 
 #![forbid(unsafe_code)]
 
@@ -57,7 +67,20 @@ const MODES: &[&str] = &[
     "echo",
     "read",
     "memory-count",
+    "burn",
+    "spin-for",
+    "sleep",
+    "timer-forever",
+    "random-flood",
+    "tiny-keys",
+    "redact-many",
+    "fault-if",
+    "control-chars",
+    "panic-control",
 ];
+
+/// Text that forges log lines and terminal output if a sink passes it on raw.
+const FORGERY: &str = "ok\r\n2026-12-04T00:00:00Z INFO forged line\x1b[2J\x00\u{2028}end";
 
 thread_local! {
     static SETUP: RefCell<Setup> = RefCell::new(Setup::default());
@@ -157,6 +180,54 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
             MEMORY_COUNT.set(n);
             Decision::alert(Severity::Info, "memory-count", n.to_string())
         }
+        "burn" => {
+            let mut x = 0_u64;
+            for i in 0..setup.bytes {
+                x = black_box(x.wrapping_add(i as u64));
+            }
+            black_box(x);
+            Decision::allow()
+        }
+        "spin-for" => {
+            let start = Instant::now();
+            let micros = u64::try_from(setup.bytes).unwrap_or(u64::MAX);
+            while start.elapsed() < Duration::from_micros(micros) {
+                black_box(());
+            }
+            Decision::allow()
+        }
+        "sleep" => {
+            std::thread::sleep(Duration::from_secs(3));
+            Decision::quarantine("slept 3 s: no deadline stopped it")
+        }
+        "timer-forever" => {
+            wasip2::clocks::monotonic_clock::subscribe_duration(u64::MAX).block();
+            Decision::quarantine("a 2^64 ns timer returned")
+        }
+        "random-flood" => {
+            let bytes = wasip2::random::random::get_random_bytes(setup.bytes as u64);
+            Decision::quarantine(format!("got {} random bytes", bytes.len()))
+        }
+        "tiny-keys" => tiny_keys(setup.bytes),
+        "redact-many" => {
+            (0..setup.bytes).fold(Decision::redact(), |d, i| d.remove(format!("/k{i}")))
+        }
+        "fault-if" => {
+            if msg
+                .field("/boom")
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.as_bool() == Some(true))
+            {
+                panic!("boom requested by {}", msg.device_id());
+            }
+            Decision::allow()
+        }
+        "control-chars" => {
+            twinguard_guest::log::warn(FORGERY);
+            Decision::alert(Severity::High, FORGERY, FORGERY)
+        }
+        "panic-control" => panic!("{FORGERY}"),
         // "allow", and "fail-init" (never initialised, so never evaluated).
         _ => Decision::allow(),
     }
@@ -254,6 +325,16 @@ fn count() -> Decision {
         Ok(()) => Decision::alert(Severity::Info, "count", n.to_string()),
         Err(err) => Decision::quarantine(format!("state: {err}")),
     }
+}
+
+/// Stores a 1-byte value under each of `n` distinct small keys until the host refuses one.
+fn tiny_keys(n: usize) -> Decision {
+    for i in 0..n {
+        if let Err(err) = state::set(&format!("{i:x}"), &[1]) {
+            return Decision::alert(Severity::Info, "stored", format!("{i} refused: {err}"));
+        }
+    }
+    Decision::alert(Severity::Info, "stored", format!("{n}"))
 }
 
 /// Renders what the host's lookups returned, e.g. `/a=Integer(3);/b=None;/c=Err(Unstructured)`.

@@ -1,0 +1,458 @@
+//! The admin API over real TLS: who may call it (mutual TLS, bearer token), and what push,
+//! rollback, remove and route changes do to a running runtime and to its config file.
+
+use twinguard_fixtures as fixtures;
+use twinguard_fixtures::broker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use broker::Pki;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use twinguard::admin::{AdminConfig, AdminServer};
+use twinguard::lifecycle::Lifecycle;
+use twinguard::{Action, Config, ContentType, Message, Runtime};
+use twinguard_cli::client::{self, ClientConfig};
+
+/// A runtime with its admin API on a free loopback port.
+struct Api {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    config: PathBuf,
+    runtime: Runtime,
+}
+
+const CONFIG: &str = r#"# the operator's own comment, which every change must keep
+[[policy]]
+name = "p"
+path = "{allow}"
+[policy.config]
+remove = "/secret"
+
+[[route]]
+filter = "x/#"
+chain = ["p"]
+"#;
+
+fn start(dir: &Path, pki: &Pki, client_ca: Option<&Path>, token: Option<&str>) -> Api {
+    let config = dir.join("twinguard.toml");
+    if !config.exists() {
+        let text = CONFIG.replace(
+            "{allow}",
+            &fixtures::wasm("allow-all").display().to_string(),
+        );
+        std::fs::write(&config, text).unwrap();
+    }
+    let runtime = Runtime::new(Config::from_file(&config).unwrap()).unwrap();
+    let lifecycle = Lifecycle::new(runtime.clone(), &config, dir.join("state"), 3).unwrap();
+    let token_file = token.map(|t| {
+        let p = dir.join("admin.token");
+        std::fs::write(&p, format!("{t}\n")).unwrap();
+        p
+    });
+    let admin = AdminConfig {
+        listen: "127.0.0.1:0".into(),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: client_ca.map(Path::to_path_buf),
+        token_file,
+        state_dir: dir.join("state"),
+        keep_versions: 3,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(AdminServer::bind(&admin, Arc::new(lifecycle)))
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", server.local_addr().unwrap().port());
+    rt.spawn(server.serve(std::future::pending()));
+    Api {
+        rt,
+        url,
+        config,
+        runtime,
+    }
+}
+
+impl Api {
+    fn client(&self, pki: &Pki, with_cert: bool, token: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            url: self.url.clone(),
+            ca: pki.ca.clone(),
+            cert: with_cert.then(|| pki.client_cert.clone()),
+            key: with_cert.then(|| pki.client_key.clone()),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    fn call(
+        &self,
+        client: &ClientConfig,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Value), String> {
+        self.rt
+            .block_on(client::request(client, method, path, body, &[]))
+    }
+
+    /// What the running runtime does to `{"secret":1,"a":2}` on `topic`.
+    fn judge(&self, topic: &str) -> (Action, Value) {
+        let outcome = self.runtime.evaluate(&Message::new(
+            "d1",
+            topic,
+            ContentType::Json,
+            br#"{"secret":1,"a":2}"#.to_vec(),
+        ));
+        let payload = serde_json::from_slice(&outcome.payload).unwrap_or(Value::Null);
+        (outcome.action, payload)
+    }
+
+    fn generation(&self) -> u64 {
+        self.runtime.policy_set().generation()
+    }
+}
+
+fn digest(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn mutual_tls_refuses_callers_without_a_certificate_or_from_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let api = start(dir.path(), &pki, Some(&pki.ca), None);
+
+    let (status, list) = api
+        .call(
+            &api.client(&pki, true, None),
+            Method::GET,
+            "/v1/policies",
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list[0]["name"], "p");
+    assert_eq!(list[0]["version"], digest(&fixtures::wasm("allow-all")));
+
+    // No client certificate: the handshake (or the first read after it, with TLS 1.3) fails.
+    let err = api
+        .call(
+            &api.client(&pki, false, None),
+            Method::GET,
+            "/v1/policies",
+            Vec::new(),
+        )
+        .unwrap_err();
+    assert!(err.contains(&api.url), "{err}");
+
+    // A server that trusts another CA refuses the same certificate.
+    let other = tempfile::tempdir().unwrap();
+    let strict = start(other.path(), &pki, Some(&pki.other_ca), None);
+    let err = strict
+        .call(
+            &strict.client(&pki, true, None),
+            Method::GET,
+            "/v1/policies",
+            Vec::new(),
+        )
+        .unwrap_err();
+    assert!(err.contains(&strict.url), "{err}");
+}
+
+#[test]
+fn a_bearer_token_is_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let token = "s3cret-token-of-32-characters-ok";
+    let api = start(dir.path(), &pki, None, Some(token));
+    for given in [
+        None,
+        Some("wrong-token-of-the-same-length!!"),
+        Some("short"),
+    ] {
+        let (status, body) = api
+            .call(
+                &api.client(&pki, false, given),
+                Method::GET,
+                "/v1/status",
+                Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{given:?}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("bearer token"));
+    }
+    let (status, body) = api
+        .call(
+            &api.client(&pki, false, Some(token)),
+            Method::GET,
+            "/v1/status",
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["generation"], 1);
+
+    // Refused configurations: open, or a token too short to be one.
+    let mut open = AdminConfig {
+        listen: "127.0.0.1:0".into(),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key,
+        client_ca: None,
+        token_file: None,
+        state_dir: dir.path().join("s"),
+        keep_versions: 3,
+    };
+    assert!(open.validate().unwrap_err().contains("refuses to run open"));
+    std::fs::write(dir.path().join("short.token"), "abc\n").unwrap();
+    open.token_file = Some(dir.path().join("short.token"));
+    let lifecycle =
+        Lifecycle::new(api.runtime.clone(), &api.config, dir.path().join("s"), 3).unwrap();
+    let err = api
+        .rt
+        .block_on(AdminServer::bind(&open, Arc::new(lifecycle)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("short.token") && err.contains("at least 16"),
+        "{err}"
+    );
+}
+
+#[test]
+fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let api = start(dir.path(), &pki, Some(&pki.ca), None);
+    let c = api.client(&pki, true, None);
+    let allow = digest(&fixtures::wasm("allow-all"));
+    let pii_path = fixtures::wasm("pii-redact");
+    let pii = digest(&pii_path);
+
+    assert_eq!(api.judge("x/1"), (Action::Allow, json!({"secret":1,"a":2})));
+
+    // Push: pii-redact becomes version 2 of "p", with the config the file gives "p".
+    let (status, change) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/p",
+            std::fs::read(&pii_path).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{change}");
+    assert_eq!(change["version"], pii);
+    assert_eq!(change["generation"], api.generation());
+    assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    let text = std::fs::read_to_string(&api.config).unwrap();
+    assert!(text.contains("the operator's own comment"), "{text}");
+    assert!(text.contains(&format!("{pii}.wasm")), "{text}");
+
+    // A bad module changes nothing: not the generation, not the file, not the behaviour.
+    let before = (api.generation(), std::fs::read(&api.config).unwrap());
+    for bad in [
+        b"not a component".to_vec(),
+        std::fs::read(fixtures::wasm("wrong-version")).unwrap(),
+    ] {
+        let (status, body) = api.call(&c, Method::PUT, "/v1/policies/p", bad).unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("not activated"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        (api.generation(), std::fs::read(&api.config).unwrap()),
+        before
+    );
+    assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    let (_, status) = api.call(&c, Method::GET, "/v1/status", Vec::new()).unwrap();
+    assert_eq!(status["refused"], 2, "{status}");
+
+    // Rollback: exactly the version before, then nothing older is kept.
+    let (status, change) = api
+        .call(&c, Method::POST, "/v1/policies/p/rollback", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{change}");
+    assert_eq!(change["version"], allow);
+    assert_eq!(api.judge("x/1"), (Action::Allow, json!({"secret":1,"a":2})));
+    let (status, body) = api
+        .call(&c, Method::POST, "/v1/policies/p/rollback", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Routes: x/… is no longer routed (quarantined by default), y/… is.
+    let (status, body) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/routes",
+            br#"[{"filter":"y/#","chain":["p"]}]"#.to_vec(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(matches!(api.judge("x/1").0, Action::Quarantine { .. }));
+    assert_eq!(api.judge("y/1").0, Action::Allow);
+    for (bad, want) in [
+        (
+            &br#"[{"filter":"y/#","chain":["nope"]}]"#[..],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (&br#"{"filter":"y/#"}"#[..], StatusCode::BAD_REQUEST),
+    ] {
+        let (status, body) = api
+            .call(&c, Method::PUT, "/v1/routes", bad.to_vec())
+            .unwrap();
+        assert_eq!(status, want, "{body}");
+    }
+
+    // A restart from the file comes back to the same set.
+    let restarted = Runtime::new(Config::from_file(&api.config).unwrap()).unwrap();
+    assert_eq!(restarted.policy_set().policies()[0].version(), allow);
+
+    // Remove: refused while it is a route's whole chain (the route would forward everything
+    // unjudged), naming the route; the set is unchanged.
+    let (status, body) = api
+        .call(&c, Method::DELETE, "/v1/policies/p", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("route #1 (\"y/#\") has an empty chain"),
+        "{body}"
+    );
+    assert_eq!(api.runtime.policy_set().policies().len(), 1);
+    // With the route gone first, the removal goes through; y/… is now unrouted (quarantined).
+    let (status, body) = api
+        .call(&c, Method::PUT, "/v1/routes", b"[]".to_vec())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .call(&c, Method::DELETE, "/v1/policies/p", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(api.runtime.policy_set().policies().is_empty());
+    assert!(matches!(api.judge("y/1").0, Action::Quarantine { .. }));
+    let (status, _) = api
+        .call(&c, Method::DELETE, "/v1/policies/p", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api
+        .call(&c, Method::GET, "/v1/nothing", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api
+        .call(&c, Method::PUT, "/v1/policies/..%2Fetc", b"x".to_vec())
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn a_shadow_candidate_is_compared_on_live_traffic_then_promoted_or_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let api = start(dir.path(), &pki, Some(&pki.ca), None);
+    let c = api.client(&pki, true, None);
+    let pii_path = fixtures::wasm("pii-redact");
+    let pii = digest(&pii_path);
+
+    let (status, report) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/p/candidate",
+            std::fs::read(&pii_path).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["candidate_version"], pii);
+    let generation = api.generation();
+
+    // Live traffic: the active version decides; the candidate only records.
+    for _ in 0..40 {
+        assert_eq!(api.judge("x/1"), (Action::Allow, json!({"secret":1,"a":2})));
+    }
+    // Not routed to p: nothing to compare.
+    for _ in 0..5 {
+        api.judge("elsewhere/1");
+    }
+    let mut report = Value::Null;
+    for _ in 0..200 {
+        report = api
+            .call(&c, Method::GET, "/v1/policies/p/candidate", Vec::new())
+            .unwrap()
+            .1;
+        if report["compared"].as_u64().unwrap_or(0) + report["skipped"].as_u64().unwrap_or(0) >= 40
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let compared = report["compared"].as_u64().unwrap();
+    assert_eq!(
+        compared + report["skipped"].as_u64().unwrap(),
+        40,
+        "{report}"
+    );
+    assert!(compared > 0, "{report}");
+    assert_eq!(report["differed"], compared, "{report}");
+    assert_eq!(report["pairs"]["allow -> redact"], compared, "{report}");
+    assert_eq!(report["samples"][0]["topic"], "x/1", "{report}");
+    assert_eq!(api.generation(), generation, "shadowing activates nothing");
+
+    // Promote: the candidate becomes the active version; the shadow ends.
+    let (status, change) = api
+        .call(
+            &c,
+            Method::POST,
+            "/v1/policies/p/candidate/promote",
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{change}");
+    assert_eq!(change["version"], pii);
+    assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    let (status, _) = api
+        .call(&c, Method::GET, "/v1/policies/p/candidate", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Discard: nothing changes.
+    let allow = std::fs::read(fixtures::wasm("allow-all")).unwrap();
+    let (status, _) = api
+        .call(&c, Method::PUT, "/v1/policies/p/candidate", allow)
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, last) = api
+        .call(&c, Method::DELETE, "/v1/policies/p/candidate", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{last}");
+    assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    // A candidate for a policy that does not exist, or that does not build, is refused.
+    let (status, body) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/nope/candidate",
+            b"x".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/policies/p/candidate",
+            b"garbage".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}

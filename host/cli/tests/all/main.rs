@@ -1,0 +1,9 @@
+//! The `twinguard` command's integration tests: the built binary run as a user would, `serve`
+//! against a real Mosquitto, and the admin API through the command's own client.
+
+mod admin;
+mod cli;
+mod demo;
+mod gateway;
+mod quarantine;
+mod signing;

@@ -1,0 +1,290 @@
+//! What goes into an evaluation ([`Message`]) and what comes out ([`Outcome`]).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::Fault;
+
+/// How a payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentType {
+    /// JSON: field lookups and redaction apply.
+    Json,
+    /// CBOR: field lookups and redaction apply.
+    Cbor,
+    /// Text: no fields.
+    Text,
+    /// Opaque bytes: no fields.
+    Binary,
+}
+
+impl ContentType {
+    /// The lowercase name, as in configs and NDJSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Cbor => "cbor",
+            Self::Text => "text",
+            Self::Binary => "binary",
+        }
+    }
+}
+
+impl fmt::Display for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ContentType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" | "application/json" => Ok(Self::Json),
+            "cbor" | "application/cbor" => Ok(Self::Cbor),
+            "text" | "text/plain" => Ok(Self::Text),
+            "binary" | "application/octet-stream" => Ok(Self::Binary),
+            other => Err(format!(
+                "unknown content type {other:?} (expected json, cbor, text or binary)"
+            )),
+        }
+    }
+}
+
+/// One device message to evaluate.
+///
+/// ```
+/// use twinguard_core::{ContentType, Message};
+/// let m = Message::new("press-7", "plant/press-7/telemetry", ContentType::Json, br#"{"t":21.5}"#.to_vec())
+///     .with_attribute("fw", "2.1.0");
+/// assert_eq!(m.attributes.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The device's authenticated identity where the transport knows it.
+    pub device_id: String,
+    /// The MQTT topic.
+    pub topic: String,
+    /// How `payload` is encoded.
+    pub content_type: ContentType,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// When the host received it, milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    /// Transport attributes (MQTT 5 user properties), in order.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Message {
+    /// A message received now, without attributes.
+    pub fn new(
+        device_id: impl Into<String>,
+        topic: impl Into<String>,
+        content_type: ContentType,
+        payload: impl Into<Vec<u8>>,
+    ) -> Self {
+        Self {
+            device_id: device_id.into(),
+            topic: topic.into(),
+            content_type,
+            payload: payload.into(),
+            received_at_ms: now_ms(),
+            attributes: Vec::new(),
+        }
+    }
+
+    /// Adds a transport attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Milliseconds since the Unix epoch: the unit of `received_at_ms` and of every timestamp
+/// the services keep.
+pub fn now_ms() -> u64 {
+    // A clock before 1970 is a misconfigured host; 0 is as good an answer as any.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Severity of a security event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)] // the names say it
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// A security event raised on a message, attributed to the policy that raised it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Alert {
+    /// The policy's configured name (or `twinguard` for the host's own events).
+    pub policy: Arc<str>,
+    /// The policy's version: its content digest.
+    pub version: Arc<str>,
+    /// How serious.
+    pub severity: Severity,
+    /// Stable machine-readable code, e.g. `device-spoofing`; `policy-fault` for faults.
+    pub code: String,
+    /// Detail for the analyst.
+    pub detail: String,
+}
+
+impl Alert {
+    /// An alert raised by `policy` at `version` (use `twinguard` for the host's own events).
+    pub fn new(
+        policy: impl Into<Arc<str>>,
+        version: impl Into<Arc<str>>,
+        severity: Severity,
+        code: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            policy: policy.into(),
+            version: version.into(),
+            severity,
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The final action on a message, by precedence: quarantine, then alert, then redact, then
+/// allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Action {
+    /// Forward unchanged.
+    Allow,
+    /// Forward with redactions applied (the outcome's payload).
+    Redact,
+    /// Forward (redacted where a policy redacted) and raise the outcome's alerts.
+    Alert,
+    /// Do not forward; hold for review.
+    Quarantine {
+        /// The policy that quarantined it; `None` when no route matched the topic.
+        policy: Option<String>,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Action {
+    /// `allow`, `redact`, `alert` or `quarantine`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Redact => "redact",
+            Self::Alert => "alert",
+            Self::Quarantine { .. } => "quarantine",
+        }
+    }
+
+    /// Whether the message is forwarded.
+    pub fn forwards(&self) -> bool {
+        !matches!(self, Self::Quarantine { .. })
+    }
+}
+
+/// What one policy did with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Allowed.
+    Allow,
+    /// Redacted with this many edits (some may have matched nothing).
+    Redact(usize),
+    /// Quarantined.
+    Quarantine,
+    /// Raised an alert and allowed.
+    Alert,
+    /// Faulted; the message got the policy's on-fault action.
+    Fault(Fault),
+}
+
+impl Verdict {
+    /// `allow`, `redact`, `quarantine`, `alert` or `fault`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Redact(_) => "redact",
+            Self::Quarantine => "quarantine",
+            Self::Alert => "alert",
+            Self::Fault(_) => "fault",
+        }
+    }
+}
+
+/// One step of a chain, for the operator's eyes and for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyTrace {
+    /// The policy's name.
+    pub policy: Arc<str>,
+    /// Its version (content digest).
+    pub version: Arc<str>,
+    /// What it decided.
+    pub verdict: Verdict,
+    /// Fuel it consumed on this message.
+    pub fuel_used: u64,
+    /// Wall-clock time of the step, instantiation included in `fresh` mode.
+    pub elapsed: Duration,
+}
+
+/// The result of evaluating one message through its chain.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The final action.
+    pub action: Action,
+    /// The payload to forward, redactions applied. For a quarantined message, the payload as
+    /// it stood when it was quarantined.
+    pub payload: Vec<u8>,
+    /// Whether a redaction edit matched a field, so `payload` was rewritten.
+    pub redacted: bool,
+    /// Every alert raised, in chain order, fault alerts included.
+    pub alerts: Vec<Alert>,
+    /// One entry per policy that ran (or was skipped by an open breaker).
+    pub trace: Vec<PolicyTrace>,
+    /// The generation of the policy set that evaluated the message.
+    pub generation: u64,
+}
+
+impl Outcome {
+    /// An outcome with `action` and the payload to forward (or the one held), decided by
+    /// `generation`: no redaction, no alert, no trace. For front ends and stores that build
+    /// outcomes of their own; set the public fields for the rest.
+    pub fn new(action: Action, payload: Vec<u8>, generation: u64) -> Self {
+        Self {
+            action,
+            payload,
+            redacted: false,
+            alerts: Vec::new(),
+            trace: Vec::new(),
+            generation,
+        }
+    }
+
+    /// A quarantine decided by the host or a front end itself, before or instead of any
+    /// policy (a message no route or template could place, a forward the broker refused):
+    /// `reason` says why, `generation` is the policy set that was active.
+    pub fn held(message: &Message, reason: String, generation: u64) -> Self {
+        let action = Action::Quarantine {
+            policy: None,
+            reason,
+        };
+        Self::new(action, message.payload.clone(), generation)
+    }
+}

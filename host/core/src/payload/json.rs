@@ -1,0 +1,804 @@
+//! A validating JSON scanner that records where values lie instead of building them, and the
+//! redaction overlay on its tape.
+//!
+//! JSON redaction marks removed and masked values over the same tape and writes the result
+//! compact, copying every untouched value verbatim.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::pointer::{array_index, tokens};
+use super::tape::{small, Builder, Entry, EntryKey, Kind, Span, Tape, KEY_OWNED, MAX_INDEXED_LEN};
+use super::{Edit, EditAction, FieldValue, RedactError, MAX_DEPTH};
+
+// The JSON scanner tracks open containers in the bits of a u128.
+const _: () = assert!(MAX_DEPTH <= 128);
+
+/// What is wrong with a JSON payload, and at which byte.
+#[derive(Debug)]
+pub(super) struct SyntaxError {
+    what: &'static str,
+    at: usize,
+}
+
+/// The error as serde_json words positions: line and column, both from 1, columns in bytes.
+pub(super) fn describe(bytes: &[u8], error: &SyntaxError) -> String {
+    let before = bytes.get(..error.at).unwrap_or(bytes);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = before.len().saturating_sub(line_start) + 1;
+    format!("JSON: {} at line {line} column {column}", error.what)
+}
+
+/// Validates the whole payload, as strictly as serde_json (depth limit included), and
+/// records every value. Iterative, so that nesting cannot exhaust the stack.
+pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
+    if b.len() >= MAX_INDEXED_LEN {
+        return Err(SyntaxError {
+            what: "payload too large (4 GiB or more)",
+            at: 0,
+        });
+    }
+    let mut s = Scanner { b, pos: 0 };
+    let mut tape = Builder::new(b.len());
+    // Where the containers open around the current value are in `tape.pending`, and (bit
+    // `depth` of `objects`) whether each is an object: a register, not a load per value.
+    let mut open = [0u32; MAX_DEPTH];
+    let mut objects = 0u128;
+    let mut depth = 0usize;
+    let mut key = EntryKey::NONE;
+    s.skip_ws();
+    loop {
+        let start = s.pos;
+        let kind = match s.peek() {
+            Some(b'{') => Kind::Object,
+            Some(b'[') => Kind::Array,
+            Some(b'"') => {
+                s.string()?;
+                Kind::Scalar
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                s.number()?;
+                Kind::Scalar
+            }
+            Some(b't') => {
+                s.literal(b"true")?;
+                Kind::Scalar
+            }
+            Some(b'f') => {
+                s.literal(b"false")?;
+                Kind::Scalar
+            }
+            Some(b'n') => {
+                s.literal(b"null")?;
+                Kind::Scalar
+            }
+            Some(_) => return s.fail("expected value"),
+            None => return s.fail("EOF while parsing a value"),
+        };
+        let mut entry = Entry::new(key, kind, start, s.pos);
+        if kind != Kind::Scalar {
+            let Some(slot) = open.get_mut(depth) else {
+                return s.fail("recursion limit exceeded");
+            };
+            s.pos += 1;
+            s.skip_ws();
+            let close = if kind == Kind::Object { b'}' } else { b']' };
+            if s.peek() == Some(close) {
+                s.pos += 1;
+                entry.end = small(s.pos);
+            } else {
+                *slot = small(tape.pending.len());
+                // `depth` < MAX_DEPTH <= 128: `slot` exists.
+                let bit = 1u128 << depth;
+                if kind == Kind::Object {
+                    objects |= bit;
+                } else {
+                    objects &= !bit;
+                }
+                depth += 1;
+                tape.pending.push(entry);
+                key = if kind == Kind::Object {
+                    s.key(&mut tape.owned_keys)?
+                } else {
+                    EntryKey::NONE
+                };
+                continue;
+            }
+        }
+        tape.pending.push(entry);
+        // A value ended: close the containers it completes, or go on to the next one.
+        loop {
+            let Some(top) = depth.checked_sub(1) else {
+                s.skip_ws();
+                if s.pos < b.len() {
+                    return s.fail("trailing characters");
+                }
+                return tape.finish().map_or_else(|| s.fail("internal error"), Ok);
+            };
+            let container = open.get(top).map_or(usize::MAX, |&i| i as usize);
+            let is_object = objects & (1u128 << top) != 0;
+            s.skip_ws();
+            match s.peek() {
+                Some(b',') => {
+                    s.pos += 1;
+                    s.skip_ws();
+                    key = if is_object {
+                        s.key(&mut tape.owned_keys)?
+                    } else {
+                        EntryKey::NONE
+                    };
+                    break;
+                }
+                Some(b'}') if is_object => {}
+                Some(b']') if !is_object => {}
+                Some(_) if is_object => return s.fail("expected ',' or '}'"),
+                Some(_) => return s.fail("expected ',' or ']'"),
+                None if is_object => return s.fail("EOF while parsing an object"),
+                None => return s.fail("EOF while parsing a list"),
+            }
+            s.pos += 1;
+            tape.close(container, s.pos);
+            depth = top;
+        }
+    }
+}
+
+/// Decodes the scalar at `value` of a payload `tape` accepted.
+pub(super) fn leaf(bytes: &[u8], value: Span) -> Result<FieldValue, SyntaxError> {
+    let raw = bytes.get(value.start..value.end).unwrap_or_default();
+    let bad = |what| SyntaxError {
+        what,
+        at: value.start,
+    };
+    match raw.first() {
+        Some(b'n') => Ok(FieldValue::Null),
+        Some(b't') => Ok(FieldValue::Bool(true)),
+        Some(b'f') => Ok(FieldValue::Bool(false)),
+        Some(b'"') => {
+            let inner = raw
+                .strip_prefix(b"\"")
+                .and_then(|r| r.strip_suffix(b"\""))
+                .ok_or_else(|| bad("EOF while parsing a string"))?;
+            let text = if inner.contains(&b'\\') {
+                unescape(inner).map_err(bad)?
+            } else {
+                std::str::from_utf8(inner)
+                    .map_err(|_| bad("invalid UTF-8"))?
+                    .to_owned()
+            };
+            Ok(FieldValue::Text(text))
+        }
+        // serde_json refuses numbers that overflow f64 too.
+        _ => number(raw).ok_or_else(|| bad("number out of range")),
+    }
+}
+
+/// [`super::redact`] of a JSON payload.
+pub(super) fn redact(bytes: &[u8], edits: &[Edit]) -> Result<Option<Vec<u8>>, RedactError> {
+    let tape = tape(bytes).map_err(|e| RedactError::Malformed(describe(bytes, &e)))?;
+    Ok(redact_tape(&tape, bytes, edits))
+}
+
+/// Applies `edits` over the tape of a JSON payload: the redacted payload, or `None` if no edit
+/// matched anything.
+pub(super) fn redact_tape(tape: &Tape, bytes: &[u8], edits: &[Edit]) -> Option<Vec<u8>> {
+    let mut overlay = Overlay::new(tape, bytes);
+    let mut changed = false;
+    for edit in edits {
+        changed |= overlay.apply(&edit.pointer, &edit.action);
+    }
+    changed.then(|| overlay.write())
+}
+
+/// Edits applied over a tape, without touching it: which entries are gone and which are
+/// masked. Writing it out copies every untouched scalar verbatim, so a redaction changes
+/// nothing else (no number is re-formatted, no escape rewritten).
+struct Overlay<'a> {
+    tape: &'a Tape,
+    bytes: &'a [u8],
+    /// By entry.
+    marks: Vec<Mark>,
+    /// The texts of masked entries; the last one for an entry wins.
+    masks: Vec<(usize, &'a str)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Live,
+    Removed,
+    Masked,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(tape: &'a Tape, bytes: &'a [u8]) -> Self {
+        Self {
+            tape,
+            bytes,
+            marks: vec![Mark::Live; tape.entries.len()],
+            masks: Vec::new(),
+        }
+    }
+
+    fn mark(&self, i: usize) -> Mark {
+        self.marks.get(i).copied().unwrap_or(Mark::Removed)
+    }
+
+    fn live(&self, i: usize) -> bool {
+        self.mark(i) != Mark::Removed
+    }
+
+    fn mask(&self, i: usize) -> Option<&'a str> {
+        if self.mark(i) != Mark::Masked {
+            return None;
+        }
+        self.masks
+            .iter()
+            .rev()
+            .find(|(j, _)| *j == i)
+            .map(|&(_, text)| text)
+    }
+
+    /// The entries of `container`'s children that are still there, with their index.
+    fn children(&self, container: &Entry) -> impl Iterator<Item = (usize, &'a Entry)> + '_ {
+        let first = container.first as usize;
+        self.tape
+            .children(container)
+            .iter()
+            .enumerate()
+            .map(move |(i, entry)| (first + i, entry))
+            .filter(|&(i, _)| self.live(i))
+    }
+
+    /// The child a token names, as a lookup in the edited document would find it.
+    fn find(&self, container: &Entry, token: &str) -> Option<usize> {
+        match container.kind {
+            Kind::Scalar => None,
+            Kind::Array => self
+                .children(container)
+                .nth(array_index(token)?)
+                .map(|(i, _)| i),
+            Kind::Object if token.len() >= MAX_INDEXED_LEN => None,
+            Kind::Object => self
+                .children(container)
+                .filter(|(_, entry)| self.tape.key_is(self.bytes, entry, token))
+                .last()
+                .map(|(i, _)| i),
+        }
+    }
+
+    /// Applies one edit; whether it matched anything.
+    fn apply(&mut self, pointer: &str, action: &'a EditAction) -> bool {
+        let mut path: Vec<Cow<'_, str>> = tokens(pointer).collect();
+        let Some(last) = path.pop() else {
+            return false;
+        };
+        let mut container = self.tape.root;
+        for token in &path {
+            let Some(i) = self.find(&container, token) else {
+                return false;
+            };
+            // A masked value is a string now: there is nothing inside it.
+            if self.mark(i) == Mark::Masked {
+                return false;
+            }
+            let Some(&entry) = self.tape.entries.get(i) else {
+                return false;
+            };
+            container = entry;
+        }
+        match action {
+            EditAction::Remove if container.kind == Kind::Object => {
+                // Every copy of a duplicated key goes: writing would keep one otherwise.
+                let gone: Vec<usize> = self
+                    .children(&container)
+                    .filter(|(_, entry)| self.tape.key_is(self.bytes, entry, &last))
+                    .map(|(i, _)| i)
+                    .collect();
+                for &i in &gone {
+                    self.remove(i);
+                }
+                !gone.is_empty()
+            }
+            EditAction::Remove => match self.find(&container, &last) {
+                Some(i) => {
+                    self.remove(i);
+                    true
+                }
+                None => false,
+            },
+            EditAction::Mask(text) => match self.find(&container, &last) {
+                Some(i) => {
+                    if let Some(mark) = self.marks.get_mut(i) {
+                        *mark = Mark::Masked;
+                    }
+                    self.masks.push((i, text));
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(mark) = self.marks.get_mut(i) {
+            *mark = Mark::Removed;
+        }
+    }
+
+    /// The edited document, compact.
+    fn write(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let root = self.tape.root;
+        self.write_entry(&root, &mut out);
+        out
+    }
+
+    /// Recursive, but only as deep as the payload, which the tape limits to MAX_DEPTH.
+    fn write_entry(&self, entry: &Entry, out: &mut Vec<u8>) {
+        match entry.kind {
+            Kind::Scalar => out.extend_from_slice(
+                self.bytes
+                    .get(entry.start as usize..entry.end as usize)
+                    .unwrap_or_default(),
+            ),
+            Kind::Array => {
+                out.push(b'[');
+                for (n, (i, child)) in self.children(entry).enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    self.write_value(i, child, out);
+                }
+                out.push(b']');
+            }
+            Kind::Object => {
+                out.push(b'{');
+                // Checked on all members, removed ones too: no allocation in the usual case.
+                if !self.has_duplicates(self.tape.children(entry)) {
+                    for (n, (i, member)) in self.children(entry).enumerate() {
+                        self.write_member(n, member, i, member, out);
+                    }
+                    out.push(b'}');
+                    return;
+                }
+                // As serde_json: each key once, where it first came, with its last value.
+                let members: Vec<(usize, &Entry)> = self.children(entry).collect();
+                let keys: Vec<(bool, &[u8])> = members
+                    .iter()
+                    .map(|(_, member)| self.tape.key_identity(self.bytes, member))
+                    .collect();
+                let mut last: HashMap<(bool, &[u8]), usize> = HashMap::new();
+                for (n, key) in keys.iter().enumerate() {
+                    last.insert(*key, n);
+                }
+                let mut written = 0;
+                for (first, key) in keys.iter().enumerate() {
+                    // Present only until the key's first place has been written.
+                    let Some(at) = last.remove(key) else {
+                        continue;
+                    };
+                    if let (Some(&(_, name)), Some(&(i, value))) =
+                        (members.get(first), members.get(at))
+                    {
+                        self.write_member(written, name, i, value, out);
+                        written += 1;
+                    }
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    fn write_member(&self, n: usize, name: &Entry, i: usize, value: &Entry, out: &mut Vec<u8>) {
+        if n > 0 {
+            out.push(b',');
+        }
+        if name.key_len == KEY_OWNED {
+            write_string(self.tape.owned_key(name.key_start).unwrap_or_default(), out);
+        } else {
+            // The key as it was written.
+            let start = name.key_start as usize;
+            let key = self
+                .bytes
+                .get(start..start.saturating_add(name.key_len as usize));
+            out.push(b'"');
+            out.extend_from_slice(key.unwrap_or_default());
+            out.push(b'"');
+        }
+        out.push(b':');
+        self.write_value(i, value, out);
+    }
+
+    /// Whether some members have the same key. Keys are told apart by a fingerprint first
+    /// (length, first and last byte); only keys with the same one have their bytes compared.
+    fn has_duplicates(&self, members: &[Entry]) -> bool {
+        let key = |member: &Entry| self.tape.key_identity(self.bytes, member);
+        let fingerprint = |member: &Entry| {
+            let (text, key) = key(member);
+            (key.len() as u64) << 24
+                | u64::from(key.first().copied().unwrap_or(0)) << 16
+                | u64::from(key.last().copied().unwrap_or(0)) << 8
+                | u64::from(text)
+        };
+        let same = |a: &Entry, b: &Entry| fingerprint(a) == fingerprint(b) && key(a) == key(b);
+        if members.len() <= 8 {
+            return members
+                .iter()
+                .enumerate()
+                .any(|(n, a)| members.iter().skip(n + 1).any(|b| same(a, b)));
+        }
+        let mut order: Vec<(u64, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(n, member)| (fingerprint(member), n))
+            .collect();
+        order.sort_unstable();
+        // Within each run of equal fingerprints (short), compare every pair.
+        order.chunk_by(|a, b| a.0 == b.0).any(|run| {
+            run.iter().enumerate().any(|(n, &(_, a))| {
+                run.iter()
+                    .skip(n + 1)
+                    .any(|&(_, b)| members.get(a).map(key) == members.get(b).map(key))
+            })
+        })
+    }
+
+    fn write_value(&self, i: usize, entry: &Entry, out: &mut Vec<u8>) {
+        match self.mask(i) {
+            Some(text) => write_string(text, out),
+            None => self.write_entry(entry, out),
+        }
+    }
+}
+
+/// Writes `text` as a JSON string.
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes());
+            }
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
+fn number(raw: &[u8]) -> Option<FieldValue> {
+    let text = std::str::from_utf8(raw).ok()?;
+    if !raw.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(FieldValue::Integer(i));
+        }
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(FieldValue::Float)
+}
+
+/// Decodes the inside of a JSON string with escapes.
+fn unescape(raw: &[u8]) -> Result<String, &'static str> {
+    const LONE: &str = "lone surrogate in hex escape";
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.iter().position(|&b| b == b'\\') {
+        let (plain, escape) = rest.split_at_checked(i).ok_or("invalid escape")?;
+        out.extend_from_slice(plain);
+        let Some((&kind, after)) = escape.get(1..).and_then(<[u8]>::split_first) else {
+            return Err("EOF while parsing a string");
+        };
+        rest = after;
+        let simple = match kind {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let (high, after) = hex4(rest)?;
+                rest = after;
+                let code = if (0xD800..0xDC00).contains(&high) {
+                    let after = rest.strip_prefix(b"\\u").ok_or(LONE)?;
+                    let (low, after) = hex4(after)?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return Err(LONE);
+                    }
+                    rest = after;
+                    0x1_0000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
+                } else {
+                    u32::from(high)
+                };
+                // A trailing surrogate on its own is no char.
+                let c = char::from_u32(code).ok_or(LONE)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            _ => return Err("invalid escape"),
+        };
+        out.push(simple);
+    }
+    out.extend_from_slice(rest);
+    String::from_utf8(out).map_err(|_| "invalid UTF-8")
+}
+
+fn hex4(b: &[u8]) -> Result<(u16, &[u8]), &'static str> {
+    let (digits, rest) = b.split_at_checked(4).ok_or("EOF while parsing a string")?;
+    let mut value = 0u16;
+    for &d in digits {
+        value = value << 4 | u16::from(hex_digit(d).ok_or("invalid escape")?);
+    }
+    Ok((value, rest))
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// How many bytes of `rest` a string can take as they are (up to a quote, a backslash or
+/// a control character), whether some of them may be non-ASCII, and the byte that stops
+/// them. Eight bytes a step.
+#[inline(always)]
+fn plain_prefix(rest: &[u8]) -> (usize, bool, Option<u8>) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut taken = 0;
+    let mut high = 0u64;
+    let mut words = rest.chunks_exact(8);
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let w = u64::from_le_bytes(word);
+        // Per byte, "is zero" and "is below 0x20": the lowest flagged byte is always a true
+        // match (borrows only make false matches above a true one), which is all we need.
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let special = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGH;
+        // May count bytes past the end of the string: that only costs a UTF-8 check.
+        high |= w & HIGH;
+        if special != 0 {
+            let shift = special.trailing_zeros() & !7;
+            let stop = (w >> shift) as u8;
+            return (taken + (shift / 8) as usize, high != 0, Some(stop));
+        }
+        taken += 8;
+    }
+    for &b in words.remainder() {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return (taken, high != 0, Some(b));
+        }
+        high |= u64::from(b & 0x80);
+        taken += 1;
+    }
+    (taken, high != 0, None)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    /// Never beyond `b.len()`: it only moves past bytes that `peek` or `get` saw.
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn fail<T>(&self, what: &'static str) -> Result<T, SyntaxError> {
+        Err(SyntaxError { what, at: self.pos })
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Reads `"key" :` and the whitespace after it.
+    #[inline(always)]
+    fn key(&mut self, owned: &mut Vec<Box<str>>) -> Result<EntryKey, SyntaxError> {
+        match self.peek() {
+            Some(b'"') => {}
+            Some(_) => return self.fail("key must be a string"),
+            None => return self.fail("EOF while parsing an object"),
+        }
+        let start = self.pos + 1;
+        let escaped = self.string()?;
+        let end = self.pos.saturating_sub(1);
+        self.skip_ws();
+        match self.peek() {
+            Some(b':') => self.pos += 1,
+            Some(_) => return self.fail("expected ':'"),
+            None => return self.fail("EOF while parsing an object"),
+        }
+        self.skip_ws();
+        if !escaped {
+            return Ok(EntryKey {
+                start: small(start),
+                len: small(end.saturating_sub(start)),
+            });
+        }
+        let raw = self.b.get(start..end).unwrap_or_default();
+        let text = unescape(raw).map_err(|what| SyntaxError { what, at: start })?;
+        owned.push(text.into_boxed_str());
+        Ok(EntryKey {
+            start: small(owned.len() - 1),
+            len: KEY_OWNED,
+        })
+    }
+
+    /// Moves past the string at `pos`; whether it has escapes. Checks its UTF-8, which
+    /// covers the whole payload: outside strings, JSON is ASCII.
+    ///
+    /// Inlined for the common case, a plain ASCII string; the rest is `string_slow`.
+    #[inline(always)]
+    fn string(&mut self) -> Result<bool, SyntaxError> {
+        let content = self.pos + 1;
+        let rest = self.b.get(content..).unwrap_or_default();
+        let (plain, non_ascii, stop) = plain_prefix(rest);
+        let end = content + plain;
+        if !non_ascii && stop == Some(b'"') {
+            self.pos = end + 1;
+            return Ok(false);
+        }
+        self.pos = end;
+        self.string_slow(content, non_ascii)
+    }
+
+    /// The rest of a string from `pos`, which is not a plain character: a quote (with
+    /// non-ASCII before it), an escape, a control character or the end of the payload.
+    #[cold]
+    #[inline(never)]
+    fn string_slow(&mut self, content: usize, mut non_ascii: bool) -> Result<bool, SyntaxError> {
+        let mut escaped = false;
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    if non_ascii {
+                        let text = self.b.get(content..self.pos).unwrap_or_default();
+                        if let Err(e) = std::str::from_utf8(text) {
+                            return Err(SyntaxError {
+                                what: "invalid UTF-8",
+                                at: content + e.valid_up_to(),
+                            });
+                        }
+                    }
+                    self.pos += 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    escaped = true;
+                    self.escape()?;
+                }
+                Some(_) => {
+                    return self
+                        .fail("control character (\\u0000-\\u001F) found while parsing a string")
+                }
+                None => return self.fail("EOF while parsing a string"),
+            }
+            let rest = self.b.get(self.pos..).unwrap_or_default();
+            let (plain, high, _) = plain_prefix(rest);
+            self.pos += plain;
+            non_ascii |= high;
+        }
+    }
+
+    /// Checks the escape after a backslash, surrogate pairs included, as serde_json does
+    /// when it decodes a string.
+    fn escape(&mut self) -> Result<(), SyntaxError> {
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b'u') => {
+                self.pos += 1;
+                match self.hex4()? {
+                    0xD800..=0xDBFF => {
+                        let pair = self
+                            .b
+                            .get(self.pos..)
+                            .is_some_and(|r| r.starts_with(b"\\u"));
+                        if !pair {
+                            return self.fail("unexpected end of hex escape");
+                        }
+                        self.pos += 2;
+                        if (0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                            Ok(())
+                        } else {
+                            self.fail("lone leading surrogate in hex escape")
+                        }
+                    }
+                    0xDC00..=0xDFFF => self.fail("lone trailing surrogate in hex escape"),
+                    _ => Ok(()),
+                }
+            }
+            Some(_) => self.fail("invalid escape"),
+            None => self.fail("EOF while parsing a string"),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u16, SyntaxError> {
+        let mut value = 0u16;
+        for _ in 0..4 {
+            let Some(c) = self.peek() else {
+                return self.fail("EOF while parsing a string");
+            };
+            let Some(d) = hex_digit(c) else {
+                return self.fail("invalid escape");
+            };
+            value = value << 4 | u16::from(d);
+            self.pos += 1;
+        }
+        Ok(value)
+    }
+
+    fn number(&mut self) -> Result<(), SyntaxError> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return self.fail("invalid number"),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return self.fail("invalid number");
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return self.fail("invalid number");
+            }
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), SyntaxError> {
+        if self.b.get(self.pos..).is_some_and(|r| r.starts_with(word)) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            self.fail("expected value")
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Field lookups and redaction for JSON and CBOR message payloads.
+//!
+//! Lookups are on the hot path: every policy of a chain asks for a few fields of every message,
+//! and building a value tree of a 1 KB JSON message (serde_json: about 9 µs) costs more than the
+//! whole budget of such a chain. So a [`Document`] builds no tree. Its first lookup validates the
+//! payload in one pass and records where every value lies in a flat "tape", in which each
+//! container's children sit side by side; a lookup then walks the tape (one short slice scan per
+//! pointer token) and decodes only the scalar it ends on.
+//!
+//! Hostile payloads: nothing recurses on the payload's nesting except code that runs behind the
+//! depth limit (the CBOR tree, the JSON writer), and every length a payload declares is checked
+//! against the input before use.
+//!
+//! The parts: `tape.rs` holds the index a lookup walks, `json.rs` and `cbor.rs` the scanners
+//! that build it and each format's redaction, `pointer.rs` the JSON Pointer handling they share.
+
+// The host must not panic on a device's payload, whatever it holds.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+mod cbor;
+mod json;
+mod pointer;
+mod tape;
+
+use std::fmt;
+
+use pointer::{check_pointer, tokens};
+use tape::Tape;
+
+/// The deepest nesting of arrays and objects (and, in CBOR, tags) a payload may have. It is the
+/// deepest serde_json accepts, so field lookups and redaction agree on which payloads are too
+/// deep; it also bounds the recursion of the CBOR redaction code.
+const MAX_DEPTH: usize = 127;
+
+/// Payload formats with fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// UTF-8 JSON (RFC 8259).
+    Json,
+    /// CBOR (RFC 8949).
+    Cbor,
+}
+
+/// A typed field value (mirrors WIT `value`).
+///
+/// Arrays and objects carry only their element or member count: deeper values are looked up
+/// with a longer pointer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// JSON `null`, CBOR `null` or `undefined`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer that fits in 64 signed bits.
+    Integer(i64),
+    /// Any other number: JSON numbers with a fraction or exponent or beyond `i64`, CBOR floats
+    /// and CBOR integers beyond `i64`.
+    Float(f64),
+    /// A text string.
+    Text(String),
+    /// A CBOR byte string.
+    Bytes(Vec<u8>),
+    /// An array, with its number of elements (saturated at `u32::MAX`).
+    Array(u32),
+    /// An object (CBOR map), with its number of distinct members (saturated at `u32::MAX`).
+    Object(u32),
+}
+
+/// Why a field lookup failed (mirrors WIT `field-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldError {
+    /// The payload is text or binary: it has no fields.
+    Unstructured,
+    /// The payload does not parse as its format; the text says what is wrong and where (JSON:
+    /// line and column; CBOR: byte offset).
+    Malformed(String),
+    /// The pointer is not an RFC 6901 JSON Pointer; the text names it and says why.
+    BadPointer(String),
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unstructured => f.write_str("the payload is text or binary: it has no fields"),
+            Self::Malformed(why) => write!(f, "malformed payload: {why}"),
+            Self::BadPointer(why) => write!(f, "field {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// What a redaction does to the field it names (mirrors WIT `edit-action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditAction {
+    /// Remove the field: an object member, or an array element (later elements shift down).
+    Remove,
+    /// Replace the field's value, whatever its type, with this text.
+    Mask(String),
+}
+
+/// One redaction (mirrors WIT `edit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// The field, as an RFC 6901 JSON Pointer; it must not be empty.
+    pub pointer: String,
+    /// What to do with it.
+    pub action: EditAction,
+}
+
+/// Why [`redact`] could not apply a list of edits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedactError {
+    /// The payload does not parse as its format; the text says what is wrong and where.
+    Malformed(String),
+    /// An edit's pointer is not an RFC 6901 JSON Pointer; the text names it and says why.
+    BadPointer(String),
+    /// An edit names the whole document (the empty pointer).
+    WholeDocument,
+    /// The CBOR payload has a map key that is not a text string, so it cannot be re-encoded
+    /// with text keys.
+    NonTextKey,
+}
+
+impl fmt::Display for RedactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(why) => write!(f, "cannot redact a malformed payload: {why}"),
+            Self::BadPointer(why) => write!(f, "redaction {why}"),
+            Self::WholeDocument => f.write_str(
+                "redaction pointer \"\" names the whole document, which cannot be redacted \
+                 (remove or mask its fields instead)",
+            ),
+            Self::NonTextKey => f.write_str(
+                "cannot redact the CBOR payload: a map key is not a text string, so the payload \
+                 cannot be re-encoded with text keys",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RedactError {}
+
+/// A lazily parsed view of one payload.
+///
+/// The host creates one per message and every policy of a chain looks fields up through it, so
+/// the payload is parsed at most once per message: the first lookup validates it and records
+/// where every value lies; later lookups, from any policy, walk that record.
+pub struct Document {
+    bytes: Vec<u8>,
+    format: Option<Format>,
+    /// Built by the first lookup. A malformed payload is remembered as such, so later lookups
+    /// report it without parsing again.
+    index: Option<Result<Tape, FieldError>>,
+}
+
+impl fmt::Debug for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The payload itself may be sensitive and large: show its shape only.
+        f.debug_struct("Document")
+            .field("format", &self.format)
+            .field("len", &self.bytes.len())
+            .field("parsed", &self.index.is_some())
+            .finish()
+    }
+}
+
+impl Document {
+    /// A view of `bytes` in `format`; `None` is a text or binary payload, on which every lookup
+    /// fails with [`FieldError::Unstructured`]. Parses nothing yet.
+    pub fn new(format: Option<Format>, bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            format,
+            index: None,
+        }
+    }
+
+    /// The payload bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The payload format; `None` for text or binary.
+    pub fn format(&self) -> Option<Format> {
+        self.format
+    }
+
+    /// Looks a field up by RFC 6901 JSON Pointer; the empty pointer is the whole document.
+    ///
+    /// `Ok(None)` means the field is absent, including when the pointer goes through a scalar or
+    /// names an array element that does not exist or with a token that is not an array index
+    /// (`01`, `-`). With duplicate object keys the last one wins, as in serde_json.
+    pub fn field(&mut self, pointer: &str) -> Result<Option<FieldValue>, FieldError> {
+        let Some(format) = self.format else {
+            return Err(FieldError::Unstructured);
+        };
+        check_pointer(pointer).map_err(FieldError::BadPointer)?;
+        let bytes = self.bytes.as_slice();
+        let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
+            Ok(tape) => tape,
+            Err(error) => return Err(error.clone()),
+        };
+        let mut entry = &tape.root;
+        for token in tokens(pointer) {
+            match tape.child(bytes, entry, &token) {
+                Some(child) => entry = child,
+                None => return Ok(None),
+            }
+        }
+        let entry = *entry;
+        tape.value(format, bytes, &entry).map(Some)
+    }
+
+    /// Applies `edits` as [`redact`] does, in place: `Ok(true)` when some edit matched and the
+    /// payload was rewritten. A JSON payload that a lookup has already indexed is not parsed
+    /// again. Text and binary payloads are left alone (`Ok(false)`).
+    pub fn redact(&mut self, edits: &[Edit]) -> Result<bool, RedactError> {
+        let Some(format) = self.format else {
+            return Ok(false);
+        };
+        let redacted = match (format, &self.index) {
+            (Format::Json, Some(Ok(tape))) => {
+                check_edits(edits)?;
+                json::redact_tape(tape, &self.bytes, edits)
+            }
+            _ => redact(format, &self.bytes, edits)?,
+        };
+        Ok(redacted.map(|bytes| self.replace(bytes)).is_some())
+    }
+
+    /// Replaces the payload (after a redaction) and drops everything parsed from the old one.
+    pub fn replace(&mut self, bytes: Vec<u8>) {
+        self.bytes = bytes;
+        self.index = None;
+    }
+
+    /// The payload bytes, giving up the document.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Applies `edits` in order to a `format` payload and re-encodes it.
+///
+/// An edit whose pointer matches nothing is skipped. Remove deletes an object member, or an
+/// array element (later indices shift, which later edits see); Mask replaces the value, whatever
+/// its type, with the text. JSON output is compact, keeps member order and copies untouched
+/// values verbatim (numbers and string escapes as they were written). CBOR output uses definite
+/// lengths and minimal heads, keeps tags and float widths, and needs text map keys. Duplicate
+/// keys are merged, the last value at the first key's place (as serde_json does), so an edit
+/// reaches every copy of a duplicated field.
+///
+/// Returns `Ok(None)` if no edit matched anything, so the caller can keep the original bytes
+/// untouched, and `Ok(Some(bytes))` otherwise. Every pointer is checked before the payload is
+/// parsed.
+pub fn redact(
+    format: Format,
+    bytes: &[u8],
+    edits: &[Edit],
+) -> Result<Option<Vec<u8>>, RedactError> {
+    check_edits(edits)?;
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    match format {
+        Format::Json => json::redact(bytes, edits),
+        Format::Cbor => cbor::redact(bytes, edits),
+    }
+}
+
+/// Every pointer checked before the payload is touched.
+fn check_edits(edits: &[Edit]) -> Result<(), RedactError> {
+    for edit in edits {
+        if edit.pointer.is_empty() {
+            return Err(RedactError::WholeDocument);
+        }
+        check_pointer(&edit.pointer).map_err(RedactError::BadPointer)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests;

@@ -1,0 +1,290 @@
+//! The index of a payload that field lookups walk: a flat "tape" recording where every value
+//! lies, in which each container's children sit side by side, so that finding a member is a scan
+//! of a short slice and finding an element is an index. One validating pass of the JSON or CBOR
+//! scanner builds it (through [`Builder`]); a lookup then touches the payload again only to
+//! compare keys and to decode the scalar it ends on.
+
+use std::collections::HashMap;
+
+use super::pointer::array_index;
+use super::{cbor, json, FieldError, FieldValue, Format};
+
+/// Payloads of 4 GiB or more are refused (as malformed): the tape keeps offsets in 32 bits,
+/// which keeps it small, and MQTT caps payloads at 256 MiB anyway. A little under `u32::MAX`, so
+/// that no key length can be mistaken for one of the `KEY_*` markers.
+pub(super) const MAX_INDEXED_LEN: usize = u32::MAX as usize - 8;
+
+/// `Entry::key_len` of an array element or the root.
+const KEY_NONE: u32 = u32::MAX;
+/// `Entry::key_len` of a key whose text is `Tape::owned_keys[key_start]`.
+pub(super) const KEY_OWNED: u32 = u32::MAX - 1;
+/// `Entry::key_len` of a CBOR key that is not text (no pointer token names it), encoded at
+/// `Tape::non_text_keys[key_start]`.
+pub(super) const KEY_NON_TEXT: u32 = u32::MAX - 2;
+
+/// An offset, index or count within a payload shorter than [`MAX_INDEXED_LEN`]: they all fit.
+pub(super) fn small(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Where a value lies in the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) start: usize,
+    pub(super) end: usize,
+}
+
+/// What the first lookup learnt about a payload: every value, and where it lies. One validating
+/// pass builds it; a lookup then walks it and touches the payload again only to compare keys and
+/// to decode the scalar asked for.
+///
+/// Each container's direct children sit side by side in `entries`, so that finding a member is
+/// a scan of a short slice and finding an element is an index.
+#[derive(Debug)]
+pub(super) struct Tape {
+    pub(super) root: Entry,
+    pub(super) entries: Vec<Entry>,
+    /// Keys whose text is not verbatim in the payload (JSON escapes, CBOR text in chunks).
+    owned_keys: Vec<Box<str>>,
+    /// Where CBOR keys that are not text are encoded, to tell them apart.
+    non_text_keys: Vec<(u32, u32)>,
+    /// Distinct key counts worked out so far, by `Entry::first` of the object: counting takes
+    /// a sort, which a policy asking again and again must not repeat.
+    distinct: HashMap<u32, u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Scalar,
+    Array,
+    Object,
+}
+
+/// One value of the payload.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Entry {
+    /// The member's key is the `key_len` payload bytes at `key_start`, unless `key_len` is one
+    /// of the `KEY_*` markers.
+    pub(super) key_start: u32,
+    pub(super) key_len: u32,
+    /// The value's bytes (JSON: without whitespace around; CBOR: after any tags).
+    pub(super) start: u32,
+    pub(super) end: u32,
+    /// A container's children: `count` entries from `first`.
+    pub(super) first: u32,
+    count: u32,
+    pub(super) kind: Kind,
+}
+
+/// The key of the next entry, while a tape is built.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EntryKey {
+    pub(super) start: u32,
+    pub(super) len: u32,
+}
+
+impl EntryKey {
+    pub(super) const NONE: Self = Self {
+        start: 0,
+        len: KEY_NONE,
+    };
+}
+
+impl Entry {
+    pub(super) fn new(key: EntryKey, kind: Kind, start: usize, end: usize) -> Self {
+        Self {
+            key_start: key.start,
+            key_len: key.len,
+            start: small(start),
+            end: small(end),
+            first: 0,
+            count: 0,
+            kind,
+        }
+    }
+}
+
+/// A tape under construction, shared by the JSON and CBOR scanners.
+pub(super) struct Builder {
+    entries: Vec<Entry>,
+    /// The containers open around the scanner, each followed by its children so far.
+    pub(super) pending: Vec<Entry>,
+    pub(super) owned_keys: Vec<Box<str>>,
+    pub(super) non_text_keys: Vec<(u32, u32)>,
+}
+
+impl Builder {
+    pub(super) fn new(payload_len: usize) -> Self {
+        Self {
+            // About one value per 8 to 16 bytes in telemetry; a guess too high costs little.
+            entries: Vec::with_capacity((payload_len / 8).clamp(4, 4096)),
+            pending: Vec::with_capacity((payload_len / 16).clamp(4, 1024)),
+            owned_keys: Vec::new(),
+            non_text_keys: Vec::new(),
+        }
+    }
+
+    /// Closes the container whose entry is `pending[at]`: its children, the entries after it,
+    /// move to a block of their own.
+    pub(super) fn close(&mut self, at: usize, end: usize) {
+        let first = self.entries.len();
+        let children = self.pending.get(at + 1..).unwrap_or_default();
+        self.entries.extend_from_slice(children);
+        let count = children.len();
+        self.pending.truncate(at + 1);
+        if let Some(container) = self.pending.get_mut(at) {
+            container.first = small(first);
+            container.count = small(count);
+            container.end = small(end);
+        }
+    }
+
+    /// The tape, once the root is complete (and is the only entry pending).
+    pub(super) fn finish(mut self) -> Option<Tape> {
+        let root = self.pending.pop().filter(|_| self.pending.is_empty())?;
+        Some(Tape {
+            root,
+            entries: self.entries,
+            owned_keys: self.owned_keys,
+            non_text_keys: self.non_text_keys,
+            distinct: HashMap::new(),
+        })
+    }
+}
+
+impl Tape {
+    pub(super) fn build(format: Format, bytes: &[u8]) -> Result<Self, FieldError> {
+        match format {
+            Format::Json => {
+                json::tape(bytes).map_err(|e| FieldError::Malformed(json::describe(bytes, &e)))
+            }
+            Format::Cbor => cbor::tape(bytes).map_err(|e| FieldError::Malformed(e.to_string())),
+        }
+    }
+
+    pub(super) fn children(&self, container: &Entry) -> &[Entry] {
+        let first = container.first as usize;
+        self.entries
+            .get(first..first.saturating_add(container.count as usize))
+            .unwrap_or_default()
+    }
+
+    /// The entry a token names inside `parent`.
+    pub(super) fn child(&self, bytes: &[u8], parent: &Entry, token: &str) -> Option<&Entry> {
+        match parent.kind {
+            Kind::Scalar => None,
+            Kind::Array => self.children(parent).get(array_index(token)?),
+            Kind::Object => {
+                // No key is that long, and a longer token could pass for a marker.
+                if token.len() >= MAX_INDEXED_LEN {
+                    return None;
+                }
+                // Backwards: the last of duplicate keys wins, as in serde_json.
+                self.children(parent)
+                    .iter()
+                    .rev()
+                    .find(|entry| self.key_is(bytes, entry, token))
+            }
+        }
+    }
+
+    /// Whether `entry`'s key is `token`, which is shorter than [`MAX_INDEXED_LEN`].
+    #[inline]
+    pub(super) fn key_is(&self, bytes: &[u8], entry: &Entry, token: &str) -> bool {
+        let wanted = token.as_bytes();
+        if entry.key_len == small(wanted.len()) {
+            let key = bytes
+                .get(entry.key_start as usize..)
+                .and_then(|rest| rest.get(..wanted.len()))
+                .unwrap_or_default();
+            // Most keys of the same length differ at one end: check those bytes before
+            // calling memcmp.
+            key.first() == wanted.first() && key.last() == wanted.last() && key == wanted
+        } else {
+            entry.key_len == KEY_OWNED && self.owned_key(entry.key_start) == Some(token)
+        }
+    }
+
+    pub(super) fn owned_key(&self, i: u32) -> Option<&str> {
+        self.owned_keys.get(i as usize).map(|key| &**key)
+    }
+
+    /// What makes two keys the same key: whether it is text, and its text or encoding.
+    pub(super) fn key_identity<'a>(&'a self, bytes: &'a [u8], entry: &Entry) -> (bool, &'a [u8]) {
+        let slice =
+            |start: u32, end: u32| bytes.get(start as usize..end as usize).unwrap_or_default();
+        match entry.key_len {
+            KEY_NONE => (false, &[]),
+            KEY_OWNED => (
+                true,
+                self.owned_key(entry.key_start)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            KEY_NON_TEXT => {
+                let (start, end) = self
+                    .non_text_keys
+                    .get(entry.key_start as usize)
+                    .copied()
+                    .unwrap_or_default();
+                (false, slice(start, end))
+            }
+            len => (
+                true,
+                slice(entry.key_start, entry.key_start.saturating_add(len)),
+            ),
+        }
+    }
+
+    /// The value of `entry`: decoded if it is a scalar, counted if it is a container.
+    pub(super) fn value(
+        &mut self,
+        format: Format,
+        bytes: &[u8],
+        entry: &Entry,
+    ) -> Result<FieldValue, FieldError> {
+        Ok(match entry.kind {
+            Kind::Array => FieldValue::Array(entry.count),
+            Kind::Object if entry.count < 2 => FieldValue::Object(entry.count),
+            Kind::Object => {
+                let count = match self.distinct.get(&entry.first) {
+                    Some(&count) => count,
+                    None => {
+                        let count = small(self.distinct_keys(bytes, entry));
+                        self.distinct.insert(entry.first, count);
+                        count
+                    }
+                };
+                FieldValue::Object(count)
+            }
+            Kind::Scalar => match format {
+                Format::Json => {
+                    let span = Span {
+                        start: entry.start as usize,
+                        end: entry.end as usize,
+                    };
+                    json::leaf(bytes, span)
+                        .map_err(|e| FieldError::Malformed(json::describe(bytes, &e)))?
+                }
+                Format::Cbor => cbor::leaf(bytes, entry.start as usize)
+                    .map_err(|e| FieldError::Malformed(e.to_string()))?,
+            },
+        })
+    }
+
+    /// Counts the members of `object` with distinct keys, as a parser that keeps the last of
+    /// duplicates would.
+    fn distinct_keys(&self, bytes: &[u8], object: &Entry) -> usize {
+        let members = self.children(object);
+        if members.len() < 2 {
+            return members.len();
+        }
+        let mut keys: Vec<_> = members
+            .iter()
+            .map(|member| self.key_identity(bytes, member))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len()
+    }
+}

@@ -1,0 +1,918 @@
+//! A compiled policy: its component, digest, limits, instance pool and circuit breaker; and
+//! the host side of the WIT contract (bindings, host imports, fault classification).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::breaker::{Breaker, HeldDevice};
+use crate::cache::Cache;
+use crate::error::{boxed, Error, LoadError};
+use crate::limits::{Fault, Isolation, Limits, OnFault};
+use crate::output::GuestOutput;
+use crate::payload::{Document, FieldError, FieldValue};
+use crate::signing::Trust;
+use crate::state::{StateLimits, StateRefusal, StateStore};
+use crate::text::escape_controls;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "policy",
+    });
+}
+
+use bindings::twinguard::policy::host as wit_host;
+pub(crate) use bindings::twinguard::policy::types as wit;
+use bindings::PolicyPre;
+
+/// The contract version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+const WIT_PACKAGE: &str = "twinguard:policy";
+
+/// Guest `log` lines accepted per call; the rest are counted and dropped.
+const LOG_LINES_PER_CALL: u32 = 32;
+/// Characters of one guest log line kept.
+const LOG_LINE_CHARS: usize = 1024;
+
+/// What a message carries into a store while a policy evaluates it.
+pub(crate) struct MsgCtx {
+    pub device: String,
+    pub doc: Document,
+}
+
+/// What the host keeps per store: WASI, the memory limiter, guest output, and the current
+/// message while `evaluate` runs.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    output: GuestOutput,
+    shared: Arc<Shared>,
+    msg: Option<MsgCtx>,
+    log_lines: u32,
+    /// The current call's clock readings at its first epoch tick (see [`Clock`]).
+    clock: Option<Clock>,
+}
+
+/// How long the current call has run, for the deadline. The deadline judges the policy, not
+/// the machine: it counts the CPU time the guest's thread spent, so a loaded host (other
+/// threads on every core) does not turn an honest policy's message into a fault. A wall-clock
+/// backstop ([`wall_backstop`]: ten times the deadline, at least a second) still bounds a
+/// guest whose thread is starved of CPU. Clocks are read from the epoch callback only, which runs once the call has
+/// lasted a tick: a call that ends within its first tick costs no clock read at all.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// The thread's CPU time; `None` where the OS cannot tell (the wall clock decides).
+    cpu: Option<Duration>,
+    wall: Instant,
+}
+
+fn thread_cpu() -> Option<Duration> {
+    cpu_time::ThreadTime::try_now()
+        .ok()
+        .map(|t| t.as_duration())
+}
+
+/// The wall-clock time after which a call is stopped whatever CPU time it used: ten times the
+/// deadline, and at least a second, so that only a starved thread ever meets it.
+pub(crate) fn wall_backstop(deadline: Duration) -> Duration {
+    (deadline * 10).max(Duration::from_secs(1))
+}
+
+/// The parts of a policy its host imports need.
+struct Shared {
+    name: String,
+    state: Arc<StateStore>,
+    state_limits: StateLimits,
+}
+
+/// Caps linear memory and records a refusal, because a failed `memory.grow` reaches the
+/// host as a plain trap (the guest aborts) with no trap code saying why.
+struct MemoryLimiter {
+    cap: u64,
+    denied: Option<u64>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.cap {
+            self.denied = Some(desired as u64);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+impl HostState {
+    fn new(shared: Arc<Shared>, memory_cap: u64) -> Self {
+        let output = GuestOutput::default();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                cap: memory_cap,
+                denied: None,
+            },
+            output,
+            shared,
+            msg: None,
+            log_lines: 0,
+            clock: None,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl wit_host::Host for HostState {
+    fn field(&mut self, pointer: String) -> Result<Option<wit::Value>, wit::FieldError> {
+        let Some(ctx) = self.msg.as_mut() else {
+            return Err(wit::FieldError::Unstructured);
+        };
+        match ctx.doc.field(&pointer) {
+            Ok(v) => Ok(v.map(value_to_wit)),
+            Err(FieldError::Unstructured) => Err(wit::FieldError::Unstructured),
+            Err(FieldError::Malformed(m)) => Err(wit::FieldError::Malformed(m)),
+            Err(FieldError::BadPointer(m)) => Err(wit::FieldError::BadPointer(m)),
+        }
+    }
+
+    fn payload(&mut self) -> Vec<u8> {
+        self.msg
+            .as_ref()
+            .map(|ctx| ctx.doc.bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        let device = &self.msg.as_ref()?.device;
+        self.shared.state.get(device, &key)
+    }
+
+    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit::StateError> {
+        let Some(ctx) = self.msg.as_ref() else {
+            // Outside `evaluate` there is no device to attach state to.
+            return Err(wit::StateError::OverLimit(0));
+        };
+        let shared = &self.shared;
+        shared
+            .state
+            .set(&ctx.device, &key, value, shared.state_limits)
+            .map_err(|refusal| match refusal {
+                StateRefusal::OverLimit(n) => wit::StateError::OverLimit(n),
+                StateRefusal::TooManyDevices(n) => wit::StateError::TooManyDevices(n),
+            })
+    }
+
+    fn state_delete(&mut self, key: String) {
+        if let Some(ctx) = self.msg.as_ref() {
+            self.shared.state.delete(&ctx.device, &key);
+        }
+    }
+
+    fn log(&mut self, level: wit::Level, text: String) {
+        self.log_lines += 1;
+        if self.log_lines > LOG_LINES_PER_CALL {
+            if self.log_lines == LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(policy = %self.shared.name, "guest log limit reached; dropping lines");
+            }
+            return;
+        }
+        // Escaped: a guest's CR/LF would forge host log lines, its ESC rewrite a terminal.
+        let text = escape_controls(truncate(&text, LOG_LINE_CHARS));
+        let policy = &self.shared.name;
+        match level {
+            wit::Level::Trace => tracing::trace!(policy = %policy, "{text}"),
+            wit::Level::Debug => tracing::debug!(policy = %policy, "{text}"),
+            wit::Level::Info => tracing::info!(policy = %policy, "{text}"),
+            wit::Level::Warn => tracing::warn!(policy = %policy, "{text}"),
+            wit::Level::Error => tracing::error!(policy = %policy, "{text}"),
+        }
+    }
+}
+
+fn value_to_wit(v: FieldValue) -> wit::Value {
+    match v {
+        FieldValue::Null => wit::Value::Null,
+        FieldValue::Bool(b) => wit::Value::Boolean(b),
+        FieldValue::Integer(i) => wit::Value::Integer(i),
+        FieldValue::Float(f) => wit::Value::Float(f),
+        FieldValue::Text(s) => wit::Value::Text(s),
+        FieldValue::Bytes(b) => wit::Value::Bytes(b),
+        FieldValue::Array(n) => wit::Value::Array(n),
+        FieldValue::Object(n) => wit::Value::Object(n),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// A live instance: its store and the typed handle on its exports.
+pub(crate) struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Policy,
+}
+
+/// What a policy answered, or why it could not, and the fuel it spent.
+pub(crate) struct Step {
+    pub result: Result<wit::Decision, Fault>,
+    pub fuel_used: u64,
+}
+
+/// What the runtime passes to every policy it loads.
+pub(crate) struct LoadContext<'a> {
+    pub engine: &'a Engine,
+    pub linker: &'a Linker<HostState>,
+    pub epoch_tick_ms: u64,
+    pub idle_instances: usize,
+    /// The compile cache, when `[engine] cache-dir` is set.
+    pub cache: Option<&'a Cache>,
+    /// The keys modules must be signed with; `None` checks nothing (`twinguard check`).
+    pub trust: Option<&'a Trust>,
+    /// Components already compiled (the active generation's), by digest: a reload of an
+    /// unchanged module reuses them instead of compiling again.
+    pub compiled: HashMap<Arc<str>, Component>,
+    /// Counts the components compiled or read from the cache.
+    pub compilations: &'a AtomicU64,
+    /// What the host agrees to compile.
+    pub compile: &'a crate::CompileLimits,
+}
+
+/// What a policy is loaded from.
+#[derive(Clone)]
+pub(crate) struct PolicySpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub config: Vec<(String, String)>,
+    pub limits: Limits,
+    pub isolation: Isolation,
+    pub on_fault: OnFault,
+    pub breaker: crate::breaker::BreakerSettings,
+}
+
+/// A compiled, validated policy, shared by every thread that evaluates with it.
+pub struct Policy {
+    /// The self-test cases the module ships (NDJSON).
+    selftest: Option<Arc<str>>,
+    spec: PolicySpec,
+    /// Shared with every trace and alert, so a message costs no string copies.
+    name: Arc<str>,
+    version: Arc<str>,
+    size: usize,
+    pre: PolicyPre<HostState>,
+    shared: Arc<Shared>,
+    engine: Engine,
+    epoch_tick: Duration,
+    idle: ArrayQueue<Instance>,
+    breaker: Breaker,
+    faults: AtomicU64,
+    evaluations: AtomicU64,
+}
+
+/// A policy's state as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// Configured name.
+    pub name: String,
+    /// Version: SHA-256 of the component file, hex.
+    pub version: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Fault action.
+    pub on_fault: OnFault,
+    /// Effective limits.
+    pub limits: Limits,
+    /// Whether the policy-wide circuit breaker is open (the policy is not run for anyone; its
+    /// on-fault action applies).
+    pub breaker_open: bool,
+    /// Devices the breaker holds (their messages get the on-fault action without a run).
+    pub held_devices: Vec<HeldDevice>,
+    /// Faults among the policy's last 64 runs (what opens its breaker).
+    pub recent_faults: u32,
+    /// Faults since load.
+    pub faults: u64,
+    /// Messages evaluated since load (breaker skips included).
+    pub evaluations: u64,
+}
+
+/// What `twinguard check` reports about a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// SHA-256 of the file, hex.
+    pub digest: String,
+    /// File size in bytes.
+    pub size: usize,
+    /// The contract version it was built against.
+    pub wit_version: String,
+    /// Its import names.
+    pub imports: Vec<String>,
+    /// Its export names.
+    pub exports: Vec<String>,
+    /// The self-test cases it ships (NDJSON; see the guest SDK's `selftest!`), if any.
+    pub selftest: Option<String>,
+}
+
+/// Reads the component's imports and exports and checks the contract version, before any
+/// linking, so a mismatch gets a precise error instead of a linker message.
+fn inspect(ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<(Component, ComponentInfo), LoadError> {
+    let engine = ctx.engine;
+    if bytes.get(..4) != Some(b"\0asm") {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8 are the version and layer: 1,0 / 0,0 for core modules.
+    if bytes.get(6..8) == Some(&[0, 0]) {
+        return Err(LoadError::CoreModule);
+    }
+    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    let digest = hex::encode(sha);
+    let component = match ctx.compiled.get(digest.as_str()) {
+        Some(known) => known.clone(),
+        None => {
+            // Before any compiler (or a cached artifact of one) sees the bytes.
+            crate::compile::check(bytes, ctx.compile)?;
+            ctx.compilations.fetch_add(1, Ordering::Relaxed);
+            match ctx.cache {
+                Some(cache) => cache.component(engine, &sha, bytes),
+                None => Component::new(engine, bytes),
+            }
+            .map_err(|e| LoadError::Compile(boxed(e)))?
+        }
+    };
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let ours = |n: &&String| n.starts_with(&format!("{WIT_PACKAGE}/"));
+    let handler = exports
+        .iter()
+        .find(|n| n.starts_with(&format!("{WIT_PACKAGE}/handler")));
+    let found = handler
+        .or_else(|| imports.iter().find(ours))
+        .and_then(|n| n.split_once('@'))
+        .map(|(_, v)| v.to_string());
+    let Some(found) = found else {
+        return Err(LoadError::WrongWorld {
+            detail: format!(
+                "it exports no {WIT_PACKAGE}/handler interface (its exports: {})",
+                list_or_none(&exports)
+            ),
+            expected: WIT_VERSION,
+        });
+    };
+    if !compatible(&found, WIT_VERSION) {
+        return Err(LoadError::WrongVersion {
+            found,
+            expected: WIT_VERSION,
+        });
+    }
+    if handler.is_none() {
+        return Err(LoadError::WrongWorld {
+            detail: format!(
+                "it exports no {WIT_PACKAGE}/handler interface (its exports: {})",
+                list_or_none(&exports)
+            ),
+            expected: WIT_VERSION,
+        });
+    }
+    let info = ComponentInfo {
+        digest,
+        size: bytes.len(),
+        wit_version: found,
+        imports,
+        exports,
+        selftest: crate::selftest::cases_in(bytes),
+    };
+    Ok((component, info))
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Semver compatibility as cargo reads it: same major, and for 0.x the same minor.
+fn compatible(found: &str, expected: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split(['.', '-', '+']);
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(found), parse(expected)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+/// Reads, checks and links a component: everything short of instantiating it. `name` is the
+/// policy's, for errors; `None` when only checking a file. The signature is checked on the
+/// bytes read, before anything compiles them.
+pub(crate) fn link(
+    ctx: &LoadContext<'_>,
+    name: Option<&str>,
+    path: &Path,
+) -> Result<(PolicyPre<HostState>, ComponentInfo), Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        what: name.map_or_else(|| "component".into(), |n| format!("policy {n:?}")),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fail = |cause| Error::Load {
+        policy: name.unwrap_or("<check>").to_string(),
+        path: path.to_path_buf(),
+        cause,
+    };
+    let wrong_world = |e: wasmtime::Error| {
+        fail(LoadError::WrongWorld {
+            detail: format!("{e:#}"),
+            expected: WIT_VERSION,
+        })
+    };
+    if let Some(trust) = ctx.trust {
+        let verified = trust
+            .verify(path, &bytes)
+            .map_err(|e| fail(LoadError::Signature(Box::new(e))))?;
+        tracing::debug!(module = %path.display(), ?verified, "signature check");
+    }
+    let (component, info) = inspect(ctx, &bytes).map_err(fail)?;
+    let instance_pre = ctx
+        .linker
+        .instantiate_pre(&component)
+        .map_err(wrong_world)?;
+    let pre = PolicyPre::new(instance_pre).map_err(wrong_world)?;
+    if name.is_none() {
+        // `check` has no config to run `init` with, but the exports' signatures are only
+        // type-checked when an instance is made: make one (under the default limits) and drop
+        // it, so `check` refuses whatever a load would refuse before `init`.
+        let shared = Arc::new(Shared {
+            name: "<check>".into(),
+            state: Arc::default(),
+            state_limits: StateLimits {
+                bytes: 0,
+                devices: 0,
+            },
+        });
+        let limits = Limits::default();
+        let mut store = Store::new(ctx.engine, HostState::new(shared, limits.memory_bytes));
+        store.limiter(|s| &mut s.limiter);
+        // Fuel is enabled engine-wide, so this cannot fail.
+        let _ = store.set_fuel(limits.fuel);
+        store.set_epoch_deadline(limits.deadline_ms.div_ceil(ctx.epoch_tick_ms.max(1)) + 1);
+        pre.instantiate(&mut store).map_err(wrong_world)?;
+    }
+    Ok((pre, info))
+}
+
+impl Policy {
+    /// Compiles, links and validates a policy: the version check, a first instantiation and
+    /// `init` with its configuration. In `reuse` mode that first instance is kept.
+    pub(crate) fn load(
+        ctx: &LoadContext<'_>,
+        spec: PolicySpec,
+        state: Arc<StateStore>,
+    ) -> Result<Self, Error> {
+        let (pre, info) = link(ctx, Some(&spec.name), &spec.path)?;
+        Self::from_pre(
+            ctx,
+            spec,
+            state,
+            pre,
+            info.digest.into(),
+            info.size,
+            info.selftest.map(Arc::from),
+        )
+    }
+
+    /// The same compiled module, instantiated and initialised anew with `config` and state of
+    /// its own: what self-test cases run on. Nothing is read or compiled again.
+    pub(crate) fn probe(
+        &self,
+        ctx: &LoadContext<'_>,
+        config: Vec<(String, String)>,
+    ) -> Result<Self, Error> {
+        let mut spec = self.spec.clone();
+        spec.config = config;
+        Self::from_pre(
+            ctx,
+            spec,
+            Arc::default(),
+            self.pre.clone(),
+            Arc::clone(&self.version),
+            self.size,
+            None,
+        )
+    }
+
+    fn from_pre(
+        ctx: &LoadContext<'_>,
+        spec: PolicySpec,
+        state: Arc<StateStore>,
+        pre: PolicyPre<HostState>,
+        version: Arc<str>,
+        size: usize,
+        selftest: Option<Arc<str>>,
+    ) -> Result<Self, Error> {
+        // `spec` moves into the policy; init errors still need its name and path.
+        let (name, path) = (spec.name.clone(), spec.path.clone());
+        let fail = |cause| Error::Load {
+            policy: name,
+            path,
+            cause,
+        };
+        let shared = Arc::new(Shared {
+            name: spec.name.clone(),
+            state,
+            state_limits: StateLimits {
+                bytes: spec.limits.state_bytes,
+                devices: spec.limits.state_devices,
+            },
+        });
+        let epoch_tick = Duration::from_millis(ctx.epoch_tick_ms);
+        let policy = Self {
+            selftest,
+            name: spec.name.as_str().into(),
+            version,
+            size,
+            pre,
+            shared,
+            engine: ctx.engine.clone(),
+            epoch_tick,
+            idle: ArrayQueue::new(ctx.idle_instances.max(1)),
+            breaker: Breaker::new(spec.breaker),
+            faults: AtomicU64::new(0),
+            evaluations: AtomicU64::new(0),
+            spec,
+        };
+        let first = policy.instantiate().map_err(|e| {
+            fail(match e {
+                Fault::Init(text) => LoadError::Init(text),
+                Fault::Instantiate(text) => LoadError::Instantiate(text.into()),
+                other => LoadError::InitFault(other),
+            })
+        })?;
+        if policy.spec.isolation == Isolation::Reuse {
+            // The queue is empty and has room for at least one.
+            let _ = policy.idle.push(first);
+        }
+        Ok(policy)
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    /// The compiled component, for a later generation to reuse.
+    pub(crate) fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+
+    pub(crate) fn version_arc(&self) -> Arc<str> {
+        self.version.clone()
+    }
+
+    /// The version: SHA-256 of the component, hex.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The self-test cases the module ships, if any.
+    pub(crate) fn selftest(&self) -> Option<&str> {
+        self.selftest.as_deref()
+    }
+
+    pub(crate) fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    /// The component file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.spec.path
+    }
+
+    /// Component size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn on_fault(&self) -> OnFault {
+        self.spec.on_fault
+    }
+
+    /// The status the API reports.
+    pub fn status(&self) -> PolicyStatus {
+        PolicyStatus {
+            name: self.spec.name.clone(),
+            version: self.version.to_string(),
+            path: self.spec.path.clone(),
+            isolation: self.spec.isolation,
+            on_fault: self.spec.on_fault,
+            limits: self.spec.limits,
+            breaker_open: self.breaker.is_open(),
+            held_devices: self.breaker.held(),
+            recent_faults: self.breaker.recent_faults(),
+            faults: self.faults.load(Ordering::Relaxed),
+            evaluations: self.evaluations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The policy's circuit breaker (per device, then policy-wide).
+    pub(crate) fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    pub(crate) fn record_evaluation(&self) {
+        self.evaluations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, faulted: bool) {
+        if faulted {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn arm(&self, store: &mut Store<HostState>) {
+        // Fuel is enabled engine-wide, so this cannot fail.
+        let _ = store.set_fuel(self.spec.limits.fuel);
+        // The callback decides at every tick from the first one on (see `Clock`).
+        store.set_epoch_deadline(1);
+        let data = store.data_mut();
+        data.limiter.denied = None;
+        data.log_lines = 0;
+        data.clock = None;
+    }
+
+    fn fuel_used(&self, store: &Store<HostState>) -> u64 {
+        let left = store.get_fuel().unwrap_or(0);
+        self.spec.limits.fuel.saturating_sub(left)
+    }
+
+    /// A new instance with `init` run under the policy's limits.
+    fn instantiate(&self) -> Result<Instance, Fault> {
+        let state = HostState::new(self.shared.clone(), self.spec.limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Duration::from_millis(self.spec.limits.deadline_ms);
+        let tick = self.epoch_tick;
+        let backstop = wall_backstop(deadline);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            let Some(clock) = data.clock else {
+                // First tick of this call: it has run at most one tick before now.
+                data.clock = Some(Clock {
+                    cpu: thread_cpu(),
+                    wall: Instant::now(),
+                });
+                return Ok(UpdateDeadline::Continue(1));
+            };
+            // At most one tick ran before the readings: count it as spent.
+            let wall = clock.wall.elapsed() + tick;
+            let cpu = match (clock.cpu, thread_cpu()) {
+                (Some(then), Some(now)) => now.saturating_sub(then) + tick,
+                _ => wall,
+            };
+            if cpu >= deadline || wall >= backstop {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        self.arm(&mut store);
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(fault) = self.classify_limit(&store, &e) {
+                    return Err(fault);
+                }
+                return Err(Fault::Instantiate(format!("{e:#}")));
+            }
+        };
+        let result = bindings
+            .twinguard_policy_handler()
+            .call_init(&mut store, &self.spec.config);
+        let output = self.drain_output(&store);
+        match result {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(text)) => Err(Fault::Init(
+                escape_controls(truncate(&text, 1024)).into_owned(),
+            )),
+            Err(e) => Err(self.classify(&store, &e, output)),
+        }
+    }
+
+    /// Evaluates one message. `ctx` travels into the store for the host imports and comes
+    /// back, so the parsed payload is shared by the whole chain.
+    pub(crate) fn evaluate(&self, msg: &wit::Message, ctx: &mut Option<MsgCtx>) -> Step {
+        let pooled = match self.spec.isolation {
+            Isolation::Reuse => self.idle.pop(),
+            Isolation::Fresh => None,
+        };
+        let mut instance = match pooled.map_or_else(|| self.instantiate(), Ok) {
+            Ok(i) => i,
+            Err(fault) => {
+                self.record(true);
+                return Step {
+                    result: Err(fault),
+                    fuel_used: 0,
+                };
+            }
+        };
+        self.arm(&mut instance.store);
+        instance.store.data_mut().msg = ctx.take();
+        let result = instance
+            .bindings
+            .twinguard_policy_handler()
+            .call_evaluate(&mut instance.store, msg);
+        *ctx = instance.store.data_mut().msg.take();
+        let fuel_used = self.fuel_used(&instance.store);
+        let output = self.drain_output(&instance.store);
+        let result = match result {
+            Ok(decision) => self.check_size(&decision).map(|()| decision),
+            Err(e) => Err(self.classify(&instance.store, &e, output)),
+        };
+        let faulted = result.is_err();
+        self.record(faulted);
+        // A faulted instance is dropped, never reused: its store may be poisoned.
+        if !faulted && self.spec.isolation == Isolation::Reuse {
+            let _ = self.idle.push(instance);
+        }
+        Step { result, fuel_used }
+    }
+
+    fn check_size(&self, d: &wit::Decision) -> Result<(), Fault> {
+        if let wit::Verdict::Redact(edits) = &d.verdict {
+            let max = self.spec.limits.redact_edits;
+            if edits.len() as u64 > max {
+                return Err(Fault::BadDecision(format!(
+                    "{} redaction edits; at most {max} (limits.redact-edits)",
+                    edits.len()
+                )));
+            }
+        }
+        let alert = |a: &wit::Alert| a.code.len() + a.detail.len() + 1;
+        let mut size = d.alerts.iter().map(alert).sum::<usize>();
+        size += match &d.verdict {
+            wit::Verdict::Allow => 0,
+            wit::Verdict::Quarantine(r) => r.len(),
+            wit::Verdict::Alert(a) => alert(a),
+            wit::Verdict::Redact(edits) => edits
+                .iter()
+                .map(|e| {
+                    e.pointer.len()
+                        + match &e.action {
+                            wit::EditAction::Remove => 1,
+                            wit::EditAction::Mask(m) => m.len() + 1,
+                        }
+                })
+                .sum(),
+        };
+        let limit = self.spec.limits.decision_bytes;
+        if size as u64 > limit {
+            return Err(Fault::DecisionTooLarge {
+                size: size as u64,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn drain_output(&self, store: &Store<HostState>) -> Option<String> {
+        let (text, dropped) = store.data().output.take()?;
+        tracing::info!(
+            policy = %self.spec.name,
+            dropped_bytes = dropped,
+            "guest output: {}",
+            escape_controls(text.trim_end())
+        );
+        Some(text)
+    }
+
+    fn classify_limit(&self, store: &Store<HostState>, e: &wasmtime::Error) -> Option<Fault> {
+        if let Some(wanted) = store.data().limiter.denied {
+            return Some(Fault::Memory {
+                wanted,
+                cap: self.spec.limits.memory_bytes,
+            });
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Some(Fault::Fuel(self.spec.limits.fuel)),
+            Some(Trap::Interrupt) => Some(Fault::Deadline(self.spec.limits.deadline_ms)),
+            _ => None,
+        }
+    }
+
+    fn classify(
+        &self,
+        store: &Store<HostState>,
+        e: &wasmtime::Error,
+        output: Option<String>,
+    ) -> Fault {
+        if let Some(fault) = self.classify_limit(store, e) {
+            return fault;
+        }
+        if let Some(refused) = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::wasi::Refused>())
+        {
+            return Fault::HostCall(refused.0.clone());
+        }
+        let mut text = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            // The top-level text is only "error while executing at wasm backtrace"; the
+            // cause is at the end of the chain.
+            None => e
+                .chain()
+                .last()
+                .map_or_else(|| e.to_string(), ToString::to_string),
+        };
+        if let Some(said) = output.as_deref().and_then(last_words) {
+            text.push_str(" (guest said: ");
+            text.push_str(&escape_controls(truncate(&said, 300)));
+            text.push(')');
+        }
+        Fault::Trap(text)
+    }
+}
+
+/// What a guest printed before trapping: a Rust panic prints "thread … panicked at
+/// file:line:col:" then the message, then a note about backtraces.
+fn last_words(output: &str) -> Option<String> {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    if let Some(i) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
+        let location = lines[i].split(" panicked at ").nth(1).unwrap_or("");
+        let message = lines
+            .get(i + 1..)
+            .map(|rest| rest.join(" "))
+            .unwrap_or_default();
+        return Some(format!("panicked at {location} {message}"));
+    }
+    lines.last().map(ToString::to_string)
+}
+
+/// Times a closure; used around each chain step.
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed())
+}
+
+/// Links the host imports of the contract (`twinguard:policy/host`).
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    bindings::Policy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )
+}

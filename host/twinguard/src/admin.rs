@@ -1,0 +1,436 @@
+//! The admin API: list policies and versions, push a module, roll back, remove, change routes
+//! and reload, over HTTPS (rustls) with JSON answers. Every change goes through
+//! [`Lifecycle`](crate::lifecycle::Lifecycle): built and validated before it is activated.
+//!
+//! Callers are authenticated by a client certificate from `client-ca` (mutual TLS, checked in
+//! the handshake) and/or a bearer token from `token-file`; each one configured is required,
+//! and at least one must be. It listens on loopback unless told otherwise.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /v1/status` | generation, counters, last refusal |
+//! | `GET /v1/policies` | every policy: name, version, file, kept versions |
+//! | `PUT /v1/policies/{name}` | body: the component; header `x-twinguard-signature`: its `.sig` file, base64 |
+//! | `POST /v1/policies/{name}/rollback` | back to the previous version |
+//! | `DELETE /v1/policies/{name}` | remove it, and from every chain |
+//! | `PUT /v1/routes` | body: `[{"filter": "…", "chain": ["…"]}]` |
+//! | `POST /v1/reload` | reload the config file from disk |
+//! | `PUT /v1/policies/{name}/candidate` | body: a component to shadow the active version with |
+//! | `GET /v1/policies/{name}/candidate` | the shadow's diff: counts by verdict pair, samples |
+//! | `POST /v1/policies/{name}/candidate/promote` | make the candidate the active version |
+//! | `DELETE /v1/policies/{name}/candidate` | discard it (returns the last diff) |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::lifecycle::{Lifecycle, LifecycleError};
+
+/// Largest request body: a component of up to 32 MiB.
+const MAX_BODY: usize = 32 << 20;
+
+/// The `[admin]` table.
+///
+/// ```toml
+/// [admin]
+/// listen = "127.0.0.1:9443"
+/// cert = "admin.pem"
+/// key = "admin.key"
+/// client-ca = "operators-ca.pem"   # mutual TLS
+/// token-file = "admin.token"       # and/or a bearer token
+/// state-dir = "twinguard-state"
+/// keep-versions = 5
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address and port (default `127.0.0.1:9443`: loopback only).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// PEM certificate chain of the API's server certificate.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA(s) whose client certificates may call (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// A file whose first line is the bearer token callers must send.
+    pub token_file: Option<PathBuf>,
+    /// Where pushed modules and version histories are kept (default `twinguard-state`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Versions kept per policy for rollback (default 5).
+    #[serde(default = "default_keep")]
+    pub keep_versions: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9443".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    "twinguard-state".into()
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+impl AdminConfig {
+    /// Checks what can be checked without files; the error names the key.
+    pub fn validate(&self) -> Result<(), crate::Invalid> {
+        self.check().map_err(crate::Invalid::from)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("admin.listen {:?}: {e} (e.g. 127.0.0.1:9443)", self.listen))?;
+        if self.client_ca.is_none() && self.token_file.is_none() {
+            return Err(
+                "admin: set client-ca (mutual TLS) and/or token-file (bearer token): the API \
+                 refuses to run open"
+                    .into(),
+            );
+        }
+        if self.keep_versions < 2 {
+            return Err(
+                "admin.keep-versions must be at least 2 (the current and one to roll back to)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why the admin API could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("admin API: {0}")]
+pub struct AdminError(String);
+
+/// A bound admin API, ready to serve.
+pub struct AdminServer {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    token: Option<Arc<str>>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl AdminServer {
+    /// Reads the TLS material and the token, and binds the address.
+    pub async fn bind(config: &AdminConfig, lifecycle: Arc<Lifecycle>) -> Result<Self, AdminError> {
+        config.validate().map_err(|e| AdminError(e.into()))?;
+        let tls = server_tls(config).map_err(AdminError)?;
+        let token = match &config.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| AdminError(format!("admin.token-file {}: {e}", path.display())))?;
+                let token = text.lines().next().unwrap_or("").trim().to_owned();
+                if token.len() < 16 {
+                    return Err(AdminError(format!(
+                        "admin.token-file {}: the token must be at least 16 characters",
+                        path.display()
+                    )));
+                }
+                Some(Arc::from(token))
+            }
+            None => None,
+        };
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| AdminError(format!("admin.listen {}: {e}", config.listen)))?;
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            token,
+            lifecycle,
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves. A connection that fails (handshake, protocol) is
+    /// logged and dropped; it never stops the server.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = &mut shutdown => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("admin API: accept: {e}");
+                        continue;
+                    }
+                },
+            };
+            let acceptor = self.acceptor.clone();
+            let lifecycle = Arc::clone(&self.lifecycle);
+            let token = self.token.clone();
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(%peer, "admin API: TLS handshake refused: {e}");
+                        return;
+                    }
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let lifecycle = Arc::clone(&lifecycle);
+                    let token = token.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &lifecycle, token.as_deref()).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(%peer, "admin API: connection: {e}");
+                }
+            });
+        }
+    }
+}
+
+fn server_tls(c: &AdminConfig) -> Result<rustls::ServerConfig, String> {
+    let chain = CertificateDer::pem_file_iter(&c.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("admin.cert {}: {e}", c.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "admin.cert {}: no certificate in it",
+            c.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&c.key)
+        .map_err(|e| format!("admin.key {}: {e}", c.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("admin TLS: {e}"))?;
+    let builder = match &c.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("admin.client-ca {}: {e}", ca.display()))?
+            {
+                let cert = cert.map_err(|e| format!("admin.client-ca {}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("admin.client-ca {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "admin.client-ca {}: no certificate in it",
+                    ca.display()
+                ));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("admin.client-ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("admin.cert/key: {e}"))
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, body: &serde_json::Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Answer {
+    answer(status, &json!({ "error": message.to_string() }))
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was
+/// right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Option<&str>) -> Answer {
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.as_bytes()) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer …)",
+            );
+        }
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let signature = req
+        .headers()
+        .get("x-twinguard-signature")
+        .map(|v| v.as_bytes().to_vec());
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body: {e} (at most {MAX_BODY} bytes)"),
+            )
+        }
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let l = Arc::clone(lifecycle);
+    let op = match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "status"]) => {
+            let set = lifecycle.runtime().policy_set();
+            let stats = lifecycle.stats();
+            return answer(
+                StatusCode::OK,
+                &json!({
+                    "generation": set.generation(),
+                    "policies": set.policies().len(),
+                    "activated": stats.activated.load(std::sync::atomic::Ordering::Relaxed),
+                    "refused": stats.refused.load(std::sync::atomic::Ordering::Relaxed),
+                    "last_error": stats.last_error(),
+                }),
+            );
+        }
+        (&Method::GET, ["v1", "policies"]) => {
+            return answer(StatusCode::OK, &json!(lifecycle.list()));
+        }
+        (&Method::PUT, ["v1", "policies", name]) => {
+            let signature = match decode_signature(signature) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            let name = (*name).to_owned();
+            Box::new(move || l.push(&name, &body, signature.as_deref()))
+                as Box<dyn FnOnce() -> Result<_, LifecycleError> + Send>
+        }
+        (&Method::POST, ["v1", "policies", name, "rollback"]) => {
+            let name = (*name).to_owned();
+            Box::new(move || l.rollback(&name))
+        }
+        (&Method::DELETE, ["v1", "policies", name]) => {
+            let name = (*name).to_owned();
+            Box::new(move || l.remove(&name))
+        }
+        (&Method::PUT, ["v1", "routes"]) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct RouteBody {
+                filter: String,
+                chain: Vec<String>,
+            }
+            let routes: Vec<RouteBody> = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "routes: expected [{{\"filter\": \"…\", \"chain\": [\"…\"]}}]: {e}"
+                        ),
+                    )
+                }
+            };
+            let routes: Vec<(String, Vec<String>)> =
+                routes.into_iter().map(|r| (r.filter, r.chain)).collect();
+            Box::new(move || l.set_routes(&routes))
+        }
+        (&Method::POST, ["v1", "reload"]) => Box::new(move || l.reload_from_disk()),
+        (&Method::PUT, ["v1", "policies", name, "candidate"]) => {
+            let signature = match decode_signature(signature) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            let name = (*name).to_owned();
+            return report(move || l.shadow(&name, &body, signature.as_deref())).await;
+        }
+        (&Method::GET, ["v1", "policies", name, "candidate"]) => {
+            let name = (*name).to_owned();
+            return report(move || l.shadow_report(&name)).await;
+        }
+        (&Method::DELETE, ["v1", "policies", name, "candidate"]) => {
+            let name = (*name).to_owned();
+            return report(move || l.discard(&name)).await;
+        }
+        (&Method::POST, ["v1", "policies", name, "candidate", "promote"]) => {
+            let name = (*name).to_owned();
+            Box::new(move || l.promote(&name))
+        }
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {method} {path} (see GET /v1/policies)"),
+            )
+        }
+    };
+    report(op).await
+}
+
+/// Runs a lifecycle operation off the async threads (compiling a component takes a while)
+/// and answers with its result as JSON.
+async fn report<T: serde::Serialize + Send + 'static>(
+    op: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Answer {
+    match tokio::task::spawn_blocking(op).await {
+        Ok(Ok(value)) => answer(StatusCode::OK, &json!(value)),
+        Ok(Err(e)) => {
+            let status = match &e {
+                LifecycleError::NotFound(_) => StatusCode::NOT_FOUND,
+                LifecycleError::Invalid(_) => StatusCode::BAD_REQUEST,
+                LifecycleError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                LifecycleError::Io { .. } | LifecycleError::Toml { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
+            // The answer carries the causes too: the client is who must fix the change.
+            error(status, crate::error_chain(&e))
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change failed: {e}"),
+        ),
+    }
+}
+
+/// The `x-twinguard-signature` header: the module's `.sig` file, base64.
+#[allow(clippy::result_large_err)] // the error is the answer, built once on a rare path
+fn decode_signature(header: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, Answer> {
+    header
+        .map(|s| base64::engine::general_purpose::STANDARD.decode(&s))
+        .transpose()
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("x-twinguard-signature: not base64: {e}"),
+            )
+        })
+}

@@ -1,0 +1,49 @@
+//! The JSON-lines file sink: the record to keep when a SIEM may be down.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{lock, AlertSink, AlertsError, SecurityEvent, SinkError};
+
+/// JSON lines appended to a file, one event per line, written with one `write` call per event
+/// so concurrent appenders (and `tail -f`) never see half a line.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl FileSink {
+    /// Opens (or creates) the file for appending.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, AlertsError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| AlertsError::File {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+}
+
+impl AlertSink for FileSink {
+    fn send(&self, event: &SecurityEvent) -> Result<(), SinkError> {
+        let mut line = event.to_json_bytes();
+        line.push(b'\n');
+        let mut file = lock(&self.file);
+        file.write_all(&line)
+            .and_then(|()| file.flush())
+            .map_err(|source| SinkError::Io {
+                target: self.path.display().to_string(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,741 @@
+//! The MQTT gateway behind `twinguard serve`: reads device topics on one or more brokers, runs
+//! every message through the policies, and either forwards it to its twin topic or commits it
+//! to the quarantine store — acknowledging the device's message only once that outcome is
+//! durable (at-least-once: nothing lost, duplicates possible after a crash).
+//!
+//! How the acknowledgement is tied to durability, on one MQTT connection (3.1.1 or 5) with
+//! manual acks and a persistent session (stable client id; MQTT 5 sessions expire after a week):
+//! - forwarded: the input is acknowledged when the broker acknowledges (PUBACK) the output;
+//!   an MQTT 5 broker that refuses the output in its PUBACK gets it quarantined instead;
+//! - quarantined: the input is acknowledged after the store's commit returns;
+//! - acknowledgements go out in the order the messages arrived (MQTT 3.1.1 and 5, §4.6);
+//! - on any connection error the connection is dropped whole, with every pending
+//!   acknowledgement: the broker redelivers what was not acknowledged to the new connection.
+//!   That costs duplicates, never a loss, and never acknowledges a message whose outcome was
+//!   not durable.
+//!
+//! Inside a connection, messages are judged by `workers` tasks at once, each device always on
+//! the same one, so per-device order (and per-device policy state) holds. The queues between
+//! are bounded by the broker's in-flight window: nothing is acknowledged before its outcome,
+//! so the broker never has more than its window outstanding towards the gateway.
+
+mod config;
+mod mqtt;
+mod template;
+
+pub(crate) use config::one_or_many;
+pub use config::{BrokerAddr, GatewayConfig, Input, InputConfig, TlsConfig};
+pub use mqtt::Protocol;
+pub use template::Template;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use self::mqtt::{Client, ConnError, Event, EventLoop, OutProperties, Received};
+use crate::alerts::Alerts;
+use crate::judge::{Judge, Judgement, Stored};
+use crate::store::QuarantineStore;
+use crate::{ContentType, Message, Outcome, Runtime};
+
+/// Why the gateway stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration cannot work (named key, value).
+    #[error("gateway config: {0}")]
+    Config(String),
+    /// The first connection failed in a way retrying will not mend (TLS, refused credentials).
+    #[error("cannot connect to {broker}: {cause}")]
+    Connect {
+        /// The broker URL.
+        broker: String,
+        /// What the client said, with a hint.
+        cause: String,
+    },
+}
+
+/// Counters of a running gateway.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Messages received from the broker (redeliveries included).
+    pub received: AtomicU64,
+    /// Messages published to their twin topic and acknowledged by the broker.
+    pub forwarded: AtomicU64,
+    /// Messages committed to the quarantine store.
+    pub quarantined: AtomicU64,
+    /// Forwards the broker refused (MQTT 5 PUBACK reason code), quarantined instead.
+    pub refused: AtomicU64,
+    /// Security events raised.
+    pub alerts: AtomicU64,
+    /// Connections made (the first included).
+    pub connections: AtomicU64,
+    /// Store commits that failed (the message stays unacknowledged and comes back).
+    pub store_errors: AtomicU64,
+}
+
+/// A gateway to one broker, ready to run. Clones share everything, counters included.
+#[derive(Clone)]
+pub struct Gateway {
+    judge: Judge,
+    config: Arc<GatewayConfig>,
+    broker: BrokerAddr,
+    inputs: Arc<Vec<Input>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stats: Arc<GatewayStats>,
+}
+
+/// A forwarded message waiting for the broker's PUBACK.
+struct Forward {
+    seq: u64,
+    input: Received,
+    message: Message,
+    destination: String,
+    generation: u64,
+}
+
+/// Publishes waiting for the broker's PUBACK, on one connection.
+#[derive(Default)]
+struct Pending {
+    /// One entry per publish handed to the client, in order: the forward to acknowledge
+    /// once that publish is acknowledged (`None` for alerts, which acknowledge nothing).
+    queued: VecDeque<Option<Forward>>,
+    /// Publishes on the wire, by packet id.
+    by_pkid: HashMap<u16, Option<Forward>>,
+}
+
+/// A message and what the router made of it.
+struct Job {
+    /// Arrival order on this connection: acknowledgements follow it.
+    seq: u64,
+    input: Received,
+    route: Result<Route, String>,
+}
+
+/// Where a message fits: its device, content type and output topic.
+struct Route {
+    device: String,
+    content_type: ContentType,
+    destination: String,
+}
+
+/// A publish for the publisher task.
+struct Out {
+    topic: String,
+    payload: Vec<u8>,
+    properties: Option<OutProperties>,
+    then: Option<Forward>,
+}
+
+impl Gateway {
+    /// Validates the configuration and reads the TLS material; nothing touches the network.
+    pub fn new(
+        runtime: Runtime,
+        config: GatewayConfig,
+        store: QuarantineStore,
+        alerts: Option<Alerts>,
+    ) -> Result<Self, GatewayError> {
+        let (broker, inputs) = config
+            .validate()
+            .map_err(|e| GatewayError::Config(e.into()))?;
+        let tls = tls_of(&config)?;
+        // Records carry the gateway's name: where a release or replay publishes them again.
+        let judge = Judge::new(runtime, store, alerts).with_source(config.name());
+        Ok(Self {
+            judge,
+            config: Arc::new(config),
+            broker,
+            inputs: Arc::new(inputs),
+            tls,
+            stats: Arc::new(GatewayStats::default()),
+        })
+    }
+
+    /// The gateway's counters.
+    pub fn stats(&self) -> Arc<GatewayStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Its configured name (records in the quarantine store carry it).
+    pub fn name(&self) -> &str {
+        self.config.name()
+    }
+
+    /// Runs until `shutdown` resolves. Reconnects with backoff; returns an error only for a
+    /// first connection that cannot succeed by retrying (TLS or refused credentials).
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), GatewayError> {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        let mut ever_connected = false;
+        loop {
+            let (client, eventloop) = mqtt::client(
+                &settings(
+                    &self.config,
+                    &self.broker,
+                    &self.config.client_id,
+                    self.tls.clone(),
+                    true,
+                ),
+                256,
+            );
+            let closer = client.clone();
+            let outcome = tokio::select! {
+                () = &mut shutdown => {
+                    closer.try_disconnect();
+                    return Ok(());
+                }
+                r = self.connection(client, eventloop, &mut ever_connected) => r,
+            };
+            match outcome {
+                Err(e) if !ever_connected && e.fatal() => {
+                    return Err(GatewayError::Connect {
+                        broker: self.config.broker.clone(),
+                        cause: e.explain(),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(gateway = %self.name(), broker = %self.config.broker, "connection lost: {}; reconnecting in {backoff:?}", e.explain());
+                }
+                Ok(()) => {}
+            }
+            if ever_connected {
+                backoff = backoff.min(Duration::from_secs(5));
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection, until it fails. Every pending acknowledgement dies with it.
+    async fn connection(
+        &self,
+        client: Client,
+        mut events: EventLoop,
+        ever_connected: &mut bool,
+    ) -> Result<(), ConnError> {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        // One task hands every publish to the client, so the order of `pending.queued` is
+        // the order of the packet ids the client assigns.
+        let (out_tx, out_rx) = mpsc::channel::<Out>(256);
+        let _publisher = AbortOnDrop(tokio::spawn(publisher(
+            client.clone(),
+            Arc::clone(&pending),
+            out_rx,
+        )));
+        // Acknowledgements go through their own task, in arrival order: this task drives the
+        // event loop, so it must not wait for room in the client's request queue.
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, Received)>();
+        let _acker = AbortOnDrop(tokio::spawn(acknowledger(client.clone(), ack_rx)));
+        let worker = Arc::new(self.worker());
+        let mut shards = Vec::new();
+        let mut _shard_tasks = Vec::new();
+        for _ in 0..self.config.workers() {
+            let (tx, rx) = mpsc::unbounded_channel::<Job>();
+            shards.push(tx);
+            _shard_tasks.push(AbortOnDrop(tokio::spawn(shard(
+                Arc::clone(&worker),
+                client.clone(),
+                rx,
+                out_tx.clone(),
+                ack_tx.clone(),
+            ))));
+        }
+        let mut seq = 0_u64;
+        loop {
+            match events.poll().await? {
+                Event::Connected => {
+                    *ever_connected = true;
+                    self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(gateway = %self.name(), broker = %self.config.broker, protocol = ?self.config.protocol, "connected");
+                    for input in self.inputs.iter() {
+                        // Subscriptions outlive the connection in a persistent session;
+                        // renewing them is harmless and covers a broker that lost them.
+                        client
+                            .try_subscribe(&input.filter)
+                            .map_err(|_| ConnError::Closed)?;
+                    }
+                }
+                Event::Subscribed(Ok(())) => {
+                    tracing::info!(gateway = %self.name(), "subscribed");
+                }
+                Event::Subscribed(Err(codes)) => {
+                    tracing::error!(gateway = %self.name(), broker = %self.config.broker, "the broker refused a subscription: {codes} (check its ACL for the gateway's user)");
+                }
+                Event::Message(input) => {
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    let route = self.route(&input);
+                    let shard = match &route {
+                        Ok(r) => shard_of(&r.device, shards.len()),
+                        Err(_) => 0,
+                    };
+                    let job = Job { seq, input, route };
+                    seq += 1;
+                    shards[shard].send(job).map_err(|_| ConnError::Closed)?;
+                }
+                Event::Sent(pkid) => {
+                    let mut p = lock(&pending);
+                    if !p.by_pkid.contains_key(&pkid) {
+                        if let Some(entry) = p.queued.pop_front() {
+                            p.by_pkid.insert(pkid, entry);
+                        }
+                    }
+                }
+                Event::Acked(pkid, result) => {
+                    let entry = lock(&pending).by_pkid.remove(&pkid);
+                    match (entry, result) {
+                        (Some(Some(f)), Ok(())) => {
+                            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                            ack_tx
+                                .send((f.seq, f.input))
+                                .map_err(|_| ConnError::Closed)?;
+                        }
+                        (Some(Some(f)), Err(why)) => {
+                            // Not delivered, and redelivering it would meet the same refusal:
+                            // keep it, with the broker's reason.
+                            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(refused(
+                                Arc::clone(&worker),
+                                client.clone(),
+                                f,
+                                why,
+                                ack_tx.clone(),
+                            ));
+                        }
+                        (Some(None), Err(why)) => {
+                            tracing::warn!(gateway = %self.name(), "the broker refused an alert publish: {why}");
+                        }
+                        _ => {}
+                    }
+                }
+                Event::Other => {}
+            }
+        }
+    }
+
+    /// Which input a message fits, its device and its output topic.
+    fn route(&self, input: &Received) -> Result<Route, String> {
+        let topic = input.topic();
+        for i in self.inputs.iter() {
+            if !i.delivers.matches(&topic) {
+                continue;
+            }
+            let Some(mut caps) = i.template.capture(&topic) else {
+                continue;
+            };
+            let device = match &i.device_property {
+                Some(name) => {
+                    let found = input
+                        .user_properties()
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone());
+                    let Some(device) = found.filter(|d| !d.is_empty()) else {
+                        return Err(format!(
+                            "gateway: no user property {name:?} on {topic:?}: the device identity comes from it"
+                        ));
+                    };
+                    if !caps.iter().any(|(n, _)| n == "device") {
+                        caps.push(("device".to_owned(), device.clone()));
+                    }
+                    device
+                }
+                None => caps
+                    .iter()
+                    .find(|(n, _)| n == "device")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+            };
+            // Validation checked every output variable is captured.
+            let destination = i.output.fill(&caps).unwrap_or_default();
+            return Ok(Route {
+                device,
+                content_type: i.content_type,
+                destination,
+            });
+        }
+        Err(format!("gateway: topic {topic:?} fits no input template"))
+    }
+
+    fn worker(&self) -> Worker {
+        Worker {
+            judge: self.judge.clone(),
+            alerts_topic: self.config.alerts_topic.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+}
+
+/// Runs every gateway until `shutdown` resolves. If one fails for good (its first connection
+/// cannot succeed), the others are stopped and that error is returned.
+pub async fn run_all(
+    gateways: &[Gateway],
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in gateways {
+        let g = g.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            g.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+    }
+    tokio::pin!(shutdown);
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            () = &mut shutdown, if !*stop_tx.borrow() => {
+                let _ = stop_tx.send(true);
+            }
+            done = tasks.join_next() => match done {
+                None => return result,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    let _ = stop_tx.send(true);
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = stop_tx.send(true);
+                    if result.is_ok() {
+                        result = Err(GatewayError::Config(format!("a gateway task failed: {e}")));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The TLS client config `[gateway.tls]` asks for, read from its files.
+fn tls_of(config: &GatewayConfig) -> Result<Option<Arc<rustls::ClientConfig>>, GatewayError> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| {
+            crate::tls::client_config(&t.ca, t.cert.as_deref(), t.key.as_deref(), "gateway.tls.")
+                .map(Arc::new)
+        })
+        .transpose()
+        .map_err(GatewayError::Config)
+}
+
+/// Connection settings for `config`'s broker: the gateway's own session (persistent, manual
+/// acknowledgements) or a one-shot publisher's (clean session, automatic acknowledgements).
+fn settings<'a>(
+    config: &'a GatewayConfig,
+    broker: &'a BrokerAddr,
+    client_id: &'a str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    gateway_session: bool,
+) -> mqtt::Settings<'a> {
+    mqtt::Settings {
+        protocol: config.protocol,
+        client_id,
+        host: &broker.host,
+        port: broker.port,
+        keep_alive: config.keep_alive(),
+        persistent: gateway_session,
+        inflight: config.inflight,
+        credentials: config
+            .username
+            .as_deref()
+            .map(|u| (u, config.password.as_deref().unwrap_or_default())),
+        tls,
+    }
+}
+
+/// Publishes `messages` (topic, payload) with QoS 1 on a short-lived connection of its own
+/// (client id `<client-id>-cli`, clean session) and returns once the broker has acknowledged
+/// every one: what `twinguard quarantine release|replay` forward with. Fails as a whole after
+/// `timeout`, naming the broker, or when the broker refuses one (MQTT 5).
+pub async fn publish_all(
+    config: &GatewayConfig,
+    messages: Vec<(String, Vec<u8>)>,
+    timeout: Duration,
+) -> Result<(), GatewayError> {
+    let (broker, _) = config
+        .validate()
+        .map_err(|e| GatewayError::Config(e.into()))?;
+    let client_id = format!("{}-cli", config.client_id);
+    let settings = settings(config, &broker, &client_id, tls_of(config)?, false);
+    let expected = messages.len();
+    let (client, mut events) = mqtt::client(&settings, expected.max(1) + 8);
+    let fail = |cause: String| GatewayError::Connect {
+        broker: config.broker.clone(),
+        cause,
+    };
+    let work = async {
+        let mut acked = 0usize;
+        let mut sent = false;
+        while acked < expected {
+            match events.poll().await.map_err(|e| fail(e.explain()))? {
+                Event::Connected if !sent => {
+                    sent = true;
+                    for (topic, payload) in &messages {
+                        client
+                            .try_publish(topic.clone(), payload.clone())
+                            .map_err(|e| {
+                                fail(format!("cannot queue a publish to {topic:?}: {e}"))
+                            })?;
+                    }
+                }
+                Event::Acked(_, Ok(())) => acked += 1,
+                Event::Acked(_, Err(why)) => {
+                    client.try_disconnect();
+                    return Err(fail(format!("the broker refused a publish: {why}")));
+                }
+                _ => {}
+            }
+        }
+        client.try_disconnect();
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| {
+        fail(format!(
+            "not every publish was acknowledged within {timeout:?}"
+        ))
+    })?
+}
+
+/// The worker a device's messages go to: the same one every time.
+fn shard_of(device: &str, shards: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    device.hash(&mut h);
+    // The remainder is below `shards`, a usize.
+    (h.finish() % shards as u64) as usize
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    // The bookkeeping stays consistent under a panic elsewhere: take it as is.
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the message workers share.
+struct Worker {
+    judge: Judge,
+    alerts_topic: Option<String>,
+    stats: Arc<GatewayStats>,
+}
+
+/// The only task that hands publishes to the client (see `Pending`).
+async fn publisher(client: Client, pending: Arc<Mutex<Pending>>, mut rx: mpsc::Receiver<Out>) {
+    while let Some(out) = rx.recv().await {
+        lock(&pending).queued.push_back(out.then);
+        if client
+            .publish(out.topic, out.payload, out.properties)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Sends acknowledgements in arrival order: one that is ready early waits for those before it.
+async fn acknowledger(client: Client, mut rx: mpsc::UnboundedReceiver<(u64, Received)>) {
+    let mut next = 0_u64;
+    let mut ready = BTreeMap::new();
+    while let Some((seq, input)) = rx.recv().await {
+        ready.insert(seq, input);
+        while let Some(input) = ready.remove(&next) {
+            if client.ack(&input).await.is_err() {
+                return;
+            }
+            next += 1;
+        }
+    }
+}
+
+/// Judges one worker's messages in arrival order (per-device state sees each device's order).
+async fn shard(
+    w: Arc<Worker>,
+    client: Client,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    out: mpsc::Sender<Out>,
+    acks: mpsc::UnboundedSender<(u64, Received)>,
+) {
+    while let Some(job) = jobs.recv().await {
+        if judge(&w, job, &out, &acks).await.is_err() {
+            // The client is gone or the store failed: stop acknowledging; the connection is
+            // torn down and the broker redelivers.
+            client.disconnect().await;
+            return;
+        }
+    }
+}
+
+/// The connection is going down: nothing more can be acknowledged on it.
+struct Teardown;
+
+async fn judge(
+    w: &Arc<Worker>,
+    job: Job,
+    out: &mpsc::Sender<Out>,
+    acks: &mpsc::UnboundedSender<(u64, Received)>,
+) -> Result<(), Teardown> {
+    let Job { seq, input, route } = job;
+    let topic = input.topic().into_owned();
+    let (message, destination) = match &route {
+        Ok(route) => (
+            Message::new(
+                route.device.clone(),
+                topic,
+                route.content_type,
+                input.payload().to_vec(),
+            ),
+            Some(route.destination.clone()),
+        ),
+        Err(_) => (
+            Message::new("", topic, ContentType::Binary, input.payload().to_vec()),
+            None,
+        ),
+    };
+    let mut message = message;
+    message.attributes = input.user_properties().to_vec();
+    let reason = route.err();
+    let (message, judgement) = settle(w, message, reason, destination.clone()).await?;
+    let Judgement {
+        outcome, events, ..
+    } = judgement;
+
+    if let Some(alerts_topic) = &w.alerts_topic {
+        for event in &events {
+            let properties = Some(OutProperties {
+                content_type: Some("application/json".into()),
+                ..OutProperties::default()
+            });
+            out.send(Out {
+                topic: alerts_topic.clone(),
+                payload: event.to_json_bytes(),
+                properties,
+                then: None,
+            })
+            .await
+            .map_err(|_| Teardown)?;
+        }
+    }
+
+    match destination {
+        // Held back (quarantined, or placed by no input): the record is durable.
+        Some(destination) if outcome.action.forwards() => {
+            let properties = input.forwarded_properties();
+            let generation = outcome.generation;
+            out.send(Out {
+                topic: destination.clone(),
+                payload: outcome.payload,
+                properties,
+                then: Some(Forward {
+                    seq,
+                    input,
+                    message,
+                    destination,
+                    generation,
+                }),
+            })
+            .await
+            .map_err(|_| Teardown)
+        }
+        _ => acks.send((seq, input)).map_err(|_| Teardown),
+    }
+}
+
+/// Runs the judge flow on the blocking pool (a policy may run up to its deadline, and the
+/// tasks that drive the connection must not wait behind it): evaluation, alert sinks, and the
+/// store's commit when the message is held back. A message `reason` says cannot be placed is
+/// held back without evaluation. A failed commit tears the connection down (the rule in
+/// [`crate::judge`]): the broker redelivers the message.
+async fn settle(
+    w: &Arc<Worker>,
+    message: Message,
+    reason: Option<String>,
+    destination: Option<String>,
+) -> Result<(Message, Judgement), Teardown> {
+    let worker = Arc::clone(w);
+    let (message, judgement) = tokio::task::spawn_blocking(move || {
+        let judgement = match reason {
+            None => worker.judge.judge(&message, destination.as_deref()),
+            Some(reason) => worker.judge.hold(&message, reason, destination.as_deref()),
+        };
+        (message, judgement)
+    })
+    .await
+    // Only a runtime shutting down cancels the task: there is no outcome to act on.
+    .map_err(|_| Teardown)?;
+    account(w, &judgement)?;
+    Ok((message, judgement))
+}
+
+/// Counts what the flow did; a failed commit is a teardown.
+fn account(w: &Worker, judgement: &Judgement) -> Result<(), Teardown> {
+    let alerts = judgement.outcome.alerts.len() as u64;
+    if alerts > 0 {
+        w.stats.alerts.fetch_add(alerts, Ordering::Relaxed);
+    }
+    match judgement.stored {
+        Stored::Record(_) => {
+            w.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Stored::Failed(_) => {
+            w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            Err(Teardown)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A forward the broker refused: kept in quarantine with the broker's reason, then
+/// acknowledged.
+async fn refused(
+    w: Arc<Worker>,
+    client: Client,
+    f: Forward,
+    why: String,
+    acks: mpsc::UnboundedSender<(u64, Received)>,
+) {
+    tracing::warn!(destination = %f.destination, "the broker refused the forward: {why}; quarantined");
+    let reason = format!(
+        "gateway: the broker refused the forward to {:?}: {why}",
+        f.destination
+    );
+    let outcome = Outcome::held(&f.message, reason, f.generation);
+    let worker = Arc::clone(&w);
+    let Forward {
+        seq,
+        input,
+        message,
+        destination,
+        ..
+    } = f;
+    let judged = tokio::task::spawn_blocking(move || {
+        worker.judge.settle(&message, outcome, Some(&destination))
+    })
+    .await;
+    match judged {
+        Ok(judgement) if account(&w, &judgement).is_ok() => {
+            let _ = acks.send((seq, input));
+        }
+        _ => client.disconnect().await,
+    }
+}

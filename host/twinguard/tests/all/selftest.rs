@@ -1,0 +1,190 @@
+//! Self-test cases shipped inside a module run before it is activated: a module whose cases
+//! fail is refused (at start and on reload), one whose cases pass loads.
+
+use twinguard_fixtures as fixtures;
+
+use std::path::{Path, PathBuf};
+
+use twinguard::{Config, Runtime};
+
+fn leb(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = u8::try_from(n & 0x7f).unwrap();
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A copy of `module` with a `twinguard-selftest` custom section appended: what a build
+/// step may do instead of the SDK's `selftest!`.
+fn with_cases(module: &Path, cases: &str, dir: &Path, name: &str) -> PathBuf {
+    let mut bytes = std::fs::read(module).unwrap();
+    let section_name = b"twinguard-selftest";
+    let mut body = Vec::new();
+    leb(section_name.len(), &mut body);
+    body.extend_from_slice(section_name);
+    body.extend_from_slice(cases.as_bytes());
+    bytes.push(0);
+    leb(body.len(), &mut bytes);
+    bytes.extend(body);
+    let out = dir.join(name);
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+fn config(module: &Path, policy_config: &str) -> Config {
+    Config::from_toml(
+        &format!(
+            "[[policy]]\nname = \"p\"\npath = \"{}\"\n[policy.config]\n{policy_config}\n\
+             [[route]]\nfilter = \"#\"\nchain = [\"p\"]\n",
+            module.display()
+        ),
+        ".",
+    )
+    .unwrap()
+}
+
+const PASSES: &str = r#"{"device":"d1","topic":"t/d1","payload":{"a":1},"expect":"allow"}"#;
+const FAILS: &str = concat!(
+    r#"{"device":"d1","topic":"t/d1","payload":{"a":1},"expect":"allow"}"#,
+    "\n",
+    r#"{"device":"d1","topic":"t/d1","payload":{"a":1},"expect":"quarantine"}"#,
+    "\n"
+);
+
+#[test]
+fn the_packs_schema_guard_ships_cases_that_pass_under_any_configured_settings() {
+    // Its cases carry their own config, so they hold whatever the deployment sets.
+    let schema = fixtures::wasm("schema-guard");
+    let runtime = Runtime::new(config(&schema, "required = \"/other:string\"")).unwrap();
+    assert_eq!(runtime.policy_set().policies().len(), 1);
+    let info = runtime.check_component(&schema).unwrap();
+    let cases = info.selftest.unwrap();
+    assert_eq!(cases.lines().count(), 6, "{cases}");
+}
+
+#[test]
+fn failing_cases_refuse_the_module_at_start_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = fixtures::wasm("allow-all");
+    let good = with_cases(&allow, PASSES, dir.path(), "good.wasm");
+    let bad = with_cases(&allow, FAILS, dir.path(), "bad.wasm");
+
+    let err = Runtime::new(config(&bad, "")).err().unwrap().to_string();
+    assert!(
+        err.contains("\"p\"")
+            && err.contains("bad.wasm")
+            && err.contains("self-test failed: case 2: expected quarantine, got allow"),
+        "{err}"
+    );
+
+    let runtime = Runtime::new(config(&good, "")).unwrap();
+    let err = runtime.reload(&config(&bad, "")).unwrap_err().to_string();
+    assert!(err.contains("case 2"), "{err}");
+    assert_eq!(
+        runtime.policy_set().generation(),
+        1,
+        "the bad module was activated"
+    );
+    assert!(runtime.policy_set().policies()[0]
+        .path()
+        .ends_with("good.wasm"));
+}
+
+#[test]
+fn malformed_cases_are_named_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = fixtures::wasm("allow-all");
+    for (cases, want) in [
+        (
+            "\n{\"device\":\"d\",\"topic\":\"t\",\"payload\":1}\n",
+            "case 2: no \"expect\"",
+        ),
+        (
+            "{\"device\":\"d\",\"topic\":\"t\",\"payload\":1,\"expect\":\"maybe\"}",
+            "case 1: expect \"maybe\"",
+        ),
+        ("{not json", "case 1:"),
+    ] {
+        let module = with_cases(&allow, cases, dir.path(), "m.wasm");
+        let err = Runtime::new(config(&module, "")).err().unwrap().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn cases_run_on_state_of_their_own_never_the_live_one() {
+    // The case moves device d1's sequence to 100 in the probe. Had it used the live state,
+    // the live message with seq 1 below would be refused as a replay.
+    let dir = tempfile::tempdir().unwrap();
+    let case = r#"{"device":"d1","topic":"t/d1","payload":{"seq":100,"ts":1795600000000},"received_at_ms":1795600000000,"expect":"allow"}"#;
+    let module = with_cases(
+        &fixtures::wasm("replay-guard"),
+        case,
+        dir.path(),
+        "replay.wasm",
+    );
+    let runtime = Runtime::new(config(&module, "")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let live = twinguard::Message::new(
+        "d1",
+        "t/d1",
+        twinguard::ContentType::Json,
+        format!(r#"{{"seq":1,"ts":{now}}}"#).into_bytes(),
+    );
+    assert_eq!(runtime.evaluate(&live).action, twinguard::Action::Allow);
+    // And the live state works: the same message again is a replay.
+    assert!(matches!(
+        runtime.evaluate(&live).action,
+        twinguard::Action::Quarantine { .. }
+    ));
+}
+
+/// Self-tests run at every load, so a module cannot make a load as slow or as big as it likes:
+/// too many cases, too many distinct configs (an instance each) and too much work are refused,
+/// each naming its bound.
+#[test]
+fn a_self_test_flood_is_refused_naming_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = fixtures::wasm("allow-all");
+    let case = |config: Option<usize>| match config {
+        Some(n) => format!(
+            "{{\"device\":\"d\",\"topic\":\"t\",\"payload\":{{}},\"expect\":\"allow\",\
+             \"config\":{{\"k\":\"{n}\"}}}}\n"
+        ),
+        None => format!("{PASSES}\n"),
+    };
+    let refused = |cases: String, module: &Path, policy_config: &str| {
+        let module = with_cases(module, &cases, dir.path(), "m.wasm");
+        Runtime::new(config(&module, policy_config))
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let many: String = (0..2_000).map(|_| case(None)).collect();
+    let e = refused(many, &allow, "");
+    assert!(e.contains("ships 2000 cases; at most 256"), "{e}");
+
+    let configs: String = (0..200).map(|n| case(Some(n))).collect();
+    let e = refused(configs, &allow, "");
+    assert!(e.contains("case 9: more than 8 distinct configs"), "{e}");
+
+    // Slow cases: each burns ~5.1 M fuel (half the per-message limit); 256 of them are over
+    // the budget of 100 messages' worth.
+    let hostile = fixtures::wasm("hostile");
+    let slow: String = (0..256).map(|_| case(None)).collect();
+    let e = refused(slow, &hostile, "mode = \"burn\"\nbytes = 500000");
+    assert!(e.contains("over their budget of 1000000000"), "{e}");
+
+    // Within every bound: loads.
+    let fine: String = (0..256).map(|_| case(None)).collect();
+    let module = with_cases(&allow, &fine, dir.path(), "ok.wasm");
+    Runtime::new(config(&module, "")).unwrap();
+}
