@@ -1,5 +1,5 @@
 //! Randomized differential tests: the lazy lookups against serde_json / cbor4ii full parses.
-//! The module's own tests (in payload.rs) are the fixed cases; these are the randomized ones.
+//! The module's own tests (in payload/tests.rs) are the fixed cases; these are the randomized ones.
 
 use crate::payload::{redact, Document, Edit, EditAction, FieldValue, Format};
 use cbor4ii::core::enc::Encode;

@@ -14,6 +14,7 @@
 //! | `POST /v1/policies/{name}/rollback` | back to the previous version |
 //! | `DELETE /v1/policies/{name}` | remove it, and from every chain |
 //! | `PUT /v1/routes` | body: `[{"filter": "…", "chain": ["…"]}]` |
+//! | `POST /v1/policies/{name}/breaker/reset` | body: empty (every held device and the policy-wide breaker) or `{"device": "…"}` |
 //! | `POST /v1/reload` | reload the config file from disk |
 //! | `PUT /v1/policies/{name}/candidate` | body: a component to shadow the active version with |
 //! | `GET /v1/policies/{name}/candidate` | the shadow's diff: counts by verdict pair, samples |
@@ -319,6 +320,17 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
                     "activated": stats.activated.load(std::sync::atomic::Ordering::Relaxed),
                     "refused": stats.refused.load(std::sync::atomic::Ordering::Relaxed),
                     "last_error": stats.last_error(),
+                    // Only the breakers that are not clean: what an operator must look at.
+                    "breakers": lifecycle
+                        .list()
+                        .into_iter()
+                        .filter(|p| p.breaker.open || !p.breaker.held_devices.is_empty())
+                        .map(|p| json!({
+                            "policy": p.name,
+                            "open": p.breaker.open,
+                            "held_devices": p.breaker.held_devices.len(),
+                        }))
+                        .collect::<Vec<_>>(),
                 }),
             );
         }
@@ -337,6 +349,28 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
         (&Method::POST, ["v1", "policies", name, "rollback"]) => {
             let name = (*name).to_owned();
             Box::new(move || l.rollback(&name))
+        }
+        (&Method::POST, ["v1", "policies", name, "breaker", "reset"]) => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct ResetBody {
+                device: Option<String>,
+            }
+            let reset: ResetBody = if body.is_empty() {
+                ResetBody::default()
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("breaker reset: expected {{}} or {{\"device\": \"…\"}}: {e}"),
+                        )
+                    }
+                }
+            };
+            let name = (*name).to_owned();
+            Box::new(move || l.reset_breaker(&name, reset.device.as_deref()))
         }
         (&Method::DELETE, ["v1", "policies", name]) => {
             let name = (*name).to_owned();

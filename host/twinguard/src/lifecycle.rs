@@ -95,6 +95,34 @@ pub struct PolicyInfo {
     /// Versions kept for rollback, newest first; the first is the active one once the
     /// policy has been pushed at least once.
     pub history: Vec<String>,
+    /// Its circuit breaker: policy-wide state and the devices it holds.
+    pub breaker: BreakerInfo,
+}
+
+/// A policy's circuit breaker as the admin API shows it (see `twinguard_core::breaker`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BreakerInfo {
+    /// Whether it is open for every device.
+    pub open: bool,
+    /// Faults among the policy's last 64 runs.
+    pub recent_faults: u32,
+    /// Faults since the policy was loaded.
+    pub faults: u64,
+    /// Messages evaluated since the policy was loaded.
+    pub evaluations: u64,
+    /// The devices it holds: their messages get the on-fault action without a run.
+    pub held_devices: Vec<HeldInfo>,
+}
+
+/// One device a breaker holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldInfo {
+    /// The device id.
+    pub device: String,
+    /// Faults among its last 16 messages when it was held.
+    pub faults: u32,
+    /// When, ms since the Unix epoch.
+    pub since_ms: u64,
 }
 
 /// Counters of reloads and changes.
@@ -167,19 +195,66 @@ impl Lifecycle {
         &self.stats
     }
 
-    /// Every active policy with its version and kept history.
+    /// Every active policy with its version, kept history and breaker.
     pub fn list(&self) -> Vec<PolicyInfo> {
         self.runtime
-            .policy_set()
             .policies()
-            .iter()
+            .into_iter()
             .map(|p| PolicyInfo {
-                name: p.name().to_owned(),
-                version: p.version().to_owned(),
-                path: p.path().to_path_buf(),
-                history: self.history(p.name()),
+                history: self.history(&p.name),
+                breaker: BreakerInfo {
+                    open: p.breaker_open,
+                    recent_faults: p.recent_faults,
+                    faults: p.faults,
+                    evaluations: p.evaluations,
+                    held_devices: p
+                        .held_devices
+                        .iter()
+                        .map(|h| HeldInfo {
+                            device: h.device.clone(),
+                            faults: h.faults,
+                            since_ms: h.since_ms,
+                        })
+                        .collect(),
+                },
+                name: p.name,
+                version: p.version,
+                path: p.path,
             })
             .collect()
+    }
+
+    /// Closes `policy`'s breaker: every device it holds, or only `device`. An operator's
+    /// decision, applied at once; nothing is written to the config.
+    pub fn reset_breaker(
+        &self,
+        policy: &str,
+        device: Option<&str>,
+    ) -> Result<Change, LifecycleError> {
+        check_name(policy)?;
+        let found = match device {
+            None => self.runtime.reset_breaker(policy),
+            Some(device) => {
+                if !self.runtime.policies().iter().any(|p| p.name == policy) {
+                    false
+                } else if self.runtime.release_device(policy, device) {
+                    true
+                } else {
+                    return Err(LifecycleError::Invalid(format!(
+                        "policy {policy:?} does not hold device {device:?}"
+                    )));
+                }
+            }
+        };
+        if !found {
+            return Err(LifecycleError::NotFound(policy.to_owned()));
+        }
+        tracing::info!(policy, device, "circuit breaker reset by the operator");
+        Ok(Change {
+            generation: self.runtime.policy_set().generation(),
+            policy: Some(policy.to_owned()),
+            version: None,
+        })
     }
 
     /// Builds a generation from the config file as it is on disk and activates it: what the

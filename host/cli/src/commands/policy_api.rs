@@ -56,6 +56,20 @@ pub enum ApiSub {
     Discard(Named),
     /// Reload the config file from disk.
     Reload(Only),
+    /// Close a policy's circuit breaker: release every device it holds (or only --device) and
+    /// close it policy-wide.
+    BreakerReset(BreakerArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BreakerArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The policy's name.
+    name: String,
+    /// Release only this device.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -108,6 +122,11 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
         ApiSub::Promote(a) => (&a.conn, Method::POST, policy(a, "/candidate/promote")),
         ApiSub::Discard(a) => (&a.conn, Method::DELETE, policy(a, "/candidate")),
         ApiSub::Routes(a) => (&a.conn, Method::PUT, "/v1/routes".to_owned()),
+        ApiSub::BreakerReset(a) => (
+            &a.conn,
+            Method::POST,
+            format!("/v1/policies/{}/breaker/reset", a.name),
+        ),
     };
     let (body, headers) = match sub {
         ApiSub::Push(a) | ApiSub::Shadow(a) => {
@@ -130,6 +149,13 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
                 .with_context(|| format!("{}: not JSON", a.file.display()))?;
             (text, Vec::new())
         }
+        ApiSub::BreakerReset(a) => (
+            a.device
+                .as_ref()
+                .map(|d| json_body(&serde_json::json!({ "device": d })))
+                .unwrap_or_default(),
+            Vec::new(),
+        ),
         _ => (Vec::new(), Vec::new()),
     };
     let token = match &conn.token_file {
@@ -179,8 +205,16 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn json_body(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
 fn print_list(out: &mut crate::Out, body: &Value) -> Result<()> {
-    writeln!(out, "{:<20} {:<14} KEPT", "NAME", "VERSION")?;
+    writeln!(
+        out,
+        "{:<20} {:<14} {:<24} KEPT",
+        "NAME", "VERSION", "BREAKER"
+    )?;
     for p in body.as_array().into_iter().flatten() {
         let short = |v: &Value| v.as_str().map(|s| s.get(..12).unwrap_or(s).to_owned());
         let kept: Vec<String> = p["history"]
@@ -189,11 +223,19 @@ fn print_list(out: &mut crate::Out, body: &Value) -> Result<()> {
             .flatten()
             .filter_map(short)
             .collect();
+        let breaker = &p["breaker"];
+        let held = breaker["held_devices"].as_array().map_or(0, Vec::len);
+        let state = match (breaker["open"].as_bool(), held) {
+            (Some(true), _) => "OPEN (all devices)".to_owned(),
+            (_, 0) => "closed".to_owned(),
+            (_, n) => format!("holds {n} device(s)"),
+        };
         writeln!(
             out,
-            "{:<20} {:<14} {}",
+            "{:<20} {:<14} {:<24} {}",
             p["name"].as_str().unwrap_or(""),
             short(&p["version"]).unwrap_or_default(),
+            state,
             kept.join(" ")
         )?;
     }

@@ -456,3 +456,70 @@ fn a_shadow_candidate_is_compared_on_live_traffic_then_promoted_or_discarded() {
         .unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
+
+/// The breaker is visible and resettable through the API: a device that keeps making a policy
+/// fault shows as held in `/v1/policies` and `/v1/status`, and a reset releases it.
+#[test]
+fn a_held_device_shows_in_the_api_and_a_reset_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    std::fs::write(
+        dir.path().join("twinguard.toml"),
+        format!(
+            "[[policy]]\nname = \"p\"\npath = {:?}\nbreaker-threshold = 2\n[policy.config]\n\
+             mode = \"fault-if\"\n[[route]]\nfilter = \"#\"\nchain = [\"p\"]\n",
+            fixtures::wasm("hostile").display().to_string()
+        ),
+    )
+    .unwrap();
+    let api = start(dir.path(), &pki, Some(&pki.ca), None);
+    let c = api.client(&pki, true, None);
+    let boom = |device: &str, boom: bool| {
+        api.runtime.evaluate(&Message::new(
+            device,
+            "plant/x",
+            ContentType::Json,
+            format!("{{\"boom\": {boom}}}").into_bytes(),
+        ))
+    };
+    boom("bad", true);
+    boom("bad", true);
+    assert!(matches!(
+        boom("bad", false).action,
+        Action::Quarantine { .. }
+    ));
+    assert_eq!(boom("good", false).action, Action::Allow);
+
+    let (status, list) = api
+        .call(&c, Method::GET, "/v1/policies", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let breaker = &list[0]["breaker"];
+    assert_eq!(breaker["open"], false, "{list}");
+    assert_eq!(breaker["held_devices"][0]["device"], "bad", "{list}");
+    assert_eq!(breaker["held_devices"][0]["faults"], 2, "{list}");
+    let (_, status_body) = api.call(&c, Method::GET, "/v1/status", Vec::new()).unwrap();
+    assert_eq!(status_body["breakers"][0]["policy"], "p", "{status_body}");
+    assert_eq!(
+        status_body["breakers"][0]["held_devices"], 1,
+        "{status_body}"
+    );
+
+    let reset = |path: &str, body: &str| {
+        api.call(&c, Method::POST, path, body.as_bytes().to_vec())
+            .unwrap()
+    };
+    let (status, body) = reset("/v1/policies/p/breaker/reset", r#"{"device": "nobody"}"#);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = reset("/v1/policies/nope/breaker/reset", "");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = reset("/v1/policies/p/breaker/reset", "{\"devices\": 1}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = reset("/v1/policies/p/breaker/reset", r#"{"device": "bad"}"#);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(boom("bad", false).action, Action::Allow, "judged again");
+    let (_, list) = api
+        .call(&c, Method::GET, "/v1/policies", Vec::new())
+        .unwrap();
+    assert_eq!(list[0]["breaker"]["held_devices"], json!([]), "{list}");
+}

@@ -124,14 +124,23 @@ impl SecurityEvent {
         events_at(message, outcome, SystemClock.now_ms())
     }
 
-    /// The event as one line of JSON (no trailing newline).
+    /// The event as one line of JSON (no trailing newline). JSON escapes every control
+    /// character itself; U+2028 and U+2029, which JSON allows raw but JavaScript readers of
+    /// JSON lines take as line ends, are escaped too.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a SecurityEvent holds only strings and integers")
+        // Cannot fail: a SecurityEvent holds only strings and integers.
+        let json = serde_json::to_string(self).unwrap_or_default();
+        if json.contains(['\u{2028}', '\u{2029}']) {
+            json.replace('\u{2028}', "\\u2028")
+                .replace('\u{2029}', "\\u2029")
+        } else {
+            json
+        }
     }
 
-    /// The event as a JSON payload, e.g. for an MQTT alerts topic.
+    /// The event as a JSON payload, e.g. for an MQTT alerts topic (as [`to_json`](Self::to_json)).
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a SecurityEvent holds only strings and integers")
+        self.to_json().into_bytes()
     }
 
     pub(super) fn set_span(&mut self, count: u64, first_ms: u64) {

@@ -297,9 +297,11 @@ fn header_field(s: &str, max: usize) -> String {
     }
 }
 
-/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]` take a backslash.
+/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]` take a backslash. Control
+/// characters (a CR or LF would let a policy's alert code forge a record for a receiver that
+/// splits on them) are first written as visible escapes, whose backslash is then escaped too.
 fn sd_escape(value: &str, out: &mut String) {
-    for c in value.chars() {
+    for c in twinguard_core::text::escape_controls(value).chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }

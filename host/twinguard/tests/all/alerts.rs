@@ -776,3 +776,50 @@ fn config_refusals_name_the_key_and_value() {
     assert!(e.to_string().starts_with("alerts.file "), "{e}");
     assert!(e.to_string().contains("no/such/dir/alerts.ndjson"), "{e}");
 }
+
+/// A policy's alert code and detail full of CR, LF, ESC, NUL and U+2028 cannot forge a record:
+/// syslog's STRUCTURED-DATA and MSG and the JSON lines file carry them escaped, and a
+/// receiver that splits on line ends still sees one record.
+#[test]
+fn control_characters_in_alerts_never_reach_a_sink_raw() {
+    let forged = "ok\r\n<14>1 2026-12-04T00:00:00Z forged - - - -\x1b[2J\0\u{2028}end";
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.ndjson");
+    let c = config(&format!(
+        "[alerts]\nfile = {:?}\n[[alerts.syslog]]\naddress = \"{}\"\ntransport = \"udp\"\n",
+        file.display().to_string(),
+        server.local_addr().unwrap()
+    ));
+    let alerts = Alerts::builder(&c, Path::new("."))
+        .clock(ManualClock::new(T0))
+        .build()
+        .unwrap();
+    let sent = alerts.handle(
+        &message("press-7"),
+        &outcome(vec![alert(Severity::High, forged, forged)]),
+    );
+    assert_eq!(sent.len(), 1);
+    assert!(alerts.flush());
+
+    let mut buf = [0u8; 65536];
+    let n = server.recv(&mut buf).expect("a datagram");
+    let record = std::str::from_utf8(&buf[..n]).unwrap();
+    for raw in ['\r', '\n', '\x1b', '\0', '\u{2028}'] {
+        assert!(!record.contains(raw), "{raw:?} raw in {record:?}");
+    }
+    let m = parse_5424(record);
+    assert_eq!(m.param("code"), twinguard::text::escape_controls(forged));
+    // MSG is still the event, whose JSON gives back the exact text.
+    let event: SecurityEvent = serde_json::from_str(&m.msg).unwrap();
+    assert_eq!(event.code, forged);
+
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written.lines().count(), 1, "{written:?}");
+    assert!(!written.contains('\u{2028}'), "{written:?}");
+    let event: SecurityEvent = serde_json::from_str(written.trim_end()).unwrap();
+    assert_eq!(event.detail, forged);
+}
