@@ -16,8 +16,10 @@
 //!   policy redacted) and publishes each security event on `plugin_opt_alerts_topic` besides
 //!   the `[alerts]` sinks; **quarantine** commits it to the `[quarantine]` store and denies
 //!   it (`MOSQ_ERR_ACL_DENIED`, the only refusal that does not disconnect the publisher);
-//! - it fails closed: a failed store commit, a failed allocation or a panic denies the
-//!   message and says why in the broker's log. No panic crosses into the broker.
+//! - it fails closed: a failed allocation or a panic denies the message and says why in the
+//!   broker's log; a quarantine whose store commit failed follows the judge flow's rule
+//!   (`twinguard::judge`): neither routed nor acknowledged, the publisher is disconnected
+//!   (`MOSQ_ERR_UNKNOWN`) so it sends the message again. No panic crosses into the broker.
 //!
 //! Evaluation is bounded by each policy's fuel and deadline. Hot reload: a
 //! [`twinguard::watch::Watcher`] thread recompiles changed files off the broker's thread; the

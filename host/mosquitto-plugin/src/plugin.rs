@@ -2,11 +2,9 @@
 //! does with a PUBLISH is decided here and applied by the callbacks in `lib.rs`.
 
 use std::cell::Cell;
-use std::path::Path;
 
-use twinguard::alerts::Alerts;
 use twinguard::judge::{Judge, Stored};
-use twinguard::store::{QuarantineStore, Sweeper};
+use twinguard::services::{ServiceError, Services};
 use twinguard::watch::Watcher;
 use twinguard::{error_chain as chain, FileConfig, Message, Outcome, Runtime};
 
@@ -18,7 +16,8 @@ pub struct Plugin {
     pub options: Options,
     judge: Judge,
     watcher: Option<Watcher>,
-    _retention: Option<Sweeper>,
+    /// The store, the sinks and the retention thread, held for as long as the plugin.
+    _services: Services,
     /// The watcher's counters (reloads, failures) as last reported in the broker's log.
     logged: Cell<(u64, u64)>,
 }
@@ -29,26 +28,15 @@ impl Plugin {
     pub fn open(options: Options) -> Result<Self, String> {
         let path = &options.config;
         let config = FileConfig::from_file(path).map_err(|e| chain(&e))?;
-        let Some(quarantine) = config.quarantine.clone() else {
-            return Err(format!(
-                "{}: no [quarantine] table: the plugin needs a store for the messages it \
-                 holds back (path = \"quarantine.db\")",
-                path.display()
-            ));
-        };
-        // Config::from_file has resolved both paths against the config's folder already.
-        let store = QuarantineStore::open(&quarantine.path).map_err(|e| {
-            format!(
-                "{}: [quarantine]: {} (started as root, Mosquitto runs plugins as its `user`, \
-                 `mosquitto` by default: that user must be able to write the store's folder)",
-                path.display(),
-                chain(&e)
-            )
+        let services = Services::open(&config).map_err(|e| {
+            let hint = if matches!(e, ServiceError::Store(_)) {
+                " (started as root, Mosquitto runs plugins as its `user`, `mosquitto` by \
+                 default: that user must be able to write the store's folder)"
+            } else {
+                ""
+            };
+            format!("{}: {}{hint}", path.display(), chain(&e))
         })?;
-        // Built even without an [alerts] table: its rate limiting also governs the topic.
-        let alerts =
-            Alerts::from_config(&config.alerts.clone().unwrap_or_default(), Path::new("."))
-                .map_err(|e| format!("{}: [alerts]: {}", path.display(), chain(&e)))?;
         let runtime = Runtime::new(config.runtime)
             .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
         let watcher = match options.reload {
@@ -58,18 +46,15 @@ impl Plugin {
             ),
             None => None,
         };
-        let retention = match quarantine.retention() {
-            Some(r) => Some(
-                Sweeper::start(store.clone(), r)
-                    .map_err(|e| format!("cannot start the retention thread: {e}"))?,
-            ),
-            None => None,
-        };
         Ok(Self {
             options,
-            judge: Judge::new(runtime, store, Some(alerts)),
+            judge: Judge::new(
+                runtime,
+                services.store.clone(),
+                Some(services.alerts.clone()),
+            ),
             watcher,
-            _retention: retention,
+            _services: services,
             logged: Cell::new((0, 0)),
         })
     }

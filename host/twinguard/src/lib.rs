@@ -71,6 +71,8 @@ pub mod gateway;
 pub mod judge;
 #[cfg(feature = "admin")]
 pub mod lifecycle;
+#[cfg(all(feature = "store", feature = "alerts"))]
+pub mod services;
 #[cfg(feature = "store")]
 pub mod store;
 #[cfg(feature = "tls")]

@@ -1,0 +1,63 @@
+//! What every front end sets up beside the runtime, written once: the quarantine store with
+//! its retention sweeper, and the alert sinks. `twinguard serve` and the Mosquitto plugin both
+//! open them here, so a config means the same thing to both.
+
+use std::path::Path;
+
+use crate::alerts::{Alerts, AlertsError};
+use crate::store::{QuarantineStore, StoreError, Sweeper};
+use crate::FileConfig;
+
+/// The store and the alert sinks of one config file, the store's retention applied every
+/// minute until this is dropped.
+pub struct Services {
+    /// Where quarantined messages are kept (`[quarantine]`).
+    pub store: QuarantineStore,
+    /// The alert sinks (`[alerts]`; built with the defaults when the table is absent, since its
+    /// rate limiting also governs an alerts topic).
+    pub alerts: Alerts,
+    _sweeper: Option<Sweeper>,
+}
+
+/// Why the services of a config could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The file has no `[quarantine]` table, and a front end cannot hold messages back without.
+    #[error(
+        "no [quarantine] table: a store is needed for the messages held back \
+         (path = \"quarantine.db\")"
+    )]
+    NoQuarantine,
+    /// The store could not be opened (or created).
+    #[error("[quarantine]")]
+    Store(#[source] StoreError),
+    /// An alert sink could not be set up.
+    #[error("[alerts]")]
+    Alerts(#[source] AlertsError),
+    /// The retention thread could not be started.
+    #[error("cannot start the quarantine retention thread")]
+    Sweeper(#[source] std::io::Error),
+}
+
+impl Services {
+    /// Opens the store (its paths were resolved by [`FileConfig`]), starts its retention, and
+    /// builds the alert sinks.
+    pub fn open(file: &FileConfig) -> Result<Self, ServiceError> {
+        let quarantine = file.quarantine.as_ref().ok_or(ServiceError::NoQuarantine)?;
+        let store = QuarantineStore::open(&quarantine.path).map_err(ServiceError::Store)?;
+        // FileConfig has resolved `alerts.file` already: resolving it again would double a
+        // relative path.
+        let alerts = Alerts::from_config(&file.alerts.clone().unwrap_or_default(), Path::new("."))
+            .map_err(ServiceError::Alerts)?;
+        let sweeper = match quarantine.retention() {
+            Some(r) => Some(Sweeper::start(store.clone(), r).map_err(ServiceError::Sweeper)?),
+            None => None,
+        };
+        Ok(Self {
+            store,
+            alerts,
+            _sweeper: sweeper,
+        })
+    }
+}
