@@ -5,12 +5,20 @@
 //! Messages cycle over 50 devices. For each path: throughput with the device publishing as fast as QoS 1 allows (100 in
 //! flight), and device→twin latency at a steady 1,000 messages/s (p50, p99).
 //!
+//! A last case measures the same good route (schema + pii-redact) beside a hostile one: a
+//! looping policy (deadline 20 ms) on `hostile/+/telemetry`, flooded at a steady rate from a
+//! background publisher, once with the default breaker and once with the breaker off. Each is
+//! compared with a run of the same good route without hostile traffic, in the same process.
+//!
 //! Run: `cargo bench -p twinguard --bench gateway` (needs mosquitto; `scripts/test.sh`
-//! installs it).
+//! installs it). `BENCH_ONLY=paths` runs only the table of paths, `BENCH_ONLY=hostile` only
+//! the hostile-route case; `BENCH_HOSTILE_RATE` (messages/s, default 10) and
+//! `BENCH_HOSTILE_WORKERS` (default 1) tune that case.
 
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +51,55 @@ fn payload(seq: u64, sent_ns: u64) -> Vec<u8> {
 fn sent_ns(p: &[u8]) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(p).ok()?;
     v["sent_ns"].as_u64()
+}
+
+/// The sequence number of a [`payload`]: read from its fixed prefix (cheap enough for the
+/// saturated run), or from the parsed document should a policy have reordered it.
+fn seq_of(p: &[u8]) -> Option<u64> {
+    let prefix = br#"{"seq":"#;
+    if let Some(rest) = p.strip_prefix(prefix.as_slice()) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 {
+            return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(p).ok()?;
+    v["seq"].as_u64()
+}
+
+/// Which of `0..n` arrived, duplicates (at-least-once) counted once.
+struct Arrivals {
+    seen: Vec<bool>,
+    distinct: u64,
+}
+
+impl Arrivals {
+    fn new(n: u64) -> Self {
+        Self {
+            seen: vec![false; usize::try_from(n).unwrap()],
+            distinct: 0,
+        }
+    }
+
+    /// Records `seq`; whether it is its first arrival.
+    fn first(&mut self, seq: Option<u64>) -> bool {
+        let Some(slot) = seq
+            .and_then(|s| usize::try_from(s).ok())
+            .and_then(|i| self.seen.get_mut(i))
+        else {
+            return false;
+        };
+        if *slot {
+            return false;
+        }
+        *slot = true;
+        self.distinct += 1;
+        true
+    }
+
+    fn lost(&self) -> u64 {
+        self.seen.len() as u64 - self.distinct
+    }
 }
 
 async fn client(
@@ -110,6 +167,9 @@ struct Figures {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Messages of both runs that never arrived (counted by sequence number, so a duplicate
+    /// does not hide a loss).
+    lost: u64,
 }
 
 /// Runs both loads from `topic` (device side) to the twin subscription's receiver.
@@ -132,18 +192,30 @@ async fn measure(
             .await
             .unwrap();
     }
-    let mut got = 0;
-    while got < SATURATION_MESSAGES {
+    let mut saturated = Arrivals::new(SATURATION_MESSAGES);
+    let mut last = start;
+    while saturated.distinct < SATURATION_MESSAGES {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Some(_)) => got += 1,
+            Ok(Some(p)) => {
+                if saturated.first(seq_of(&p)) {
+                    last = Instant::now();
+                }
+            }
             _ => {
-                panic!("{tag}: only {got} of {SATURATION_MESSAGES} arrived within 30 s of the last")
+                eprintln!(
+                    "{tag}: only {} of {SATURATION_MESSAGES} arrived within 30 s of the last",
+                    saturated.distinct
+                );
+                break;
             }
         }
     }
     #[allow(clippy::cast_precision_loss)]
-    let per_second = SATURATION_MESSAGES as f64 / start.elapsed().as_secs_f64();
+    let per_second = saturated.distinct as f64 / last.duration_since(start).as_secs_f64();
     eprintln!("{tag}: {per_second:.0} messages/s; paced run…");
+    // Let the gateway catch up first: what the burst left queued behind it (e.g. slow
+    // messages of another route) would otherwise land on the paced run's first messages.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Latency at a steady rate.
     let total = PACED_RATE * PACED_SECONDS;
@@ -164,17 +236,21 @@ async fn measure(
     // (latency, seq): with TG_BENCH_TAILS set, the slowest are printed with when they were
     // sent (seq = milliseconds into the paced run), to tell a periodic stall from noise.
     let mut tails = Vec::new();
-    while (latencies.len() as u64) < total {
+    let mut paced = Arrivals::new(total);
+    while paced.distinct < total {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
             Ok(Some(p)) => {
-                if let Some(s) = sent_ns(&p) {
-                    let l = now().saturating_sub(s);
+                let l = sent_ns(&p).map(|s| now().saturating_sub(s));
+                let seq = seq_of(&p);
+                if let (Some(l), true) = (l, paced.first(seq)) {
                     latencies.push(l);
-                    let v: serde_json::Value = serde_json::from_slice(&p).unwrap_or_default();
-                    tails.push((l, v["seq"].as_u64().unwrap_or(0)));
+                    tails.push((l, seq.unwrap_or(0)));
                 }
             }
-            _ => panic!("{tag}: paced run stalled at {}", latencies.len()),
+            _ => {
+                eprintln!("{tag}: paced run stalled at {} of {total}", paced.distinct);
+                break;
+            }
         }
     }
     let _ = sender.await;
@@ -195,12 +271,13 @@ async fn measure(
             clippy::cast_precision_loss
         )]
         let i = ((latencies.len() as f64 - 1.0) * q) as usize;
-        latencies[i] as f64 / 1e6
+        latencies.get(i).map_or(f64::NAN, |l| *l as f64 / 1e6)
     };
     Figures {
         per_second,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        lost: saturated.lost() + paced.lost(),
     }
 }
 
@@ -231,19 +308,61 @@ output = "twin/{{device}}/telemetry"
     FileConfig::from_toml(&text, ".").unwrap()
 }
 
-fn main() {
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = broker::Broker::start(tmp.path(), None);
-    let port = broker.port;
-    let allow = fixtures::wasm("allow-all");
-    let schema = fixtures::wasm("schema-guard");
-    let pii = fixtures::wasm("pii-redact");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let base = Instant::now();
+/// A gateway running on `rt` until [`Running::stop`].
+struct Running {
+    gateway: Arc<Gateway>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    client_id: String,
+}
 
+fn start_gateway(
+    rt: &tokio::runtime::Runtime,
+    config: FileConfig,
+    store: &std::path::Path,
+    client_id: &str,
+) -> Running {
+    let gateway_config: GatewayConfig = config.gateways[0].clone();
+    let store = QuarantineStore::open(store).unwrap();
+    let gateway = Arc::new(
+        Gateway::new(
+            Runtime::new(config.runtime).unwrap(),
+            gateway_config,
+            store,
+            None,
+        )
+        .unwrap(),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let g = Arc::clone(&gateway);
+    let task = rt.spawn(async move {
+        let _ = g
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    // Let it connect and subscribe.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
+    Running {
+        gateway,
+        stop_tx,
+        task,
+        client_id: client_id.to_owned(),
+    }
+}
+
+impl Running {
+    fn stop(self, rt: &tokio::runtime::Runtime, port: u16) {
+        let _ = self.stop_tx.send(());
+        let _ = rt.block_on(self.task);
+        rt.block_on(forget_session(port, &self.client_id));
+    }
+}
+
+/// The table of paths: Mosquitto alone, then twinguard with each chain and worker count.
+fn paths(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base: Instant) {
+    let allow = fixtures::wasm("allow-all");
     let mut rows = Vec::new();
     let direct = rt.block_on(measure(
         port,
@@ -258,12 +377,7 @@ fn main() {
         "[[policy]]\nname = \"pass\"\npath = \"{}\"\n",
         allow.display()
     );
-    let schema_pii = format!(
-        "[[policy]]\nname = \"schema\"\npath = \"{}\"\n[policy.config]\nrequired = \"/seq:integer,/readings:object\"\n\
-         [[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\nmask = \"/owner/name\"\n",
-        schema.display(),
-        pii.display()
-    );
+    let schema_pii = schema_pii();
     let cases = [
         (
             "twinguard 3.1.1, allow-all, 1 worker",
@@ -297,29 +411,9 @@ fn main() {
         ),
     ];
     for (i, (name, policies, chain, extra)) in cases.iter().enumerate() {
-        let config = gateway_config(port, chain, policies, &format!("bench-gw-{i}"), extra);
-        let gateway_config: GatewayConfig = config.gateways[0].clone();
-        let store = QuarantineStore::open(tmp.path().join(format!("q{i}.db"))).unwrap();
-        let gateway = Arc::new(
-            Gateway::new(
-                Runtime::new(config.runtime).unwrap(),
-                gateway_config,
-                store,
-                None,
-            )
-            .unwrap(),
-        );
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let g = Arc::clone(&gateway);
-        let running = rt.spawn(async move {
-            let _ = g
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-        // Let it connect and subscribe.
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
+        let client_id = format!("bench-gw-{i}");
+        let config = gateway_config(port, chain, policies, &client_id, extra);
+        let running = start_gateway(rt, config, &tmp.join(format!("q{i}.db")), &client_id);
         let f = rt.block_on(measure(
             port,
             |seq| format!("devices/d{}/telemetry", seq % DEVICES),
@@ -327,9 +421,7 @@ fn main() {
             &format!("gw{i}"),
             base,
         ));
-        let _ = stop_tx.send(());
-        let _ = rt.block_on(running);
-        rt.block_on(forget_session(port, &format!("bench-gw-{i}")));
+        running.stop(rt, port);
         rows.push((name, f));
     }
 
@@ -340,5 +432,245 @@ fn main() {
             "| {name} | {:.0} | {:.2} ms | {:.2} ms |",
             f.per_second, f.p50_ms, f.p99_ms
         );
+    }
+    for (name, f) in &rows {
+        if f.lost > 0 {
+            println!("LOST: {name}: {} messages never arrived", f.lost);
+        }
+    }
+}
+
+fn schema_pii() -> String {
+    format!(
+        "[[policy]]\nname = \"schema\"\npath = \"{}\"\n[policy.config]\nrequired = \"/seq:integer,/readings:object\"\n\
+         [[policy]]\nname = \"pii\"\npath = \"{}\"\n[policy.config]\nmask = \"/owner/name\"\n",
+        fixtures::wasm("schema-guard").display(),
+        fixtures::wasm("pii-redact").display()
+    )
+}
+
+/// Devices on the hostile route (`hostile/h{n}/telemetry`).
+const HOSTILE_DEVICES: u64 = 10;
+
+/// The good route (schema + pii-redact) beside a route whose policy loops until its 20 ms
+/// deadline. `breaker` goes into the hostile policy's table.
+fn hostile_config(port: u16, client_id: &str, workers: u64, breaker: &str) -> FileConfig {
+    let text = format!(
+        r#"{schema_pii}
+[[policy]]
+name = "hostile"
+path = "{hostile}"
+{breaker}
+[policy.config]
+mode = "loop"
+[policy.limits]
+deadline-ms = 20
+fuel = 100_000_000_000
+
+[[route]]
+filter = "devices/+/telemetry"
+chain = ["schema", "pii"]
+
+[[route]]
+filter = "hostile/+/telemetry"
+chain = ["hostile"]
+
+[gateway]
+broker = "mqtt://127.0.0.1:{port}"
+client-id = "{client_id}"
+inflight = 100
+workers = {workers}
+
+[[gateway.input]]
+filter = "devices/+/telemetry"
+template = "devices/{{device}}/telemetry"
+output = "twin/{{device}}/telemetry"
+
+[[gateway.input]]
+filter = "hostile/+/telemetry"
+template = "hostile/{{device}}/telemetry"
+output = "twin/{{device}}/telemetry"
+"#,
+        schema_pii = schema_pii(),
+        hostile = fixtures::wasm("hostile").display(),
+    );
+    FileConfig::from_toml(&text, ".").unwrap()
+}
+
+/// Publishes to the hostile route at `rate` messages/s until stopped; says how many it sent.
+fn flood(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    tag: &str,
+    rate: u64,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let (c, _) = rt.block_on(client(&format!("hostile-{tag}"), port, None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let task = rt.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sent = 0_u64;
+        while !stopped.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let topic = format!("hostile/h{}/telemetry", sent % HOSTILE_DEVICES);
+            let body = format!(r#"{{"seq":{sent},"side":"hostile"}}"#);
+            c.publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        sent
+    });
+    (stop, task)
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// The good route measured alone, then beside a flooded hostile route (default breaker, and
+/// breaker off), then alone again (to show the run's drift), each on a fresh gateway.
+fn hostile(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base: Instant) {
+    let rate = env_u64("BENCH_HOSTILE_RATE", 10);
+    let workers = env_u64("BENCH_HOSTILE_WORKERS", 1);
+    // (name, the hostile policy's breaker settings when flooded, whether to measure only once
+    // the breaker holds every hostile device)
+    let off = "breaker-threshold = 0\nbreaker-rate = 0";
+    let cases: [(&str, Option<&str>, bool); 5] = [
+        ("no hostile traffic (baseline)", None, false),
+        (
+            "flooded, default breaker, from the flood's start",
+            Some(""),
+            false,
+        ),
+        (
+            "flooded, default breaker, once it holds every hostile device",
+            Some(""),
+            true,
+        ),
+        ("flooded, breaker off", Some(off), false),
+        ("no hostile traffic (again)", None, false),
+    ];
+    let mut rows = Vec::new();
+    for (i, (name, hostile, warm)) in cases.iter().enumerate() {
+        let client_id = format!("bench-hostile-{i}");
+        let config = hostile_config(port, &client_id, workers, hostile.unwrap_or(""));
+        let store = tmp.join(format!("h{i}.db"));
+        let running = start_gateway(rt, config, &store, &client_id);
+        let stats = running.gateway.stats();
+        let tag = format!("hostile{i}");
+        let flooding = hostile.map(|_| flood(rt, port, &tag, rate));
+        if *warm {
+            // A device is held after 5 faults among its last 16 messages: after 6 messages
+            // each, every hostile device is held.
+            let end = Instant::now() + Duration::from_secs(120);
+            while stats.quarantined.load(Ordering::Relaxed) < 6 * HOSTILE_DEVICES
+                && Instant::now() < end
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let f = rt.block_on(measure(
+            port,
+            |seq| format!("devices/d{}/telemetry", seq % DEVICES),
+            "twin/#",
+            &tag,
+            base,
+        ));
+        // Hostile messages sent, and those the gateway committed to its store (all of them
+        // once it has caught up: waited for, up to a bound).
+        let (sent, quarantined) = match flooding {
+            Some((stop, task)) => {
+                stop.store(true, Ordering::Relaxed);
+                let sent = rt.block_on(task).unwrap();
+                let end = Instant::now() + Duration::from_secs(60);
+                while stats.quarantined.load(Ordering::Relaxed) < sent && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                (sent, stats.quarantined.load(Ordering::Relaxed))
+            }
+            None => (0, stats.quarantined.load(Ordering::Relaxed)),
+        };
+        // Why they were held: the policy ran into its deadline, or the breaker held it.
+        let records = QuarantineStore::open_existing(&store)
+            .and_then(|q| q.list(&Default::default()))
+            .unwrap_or_default();
+        let deadline = records
+            .iter()
+            .filter(|r| r.reason.contains("deadline"))
+            .count();
+        if !records.is_empty() {
+            eprintln!(
+                "{tag}: {} held, {deadline} by the deadline, {} by the breaker",
+                records.len(),
+                records.len() - deadline
+            );
+        }
+        running.stop(rt, port);
+        rows.push((name, f, sent, quarantined, deadline));
+    }
+
+    let (_, baseline, _, _, _) = &rows[0];
+    println!(
+        "\nGood route devices/+/telemetry (schema + pii-redact, {workers} worker(s)) beside \
+         hostile/+/telemetry (hostile `loop`, deadline 20 ms) flooded at {rate}/s over \
+         {HOSTILE_DEVICES} devices"
+    );
+    println!(
+        "\n| good route | messages/s (QoS 1, 100 in flight) | p50 at {PACED_RATE}/s | p99 at {PACED_RATE}/s | \
+         throughput vs baseline | p99 vs baseline | good lost | hostile sent / quarantined (by the deadline) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, f, sent, quarantined, deadline) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2}× | {:.2}× | {} | {sent} / {quarantined} ({deadline}) |",
+            f.per_second,
+            f.p50_ms,
+            f.p99_ms,
+            f.per_second / baseline.per_second,
+            f.p99_ms / baseline.p99_ms,
+            f.lost,
+        );
+    }
+    for (name, f, _, _, _) in rows.iter().skip(1) {
+        let slower = baseline.per_second / f.per_second;
+        let p99 = f.p99_ms / baseline.p99_ms;
+        let met = slower <= 2.0 && p99 <= 2.0 && f.lost == 0;
+        println!(
+            "{name}: throughput {slower:.2}× slower, p99 {p99:.2}× the baseline, {} lost: target (within 2×, none lost) {}",
+            f.lost,
+            if met { "met" } else { "NOT met" }
+        );
+    }
+}
+
+fn main() {
+    let only = std::env::var("BENCH_ONLY").ok();
+    let (run_paths, run_hostile) = match only.as_deref() {
+        None | Some("") => (true, true),
+        Some("paths") => (true, false),
+        Some("hostile") => (false, true),
+        Some(other) => panic!("BENCH_ONLY={other}: expected `paths` or `hostile`"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = broker::Broker::start(tmp.path(), None);
+    let port = broker.port;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = Instant::now();
+    if run_paths {
+        paths(&rt, port, tmp.path(), base);
+    }
+    if run_hostile {
+        hostile(&rt, port, tmp.path(), base);
     }
 }

@@ -1,13 +1,17 @@
 //! `twinguard serve --config F`: the MQTT gateway between device topics and twin topics.
+//! Edits of the config or a policy file, and SIGHUP, reload the policies and routes (edits of
+//! the service tables are named as waiting for a restart); SIGTERM and SIGINT stop it cleanly,
+//! with its counters.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use twinguard::alerts::Alerts;
 use twinguard::gateway::{self, Gateway};
-use twinguard::store::{QuarantineStore, Sweeper};
+use twinguard::services::Services;
+use twinguard::watch::Watcher;
 use twinguard::{FileConfig, Runtime};
 
 /// Arguments of `serve`.
@@ -27,48 +31,45 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             args.config.display()
         );
     }
-    let Some(quarantine) = config.quarantine.clone() else {
-        bail!(
-            "{}: no [quarantine] table: serve needs a store for what it holds back (path = \"quarantine.db\")",
-            args.config.display()
-        );
-    };
-    // FileConfig::from_file has already made it relative to the config file's folder.
-    let store_path = quarantine.path.clone();
-    let store = QuarantineStore::open(&store_path)
-        .with_context(|| format!("quarantine store {}", store_path.display()))?;
-    // Built even without an [alerts] table: its rate limiting also governs the alerts topic.
-    let alerts_config = config.alerts.clone().unwrap_or_default();
-    // FileConfig::from_file has resolved `alerts.file` already; resolving it again against the
-    // config's folder doubled a relative one (examples/examples/alerts.ndjson).
-    let alerts = Alerts::from_config(&alerts_config, Path::new(".")).context("alert sinks")?;
+    // The store (with its retention) and the alert sinks, as every front end opens them; the
+    // sinks are built even without an [alerts] table: their rate limiting also governs the
+    // alerts topic.
+    let services = Services::open(&config).with_context(|| args.config.display().to_string())?;
     let admin = config.admin.clone();
-    let runtime = Runtime::new(config.runtime)?;
+    let runtime = Runtime::new(config.runtime.clone())?;
     // Edits to the config file or to a policy file take effect on their own (debounced; a
-    // broken edit keeps the last good generation).
-    let _watcher = twinguard::watch::Watcher::spawn(
-        runtime.clone(),
-        &args.config,
-        std::time::Duration::from_secs(1),
-    )
-    .context("config watcher")?;
+    // broken edit keeps the last good generation), and on SIGHUP. Edits of the service tables
+    // are warned about: they take effect after a restart.
+    let watcher = Arc::new(
+        Watcher::spawn_from(
+            runtime.clone(),
+            &args.config,
+            &config,
+            std::time::Duration::from_secs(1),
+        )
+        .context("config watcher")?,
+    );
     // One runtime, store and set of alert sinks for every broker: policy state is per
     // device, wherever the device's messages come from.
     let gateways = gateway_configs
         .into_iter()
-        .map(|g| Gateway::new(runtime.clone(), g, store.clone(), Some(alerts.clone())))
+        .map(|g| {
+            Gateway::new(
+                runtime.clone(),
+                g,
+                services.store.clone(),
+                Some(services.alerts.clone()),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
-
-    let _sweeper = match quarantine.retention() {
-        Some(r) => Some(Sweeper::start(store, r).context("quarantine retention thread")?),
-        None => None,
-    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let result = rt.block_on(async {
+        // Installed before the gateways connect: from then on SIGHUP reloads, never kills.
+        let _reloader = AbortOnDrop(reload_on_sighup(Arc::clone(&watcher), &args.config)?);
         let admin_task = match &admin {
             Some(a) => {
                 let lifecycle = twinguard::lifecycle::Lifecycle::new(
@@ -93,7 +94,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         anyhow::Ok(r)
     });
-    alerts.flush();
+    services.alerts.flush();
     for g in &gateways {
         let stats = g.stats();
         eprintln!(
@@ -108,6 +109,38 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     result??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP reloads the config and the policies, as the file watcher does (a broken file keeps
+/// the last good generation; service tables wait for a restart), as Mosquitto users expect.
+#[cfg(unix)]
+fn reload_on_sighup(watcher: Arc<Watcher>, config: &Path) -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let config = config.display().to_string();
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(config = %config, "SIGHUP: reloading the config and its policies");
+            let watcher = Arc::clone(&watcher);
+            // The watcher logs the outcome: the new generation, or why the last good one stays.
+            let _ = tokio::task::spawn_blocking(move || watcher.reload("SIGHUP")).await;
+        }
+    }))
+}
+
+/// No SIGHUP here: nothing to handle.
+#[cfg(not(unix))]
+fn reload_on_sighup(_watcher: Arc<Watcher>, _config: &Path) -> Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async {}))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,8 @@
 //! `twinguard serve` against a real Mosquitto: outcomes on the twin topics, the quarantine
 //! store and every alert sink; no loss across a broker restart or a `kill -9` of twinguard;
-//! shared subscriptions; TLS with client certificates, and its refusals.
+//! shared subscriptions and their warning; oversized messages held, not looping; SIGHUP
+//! reloads; service-table edits named as waiting for a restart; TLS with client
+//! certificates, and its refusals.
 
 use twinguard_fixtures::broker;
 
@@ -68,7 +70,7 @@ client-id = "{client_id}"
 alerts-topic = "twinguard/alerts"
 {extra}
 [[gateway.input]]
-filter = "$share/tg/devices/+/telemetry"
+filter = "devices/+/telemetry"
 template = "devices/{{device}}/telemetry"
 output = "twin/{{device}}/telemetry"
 
@@ -144,6 +146,34 @@ impl Serve {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// Waits for a line that contains every one of `needles`.
+    fn wait_for_line(&self, needles: &[&str], within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends `signal` (a `kill` option such as `-HUP`).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
@@ -184,7 +214,9 @@ impl Peer {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5))
             .set_clean_session(!persistent)
-            .set_inflight(100);
+            .set_inflight(100)
+            // Room for the oversized messages some tests publish.
+            .set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut eventloop) = AsyncClient::new(o, 1000);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -444,9 +476,10 @@ fn all_four_outcomes_reach_the_twin_the_store_and_every_sink() {
     broker.stop();
 }
 
-/// Publishes `n` messages with sequence numbers; every tenth breaks the schema (quarantined).
-fn stream(device: &Peer, n: u64) {
-    for seq in 1..=n {
+/// Publishes messages with the sequence numbers `seqs`; every tenth breaks the schema
+/// (quarantined).
+fn stream(device: &Peer, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
         let payload = if seq % 10 == 0 {
             format!(r#"{{"seq":"{seq}","bad":true}}"#)
         } else {
@@ -477,7 +510,7 @@ fn kill_9_mid_stream(extra: &str) {
     } = rig_with(&s, "tg-crash", true, extra);
     let device = Peer::connect("d-crash", broker.port, &[], true);
     let n = 600;
-    stream(&device, n);
+    stream(&device, 1..=n);
     // Kill as soon as the twin has seen a little: the rest is in flight or queued.
     let seen = twin.collect(Duration::from_secs(20), |g| g.len() >= 50);
     assert!(seen.len() >= 50);
@@ -535,6 +568,10 @@ fn assert_nothing_lost(
     }
 }
 
+/// With the default configuration (a plain filter: the broker queues for the gateway's
+/// persistent session), including messages published while the broker is down, which reach
+/// it when the device reconnects, maybe before the gateway does (a `$share` filter loses
+/// those: Mosquitto queues nothing for a disconnected member of a shared subscription).
 #[test]
 fn broker_restart_mid_stream_loses_nothing() {
     let (_tmp, s) = setup();
@@ -544,11 +581,18 @@ fn broker_restart_mid_stream_loses_nothing() {
         twin,
         serve,
     } = rig(&s, "tg-restart", true);
+    assert!(
+        !serve.text().contains("$share"),
+        "the default filter is plain: {}",
+        serve.text()
+    );
     let device = Peer::connect("d-restart", broker.port, &[], true);
     let n = 400;
-    stream(&device, n);
+    stream(&device, 1..=n - 50);
     let seen = twin.collect(Duration::from_secs(20), |g| g.len() >= 50);
     broker.stop();
+    // Queued by the device's client, sent when it reconnects.
+    stream(&device, n - 49..=n);
     std::thread::sleep(Duration::from_millis(500));
     broker.restart();
     let already: BTreeSet<u64> = seen.iter().filter_map(|(_, p)| seq_of(p)).collect();
@@ -560,12 +604,66 @@ fn broker_restart_mid_stream_loses_nothing() {
     );
 }
 
+/// Rewrites the written config's input filter as a shared subscription.
+fn share(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        config,
+        text.replace(
+            "filter = \"devices/+/telemetry\"\ntemplate",
+            "filter = \"$share/tg/devices/+/telemetry\"\ntemplate",
+        ),
+    )
+    .unwrap();
+}
+
+/// What `serve` says at start about an input with a `$share` filter.
+const SHARE_WARNING: &str = "loses messages published while the broker restarts and the \
+                             gateway reconnects";
+
+#[test]
+fn a_share_filter_is_warned_about_at_start() {
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let plain = write_config(&s, "plain.toml", &url, "tg-plain", "");
+    let serve = Serve::start(&plain);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let text = serve.stop();
+    assert!(!text.contains(SHARE_WARNING), "{text}");
+
+    let shared = write_config(&s, "shared.toml", &url, "tg-shared", "");
+    share(&shared);
+    let serve = Serve::start(&shared);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let text = serve.stop();
+    let warning = text
+        .lines()
+        .find(|l| l.contains(SHARE_WARNING))
+        .unwrap_or_else(|| panic!("no warning about the $share filter: {text}"));
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("$share/tg/devices/+/telemetry")
+            && warning.contains("several gateways split the load"),
+        "{warning}"
+    );
+}
+
 #[test]
 fn two_gateways_split_a_shared_subscription() {
     let (_tmp, s) = setup();
     let broker = Broker::start(&s.dir, None);
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let a = write_config(&s, "a.toml", &url, "tg-a", "");
+    share(&a);
     // The second gateway has its own store: each keeps what it quarantines.
     let b = s.dir.join("b.toml");
     std::fs::write(
@@ -1280,4 +1378,212 @@ fn a_failed_store_write_is_delivered_again_not_lost() {
         .collect(Duration::from_secs(60), |got| !got.is_empty());
     let seqs: Vec<_> = got.iter().map(|(_, p)| seq_of(p)).collect();
     assert_eq!(seqs, [Some(1)], "{got:?}");
+}
+
+/// A JSON message of exactly `size` bytes with `/seq` = `seq`: valid, so only its size can
+/// hold it back.
+fn padded(seq: u64, size: usize) -> Vec<u8> {
+    let head = format!(r#"{{"seq":{seq},"pad":""#);
+    let mut payload = head.into_bytes();
+    payload.resize(size - 2, b'x');
+    payload.extend_from_slice(br#""}"#);
+    payload
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A message over `max-message-bytes` (`limit`) between good ones: the good ones reach the
+/// twin, the big one is held once (truncated, with its size, the limit and its digest in the
+/// reason) and acknowledged, and the connection never breaks over it.
+fn oversized_is_held_and_the_flow_goes_on(id: &str, extra: &str, size: usize, limit: usize) {
+    let (_tmp, s) = setup();
+    let rig = rig_with(&s, id, false, extra);
+    let device = Peer::connect(&format!("{id}-dev"), rig.broker.port, &[], false);
+    let topic = "devices/d1/telemetry";
+    let big = padded(2, size);
+    device.publish(topic, br#"{"seq":1}"#.to_vec());
+    device.publish(topic, big.clone());
+    device.publish(topic, br#"{"seq":3}"#.to_vec());
+    device.publish(topic, br#"{"seq":4}"#.to_vec());
+
+    let got = rig.twin.collect(Duration::from_secs(60), |g| g.len() >= 3);
+    let seqs: Vec<_> = got.iter().map(|(_, p)| seq_of(p)).collect();
+    assert_eq!(seqs, [Some(1), Some(3), Some(4)], "{}", rig.serve.text());
+
+    // Judged in order on the device's worker: the big one was settled before seq 3.
+    let records = held(&s.store, 1);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(r.device_id, "d1");
+    assert_eq!(r.topic, topic);
+    assert!(
+        r.reason.contains(&format!("message of {size} bytes"))
+            && r.reason
+                .contains(&format!("gateway.max-message-bytes = {limit}"))
+            && r.reason.contains(&sha256_hex(&big)),
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.payload, big[..limit], "kept truncated to the limit");
+    assert_eq!(r.destination, None, "a truncated record is never released");
+
+    let text = rig.serve.stop();
+    assert!(!text.contains("connection lost"), "{text}");
+    assert!(text.contains("forwarded 3, quarantined 1"), "{text}");
+    // Acknowledged: not delivered again, so held once only.
+    assert_eq!(held(&s.store, 1).len(), 1);
+}
+
+#[test]
+fn an_oversized_message_is_held_and_the_flow_goes_on() {
+    oversized_is_held_and_the_flow_goes_on("tg-big", "", 2_000_000, 1 << 20);
+}
+
+/// MQTT 5: the client no longer advertises a Maximum Packet Size the broker would drop the
+/// message over, silently.
+#[test]
+fn an_oversized_message_is_held_and_the_flow_goes_on_over_mqtt5() {
+    oversized_is_held_and_the_flow_goes_on("tg-big5", "protocol = \"5\"\n", 2_000_000, 1 << 20);
+}
+
+#[test]
+fn max_message_bytes_sets_the_limit() {
+    oversized_is_held_and_the_flow_goes_on("tg-limit", "max-message-bytes = 4096\n", 10_000, 4096);
+}
+
+/// SIGHUP reloads the config and its policies (a broken file keeps the last good generation)
+/// and `serve` goes on; SIGTERM then stops it with its summary.
+#[test]
+fn sighup_reloads_and_serve_keeps_running() {
+    let (_tmp, s) = setup();
+    let Rig {
+        broker,
+        config,
+        twin,
+        mut serve,
+    } = rig(&s, "tg-hup", false);
+    let device = Peer::connect("d-hup", broker.port, &[], false);
+    let forwards = |serve: &Serve, seq: u64| {
+        device.publish(
+            "devices/d1/telemetry",
+            format!(r#"{{"seq":{seq}}}"#).into_bytes(),
+        );
+        let got = twin.collect(Duration::from_secs(30), |g| !g.is_empty());
+        assert_eq!(
+            got.iter().map(|(_, p)| seq_of(p)).collect::<Vec<_>>(),
+            [Some(seq)],
+            "{}",
+            serve.text()
+        );
+    };
+
+    serve.signal("-HUP");
+    assert!(
+        serve.wait_for_line(
+            &["policies reloaded", "SIGHUP", "generation"],
+            Duration::from_secs(30)
+        ),
+        "{}",
+        serve.text()
+    );
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "{}",
+        serve.text()
+    );
+    forwards(&serve, 1);
+
+    // A broken file: the reload fails, said so, and the last good generation keeps serving.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replacen("[[route]]", "[[route]\n", 1)).unwrap();
+    serve.signal("-HUP");
+    assert!(
+        serve.wait_for("reload on SIGHUP failed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "{}",
+        serve.text()
+    );
+    forwards(&serve, 2);
+
+    serve.signal("-TERM");
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", serve.text());
+    assert!(
+        serve.wait_for("stopped; received 2, forwarded 2", Duration::from_secs(10)),
+        "{}",
+        serve.text()
+    );
+}
+
+/// Edits of `[gateway]` and `[alerts]` are named as waiting for a restart, while an edit of a
+/// policy in the same save still takes effect.
+#[test]
+fn service_table_edits_are_named_and_wait_for_a_restart() {
+    let (_tmp, s) = setup();
+    let Rig {
+        broker,
+        config,
+        twin,
+        serve,
+    } = rig(&s, "tg-tables", false);
+    let device = Peer::connect("d-tables", broker.port, &[], false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited = text
+        .replacen(
+            "alerts-topic = \"twinguard/alerts\"",
+            "alerts-topic = \"twinguard/other-alerts\"",
+            1,
+        )
+        .replacen("dedup-window-ms = 0", "dedup-window-ms = 5000", 1)
+        .replacen(
+            "mask = \"/owner/name\"",
+            "mask = \"/owner/name\"\nmask-with = \"###\"",
+            1,
+        );
+    assert_ne!(text, edited);
+    std::fs::write(&config, edited).unwrap();
+    assert!(
+        serve.wait_for_line(
+            &["[gateway], [alerts] changed: takes effect after a restart"],
+            Duration::from_secs(30)
+        ),
+        "{}",
+        serve.text()
+    );
+    assert!(
+        !serve.text().contains("[quarantine]"),
+        "only the edited tables are named: {}",
+        serve.text()
+    );
+    // The policy edit of the same save is applied.
+    let mut seq = 0;
+    let end = Instant::now() + Duration::from_secs(30);
+    let name = loop {
+        seq += 1;
+        device.publish(
+            "devices/d1/telemetry",
+            json!({"seq": seq, "owner": {"name": "Ada"}})
+                .to_string()
+                .into_bytes(),
+        );
+        let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
+        let v: Value = serde_json::from_slice(&got.first().expect("nothing forwarded").1).unwrap();
+        let name = v["owner"]["name"].as_str().unwrap_or_default().to_owned();
+        if name == "###" || Instant::now() > end {
+            break name;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(name, "###", "{}", serve.text());
+    drop(serve);
 }

@@ -5,5 +5,6 @@ mod admin;
 mod cli;
 mod demo;
 mod gateway;
+mod isolation;
 mod quarantine;
 mod signing;

@@ -23,11 +23,11 @@ use crate::TopicFilter;
 /// cert = "twinguard.pem"
 /// key = "twinguard.key"
 /// [[gateway.input]]
-/// filter = "$share/twinguard/devices/+/telemetry"
+/// filter = "devices/+/telemetry"
 /// template = "devices/{device}/telemetry"
 /// output = "twin/{device}/telemetry"
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The name quarantined records carry, so that a release goes back to the broker the
@@ -56,6 +56,13 @@ pub struct GatewayConfig {
     /// only when its outcome is durable, so this also bounds what the broker keeps unacked.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
+    /// The largest payload, in bytes, a message may have to be judged (default 1 MiB). A
+    /// message over it is quarantined without evaluation (its first `max-message-bytes` bytes
+    /// are kept, with the size and SHA-256 of the whole in the reason) and acknowledged, and
+    /// the flow goes on. The gateway reads packets up to MQTT's own maximum, so a big message
+    /// never breaks the connection; the broker's `message_size_limit` bounds what it may send.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// Topic where each security event is published as JSON (QoS 1); none when unset.
     pub alerts_topic: Option<String>,
     /// TLS settings, required by an `mqtts://` broker.
@@ -97,8 +104,15 @@ fn default_inflight() -> u16 {
     64
 }
 
+/// 1 MiB: what the gateway accepted before the limit was a key (rumqttc's packet limit).
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
 /// TLS towards the broker: hostname verification is always on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA(s) that sign the broker's certificate.
@@ -110,10 +124,14 @@ pub struct TlsConfig {
 }
 
 /// One input: a subscription, how its topics name the device, and the output topic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct InputConfig {
-    /// MQTT filter to subscribe to, `$share/<group>/…` allowed.
+    /// MQTT filter to subscribe to. A plain filter (the default to use) loses nothing: the
+    /// broker queues its messages on the gateway's persistent session while it is away.
+    /// `$share/<group>/…` lets several gateways split the load, but loses the messages
+    /// published while the broker restarts and the gateway reconnects (Mosquitto queues
+    /// nothing for a disconnected member of a shared subscription); `serve` warns at start.
     pub filter: String,
     /// Template of the topics it delivers; `{device}` is the device identity.
     pub template: String,
@@ -147,6 +165,15 @@ pub struct Input {
     pub content_type: ContentType,
     /// The user property that names the device, when the topic does not.
     pub device_property: Option<String>,
+}
+
+impl Input {
+    /// Whether the subscription is shared (`$share/<group>/…`): several gateways split the
+    /// load, and messages published while the broker restarts and the gateway reconnects are
+    /// lost.
+    pub fn is_shared(&self) -> bool {
+        self.filter != strip_share(&self.filter)
+    }
 }
 
 /// Where the broker is.
@@ -196,6 +223,9 @@ impl GatewayConfig {
         }
         if self.inflight == 0 {
             return Err("gateway.inflight must be at least 1".into());
+        }
+        if self.max_message_bytes == 0 {
+            return Err("gateway.max-message-bytes must be at least 1".into());
         }
         let mut inputs = Vec::new();
         for (i, input) in self.inputs.iter().enumerate() {
@@ -354,6 +384,47 @@ mod tests {
         g.inputs[0].output = "twin/x".into();
         assert!(g.validate().unwrap_err().contains("no {device}"));
         assert!(config("bogus = 1").unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn max_message_bytes_defaults_to_1_mib_and_is_at_least_1() {
+        let g = config("").unwrap();
+        assert_eq!(g.max_message_bytes, 1 << 20);
+        assert_eq!(
+            config("max-message-bytes = 4096")
+                .unwrap()
+                .max_message_bytes,
+            4096
+        );
+        let err = config("max-message-bytes = 0")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("gateway.max-message-bytes"), "{err}");
+    }
+
+    #[test]
+    fn shared_inputs_are_told_apart() {
+        let mut g = config("").unwrap();
+        assert!(g.validate().unwrap().1[0].is_shared());
+        g.inputs[0].filter = "devices/+/telemetry".into();
+        assert!(!g.validate().unwrap().1[0].is_shared());
+    }
+
+    /// The example configuration is lossless across a broker restart: no `$share` input.
+    #[test]
+    fn the_example_config_uses_plain_filters() {
+        let file = crate::FileConfig::from_toml(
+            include_str!("../../../../examples/serve.toml"),
+            "../../examples",
+        )
+        .unwrap();
+        for g in &file.gateways {
+            let (_, inputs) = g.validate().unwrap();
+            assert!(inputs.iter().all(|i| !i.is_shared()), "{inputs:?}");
+            assert_eq!(g.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        }
+        assert!(!file.gateways.is_empty());
     }
 
     #[test]

@@ -142,6 +142,16 @@ impl Gateway {
             .validate()
             .map_err(|e| GatewayError::Config(e.into()))?;
         let tls = tls_of(&config)?;
+        for input in inputs.iter().filter(|i| i.is_shared()) {
+            tracing::warn!(
+                gateway = %config.name(),
+                filter = %input.filter,
+                "a $share filter: several gateways split the load; loses messages published \
+                 while the broker restarts and the gateway reconnects (the broker queues \
+                 nothing for a disconnected member of a shared subscription); use a plain \
+                 filter where nothing may be lost"
+            );
+        }
         // Records carry the gateway's name: where a release or replay publishes them again.
         let judge = Judge::new(runtime, store, alerts).with_source(config.name());
         Ok(Self {
@@ -369,6 +379,7 @@ impl Gateway {
         Worker {
             judge: self.judge.clone(),
             alerts_topic: self.config.alerts_topic.clone(),
+            max_message_bytes: self.config.max_message_bytes,
             stats: Arc::clone(&self.stats),
         }
     }
@@ -535,6 +546,8 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 struct Worker {
     judge: Judge,
     alerts_topic: Option<String>,
+    /// `max-message-bytes`: a larger payload is held back unjudged.
+    max_message_bytes: usize,
     stats: Arc<GatewayStats>,
 }
 
@@ -594,7 +607,21 @@ async fn judge(
     out: &mpsc::Sender<Out>,
     acks: &mpsc::UnboundedSender<(u64, Received)>,
 ) -> Result<(), Teardown> {
-    let Job { seq, input, route } = job;
+    let Job {
+        seq,
+        mut input,
+        route,
+    } = job;
+    if input.payload().len() > w.max_message_bytes {
+        let (message, reason) = oversized(w.max_message_bytes, &input, &route);
+        // Its bytes are not needed for the acknowledgement, which may wait for those before it.
+        input.drop_payload();
+        tracing::warn!(device = %message.device_id, topic = %message.topic, "{reason}; quarantined");
+        // No destination: the record holds a truncated payload, which must never be released
+        // to a twin as if it were the message.
+        settle(w, message, Some(reason), None).await?;
+        return acks.send((seq, input)).map_err(|_| Teardown);
+    }
     let topic = input.topic().into_owned();
     let (message, destination) = match &route {
         Ok(route) => (
@@ -658,6 +685,36 @@ async fn judge(
         }
         _ => acks.send((seq, input)).map_err(|_| Teardown),
     }
+}
+
+/// A message over `max-message-bytes`, as it is held back: its first `limit` bytes (a record
+/// never holds more than the gateway would judge), as binary, with a reason that names its
+/// size, the limit, the SHA-256 of the whole payload and where it was going.
+fn oversized(limit: usize, input: &Received, route: &Result<Route, String>) -> (Message, String) {
+    use sha2::{Digest, Sha256};
+    let payload = input.payload();
+    let digest = hex::encode(Sha256::digest(payload));
+    let (device, going) = match route {
+        Ok(r) => (
+            r.device.clone(),
+            format!(" (its twin topic: {:?})", r.destination),
+        ),
+        Err(_) => (String::new(), String::new()),
+    };
+    let reason = format!(
+        "gateway: message of {} bytes exceeds gateway.max-message-bytes = {limit}: not judged; \
+         stored truncated to its first {limit} bytes, sha256 of the whole {digest}, so it \
+         cannot be released{going}",
+        payload.len()
+    );
+    let mut message = Message::new(
+        device,
+        input.topic().into_owned(),
+        ContentType::Binary,
+        payload[..limit].to_vec(),
+    );
+    message.attributes = input.user_properties().to_vec();
+    (message, reason)
 }
 
 /// Runs the judge flow on the blocking pool (a policy may run up to its deadline, and the

@@ -46,8 +46,13 @@ pub(super) struct Settings<'a> {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// Payloads up to 1 MiB each way; schema policies bound them further.
-const MAX_PACKET: usize = 1 << 20;
+/// MQTT's own largest packet: the most a remaining length can say (268,435,455) plus the
+/// fixed header's five bytes. The client takes packets up to it either way, so a big message
+/// is read and judged (the gateway's `max-message-bytes` quarantines it) instead of breaking
+/// the connection (3.1.1: the client's limit dropped it, reconnected and met it again, forever)
+/// or being silently discarded by the broker (MQTT 5: it honours the Maximum Packet Size the
+/// client advertises).
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Opens (lazily: the first poll connects) a client and its event loop.
 pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
@@ -62,7 +67,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
                 .set_clean_session(!s.persistent)
                 .set_manual_acks(s.persistent)
                 .set_inflight(s.inflight)
-                .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+                .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
             if let Some((u, p)) = s.credentials {
                 o.set_credentials(u, p);
             }
@@ -80,7 +85,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
                 .set_manual_acks(s.persistent)
                 .set_outgoing_inflight_upper_limit(s.inflight)
                 .set_receive_maximum(Some(s.inflight))
-                .set_max_packet_size(Some(MAX_PACKET as u32))
+                .set_max_packet_size(Some(MQTT_MAX_PACKET as u32))
                 .set_network_options(network_options());
             if s.persistent {
                 o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
@@ -126,6 +131,15 @@ impl Received {
         match self {
             Self::V4(p) => &p.payload,
             Self::V5(p) => &p.payload,
+        }
+    }
+
+    /// Frees the payload, keeping what an acknowledgement needs (an oversized message waits
+    /// for its turn to be acknowledged without holding its bytes).
+    pub fn drop_payload(&mut self) {
+        match self {
+            Self::V4(p) => p.payload = Default::default(),
+            Self::V5(p) => p.payload = Default::default(),
         }
     }
 
