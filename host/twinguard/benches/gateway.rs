@@ -13,7 +13,11 @@
 //! Run: `cargo bench -p twinguard --bench gateway` (needs mosquitto; `scripts/test.sh`
 //! installs it). `BENCH_ONLY=paths` runs only the table of paths, `BENCH_ONLY=hostile` only
 //! the hostile-route case; `BENCH_HOSTILE_RATE` (messages/s, default 10) and
-//! `BENCH_HOSTILE_WORKERS` (default 1) tune that case.
+//! `BENCH_HOSTILE_WORKERS` (default 1) tune that case, and `BENCH_HOSTILE_MODE` (default
+//! `loop`) swaps the hostile guest's mode, e.g. `allow` or `probe-file` (a cheap quarantine),
+//! to tell the cost of the policy from the cost of what happens to its messages.
+//! `BENCH_NODELAY=1` starts the broker with `set_tcp_nodelay true` (Mosquitto's default is
+//! false: Nagle on its sends), for every case.
 
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker;
@@ -453,7 +457,9 @@ fn schema_pii() -> String {
 const HOSTILE_DEVICES: u64 = 10;
 
 /// The good route (schema + pii-redact) beside a route whose policy loops until its 20 ms
-/// deadline. `breaker` goes into the hostile policy's table.
+/// deadline (or does what `BENCH_HOSTILE_MODE` says). `breaker` goes into the hostile policy's
+/// table. Its output topic is one nobody reads: were a hostile message ever forwarded, it could
+/// not pass for a good one on the twin (the gateway's counters show it instead).
 fn hostile_config(port: u16, client_id: &str, workers: u64, breaker: &str) -> FileConfig {
     let text = format!(
         r#"{schema_pii}
@@ -462,7 +468,7 @@ name = "hostile"
 path = "{hostile}"
 {breaker}
 [policy.config]
-mode = "loop"
+mode = "{mode}"
 [policy.limits]
 deadline-ms = 20
 fuel = 100_000_000_000
@@ -489,10 +495,11 @@ output = "twin/{{device}}/telemetry"
 [[gateway.input]]
 filter = "hostile/+/telemetry"
 template = "hostile/{{device}}/telemetry"
-output = "twin/{{device}}/telemetry"
+output = "held/{{device}}/telemetry"
 "#,
         schema_pii = schema_pii(),
         hostile = fixtures::wasm("hostile").display(),
+        mode = std::env::var("BENCH_HOSTILE_MODE").unwrap_or_else(|_| "loop".into()),
     );
     FileConfig::from_toml(&text, ".").unwrap()
 }
@@ -514,7 +521,10 @@ fn flood(
         while !stopped.load(Ordering::Relaxed) {
             tick.tick().await;
             let topic = format!("hostile/h{}/telemetry", sent % HOSTILE_DEVICES);
-            let body = format!(r#"{{"seq":{sent},"side":"hostile"}}"#);
+            let sent_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let body = format!(r#"{{"seq":{sent},"side":"hostile","sent_ms":{sent_ms}}}"#);
             c.publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
                 .await
                 .unwrap();
@@ -568,12 +578,13 @@ fn hostile(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
         let tag = format!("hostile{i}");
         let flooding = hostile.map(|_| flood(rt, port, &tag, rate));
         if *warm {
-            // A device is held after 5 faults among its last 16 messages: after 6 messages
-            // each, every hostile device is held.
+            // A device is held after 5 faults among its last 16 messages: once 6 messages of
+            // each have been judged, every hostile device is held.
             let end = Instant::now() + Duration::from_secs(120);
-            while stats.quarantined.load(Ordering::Relaxed) < 6 * HOSTILE_DEVICES
-                && Instant::now() < end
-            {
+            let judged = || {
+                stats.quarantined.load(Ordering::Relaxed) + stats.forwarded.load(Ordering::Relaxed)
+            };
+            while judged() < 6 * HOSTILE_DEVICES && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -598,39 +609,73 @@ fn hostile(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
             }
             None => (0, stats.quarantined.load(Ordering::Relaxed)),
         };
-        // Why they were held: the policy ran into its deadline, or the breaker held it.
+        // Why they were held: the policy ran into its deadline, or its breaker held them
+        // without running it (or, in another BENCH_HOSTILE_MODE, the policy's own verdict).
         let records = QuarantineStore::open_existing(&store)
             .and_then(|q| q.list(&Default::default()))
             .unwrap_or_default();
-        let deadline = records
-            .iter()
-            .filter(|r| r.reason.contains("deadline"))
-            .count();
+        let count = |what: &[&str]| {
+            records
+                .iter()
+                .filter(|r| what.iter().any(|w| r.reason.contains(w)))
+                .count()
+        };
+        // Where a hostile message's time went, from the store's records: publish → the gateway
+        // has it (`received_at_ms`), → judged (`stored_at_ms`, taken before the commit).
         if !records.is_empty() {
+            let mut delivery = Vec::new();
+            let mut judging = Vec::new();
+            for r in &records {
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap_or_default();
+                if let Some(sent) = v["sent_ms"].as_u64() {
+                    delivery.push(r.received_at_ms.saturating_sub(sent));
+                }
+                judging.push(r.stored_at_ms.saturating_sub(r.received_at_ms));
+            }
+            delivery.sort_unstable();
+            judging.sort_unstable();
+            let at = |v: &[u64], q: f64| {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss
+                )]
+                v.get(((v.len() as f64 - 1.0) * q) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
             eprintln!(
-                "{tag}: {} held, {deadline} by the deadline, {} by the breaker",
-                records.len(),
-                records.len() - deadline
+                "{tag}: hostile publish → gateway p50 {} ms p99 {} ms max {} ms; judged in p50 {} ms p99 {} ms",
+                at(&delivery, 0.5),
+                at(&delivery, 0.99),
+                at(&delivery, 1.0),
+                at(&judging, 0.5),
+                at(&judging, 0.99)
             );
         }
+        let why = (
+            count(&["deadline exceeded"]),
+            count(&["device held", "circuit breaker open"]),
+        );
         running.stop(rt, port);
-        rows.push((name, f, sent, quarantined, deadline));
+        rows.push((name, f, sent, quarantined, why));
     }
 
     let (_, baseline, _, _, _) = &rows[0];
     println!(
         "\nGood route devices/+/telemetry (schema + pii-redact, {workers} worker(s)) beside \
-         hostile/+/telemetry (hostile `loop`, deadline 20 ms) flooded at {rate}/s over \
-         {HOSTILE_DEVICES} devices"
+         hostile/+/telemetry (hostile `{mode}`, deadline 20 ms) flooded at {rate}/s over \
+         {HOSTILE_DEVICES} devices",
+        mode = std::env::var("BENCH_HOSTILE_MODE").unwrap_or_else(|_| "loop".into()),
     );
     println!(
         "\n| good route | messages/s (QoS 1, 100 in flight) | p50 at {PACED_RATE}/s | p99 at {PACED_RATE}/s | \
-         throughput vs baseline | p99 vs baseline | good lost | hostile sent / quarantined (by the deadline) |"
+         throughput vs baseline | p99 vs baseline | good lost | hostile sent / quarantined (deadline / breaker) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (name, f, sent, quarantined, deadline) in &rows {
+    for (name, f, sent, quarantined, (deadline, breaker)) in &rows {
         println!(
-            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2}× | {:.2}× | {} | {sent} / {quarantined} ({deadline}) |",
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2}× | {:.2}× | {} | {sent} / {quarantined} ({deadline} / {breaker}) |",
             f.per_second,
             f.p50_ms,
             f.p99_ms,
@@ -660,7 +705,15 @@ fn main() {
         Some(other) => panic!("BENCH_ONLY={other}: expected `paths` or `hostile`"),
     };
     let tmp = tempfile::tempdir().unwrap();
-    let broker = broker::Broker::start(tmp.path(), None);
+    let broker = broker::Broker::start_with(
+        tmp.path(),
+        None,
+        if std::env::var_os("BENCH_NODELAY").is_some() {
+            "set_tcp_nodelay true\n"
+        } else {
+            ""
+        },
+    );
     let port = broker.port;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
