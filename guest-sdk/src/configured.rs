@@ -136,12 +136,16 @@ mod tests {
 
     fn message(device: &str) -> Message {
         Message::from_wit(wit::Message {
-            device_id: device.to_owned(),
-            topic: format!("plant/{device}/telemetry"),
+            device_id: Some(device.to_owned()),
+            topic: Some(format!("plant/{device}/telemetry")),
+            attributes: Some(Vec::new()),
+            device: None,
             content_type: wit::ContentType::Json,
             payload_len: 2,
             received_at_ms: 0,
-            attributes: Vec::new(),
+            seed: 0,
+            fields: Ok(Vec::new()),
+            last: Vec::new(),
         })
     }
 

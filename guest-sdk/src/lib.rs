@@ -122,6 +122,7 @@
 pub mod config;
 mod configured;
 mod decision;
+pub mod declare;
 pub mod findings;
 pub mod log;
 mod message;
@@ -133,7 +134,8 @@ pub mod text;
 pub use config::Config;
 pub use configured::{Configured, ConfiguredPolicy};
 pub use decision::{Alert, Decision, Edit, EditAction, Severity, Verdict};
-pub use message::{ContentType, FieldError, Message, Value};
+pub use declare::{Envelope, Field, Last};
+pub use message::{ContentType, Device, FieldError, Message, Value};
 pub use state::StateError;
 pub use text::Quoted;
 
@@ -219,7 +221,8 @@ macro_rules! export_policy {
             impl $crate::__private::Guest for __TwinguardPolicyExport {
                 fn init(
                     config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::core::result::Result<(), ::std::string::String> {
+                ) -> ::core::result::Result<$crate::__private::WitManifest, ::std::string::String>
+                {
                     $crate::__private::init::<$policy>(config)
                 }
 
@@ -272,15 +275,20 @@ macro_rules! selftest {
 /// Glue for [`export_policy!`]. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::bindings::wit::{Decision as WitDecision, Message as WitMessage};
+    pub use crate::bindings::wit::{
+        Decision as WitDecision, Manifest as WitManifest, Message as WitMessage,
+    };
     pub use crate::bindings::Guest;
     use crate::{config, Config, Message, Policy};
 
-    /// Stores the configuration (so `config::get` works from now on), then lets the policy
-    /// check it.
-    pub fn init<P: Policy>(entries: Vec<(String, String)>) -> Result<(), String> {
+    /// Stores the configuration (so `config::get` works from now on), lets the policy check
+    /// it and declare what it reads, and answers with the manifest.
+    pub fn init<P: Policy>(entries: Vec<(String, String)>) -> Result<WitManifest, String> {
         let config = config::replace(Config::from(entries));
-        P::init(&config)
+        crate::declare::begin();
+        let result = P::init(&config);
+        let manifest = crate::declare::finish();
+        result.map(|()| manifest)
     }
 
     /// Wraps the message, asks the policy, lowers its decision.

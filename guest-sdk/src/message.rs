@@ -1,44 +1,146 @@
 //! The device message under evaluation and its typed fields.
 
+use std::cell::OnceCell;
 use std::fmt;
 
 use crate::bindings::{host, wit};
+use crate::declare::{Field, Last};
 use crate::text::Quoted;
 
 /// One device message, as the policy sees it.
 ///
 /// In a chain, the payload already carries the redactions of the policies before this one.
-/// Fields are read lazily through the host ([`field`](Self::field) and the typed shortcuts): the
-/// host parses the payload once for the whole chain, which is far cheaper than parsing
-/// [`payload`](Self::payload) in the guest.
+/// The fields the policy declared in `init` ([`declare::field`](crate::declare::field)) arrive
+/// with the message; other lookups go to the host, which parses the payload once for the whole
+/// chain (far cheaper than parsing [`payload`](Self::payload) in the guest). Envelope parts the
+/// policy did not declare are fetched from the host on first use.
 pub struct Message {
     inner: wit::Message,
     /// Fetched from the host on first use: most policies only read fields.
-    payload: std::cell::OnceCell<Vec<u8>>,
+    payload: OnceCell<Vec<u8>>,
+    device_id: OnceCell<String>,
+    topic: OnceCell<String>,
+    attributes: OnceCell<Vec<(String, String)>>,
+    /// The declared fields, converted once.
+    fields: Result<Vec<Option<Value>>, FieldError>,
+    last: Vec<Option<Value>>,
+}
+
+/// A device's registry entry: its class and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    class: String,
+    attributes: Vec<(String, String)>,
+}
+
+impl Device {
+    /// The device's class, e.g. `badge-reader`; empty when none is recorded.
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+
+    /// Its attributes, in the order recorded.
+    pub fn attributes(&self) -> &[(String, String)] {
+        &self.attributes
+    }
+
+    /// The first attribute called `name`.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Message {
-    pub(crate) fn from_wit(inner: wit::Message) -> Self {
+    pub(crate) fn from_wit(mut inner: wit::Message) -> Self {
+        let fields = std::mem::replace(&mut inner.fields, Ok(Vec::new()))
+            .map(|values| values.into_iter().map(|v| v.map(Value::from)).collect())
+            .map_err(FieldError::from);
+        let last = std::mem::take(&mut inner.last)
+            .into_iter()
+            .map(|v| v.map(Value::from))
+            .collect();
+        let device_id = inner
+            .device_id
+            .take()
+            .map_or_else(OnceCell::new, OnceCell::from);
+        let topic = inner
+            .topic
+            .take()
+            .map_or_else(OnceCell::new, OnceCell::from);
+        let attributes = inner
+            .attributes
+            .take()
+            .map_or_else(OnceCell::new, OnceCell::from);
         Self {
             inner,
-            payload: std::cell::OnceCell::new(),
+            payload: OnceCell::new(),
+            device_id,
+            topic,
+            attributes,
+            fields,
+            last,
         }
     }
 
     /// The device's identity. Where the transport authenticates the device (client certificate,
     /// username) this is the authenticated identity, not a claim taken from the payload or topic.
     pub fn device_id(&self) -> &str {
-        &self.inner.device_id
+        self.device_id.get_or_init(host::device_id)
     }
 
     /// The MQTT topic (or the equivalent subject of another transport).
     pub fn topic(&self) -> &str {
-        &self.inner.topic
+        self.topic.get_or_init(host::topic)
     }
 
     /// The topic's levels, split on `/`: `plant/7/temp` gives `plant`, `7`, `temp`.
     pub fn topic_segments(&self) -> std::str::Split<'_, char> {
-        self.inner.topic.split('/')
+        self.topic().split('/')
+    }
+
+    /// The device's registry entry, when the policy declared [`Envelope::DEVICE`] and the host
+    /// knows the device.
+    ///
+    /// [`Envelope::DEVICE`]: crate::declare::Envelope::DEVICE
+    pub fn device(&self) -> Option<Device> {
+        self.inner.device.as_ref().map(|d| Device {
+            class: d.class.clone(),
+            attributes: d.attributes.clone(),
+        })
+    }
+
+    /// The per-message seed, derived by the host from the message (device, topic, received
+    /// time, payload length). The policy's random sources are seeded with it, so a decision that
+    /// samples replays the same.
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// A declared field's value: `Ok(None)` when absent. Fails as [`field`](Self::field) does.
+    pub fn get(&self, field: Field) -> Result<Option<&Value>, FieldError> {
+        match &self.fields {
+            Ok(values) => Ok(values.get(field.0).and_then(Option::as_ref)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// A declared field as a number (integers converted); absent, another type or an error is
+    /// `None`.
+    pub fn get_f64(&self, field: Field) -> Option<f64> {
+        self.get(field).ok().flatten()?.as_f64()
+    }
+
+    /// A declared field as text; absent, another type or an error is `None`.
+    pub fn get_str(&self, field: Field) -> Option<&str> {
+        self.get(field).ok().flatten()?.as_str()
+    }
+
+    /// The value a `keep-last` field had in this device's last forwarded message, if known.
+    pub fn last(&self, last: Last) -> Option<&Value> {
+        self.last.get(last.0).and_then(Option::as_ref)
     }
 
     /// How the payload is encoded.
@@ -70,23 +172,26 @@ impl Message {
 
     /// Transport attributes such as MQTT 5 user properties, in arrival order.
     pub fn attributes(&self) -> &[(String, String)] {
-        &self.inner.attributes
+        self.attributes.get_or_init(host::attributes)
     }
 
     /// The value of the first attribute called `name`.
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.inner
-            .attributes
+        self.attributes()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
     /// Looks up a field by JSON Pointer (RFC 6901, e.g. `/owner/email` or `/readings/0`).
+    /// A declared field is read from the message; any other is looked up by the host.
     ///
     /// `Ok(None)` means the field is absent. Fails when the payload has no fields (text or
     /// binary), does not parse as its content type, or when the pointer is invalid.
     pub fn field(&self, pointer: &str) -> Result<Option<Value>, FieldError> {
+        if let Some(i) = crate::declare::position(pointer) {
+            return self.get(Field(i)).map(|v| v.cloned());
+        }
         host::field(pointer)
             .map(|value| value.map(Value::from))
             .map_err(FieldError::from)
@@ -124,14 +229,16 @@ impl Message {
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The payload can be large and sensitive: show its size only.
+        // The payload can be large and sensitive: show its size only. Envelope parts not
+        // fetched yet are not fetched for a debug print.
         f.debug_struct("Message")
-            .field("device_id", &self.device_id())
-            .field("topic", &self.topic())
+            .field("device_id", &self.device_id.get())
+            .field("topic", &self.topic.get())
             .field("content_type", &self.content_type())
             .field("payload_len", &self.payload_len())
             .field("received_at_ms", &self.received_at_ms())
-            .field("attributes", &self.attributes())
+            .field("attributes", &self.attributes.get())
+            .field("fields", &self.fields)
             .finish()
     }
 }

@@ -82,6 +82,10 @@ pub enum StateError {
     TooManyDevices(u64),
     /// [`set_json`] could not encode the value as JSON (e.g. a map with non-text keys).
     Encode(String),
+    /// Called outside `evaluate`, where there is no message (and no device).
+    NoMessage,
+    /// [`global::update`] lost the race to other workers this many times in a row.
+    Contended(u32),
 }
 
 impl fmt::Display for StateError {
@@ -98,6 +102,11 @@ impl fmt::Display for StateError {
                 "this policy already keeps state for its limit of {limit} devices"
             ),
             Self::Encode(why) => write!(f, "the value cannot be encoded as JSON: {why}"),
+            Self::NoMessage => f.write_str("state is only reachable while evaluating a message"),
+            Self::Contended(n) => write!(
+                f,
+                "policy-wide state changed under {n} updates in a row; nothing was stored"
+            ),
         }
     }
 }
@@ -109,6 +118,89 @@ impl From<wit::StateError> for StateError {
         match value {
             wit::StateError::OverLimit(limit) => Self::OverLimit(limit),
             wit::StateError::TooManyDevices(limit) => Self::TooManyDevices(limit),
+            wit::StateError::NoMessage => Self::NoMessage,
         }
+    }
+}
+
+/// Policy-wide state: one namespace for every device, for correlations across devices (the same
+/// badge at two doors within a minute). Bounded by the policy's `global-state-bytes` limit.
+///
+/// Several workers may run the policy at once (each device's messages stay on one), so a
+/// read-modify-write must not be a [`get`] then a [`set`]: use [`update`], which swaps only if
+/// nobody changed the value in between, and retries.
+///
+/// ```no_run
+/// use twinguard_guest::state::global;
+///
+/// // Count messages across all devices, losing no increment to another worker.
+/// let total = global::update("total", |old| {
+///     let n = old.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+///     Some((n + 1).to_le_bytes().to_vec())
+/// });
+/// if let Err(err) = total {
+///     twinguard_guest::log::warn(&format!("total not counted: {err}"));
+/// }
+/// ```
+pub mod global {
+    use super::StateError;
+    use crate::bindings::host;
+
+    /// Swaps attempted by [`update`] before it gives up.
+    pub const MAX_ATTEMPTS: u32 = 100;
+
+    /// The policy-wide value under `key`, if any.
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        host::global_get(key)
+    }
+
+    /// Stores `value` under `key`, whatever it held.
+    pub fn set(key: &str, value: &[u8]) -> Result<(), StateError> {
+        host::global_set(key, value).map_err(StateError::from)
+    }
+
+    /// Removes the value under `key`.
+    pub fn delete(key: &str) {
+        host::global_delete(key);
+    }
+
+    /// Replaces the value under `key` with `new` (`None` removes it) only if it still holds
+    /// `expected` (`None`: absent). `Ok(true)` when it was replaced.
+    pub fn swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StateError> {
+        host::global_swap(key, expected, new).map_err(StateError::from)
+    }
+
+    /// Computes the new value from the current one and stores it atomically, retrying when
+    /// another worker changed it in between; returns what was stored. `f` may run several
+    /// times, so it must not have side effects.
+    pub fn update(
+        key: &str,
+        mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let old = get(key);
+            let new = f(old.as_deref());
+            if swap(key, old.as_deref(), new.as_deref())? {
+                return Ok(new);
+            }
+        }
+        Err(StateError::Contended(MAX_ATTEMPTS))
+    }
+
+    /// The value under `key` decoded from JSON; `None` when absent or undecodable.
+    #[cfg(feature = "serde")]
+    pub fn get_json<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
+        serde_json::from_slice(&get(key)?).ok()
+    }
+
+    /// Stores `value` under `key` encoded as JSON.
+    #[cfg(feature = "serde")]
+    pub fn set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|err| StateError::Encode(err.to_string()))?;
+        set(key, &bytes)
     }
 }

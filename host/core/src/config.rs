@@ -216,6 +216,7 @@ pub struct LimitsOverride {
     pub memory_bytes: Option<u64>,
     pub state_bytes: Option<u64>,
     pub state_devices: Option<u64>,
+    pub global_state_bytes: Option<u64>,
     pub decision_bytes: Option<u64>,
     pub redact_edits: Option<u64>,
 }
@@ -229,6 +230,7 @@ impl LimitsOverride {
             memory_bytes: self.memory_bytes.unwrap_or(base.memory_bytes),
             state_bytes: self.state_bytes.unwrap_or(base.state_bytes),
             state_devices: self.state_devices.unwrap_or(base.state_devices),
+            global_state_bytes: self.global_state_bytes.unwrap_or(base.global_state_bytes),
             decision_bytes: self.decision_bytes.unwrap_or(base.decision_bytes),
             redact_edits: self.redact_edits.unwrap_or(base.redact_edits),
         }

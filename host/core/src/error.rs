@@ -67,7 +67,8 @@ pub enum LoadError {
     CoreModule,
     /// The component targets another major version of the contract.
     #[error(
-        "built for twinguard:policy@{found}, but this host speaks twinguard:policy@{expected}"
+        "built for twinguard:policy@{found}, but this host speaks twinguard:policy@{expected}{}",
+        rebuild_hint(found)
     )]
     WrongVersion {
         /// The version the component was built against.
@@ -169,4 +170,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 
 pub(crate) fn boxed(e: wasmtime::Error) -> BoxError {
     e.into()
+}
+
+/// What to do about a component built against an older contract.
+fn rebuild_hint(found: &str) -> &'static str {
+    if found.starts_with("0.1.") {
+        "; rebuild the policy with twinguard-guest 0.2 (in `init`, declare the fields it reads; \
+         see docs/contract.md, \"From 0.1 to 0.2\")"
+    } else {
+        ""
+    }
 }

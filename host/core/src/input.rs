@@ -8,6 +8,9 @@
 //! assert_eq!(parsed.message.payload, br#"{"t":21.5}"#);
 //! # Ok::<(), String>(())
 //! ```
+//!
+//! A line may carry the device's registry entry, for policies that ask for it:
+//! `"registry": {"class": "power-meter", "attributes": {"period-s": "5"}}`.
 
 use std::collections::BTreeMap;
 
@@ -34,10 +37,22 @@ struct InputLine {
     received_at_ms: Option<u64>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    /// The device's registry entry, as a policy asking for it sees it.
+    registry: Option<RegistryEntry>,
     /// Self-tests: the verdict the policy must give.
     expect: Option<String>,
     /// Self-tests: the policy's config for this case (the configured one when absent).
     config: Option<BTreeMap<String, Value>>,
+}
+
+/// `registry`: `{"class": "power-meter", "attributes": {"period-s": "5"}}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryEntry {
+    #[serde(default)]
+    class: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 fn default_content_type() -> String {
@@ -87,6 +102,11 @@ fn parse(line: &str) -> Result<Parsed, String> {
         message.received_at_ms = t;
     }
     message.attributes = input.attributes.into_iter().collect();
+    if let Some(entry) = input.registry {
+        let mut device = crate::Device::new(entry.class);
+        device.attributes = entry.attributes.into_iter().collect();
+        message.device = Some(std::sync::Arc::new(device));
+    }
     let config = input.config.map(|c| {
         c.into_iter()
             .map(|(k, v)| {

@@ -3,7 +3,7 @@
 //! behind cargo features and re-exports everything here, so integrators usually depend on it.
 //!
 //! Every device message is judged by **policies**, sandboxed WebAssembly components written
-//! against one WIT contract (`wit/policy.wit`, package `twinguard:policy@0.1.0`). Each policy
+//! against one WIT contract (`wit/policy.wit`, package `twinguard:policy@0.2.0`). Each policy
 //! answers **allow**, **redact** (fields removed or masked by JSON Pointer, applied by the host
 //! to JSON and CBOR), **quarantine** (held back, with a reason) or **alert** (forwarded, with a
 //! security event), under its own limits: fuel, wall-clock deadline, memory, state size and
@@ -92,6 +92,7 @@ mod error;
 pub mod input;
 mod limits;
 mod message;
+pub mod metrics;
 mod output;
 mod payload;
 #[cfg(test)]
@@ -104,6 +105,7 @@ pub mod shadow;
 pub mod signing;
 mod state;
 pub mod text;
+mod twin;
 pub mod wasi;
 
 pub use cache::CacheStats;
@@ -115,8 +117,9 @@ pub use config::{
 pub use error::{chain as error_chain, BoxError, Error, Invalid, LoadError};
 pub use limits::{Fault, Isolation, Limits, OnFault};
 pub use message::{
-    now_ms, Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
+    now_ms, Action, Alert, ContentType, Device, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
+pub use payload::Pointer;
 pub use pipeline::{FilterError, TopicFilter};
 pub use policy::{ComponentInfo, Policy, PolicyStatus, WIT_VERSION};
 pub use runtime::{PolicySet, Runtime};

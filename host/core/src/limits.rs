@@ -34,6 +34,9 @@ pub struct Limits {
     /// Devices the policy may keep state for. `state-set` for one more device returns an error
     /// to the guest, so a flood of made-up device ids cannot exhaust the host's memory.
     pub state_devices: u64,
+    /// Bytes of policy-wide state (`global-set`, one namespace for all devices), charged as
+    /// `state-bytes` is. A write past it returns an error to the guest; it is not a fault.
+    pub global_state_bytes: u64,
     /// Cap on the size of the decision a policy returns (reasons, alert texts, redaction
     /// pointers). Exceeding it is [`Fault::DecisionTooLarge`].
     pub decision_bytes: u64,
@@ -52,6 +55,7 @@ impl Default for Limits {
             memory_bytes: 16 << 20,
             state_bytes: 64 << 10,
             state_devices: 100_000,
+            global_state_bytes: 1 << 20,
             decision_bytes: 64 << 10,
             redact_edits: 256,
         }

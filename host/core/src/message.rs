@@ -79,6 +79,44 @@ pub struct Message {
     pub received_at_ms: u64,
     /// Transport attributes (MQTT 5 user properties), in order.
     pub attributes: Vec<(String, String)>,
+    /// The device as the registry (or the embedding application) knows it; handed to policies
+    /// that ask for it (manifest envelope `device`).
+    pub device: Option<Arc<Device>>,
+}
+
+/// A device's registry entry: its class and attributes, as policies see them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use twinguard_core::{ContentType, Device, Message};
+/// let meter = Arc::new(Device::new("power-meter").with_attribute("period-s", "5"));
+/// let m = Message::new("m-1", "plant/m-1/telemetry", ContentType::Json, b"{}".to_vec())
+///     .with_device(meter);
+/// assert_eq!(m.device.as_ref().unwrap().class, "power-meter");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Device {
+    /// The device's class, e.g. `badge-reader`; empty when none is recorded.
+    pub class: String,
+    /// Its attributes (line, location, reporting period, owner, ...), in order.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Device {
+    /// A device of `class`, without attributes.
+    pub fn new(class: impl Into<String>) -> Self {
+        Self {
+            class: class.into(),
+            attributes: Vec::new(),
+        }
+    }
+
+    /// Adds an attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.push((key.into(), value.into()));
+        self
+    }
 }
 
 impl Message {
@@ -96,7 +134,38 @@ impl Message {
             payload: payload.into(),
             received_at_ms: now_ms(),
             attributes: Vec::new(),
+            device: None,
         }
+    }
+
+    /// Sets the device's registry entry.
+    pub fn with_device(mut self, device: Arc<Device>) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// The seed of the policies' random sources for this message: a function of the device
+    /// id, topic, received time and payload length only, so a replay of the message (same
+    /// fields) gets the same one. FNV-1a over those fields, finished with SplitMix64's mixer;
+    /// stable across host versions, since replays may cross them.
+    pub fn seed(&self) -> u64 {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            }
+            // A separator, so ("ab", "c") and ("a", "bc") differ.
+            h = (h ^ 0xff).wrapping_mul(PRIME);
+        };
+        eat(self.device_id.as_bytes());
+        eat(self.topic.as_bytes());
+        eat(&self.received_at_ms.to_le_bytes());
+        eat(&(self.payload.len() as u64).to_le_bytes());
+        let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     /// Adds a transport attribute.

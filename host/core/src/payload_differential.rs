@@ -464,3 +464,83 @@ fn no_panics_on_garbage() {
         }
     }
 }
+
+/// Pointers for the declared-field pass: every real path of `v`, some through scalars, absent
+/// members, array indices out of range and tokens that are not indices.
+fn probe_pointers(r: &mut Rng, v: &Jv) -> Vec<crate::payload::Pointer> {
+    let mut all = Vec::new();
+    paths(v, String::new(), &mut all);
+    let mut texts: Vec<String> = all.into_iter().map(|(p, _)| p).collect();
+    texts.extend(["/nope", "/a/0", "/0", "/a/-", "/a/01", "/b/k/a", ""].map(String::from));
+    for _ in 0..r.below(4) {
+        texts.push(format!(
+            "/{}",
+            r.pick(KEYS).replace('~', "~0").replace('/', "~1")
+        ));
+    }
+    // Bounded to what one pass looks for; the order is shuffled a little.
+    texts.truncate(64);
+    let n = texts.len();
+    texts.rotate_left(r.below(n as u64 + 1) as usize % n.max(1));
+    texts
+        .iter()
+        .map(|t| crate::payload::Pointer::parse(t).unwrap())
+        .collect()
+}
+
+#[test]
+fn declared_fields_in_one_pass_agree_with_the_index_on_valid_and_broken_json() {
+    let mut r = Rng(0x7e57_00f1_e1d5_0001);
+    let mut broken = 0;
+    for round in 0..6000 {
+        let v = gen_json(&mut r, 0);
+        let mut text = String::new();
+        write_json(&mut r, &v, &mut text);
+        let mut bytes = text.into_bytes();
+        if round % 2 == 1 {
+            let at = r.below(bytes.len() as u64 + 1) as usize;
+            let b = r.pick(JSON_BYTES).as_bytes()[0];
+            if at < bytes.len() {
+                bytes[at] = b;
+            } else {
+                bytes.push(b);
+            }
+        }
+        let pointers = probe_pointers(&mut r, &v);
+        let one_pass = Document::new(Some(Format::Json), bytes.clone()).get_many(&pointers);
+        let mut indexed = Document::new(Some(Format::Json), bytes.clone());
+        let by_index: Result<Vec<_>, _> = pointers.iter().map(|p| indexed.get(p)).collect();
+        assert_eq!(one_pass, by_index, "{:?}", String::from_utf8_lossy(&bytes));
+        broken += usize::from(by_index.is_err());
+    }
+    assert!(broken > 1000, "only {broken} broken payloads");
+}
+
+#[test]
+fn declared_fields_in_one_pass_take_the_last_of_duplicate_keys() {
+    let text =
+        r#"{"a":{"b":1,"c":2},"x":[5,{"y":"z"}],"a":{"b":3},"k":1,"k":{"m":null},"e\u0073c":true}"#;
+    let pointers: Vec<_> = [
+        "/a/b", "/a/c", "/x/1/y", "/x/0", "/k", "/k/m", "/esc", "/a", "/x",
+    ]
+    .iter()
+    .map(|t| crate::payload::Pointer::parse(t).unwrap())
+    .collect();
+    let got = Document::new(Some(Format::Json), text.as_bytes().to_vec())
+        .get_many(&pointers)
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some(FieldValue::Integer(3)),
+            None,
+            Some(FieldValue::Text("z".into())),
+            Some(FieldValue::Integer(5)),
+            Some(FieldValue::Object(1)),
+            Some(FieldValue::Null),
+            Some(FieldValue::Bool(true)),
+            Some(FieldValue::Object(1)),
+            Some(FieldValue::Array(2)),
+        ]
+    );
+}

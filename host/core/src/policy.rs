@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
+use rand_chacha::rand_core::SeedableRng as _;
+use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
@@ -17,16 +19,27 @@ use crate::breaker::{Breaker, HeldDevice};
 use crate::cache::Cache;
 use crate::error::{boxed, Error, LoadError};
 use crate::limits::{Fault, Isolation, Limits, OnFault};
+use crate::message::Device;
+use crate::metrics::{MetricKind, MetricReading, MetricSpec, PolicyMetrics};
 use crate::output::GuestOutput;
-use crate::payload::{Document, FieldError, FieldValue};
+use crate::payload::{Document, FieldError, FieldValue, Pointer};
 use crate::signing::Trust;
 use crate::state::{StateLimits, StateRefusal, StateStore};
 use crate::text::escape_controls;
+use crate::twin::LastValues;
+use crate::wasi::Refused;
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "policy",
+        // A bad metric call faults the policy (a trap), as a bad decision does.
+        imports: {
+            "twinguard:policy/host.counter-add": trappable,
+            "twinguard:policy/host.histogram-record": trappable,
+        },
+        // Every instance must answer `init` with the same manifest: compared.
+        additional_derives: [PartialEq],
     });
 }
 
@@ -35,7 +48,7 @@ pub(crate) use bindings::twinguard::policy::types as wit;
 use bindings::PolicyPre;
 
 /// The contract version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 const WIT_PACKAGE: &str = "twinguard:policy";
 
 /// Guest `log` lines accepted per call; the rest are counted and dropped.
@@ -43,10 +56,120 @@ const LOG_LINES_PER_CALL: u32 = 32;
 /// Characters of one guest log line kept.
 const LOG_LINE_CHARS: usize = 1024;
 
-/// What a message carries into a store while a policy evaluates it.
+/// Fields a manifest may declare.
+pub const MAX_DECLARED_FIELDS: usize = 64;
+/// `keep-last` pointers a manifest may declare.
+pub const MAX_KEEP_LAST: usize = 16;
+/// Metrics a manifest may declare.
+pub const MAX_METRICS: usize = 32;
+
+/// What a message carries into a store while a policy evaluates it: everything the host
+/// imports can hand out, and the payload parsed once for the whole chain.
 pub(crate) struct MsgCtx {
     pub device: String,
+    pub topic: String,
+    pub attributes: Vec<(String, String)>,
+    pub device_view: Option<Arc<Device>>,
+    pub content_type: wit::ContentType,
+    pub received_at_ms: u64,
+    pub seed: u64,
     pub doc: Document,
+    /// The set's declared fields (see `PolicySet::declared`), extracted on first need and
+    /// dropped when a redaction changes the payload.
+    pub fields: Option<Result<Vec<Option<FieldValue>>, FieldError>>,
+}
+
+/// A policy's declared fields as the call carries them.
+pub(crate) type WitFields = Result<Vec<Option<wit::Value>>, wit::FieldError>;
+
+/// A manifest the host checked: what to prepare for every call.
+#[derive(Debug)]
+pub(crate) struct Declared {
+    fields: Vec<Pointer>,
+    envelope: wit::Envelope,
+    keep_last: Vec<Pointer>,
+    keep_last_text: Vec<Arc<str>>,
+}
+
+impl Declared {
+    /// Checks a manifest; the error names the entry and what is wrong with it.
+    fn check(m: &wit::Manifest) -> Result<(Self, Vec<MetricSpec>), String> {
+        let over = |what: &str, n: usize, max: usize| {
+            format!("the manifest declares {n} {what}; at most {max}")
+        };
+        if m.fields.len() > MAX_DECLARED_FIELDS {
+            return Err(over("fields", m.fields.len(), MAX_DECLARED_FIELDS));
+        }
+        if m.keep_last.len() > MAX_KEEP_LAST {
+            return Err(over("keep-last fields", m.keep_last.len(), MAX_KEEP_LAST));
+        }
+        if m.metrics.len() > MAX_METRICS {
+            return Err(over("metrics", m.metrics.len(), MAX_METRICS));
+        }
+        let pointers = |list: &[String], what: &str| {
+            list.iter()
+                .map(|p| {
+                    Pointer::parse(truncate(p, 256))
+                        .map_err(|e| format!("manifest {what}: {}", escape_controls(&e)))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let fields = pointers(&m.fields, "field")?;
+        let keep_last = pointers(&m.keep_last, "keep-last field")?;
+        let mut metrics: Vec<MetricSpec> = Vec::with_capacity(m.metrics.len());
+        for metric in &m.metrics {
+            check_metric_name(&metric.name)?;
+            if metrics.iter().any(|known| known.name == metric.name) {
+                return Err(format!(
+                    "manifest metric {:?} is declared twice",
+                    metric.name
+                ));
+            }
+            metrics.push(MetricSpec {
+                name: metric.name.clone(),
+                kind: match metric.kind {
+                    wit::MetricKind::Counter => MetricKind::Counter,
+                    wit::MetricKind::Histogram => MetricKind::Histogram,
+                },
+                unit: escape_controls(truncate(&metric.unit, 32)).into_owned(),
+                description: escape_controls(truncate(&metric.description, 256)).into_owned(),
+            });
+        }
+        let keep_last_text = keep_last.iter().map(|p| p.text().clone()).collect();
+        Ok((
+            Self {
+                fields,
+                envelope: m.envelope,
+                keep_last,
+                keep_last_text,
+            },
+            metrics,
+        ))
+    }
+
+    /// The fields declared, in order.
+    pub(crate) fn fields(&self) -> &[Pointer] {
+        &self.fields
+    }
+
+    /// The pointers whose last forwarded value the policy reads.
+    pub(crate) fn keep_last(&self) -> &[Pointer] {
+        &self.keep_last
+    }
+}
+
+fn check_metric_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "manifest metric name {:?} is not a metric name: lower-case letters, digits, '_' and          '.', starting with a letter, at most 64 characters",
+        escape_controls(truncate(name, 80))
+    ))
 }
 
 /// What the host keeps per store: WASI, the memory limiter, guest output, and the current
@@ -61,6 +184,12 @@ pub(crate) struct HostState {
     log_lines: u32,
     /// The current call's clock readings at its first epoch tick (see [`Clock`]).
     clock: Option<Clock>,
+    /// What the guest's WASI clocks read during this call: the message's received time.
+    now_ms: u64,
+    /// The seed of the guest's WASI random sources during this call.
+    seed: u64,
+    /// Made from `seed` on the call's first random read.
+    rng: Option<ChaCha8Rng>,
 }
 
 /// How long the current call has run, for the deadline. The deadline judges the policy, not
@@ -93,6 +222,11 @@ struct Shared {
     name: String,
     state: Arc<StateStore>,
     state_limits: StateLimits,
+    global_limit: u64,
+    /// Set once the first instance's manifest is checked.
+    metrics: OnceLock<PolicyMetrics>,
+    /// The random seed during `init`: from the module's digest.
+    init_seed: u64,
 }
 
 /// Caps linear memory and records a refusal, because a failed `memory.grow` reaches the
@@ -148,6 +282,37 @@ impl HostState {
             msg: None,
             log_lines: 0,
             clock: None,
+            now_ms: 0,
+            seed: 0,
+            rng: None,
+        }
+    }
+
+    /// What the guest's clocks read (see [`crate::wasi`]).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The guest's random stream for this call (see [`crate::wasi`]).
+    pub(crate) fn rng(&mut self) -> &mut ChaCha8Rng {
+        let seed = self.seed;
+        self.rng
+            .get_or_insert_with(|| ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn state_refusal(refusal: StateRefusal) -> wit::StateError {
+        match refusal {
+            StateRefusal::OverLimit(n) => wit::StateError::OverLimit(n),
+            StateRefusal::TooManyDevices(n) => wit::StateError::TooManyDevices(n),
+        }
+    }
+
+    fn metrics(&self) -> Result<&PolicyMetrics, Refused> {
+        match (&self.msg, self.shared.metrics.get()) {
+            (Some(_), Some(metrics)) => Ok(metrics),
+            _ => Err(Refused(
+                "a metric was recorded outside evaluate (metrics count messages)".into(),
+            )),
         }
     }
 }
@@ -168,12 +333,10 @@ impl wit_host::Host for HostState {
         let Some(ctx) = self.msg.as_mut() else {
             return Err(wit::FieldError::Unstructured);
         };
-        match ctx.doc.field(&pointer) {
-            Ok(v) => Ok(v.map(value_to_wit)),
-            Err(FieldError::Unstructured) => Err(wit::FieldError::Unstructured),
-            Err(FieldError::Malformed(m)) => Err(wit::FieldError::Malformed(m)),
-            Err(FieldError::BadPointer(m)) => Err(wit::FieldError::BadPointer(m)),
-        }
+        ctx.doc
+            .field(&pointer)
+            .map(|v| v.map(value_to_wit))
+            .map_err(field_error_to_wit)
     }
 
     fn payload(&mut self) -> Vec<u8> {
@@ -181,6 +344,78 @@ impl wit_host::Host for HostState {
             .as_ref()
             .map(|ctx| ctx.doc.bytes().to_vec())
             .unwrap_or_default()
+    }
+
+    fn device_id(&mut self) -> String {
+        self.msg
+            .as_ref()
+            .map(|ctx| ctx.device.clone())
+            .unwrap_or_default()
+    }
+
+    fn topic(&mut self) -> String {
+        self.msg
+            .as_ref()
+            .map(|ctx| ctx.topic.clone())
+            .unwrap_or_default()
+    }
+
+    fn attributes(&mut self) -> Vec<(String, String)> {
+        self.msg
+            .as_ref()
+            .map(|ctx| ctx.attributes.clone())
+            .unwrap_or_default()
+    }
+
+    fn global_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.msg.as_ref()?;
+        self.shared.state.global_get(&key)
+    }
+
+    fn global_set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit::StateError> {
+        if self.msg.is_none() {
+            return Err(wit::StateError::NoMessage);
+        }
+        let shared = &self.shared;
+        shared
+            .state
+            .global_put(&key, Some(value), shared.global_limit)
+            .map_err(Self::state_refusal)
+    }
+
+    fn global_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, wit::StateError> {
+        if self.msg.is_none() {
+            return Err(wit::StateError::NoMessage);
+        }
+        let shared = &self.shared;
+        shared
+            .state
+            .global_swap(&key, expected.as_deref(), new, shared.global_limit)
+            .map_err(Self::state_refusal)
+    }
+
+    fn global_delete(&mut self, key: String) {
+        if self.msg.is_some() {
+            // Removing never exceeds the budget.
+            let _ = self.shared.state.global_put(&key, None, u64::MAX);
+        }
+    }
+
+    fn counter_add(&mut self, metric: u32, value: u64) -> wasmtime::Result<()> {
+        self.metrics()?
+            .add(metric, value)
+            .map_err(|bad| Refused(bad.0).into())
+    }
+
+    fn histogram_record(&mut self, metric: u32, value: f64) -> wasmtime::Result<()> {
+        self.metrics()?
+            .record(metric, value)
+            .map_err(|bad| Refused(bad.0).into())
     }
 
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -191,16 +426,13 @@ impl wit_host::Host for HostState {
     fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit::StateError> {
         let Some(ctx) = self.msg.as_ref() else {
             // Outside `evaluate` there is no device to attach state to.
-            return Err(wit::StateError::OverLimit(0));
+            return Err(wit::StateError::NoMessage);
         };
         let shared = &self.shared;
         shared
             .state
             .set(&ctx.device, &key, value, shared.state_limits)
-            .map_err(|refusal| match refusal {
-                StateRefusal::OverLimit(n) => wit::StateError::OverLimit(n),
-                StateRefusal::TooManyDevices(n) => wit::StateError::TooManyDevices(n),
-            })
+            .map_err(Self::state_refusal)
     }
 
     fn state_delete(&mut self, key: String) {
@@ -230,7 +462,15 @@ impl wit_host::Host for HostState {
     }
 }
 
-fn value_to_wit(v: FieldValue) -> wit::Value {
+pub(crate) fn field_error_to_wit(e: FieldError) -> wit::FieldError {
+    match e {
+        FieldError::Unstructured => wit::FieldError::Unstructured,
+        FieldError::Malformed(m) => wit::FieldError::Malformed(m),
+        FieldError::BadPointer(m) => wit::FieldError::BadPointer(m),
+    }
+}
+
+pub(crate) fn value_to_wit(v: FieldValue) -> wit::Value {
     match v {
         FieldValue::Null => wit::Value::Null,
         FieldValue::Bool(b) => wit::Value::Boolean(b),
@@ -310,6 +550,10 @@ pub struct Policy {
     breaker: Breaker,
     faults: AtomicU64,
     evaluations: AtomicU64,
+    /// The first instance's manifest, as it answered; later instances must answer the same.
+    manifest: OnceLock<wit::Manifest>,
+    /// That manifest, checked.
+    declared: OnceLock<Declared>,
 }
 
 /// A policy's state as the API reports it.
@@ -497,6 +741,9 @@ pub(crate) fn link(
                 bytes: 0,
                 devices: 0,
             },
+            global_limit: 0,
+            metrics: OnceLock::new(),
+            init_seed: 0,
         });
         let limits = Limits::default();
         let mut store = Store::new(ctx.engine, HostState::new(shared, limits.memory_bytes));
@@ -565,6 +812,11 @@ impl Policy {
             path,
             cause,
         };
+        // The digest is hex: its first 16 digits make the seed.
+        let init_seed = version
+            .get(..16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             state,
@@ -572,6 +824,9 @@ impl Policy {
                 bytes: spec.limits.state_bytes,
                 devices: spec.limits.state_devices,
             },
+            global_limit: spec.limits.global_state_bytes,
+            metrics: OnceLock::new(),
+            init_seed,
         });
         let epoch_tick = Duration::from_millis(ctx.epoch_tick_ms);
         let policy = Self {
@@ -587,6 +842,8 @@ impl Policy {
             breaker: Breaker::new(spec.breaker),
             faults: AtomicU64::new(0),
             evaluations: AtomicU64::new(0),
+            manifest: OnceLock::new(),
+            declared: OnceLock::new(),
             spec,
         };
         let first = policy.instantiate().map_err(|e| {
@@ -666,6 +923,27 @@ impl Policy {
         }
     }
 
+    /// The metrics the policy declared, read now.
+    pub fn metrics(&self) -> Vec<MetricReading> {
+        self.shared
+            .metrics
+            .get()
+            .map(PolicyMetrics::read)
+            .unwrap_or_default()
+    }
+
+    /// The checked manifest (set once the policy has loaded).
+    pub(crate) fn declared(&self) -> Option<&Declared> {
+        self.declared.get()
+    }
+
+    /// The fields the policy declared in its manifest, in order.
+    pub fn declared_fields(&self) -> Vec<&str> {
+        self.declared()
+            .map(|d| d.fields.iter().map(Pointer::as_str).collect())
+            .unwrap_or_default()
+    }
+
     /// The policy's circuit breaker (per device, then policy-wide).
     pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
@@ -681,7 +959,8 @@ impl Policy {
         }
     }
 
-    fn arm(&self, store: &mut Store<HostState>) {
+    /// Sets the limits and the guest's clock and random seed for one call.
+    fn arm(&self, store: &mut Store<HostState>, now_ms: u64, seed: u64) {
         // Fuel is enabled engine-wide, so this cannot fail.
         let _ = store.set_fuel(self.spec.limits.fuel);
         // The callback decides at every tick from the first one on (see `Clock`).
@@ -690,6 +969,9 @@ impl Policy {
         data.limiter.denied = None;
         data.log_lines = 0;
         data.clock = None;
+        data.now_ms = now_ms;
+        data.seed = seed;
+        data.rng = None;
     }
 
     fn fuel_used(&self, store: &Store<HostState>) -> u64 {
@@ -726,7 +1008,7 @@ impl Policy {
             }
             Ok(UpdateDeadline::Continue(1))
         });
-        self.arm(&mut store);
+        self.arm(&mut store, 0, self.shared.init_seed);
         let bindings = match self.pre.instantiate(&mut store) {
             Ok(b) => b,
             Err(e) => {
@@ -741,7 +1023,10 @@ impl Policy {
             .call_init(&mut store, &self.spec.config);
         let output = self.drain_output(&store);
         match result {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Ok(manifest)) => {
+                self.accept(manifest)?;
+                Ok(Instance { store, bindings })
+            }
             Ok(Err(text)) => Err(Fault::Init(
                 escape_controls(truncate(&text, 1024)).into_owned(),
             )),
@@ -749,9 +1034,74 @@ impl Policy {
         }
     }
 
+    /// Checks an instance's manifest: the first one sets what every call prepares, later
+    /// ones (new instances) must match it.
+    fn accept(&self, manifest: wit::Manifest) -> Result<(), Fault> {
+        if let Some(first) = self.manifest.get() {
+            if *first != manifest {
+                return Err(Fault::Init(
+                    "init answered another manifest than the policy's first instance did \
+                     (a manifest must depend on the configuration only)"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        let (declared, metrics) = Declared::check(&manifest).map_err(Fault::Init)?;
+        let _ = self.shared.metrics.set(PolicyMetrics::new(&metrics));
+        let _ = self.declared.set(declared);
+        let _ = self.manifest.set(manifest);
+        Ok(())
+    }
+
+    /// What this policy's manifest asks to be handed over for the message in `ctx`, with its
+    /// declared fields' values.
+    fn wire(&self, ctx: &MsgCtx, twin: &LastValues, fields: WitFields) -> wit::Message {
+        let empty = Declared {
+            fields: Vec::new(),
+            envelope: wit::Envelope::empty(),
+            keep_last: Vec::new(),
+            keep_last_text: Vec::new(),
+        };
+        let d = self.declared.get().unwrap_or(&empty);
+        let asks = |part| d.envelope.contains(part);
+        let last = if d.keep_last.is_empty() {
+            Vec::new()
+        } else {
+            twin.get(&ctx.device, &d.keep_last_text)
+                .into_iter()
+                .map(|v| v.map(value_to_wit))
+                .collect()
+        };
+        wit::Message {
+            device_id: asks(wit::Envelope::DEVICE_ID).then(|| ctx.device.clone()),
+            topic: asks(wit::Envelope::TOPIC).then(|| ctx.topic.clone()),
+            attributes: asks(wit::Envelope::ATTRIBUTES).then(|| ctx.attributes.clone()),
+            device: if asks(wit::Envelope::DEVICE) {
+                ctx.device_view.as_ref().map(|dev| wit::Device {
+                    class: dev.class.clone(),
+                    attributes: dev.attributes.clone(),
+                })
+            } else {
+                None
+            },
+            content_type: ctx.content_type,
+            payload_len: u32::try_from(ctx.doc.bytes().len()).unwrap_or(u32::MAX),
+            received_at_ms: ctx.received_at_ms,
+            seed: ctx.seed,
+            fields,
+            last,
+        }
+    }
+
     /// Evaluates one message. `ctx` travels into the store for the host imports and comes
     /// back, so the parsed payload is shared by the whole chain.
-    pub(crate) fn evaluate(&self, msg: &wit::Message, ctx: &mut Option<MsgCtx>) -> Step {
+    pub(crate) fn evaluate(
+        &self,
+        ctx: &mut Option<MsgCtx>,
+        twin: &LastValues,
+        fields: WitFields,
+    ) -> Step {
         let pooled = match self.spec.isolation {
             Isolation::Reuse => self.idle.pop(),
             Isolation::Fresh => None,
@@ -766,12 +1116,21 @@ impl Policy {
                 };
             }
         };
-        self.arm(&mut instance.store);
+        let Some(msg_ctx) = ctx.as_mut() else {
+            return Step {
+                result: Err(Fault::BadDecision(
+                    "internal error: no message to evaluate".into(),
+                )),
+                fuel_used: 0,
+            };
+        };
+        let msg = self.wire(msg_ctx, twin, fields);
+        self.arm(&mut instance.store, msg.received_at_ms, msg.seed);
         instance.store.data_mut().msg = ctx.take();
         let result = instance
             .bindings
             .twinguard_policy_handler()
-            .call_evaluate(&mut instance.store, msg);
+            .call_evaluate(&mut instance.store, &msg);
         *ctx = instance.store.data_mut().msg.take();
         let fuel_used = self.fuel_used(&instance.store);
         let output = self.drain_output(&instance.store);

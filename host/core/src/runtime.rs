@@ -19,12 +19,13 @@ use crate::limits::{Fault, OnFault};
 use crate::message::{
     Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
-use crate::payload::{Document, Edit, EditAction, Format, RedactError};
+use crate::payload::{Document, Edit, EditAction, Format, Pointer, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
 use crate::shadow::{Shadow, ShadowReport};
 use crate::signing::Trust;
 use crate::state::StateStore;
+use crate::twin::LastValues;
 
 /// The policy runtime: build it once per process from a [`Config`], then call
 /// [`evaluate`](Self::evaluate) from as many threads as you like. Cloning is cheap (it is a
@@ -55,6 +56,8 @@ struct Inner {
     active: ArcSwap<PolicySet>,
     /// State per policy name, kept across reloads of the same name.
     states: Mutex<HashMap<String, Arc<StateStore>>>,
+    /// The last forwarded values policies asked for (`keep-last`), kept across reloads.
+    twin: Arc<LastValues>,
     epoch_tick_ms: u64,
     /// What the host agrees to compile. Set at start (a reload keeps it: the engine's
     /// settings do not change while it runs).
@@ -104,20 +107,35 @@ pub struct PolicySet {
     policies: Vec<Arc<Policy>>,
     routes: Vec<Route>,
     unrouted: Unrouted,
+    twin: Arc<LastValues>,
+    /// Every pointer some policy of the set keeps the last value of, once each.
+    keep_last: Vec<Pointer>,
+    /// Every field some policy of the set declared, once each: extracted in one pass per
+    /// message, for the whole chain.
+    declared: Vec<Pointer>,
+    /// Per policy (by index), where its declared fields are in `declared`; `None` when the set
+    /// declares more than one pass looks for (the policy's own fields are looked up instead).
+    field_map: Vec<Option<Vec<usize>>>,
 }
 
 impl PolicySet {
     /// A set of one policy that judges every topic: what shadow candidates and self-test
     /// probes run in.
     pub(crate) fn alone(policy: Policy, generation: u64, unrouted: Unrouted) -> Self {
+        let policies = vec![Arc::new(policy)];
+        let (declared, field_map) = declared_of(&policies);
         Self {
             generation,
-            policies: vec![Arc::new(policy)],
+            keep_last: keep_last_of(&policies),
+            declared,
+            field_map,
+            policies,
             routes: vec![Route {
                 filter: TopicFilter::any(),
                 chain: vec![0],
             }],
             unrouted,
+            twin: Arc::default(),
         }
     }
 
@@ -242,8 +260,13 @@ impl Runtime {
                 policies: Vec::new(),
                 routes: Vec::new(),
                 unrouted: config.defaults.unrouted,
+                twin: Arc::default(),
+                keep_last: Vec::new(),
+                declared: Vec::new(),
+                field_map: Vec::new(),
             }),
             states: Mutex::new(HashMap::new()),
+            twin: Arc::default(),
             epoch_tick_ms: config.engine.epoch_tick_ms,
             compile: config.engine.compile_limits(),
             idle_instances,
@@ -320,11 +343,16 @@ impl Runtime {
                 })
             })
             .collect::<Result<_, Error>>()?;
+        let (declared, field_map) = declared_of(&policies);
         Ok(PolicySet {
             generation,
+            keep_last: keep_last_of(&policies),
+            declared,
+            field_map,
             policies,
             routes,
             unrouted: config.defaults.unrouted,
+            twin: inner.twin.clone(),
         })
     }
 
@@ -367,6 +395,19 @@ impl Runtime {
             .policies
             .iter()
             .map(|p| p.status())
+            .collect()
+    }
+
+    /// The metrics each active policy declared and emits (`host.counter-add`,
+    /// `host.histogram-record`), by policy name, in configuration order. Counts start with
+    /// the generation that loaded the policy.
+    pub fn policy_metrics(&self) -> Vec<(String, Vec<crate::metrics::MetricReading>)> {
+        self.inner
+            .active
+            .load()
+            .policies
+            .iter()
+            .map(|p| (p.name().to_string(), p.metrics()))
             .collect()
     }
 
@@ -475,19 +516,83 @@ fn content_format(ct: ContentType) -> Option<Format> {
     }
 }
 
-fn to_wit_message(m: &Message) -> wit::Message {
-    wit::Message {
-        device_id: m.device_id.clone(),
-        topic: m.topic.clone(),
-        content_type: match m.content_type {
-            ContentType::Json => wit::ContentType::Json,
-            ContentType::Cbor => wit::ContentType::Cbor,
-            ContentType::Text => wit::ContentType::Text,
-            ContentType::Binary => wit::ContentType::Binary,
-        },
-        payload_len: u32::try_from(m.payload.len()).unwrap_or(u32::MAX),
-        received_at_ms: m.received_at_ms,
-        attributes: m.attributes.clone(),
+/// The pointers a set's policies keep last values of, each once.
+fn keep_last_of(policies: &[Arc<Policy>]) -> Vec<Pointer> {
+    let mut all: Vec<Pointer> = Vec::new();
+    for p in policies.iter().filter_map(|p| p.declared()) {
+        for pointer in p.keep_last() {
+            if !all.contains(pointer) {
+                all.push(pointer.clone());
+            }
+        }
+    }
+    all
+}
+
+/// Most fields one pass over a payload looks for.
+const MAX_PASS_FIELDS: usize = 64;
+
+/// The union of the policies' declared fields, and where each policy's are in it.
+fn declared_of(policies: &[Arc<Policy>]) -> (Vec<Pointer>, Vec<Option<Vec<usize>>>) {
+    let mut all: Vec<Pointer> = Vec::new();
+    let mut maps = Vec::with_capacity(policies.len());
+    for p in policies {
+        let fields = p.declared().map(|d| d.fields()).unwrap_or_default();
+        let map = fields
+            .iter()
+            .map(|f| match all.iter().position(|known| known == f) {
+                Some(i) => i,
+                None => {
+                    all.push(f.clone());
+                    all.len() - 1
+                }
+            })
+            .collect();
+        maps.push(Some(map));
+    }
+    if all.len() > MAX_PASS_FIELDS {
+        return (Vec::new(), vec![None; policies.len()]);
+    }
+    (all, maps)
+}
+
+/// Policy `i`'s declared fields for the message in `ctx`, from the set's one pass.
+fn fields_for(set: &PolicySet, i: usize, p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
+    let own = p.declared().map(|d| d.fields()).unwrap_or_default();
+    if own.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(Some(map)) = set.field_map.get(i) else {
+        return ctx
+            .doc
+            .get_many(own)
+            .map(|values| {
+                values
+                    .into_iter()
+                    .map(|v| v.map(policy::value_to_wit))
+                    .collect()
+            })
+            .map_err(policy::field_error_to_wit);
+    };
+    let doc = &mut ctx.doc;
+    match ctx
+        .fields
+        .get_or_insert_with(|| doc.get_many(&set.declared))
+    {
+        Ok(values) => Ok(map
+            .iter()
+            .map(|&j| values.get(j).cloned().flatten().map(policy::value_to_wit))
+            .collect()),
+        Err(e) => Err(policy::field_error_to_wit(e.clone())),
+    }
+}
+
+fn wit_content_type(ct: ContentType) -> wit::ContentType {
+    match ct {
+        ContentType::Json => wit::ContentType::Json,
+        ContentType::Cbor => wit::ContentType::Cbor,
+        ContentType::Text => wit::ContentType::Text,
+        ContentType::Binary => wit::ContentType::Binary,
     }
 }
 
@@ -533,7 +638,6 @@ fn short(version: &str) -> &str {
 fn apply_redaction(
     ct: ContentType,
     doc: &mut Document,
-    wire: &mut wit::Message,
     edits: Vec<wit::Edit>,
 ) -> Result<bool, Fault> {
     if doc.format().is_none() {
@@ -552,11 +656,7 @@ fn apply_redaction(
         })
         .collect();
     match doc.redact(&edits) {
-        Ok(false) => Ok(false),
-        Ok(true) => {
-            wire.payload_len = u32::try_from(doc.bytes().len()).unwrap_or(u32::MAX);
-            Ok(true)
-        }
+        Ok(changed) => Ok(changed),
         Err(RedactError::Malformed(m)) => Err(Fault::BadDecision(format!(
             "cannot redact: the payload is not valid {ct}: {m}"
         ))),
@@ -585,12 +685,19 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         return outcome;
     };
     let ct = message.content_type;
-    let mut wire = to_wit_message(message);
     let mut ctx = Some(MsgCtx {
         device: message.device_id.clone(),
+        topic: message.topic.clone(),
+        attributes: message.attributes.clone(),
+        device_view: message.device.clone(),
+        content_type: wit_content_type(ct),
+        received_at_ms: message.received_at_ms,
+        seed: message.seed(),
         doc: Document::new(content_format(ct), message.payload.clone()),
+        fields: None,
     });
     let mut quarantine: Option<(String, String)> = None;
+    outcome.trace.reserve_exact(route.chain.len());
     for &i in &route.chain {
         let Some(p) = set.policies.get(i) else {
             continue;
@@ -598,7 +705,13 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         p.record_evaluation();
         let gate = p.breaker().gate(&message.device_id);
         let (step, elapsed) = policy::timed(|| match gate {
-            Gate::Run => p.evaluate(&wire, &mut ctx),
+            Gate::Run => {
+                let fields = match ctx.as_mut() {
+                    Some(c) => fields_for(set, i, p, c),
+                    None => Ok(Vec::new()),
+                };
+                p.evaluate(&mut ctx, &set.twin, fields)
+            }
             Gate::DeviceHeld(n) => policy::Step {
                 result: Err(Fault::DeviceHeld(n)),
                 fuel_used: 0,
@@ -627,7 +740,10 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                     }
                     wit::Verdict::Redact(edits) => {
                         let n = edits.len();
-                        apply_redaction(ct, &mut ctx_ref.doc, &mut wire, edits).map(|changed| {
+                        apply_redaction(ct, &mut ctx_ref.doc, edits).map(|changed| {
+                            if changed {
+                                ctx_ref.fields = None;
+                            }
                             outcome.redacted |= changed;
                             Verdict::Redact(n)
                         })
@@ -667,6 +783,17 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         });
         if quarantine.is_some() {
             break;
+        }
+    }
+    if quarantine.is_none() && !set.keep_last.is_empty() {
+        if let Some(c) = ctx.as_mut() {
+            // What the twin now holds: the payload as forwarded.
+            let values: Vec<_> = set
+                .keep_last
+                .iter()
+                .map(|p| (p.text().clone(), c.doc.get(p).ok().flatten()))
+                .collect();
+            set.twin.record(&c.device, values);
         }
     }
     let payload = match ctx {

@@ -1,7 +1,8 @@
 //! Per-device state behind the guest's `state-get`/`state-set`, namespaced by policy and
-//! device, with a byte budget per device.
+//! device, with a byte budget per device; and the policy-wide namespace behind `global-*`.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use dashmap::DashMap;
 
@@ -11,6 +12,9 @@ use dashmap::DashMap;
 #[derive(Debug, Default)]
 pub(crate) struct StateStore {
     devices: DashMap<String, DeviceState>,
+    /// Policy-wide state. One lock per policy, taken only by the policy's `global-*` calls:
+    /// a compare-and-swap must see and replace a value in one step, whichever worker runs it.
+    global: Mutex<DeviceState>,
 }
 
 #[derive(Debug, Default)]
@@ -87,10 +91,67 @@ impl StateStore {
         }
     }
 
+    /// Policy-wide state under `key`.
+    pub fn global_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.global_lock().entries.get(key).cloned()
+    }
+
+    /// Replaces policy-wide state under `key` if it holds `expected` (`None`: absent); `new` of
+    /// `None` removes it. `Ok(false)` when it held something else; refused, changing nothing,
+    /// when the namespace would exceed `limit` bytes.
+    pub fn global_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+        limit: u64,
+    ) -> Result<bool, StateRefusal> {
+        let mut state = self.global_lock();
+        if state.entries.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        state.put(key, new, limit)?;
+        Ok(true)
+    }
+
+    /// Stores (or with `None` removes) policy-wide state under `key`, within `limit` bytes.
+    pub fn global_put(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+        limit: u64,
+    ) -> Result<(), StateRefusal> {
+        self.global_lock().put(key, value, limit)
+    }
+
+    fn global_lock(&self) -> std::sync::MutexGuard<'_, DeviceState> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent entries.
+        self.global.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Bytes charged for `device` (keys plus values plus the overhead of each entry).
     #[cfg(test)]
     pub fn bytes(&self, device: &str) -> u64 {
         self.devices.get(device).map_or(0, |s| s.bytes)
+    }
+}
+
+impl DeviceState {
+    fn put(&mut self, key: &str, value: Option<Vec<u8>>, limit: u64) -> Result<(), StateRefusal> {
+        let old = self.entries.get(key).map_or(0, |v| cost(key, v));
+        let Some(value) = value else {
+            if self.entries.remove(key).is_some() {
+                self.bytes -= old;
+            }
+            return Ok(());
+        };
+        let total = self.bytes - old + cost(key, &value);
+        if total > limit {
+            return Err(StateRefusal::OverLimit(limit));
+        }
+        self.bytes = total;
+        self.entries.insert(key.to_string(), value);
+        Ok(())
     }
 }
 
@@ -129,5 +190,67 @@ mod tests {
         s.delete("d", "k");
         assert_eq!(s.bytes("d"), 0);
         assert!(s.get("d", "k").is_none());
+    }
+
+    #[test]
+    fn global_swap_replaces_only_what_it_expects_within_the_budget() {
+        let s = StateStore::default();
+        let limit = 10 + ENTRY_OVERHEAD;
+        assert_eq!(s.global_swap("n", None, Some(vec![1]), limit), Ok(true));
+        // Another writer got there first: nothing changes.
+        assert_eq!(s.global_swap("n", None, Some(vec![9]), limit), Ok(false));
+        assert_eq!(
+            s.global_swap("n", Some(&[2]), Some(vec![9]), limit),
+            Ok(false)
+        );
+        assert_eq!(s.global_get("n"), Some(vec![1]));
+        assert_eq!(
+            s.global_swap("n", Some(&[1]), Some(vec![2]), limit),
+            Ok(true)
+        );
+        assert_eq!(
+            s.global_swap("n", Some(&[2]), Some(vec![0; 11]), limit),
+            Err(StateRefusal::OverLimit(limit))
+        );
+        assert_eq!(s.global_get("n"), Some(vec![2]));
+        // A second key does not fit beside the first; removing frees the budget.
+        assert_eq!(
+            s.global_put("m", Some(vec![]), limit),
+            Err(StateRefusal::OverLimit(limit))
+        );
+        assert_eq!(s.global_swap("n", Some(&[2]), None, limit), Ok(true));
+        assert_eq!(s.global_put("m", Some(vec![0; 9]), limit), Ok(()));
+        assert_eq!(s.global_get("n"), None);
+    }
+
+    #[test]
+    fn concurrent_swaps_lose_no_update() {
+        let s = std::sync::Arc::new(StateStore::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        loop {
+                            let old = s.global_get("n");
+                            let n = old
+                                .as_deref()
+                                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+                            let new = (n + 1).to_le_bytes().to_vec();
+                            if s.global_swap("n", old.as_deref(), Some(new), 1 << 20)
+                                .unwrap()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = u64::from_le_bytes(s.global_get("n").unwrap().try_into().unwrap());
+        assert_eq!(n, 2000);
     }
 }

@@ -15,10 +15,24 @@
 //!   at [`MAX_RANDOM_BYTES`]; a larger one faults the policy. A hash map's seed or a nonce is
 //!   a few bytes.
 //!
+//! And every clock and random source is **derived from the message** (contract 0.2), so a
+//! decision replays bit for bit:
+//!
+//! - `wall-clock.now` reads the message's received time; `monotonic-clock.now` the same instant
+//!   in nanoseconds (so differences between messages are real durations);
+//! - `random` and `insecure` yield a ChaCha8 stream seeded with the message's seed
+//!   ([`Message::seed`](crate::Message::seed)); `insecure-seed` is its first two words.
+//!
+//! During `init` the clocks read zero and the stream is seeded from the module's digest. WASI
+//! asks deterministic hosts to omit `get-random-bytes` rather than make it deterministic; Rust's
+//! standard library imports it, so omitting it would refuse every Rust policy. A policy judges
+//! messages; it has no secrets to generate, and replay matters more.
+//!
 //! The overrides shadow the definitions `wasmtime_wasi::p2::add_to_linker_sync` made, under the
 //! same interface names, so a guest built against any 0.2.x WASI resolves to them.
 
-use wasmtime::component::Linker;
+use rand_chacha::rand_core::RngCore as _;
+use wasmtime::component::{ComponentType, Linker, Lower};
 
 use crate::policy::HostState;
 
@@ -50,20 +64,57 @@ pub(crate) fn bound(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })?;
         }
     }
+    {
+        let mut clock = linker.instance(&format!("wasi:clocks/monotonic-clock@{WASI}"))?;
+        clock.func_wrap("now", |store, (): ()| {
+            Ok((store.data().now_ms().saturating_mul(1_000_000),))
+        })?;
+        let mut wall = linker.instance(&format!("wasi:clocks/wall-clock@{WASI}"))?;
+        wall.func_wrap("now", |store, (): ()| {
+            let ms = store.data().now_ms();
+            Ok((Datetime {
+                seconds: ms / 1000,
+                // Below 1,000,000,000: fits.
+                nanoseconds: u32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+            },))
+        })?;
+    }
     let mut random = linker.instance(&format!("wasi:random/random@{WASI}"))?;
-    random.func_wrap("get-random-bytes", |_, (len,): (u64,)| {
-        random_bytes("wasi:random/random.get-random-bytes", len)
+    random.func_wrap("get-random-bytes", |mut store, (len,): (u64,)| {
+        random_bytes(store.data_mut(), "wasi:random/random.get-random-bytes", len)
+    })?;
+    random.func_wrap("get-random-u64", |mut store, (): ()| {
+        Ok((store.data_mut().rng().next_u64(),))
     })?;
     let mut insecure = linker.instance(&format!("wasi:random/insecure@{WASI}"))?;
-    insecure.func_wrap("get-insecure-random-bytes", |_, (len,): (u64,)| {
-        random_bytes("wasi:random/insecure.get-insecure-random-bytes", len)
+    insecure.func_wrap("get-insecure-random-bytes", |mut store, (len,): (u64,)| {
+        random_bytes(
+            store.data_mut(),
+            "wasi:random/insecure.get-insecure-random-bytes",
+            len,
+        )
+    })?;
+    insecure.func_wrap("get-insecure-random-u64", |mut store, (): ()| {
+        Ok((store.data_mut().rng().next_u64(),))
+    })?;
+    let mut seed = linker.instance(&format!("wasi:random/insecure-seed@{WASI}"))?;
+    seed.func_wrap("insecure-seed", |mut store, (): ()| {
+        let rng = store.data_mut().rng();
+        Ok(((rng.next_u64(), rng.next_u64()),))
     })?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-fn random_bytes(call: &str, len: u64) -> wasmtime::Result<(Vec<u8>,)> {
-    use ring::rand::SecureRandom as _;
+/// WASI's `wall-clock.datetime`.
+#[derive(ComponentType, Lower, Clone, Copy)]
+#[component(record)]
+struct Datetime {
+    seconds: u64,
+    nanoseconds: u32,
+}
+
+fn random_bytes(state: &mut HostState, call: &str, len: u64) -> wasmtime::Result<(Vec<u8>,)> {
     if len > MAX_RANDOM_BYTES {
         return Err(Refused(format!(
             "{call} of {len} bytes refused: at most {MAX_RANDOM_BYTES} bytes per call"
@@ -72,8 +123,6 @@ fn random_bytes(call: &str, len: u64) -> wasmtime::Result<(Vec<u8>,)> {
     }
     // Checked against MAX_RANDOM_BYTES just above, so it fits.
     let mut bytes = vec![0_u8; usize::try_from(len).unwrap_or(0)];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| Refused(format!("{call}: the host's random source failed")))?;
+    state.rng().fill_bytes(&mut bytes);
     Ok((bytes,))
 }

@@ -107,8 +107,9 @@ impl Workers {
     }
 
     /// Hands `job` to its device's worker, waiting for room when that queue is full. Gives
-    /// the job back when the worker is gone (it panicked), for the caller to judge inline.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    /// the job back when the worker is gone (it panicked), for the caller to judge inline
+    /// (boxed: the rare path should not widen every `Result`).
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         job.message.device_id.hash(&mut hasher);
         // The modulo keeps the value below the worker count, so it fits a usize.
@@ -119,9 +120,9 @@ impl Workers {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
                 self.waits.set(self.waits.get() + 1);
-                input.send(job).map_err(|e| e.0)
+                input.send(job).map_err(|e| Box::new(e.0))
             }
-            Err(TrySendError::Disconnected(job)) => Err(job),
+            Err(TrySendError::Disconnected(job)) => Err(Box::new(job)),
         }
     }
 

@@ -1,7 +1,7 @@
 //! twinguard: a policy runtime for the digital-twin data path.
 //!
 //! Every device message is judged by **policies**, sandboxed WebAssembly components written
-//! against one WIT contract (`wit/policy.wit`, package `twinguard:policy@0.1.0`). Each policy
+//! against one WIT contract (`wit/policy.wit`, package `twinguard:policy@0.2.0`). Each policy
 //! answers **allow**, **redact**, **quarantine** or **alert**, under its own limits.
 //!
 //! This crate is what an integrator depends on. It re-exports the evaluation core

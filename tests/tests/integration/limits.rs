@@ -426,3 +426,18 @@ fn a_redaction_flood_is_a_fault_before_the_host_applies_it() {
     assert_eq!(out.action, Action::Redact, "{out:?}");
     assert_eq!(out.payload, br#"{"keep":3}"#);
 }
+
+#[test]
+fn a_metric_call_on_an_undeclared_index_faults_the_policy() {
+    let text = refused_call("metric-bad-index", "");
+    assert!(
+        text.contains("metric 99") && text.contains("declared"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_histogram_value_that_is_not_finite_faults_the_policy() {
+    let text = refused_call("metric-nan", "");
+    assert!(text.contains("NaN") && text.contains("finite"), "{text}");
+}

@@ -79,7 +79,7 @@ fn truncated_component_is_refused() {
 }
 
 #[test]
-fn other_contract_version_names_both_versions() {
+fn a_component_built_for_contract_0_1_is_refused_naming_both_versions_and_the_fix() {
     let e = load_error(&wasm("wrong-version"));
     let text = e.to_string();
     assert!(
@@ -93,7 +93,9 @@ fn other_contract_version_names_both_versions() {
         "{e:?}"
     );
     assert!(
-        text.contains("twinguard:policy@0.2.0") && text.contains("twinguard:policy@0.1.0"),
+        text.contains("built for twinguard:policy@0.1.0")
+            && text.contains("speaks twinguard:policy@0.2.0")
+            && text.contains("rebuild the policy with twinguard-guest 0.2"),
         "{text}"
     );
 }
@@ -180,18 +182,18 @@ fn initial_memory_above_the_cap_is_refused_at_load() {
 fn check_reports_the_contract_and_digest() {
     let rt = Runtime::new(Config::default()).unwrap();
     let info = rt.check_component(wasm("pii-redact")).unwrap();
-    assert_eq!(info.wit_version, "0.1.0");
+    assert_eq!(info.wit_version, "0.2.0");
     assert!(
         info.exports
             .iter()
-            .any(|e| e == "twinguard:policy/handler@0.1.0"),
+            .any(|e| e == "twinguard:policy/handler@0.2.0"),
         "{:?}",
         info.exports
     );
     assert!(
         info.imports
             .iter()
-            .any(|e| e == "twinguard:policy/host@0.1.0"),
+            .any(|e| e == "twinguard:policy/host@0.2.0"),
         "{:?}",
         info.imports
     );

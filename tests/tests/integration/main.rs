@@ -2,6 +2,7 @@
 
 mod chain;
 mod concurrency;
+mod contract;
 mod limits;
 mod loading;
 mod pack_a;

@@ -19,9 +19,9 @@ fn check_prints_contract_and_digest() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("contract:  twinguard:policy@0.1.0"), "{text}");
+    assert!(text.contains("contract:  twinguard:policy@0.2.0"), "{text}");
     assert!(text.contains("digest:    sha256:"), "{text}");
-    assert!(text.contains("twinguard:policy/handler@0.1.0"), "{text}");
+    assert!(text.contains("twinguard:policy/handler@0.2.0"), "{text}");
 
     let out = twinguard()
         .args(["check", "--json"])
@@ -29,7 +29,7 @@ fn check_prints_contract_and_digest() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["wit_version"], "0.1.0");
+    assert_eq!(v["wit_version"], "0.2.0");
     assert_eq!(v["ok"], true);
 }
 
@@ -43,7 +43,8 @@ fn check_refuses_other_versions_and_garbage() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("twinguard:policy@0.2.0") && err.contains("0.1.0"),
+        err.contains("built for twinguard:policy@0.1.0")
+            && err.contains("speaks twinguard:policy@0.2.0"),
         "{err}"
     );
     let out = twinguard().args(["check", "Cargo.toml"]).output().unwrap();

@@ -27,6 +27,7 @@
 )]
 
 mod cbor;
+mod extract;
 mod json;
 mod pointer;
 mod tape;
@@ -150,6 +151,37 @@ impl fmt::Display for RedactError {
 
 impl std::error::Error for RedactError {}
 
+/// A JSON Pointer checked and split into its reference tokens once, for a lookup repeated on
+/// every message (a policy's declared fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    text: std::sync::Arc<str>,
+    tokens: Box<[Box<str>]>,
+}
+
+impl Pointer {
+    /// Checks `text` against RFC 6901; the error names the pointer and the problem.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        check_pointer(text)?;
+        Ok(Self {
+            text: text.into(),
+            tokens: tokens(text)
+                .map(|t| t.into_owned().into_boxed_str())
+                .collect(),
+        })
+    }
+
+    /// The pointer as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The pointer as written, shared.
+    pub fn text(&self) -> &std::sync::Arc<str> {
+        &self.text
+    }
+}
+
 /// A lazily parsed view of one payload.
 ///
 /// The host creates one per message and every policy of a chain looks fields up through it, so
@@ -219,6 +251,69 @@ impl Document {
         }
         let entry = *entry;
         tape.value(format, bytes, &entry).map(Some)
+    }
+
+    /// Looks a checked pointer up, as [`field`](Self::field) does, without checking or splitting
+    /// it again.
+    pub fn get(&mut self, pointer: &Pointer) -> Result<Option<FieldValue>, FieldError> {
+        let Some(format) = self.format else {
+            return Err(FieldError::Unstructured);
+        };
+        let bytes = self.bytes.as_slice();
+        let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
+            Ok(tape) => tape,
+            Err(error) => return Err(error.clone()),
+        };
+        let mut entry = &tape.root;
+        for token in &pointer.tokens {
+            match tape.child(bytes, entry, token) {
+                Some(child) => entry = child,
+                None => return Ok(None),
+            }
+        }
+        let entry = *entry;
+        tape.value(format, bytes, &entry).map(Some)
+    }
+
+    /// Looks several checked pointers up at once, in order; what a policy's declared fields
+    /// need for every message.
+    ///
+    /// A JSON payload not indexed yet is not indexed for this: one validating pass records
+    /// only the values at these pointers (see `extract.rs`). It accepts and refuses exactly the
+    /// payloads the index does, with the same error, and a refusal is remembered as the index's
+    /// would be. Otherwise (CBOR, an index already built, more than 64 pointers) the lookups
+    /// walk the index.
+    pub fn get_many(
+        &mut self,
+        pointers: &[Pointer],
+    ) -> Result<Vec<Option<FieldValue>>, FieldError> {
+        let Some(format) = self.format else {
+            return Err(FieldError::Unstructured);
+        };
+        if format != Format::Json || self.index.is_some() || pointers.len() > extract::MAX_POINTERS
+        {
+            return pointers.iter().map(|p| self.get(p)).collect();
+        }
+        let bytes = self.bytes.as_slice();
+        let mut visit = extract::Extract::new(bytes, pointers);
+        if let Err(e) = json::scan(bytes, &mut visit) {
+            let error = FieldError::Malformed(json::describe(bytes, &e));
+            self.index = Some(Err(error.clone()));
+            return Err(error);
+        }
+        let found = visit.found;
+        let mut values = Vec::with_capacity(pointers.len());
+        for (pointer, found) in pointers.iter().zip(found) {
+            values.push(match found {
+                extract::Found::Absent => None,
+                extract::Found::Scalar(span) => Some(
+                    json::leaf(&self.bytes, span)
+                        .map_err(|e| FieldError::Malformed(json::describe(&self.bytes, &e)))?,
+                ),
+                extract::Found::Container => self.get(pointer)?,
+            });
+        }
+        Ok(values)
     }
 
     /// Applies `edits` as [`redact`] does, in place: `Ok(true)` when some edit matched and the

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `allow` | behaves: allows every message |
 //! | `loop` | spins forever in `evaluate` (fuel / deadline) |
-//! | `sleep-spin` | busy-waits on the monotonic clock for 10 s (deadline) |
+//! | `sleep-spin` | busy-waits on the monotonic clock for 10 s (the deadline stops it; under 0.2 the clock reads the message time and never advances) |
 //! | `memory-bomb` | allocates and touches 1 MiB chunks forever, holding them (memory limit) |
 //! | `recurse` | unbounded recursion with a 4 KiB frame (stack overflow) |
 //! | `panic` | panics with "hostile panic" |
@@ -25,10 +25,10 @@
 //! | `fail-init` | `init` fails with "hostile init refused" |
 //! | `fields` | alert `fields`, detail `/a=Integer(3);/b=None;…` for the pointers in `fields` |
 //! | `echo` | alert `echo`, detail `device=… topic=… ct=… len=… attrs=…` |
-//! | `read` | looks up the pointers in `fields` and allows (a cheap, realistic reader for benchmarks) |
+//! | `read` | declares the pointers in `fields`, reads them and allows (a cheap, realistic reader for benchmarks) |
+//! | `read-dynamic` | looks the pointers in `fields` up through the host without declaring them (0.1's way), allows |
 //! | `memory-count` | alert `memory-count` with a counter kept in the instance's own memory (isolation) |
 //! | `burn` | runs `bytes` iterations of a loop the optimiser keeps, then allows (fuel-exact work) |
-//! | `spin-for` | busy-waits on the monotonic clock for `bytes` microseconds, then allows (honest work) |
 //! | `sleep` | `std::thread::sleep` for 3 s (a blocking WASI timer), then quarantines |
 //! | `timer-forever` | blocks on a monotonic-clock pollable of 2^64-1 ns, then quarantines |
 //! | `random-flood` | asks WASI `get-random-bytes` for `bytes` (default 64 MiB) in one call |
@@ -37,6 +37,19 @@
 //! | `fault-if` | panics when the message's `/boom` is `true`, allows otherwise |
 //! | `control-chars` | logs, and alerts with a code and detail, full of CR, LF, ESC, NUL and U+2028 |
 //! | `panic-control` | panics with a message full of CR, LF, ESC and NUL |
+//! | `declared` | declares the pointers in `fields`; alert `declared`, detail `/p=Value … /q=absent` (space-separated, declared order) or `error: …` |
+//! | `envelope` | declares nothing; alert `envelope`, detail `device=… topic=…` fetched on request |
+//! | `device` | declares the envelope's `device`; alert `device`, detail `class=… k=v …` or `unknown` |
+//! | `last` | keeps the last value of the pointer in `field`; alert `last`, detail `last=Value` or `last=none` |
+//! | `metrics` | declares counter `messages` and histogram `payload.size` (`By`); records 1 and the payload length, allows |
+//! | `metric-bad-index` | records on counter 99, which it never declared |
+//! | `metric-nan` | records NaN in its histogram |
+//! | `global-count` | increments the policy-wide u64 `count` by compare-and-swap; alert `count` with the new value |
+//! | `global-hog` | stores `bytes` bytes of policy-wide state; quarantine if refused, alert `stored` if not |
+//! | `clock` | alert `clock`, detail `<SystemTime ms> <first u64 of WASI random>` (both derived from the message) |
+//! | `bad-manifest-pointer` | declares the field `no-slash`, past the SDK's check |
+//! | `too-many-fields` | declares 65 fields, past the SDK's check |
+//! | `bad-metric` | declares a metric named `Bad Name`, past the SDK's check |
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +57,7 @@ use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::{export_policy, state, Config, Decision, Message, Policy, Severity};
 
 const MODES: &[&str] = &[
@@ -68,7 +82,6 @@ const MODES: &[&str] = &[
     "read",
     "memory-count",
     "burn",
-    "spin-for",
     "sleep",
     "timer-forever",
     "random-flood",
@@ -77,6 +90,20 @@ const MODES: &[&str] = &[
     "fault-if",
     "control-chars",
     "panic-control",
+    "read-dynamic",
+    "declared",
+    "envelope",
+    "device",
+    "last",
+    "metrics",
+    "metric-bad-index",
+    "metric-nan",
+    "global-count",
+    "global-hog",
+    "clock",
+    "bad-manifest-pointer",
+    "too-many-fields",
+    "bad-metric",
 ];
 
 /// Text that forges log lines and terminal output if a sink passes it on raw.
@@ -93,6 +120,9 @@ struct Setup {
     mode: String,
     bytes: usize,
     fields: Vec<String>,
+    last: Option<declare::Last>,
+    counter: Option<declare::Counter>,
+    histogram: Option<declare::Histogram>,
 }
 
 struct Hostile;
@@ -109,14 +139,42 @@ impl Policy for Hostile {
         if mode == "fail-init" {
             return Err("hostile init refused".to_owned());
         }
-        let setup = Setup {
+        let mut setup = Setup {
             mode: mode.to_owned(),
             bytes: config.parse("bytes")?.unwrap_or(1_000_000),
             fields: config
                 .get("fields")
                 .map(|list| list.split(',').map(|p| p.trim().to_owned()).collect())
                 .unwrap_or_default(),
+            last: None,
+            counter: None,
+            histogram: None,
         };
+        match mode {
+            "read" | "declared" => {
+                declare::fields(setup.fields.iter().map(String::as_str))?;
+            }
+            "device" => declare::envelope(Envelope::DEVICE)?,
+            "last" => {
+                let field = config.get("field").unwrap_or("/t");
+                setup.last = Some(declare::keep_last(field)?);
+            }
+            "metrics" => {
+                setup.counter = Some(declare::counter("messages", "1", "messages seen")?);
+                setup.histogram = Some(declare::histogram("payload.size", "By", "payload sizes")?);
+            }
+            "metric-nan" => {
+                setup.histogram = Some(declare::histogram("values", "", "")?);
+            }
+            "bad-manifest-pointer" => declare::__unchecked_field("no-slash"),
+            "too-many-fields" => {
+                for i in 0..65 {
+                    declare::__unchecked_field(&format!("/f{i}"));
+                }
+            }
+            "bad-metric" => declare::__unchecked_counter("Bad Name"),
+            _ => {}
+        }
         SETUP.set(setup);
         Ok(())
     }
@@ -169,11 +227,96 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
                 msg.attributes().len()
             ),
         ),
-        "read" => {
+        "read" | "read-dynamic" => {
             for pointer in &setup.fields {
                 black_box(msg.field(pointer).ok());
             }
             Decision::allow()
+        }
+        "declared" => {
+            let detail = match setup
+                .fields
+                .iter()
+                .map(|p| msg.field(p).map(|v| (p, v)))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(values) => values
+                    .iter()
+                    .map(|(p, v)| match v {
+                        Some(v) => format!("{p}={v:?}"),
+                        None => format!("{p}=absent"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => format!("error: {e:?}"),
+            };
+            Decision::alert(Severity::Info, "declared", detail)
+        }
+        "envelope" => Decision::alert(
+            Severity::Info,
+            "envelope",
+            format!("device={} topic={}", msg.device_id(), msg.topic()),
+        ),
+        "device" => {
+            let detail = match msg.device() {
+                Some(d) => std::iter::once(format!("class={}", d.class()))
+                    .chain(d.attributes().iter().map(|(k, v)| format!("{k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => "unknown".to_owned(),
+            };
+            Decision::alert(Severity::Info, "device", detail)
+        }
+        "last" => {
+            let detail = match setup.last.and_then(|l| msg.last(l)) {
+                Some(v) => format!("last={v:?}"),
+                None => "last=none".to_owned(),
+            };
+            Decision::alert(Severity::Info, "last", detail)
+        }
+        "metrics" => {
+            if let (Some(c), Some(h)) = (setup.counter, setup.histogram) {
+                c.add(1);
+                h.record(msg.payload_len() as f64);
+            }
+            Decision::allow()
+        }
+        "metric-bad-index" => {
+            declare::__counter_at(99).add(1);
+            Decision::quarantine("counter 99 accepted")
+        }
+        "metric-nan" => {
+            if let Some(h) = setup.histogram {
+                h.record(f64::NAN);
+            }
+            Decision::quarantine("NaN accepted")
+        }
+        "global-count" => {
+            let stored = state::global::update("count", |old| {
+                let n = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_le_bytes);
+                Some((n + 1).to_le_bytes().to_vec())
+            });
+            match stored {
+                Ok(Some(bytes)) => {
+                    let n = <[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_le_bytes);
+                    Decision::alert(Severity::Info, "count", n.to_string())
+                }
+                Ok(None) => Decision::quarantine("count vanished"),
+                Err(e) => Decision::quarantine(format!("global state: {e}")),
+            }
+        }
+        "global-hog" => match state::global::set("hog", &vec![0x5a; setup.bytes]) {
+            Ok(()) => Decision::alert(Severity::Info, "stored", format!("{} bytes", setup.bytes)),
+            Err(err) => Decision::quarantine(format!("global state: {err}")),
+        },
+        "clock" => {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let random = wasip2::random::random::get_random_u64();
+            Decision::alert(Severity::Info, "clock", format!("{ms} {random}"))
         }
         "memory-count" => {
             let n = MEMORY_COUNT.get() + 1;
@@ -186,14 +329,6 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
                 x = black_box(x.wrapping_add(i as u64));
             }
             black_box(x);
-            Decision::allow()
-        }
-        "spin-for" => {
-            let start = Instant::now();
-            let micros = u64::try_from(setup.bytes).unwrap_or(u64::MAX);
-            while start.elapsed() < Duration::from_micros(micros) {
-                black_box(());
-            }
             Decision::allow()
         }
         "sleep" => {

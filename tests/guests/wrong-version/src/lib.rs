@@ -1,7 +1,7 @@
-//! A test guest built against another version of the contract: `twinguard:policy@0.2.0`
-//! (`wit/policy.wit` here is the real WIT with only the package version changed). Apart from
-//! that it allows everything, like `allow-all`. The host must refuse to load it and name both
-//! versions in the error.
+//! A test guest built against the previous contract, `twinguard:policy@0.1.0` (`wit/policy.wit`
+//! here is that contract, unchanged): what a policy built before 0.2 looks like. It allows
+//! everything, like `allow-all`. The host must refuse to load it, name both versions and say how
+//! to rebuild.
 
 #![deny(unsafe_code)]
 
