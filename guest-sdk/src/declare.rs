@@ -14,8 +14,11 @@
 //! - [`counter`] and [`histogram`]: metrics the policy emits, exported with the host's.
 //!
 //! Call these from [`Policy::init`](crate::Policy::init) (or
-//! [`Configured::init`](crate::Configured::init)); elsewhere they return an error. Every
-//! instance of a policy must declare the same, so declare from the configuration only.
+//! [`Configured::init`](crate::Configured::init)). Every instance of a policy must declare the
+//! same, so declare from the configuration only. Outside the host's `init` (a unit test calling
+//! your `init` directly, or a call from `evaluate`) arguments are still checked but nothing is
+//! declared: lookups by pointer still work (through the host), a [`Field`] made there reads as
+//! an error and a [`Last`] as unknown.
 //!
 //! ```no_run
 //! use twinguard_guest::{declare, export_policy, Config, Decision, Message, Policy};
@@ -55,6 +58,9 @@ pub const MAX_METRICS: usize = 32;
 /// [`Message::get`](crate::Message::get).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field(pub(crate) usize);
+
+/// The index of a handle made outside `init`: it names nothing declared.
+pub(crate) const UNDECLARED: usize = usize::MAX;
 
 /// A declared `keep-last` field, for [`Message::last`](crate::Message::last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,24 +147,18 @@ thread_local! {
     static DECLARED: RefCell<Declared> = RefCell::new(Declared::default());
 }
 
+/// Runs `f` on the open declarations; outside `init`, answers `closed` instead.
 fn with_open<T>(
-    what: &str,
+    closed: T,
     f: impl FnOnce(&mut Declared) -> Result<T, String>,
 ) -> Result<T, String> {
-    DECLARED.with_borrow_mut(|d| {
-        if !d.open {
-            return Err(format!(
-                "declare::{what} is only valid during init (the manifest is fixed once init returns)"
-            ));
-        }
-        f(d)
-    })
+    DECLARED.with_borrow_mut(|d| if d.open { f(d) } else { Ok(closed) })
 }
 
 /// Declares a payload field read on every message; the same pointer twice is one field.
 pub fn field(pointer: &str) -> Result<Field, String> {
-    with_open("field", |d| {
-        crate::pointer::check(pointer)?;
+    crate::pointer::check(pointer)?;
+    with_open(Field(UNDECLARED), |d| {
         if let Some(i) = d.fields.iter().position(|p| p == pointer) {
             return Ok(Field(i));
         }
@@ -179,7 +179,7 @@ pub fn fields<'a>(pointers: impl IntoIterator<Item = &'a str>) -> Result<Vec<Fie
 
 /// Declares the envelope parts read on every message (added to any declared before).
 pub fn envelope(parts: Envelope) -> Result<(), String> {
-    with_open("envelope", |d| {
+    with_open((), |d| {
         d.envelope = d.envelope | parts;
         Ok(())
     })
@@ -187,8 +187,8 @@ pub fn envelope(parts: Envelope) -> Result<(), String> {
 
 /// Declares a field whose last forwarded value for the device the policy reads.
 pub fn keep_last(pointer: &str) -> Result<Last, String> {
-    with_open("keep_last", |d| {
-        crate::pointer::check(pointer)?;
+    crate::pointer::check(pointer)?;
+    with_open(Last(UNDECLARED), |d| {
         if let Some(i) = d.keep_last.iter().position(|p| p == pointer) {
             return Ok(Last(i));
         }
@@ -215,8 +215,8 @@ pub fn histogram(name: &str, unit: &str, description: &str) -> Result<Histogram,
 }
 
 fn metric(name: &str, unit: &str, description: &str, kind: wit::MetricKind) -> Result<u32, String> {
-    with_open("metric", |d| {
-        check_metric_name(name)?;
+    check_metric_name(name)?;
+    with_open(u32::MAX, |d| {
         if d.metrics.iter().any(|m| m.name == name) {
             return Err(format!("metric {name:?} is declared twice"));
         }
@@ -311,7 +311,9 @@ mod tests {
 
     #[test]
     fn declarations_are_checked_deduplicated_and_only_open_during_init() {
-        assert!(field("/a").unwrap_err().contains("only valid during init"));
+        // Outside init: checked, not declared.
+        assert_eq!(field("/a"), Ok(Field(UNDECLARED)));
+        assert!(field("a").is_err());
         begin();
         assert_eq!(field("/a"), Ok(Field(0)));
         assert_eq!(field("/b"), Ok(Field(1)));
@@ -331,6 +333,7 @@ mod tests {
         assert_eq!(m.fields.len(), MAX_FIELDS);
         assert!(m.envelope == wit::Envelope::DEVICE_ID | wit::Envelope::TOPIC);
         assert_eq!(position("/b"), Some(1));
-        assert!(field("/late").is_err());
+        assert_eq!(field("/late"), Ok(Field(UNDECLARED)));
+        assert_eq!(position("/late"), None);
     }
 }

@@ -119,10 +119,16 @@ impl Message {
         self.inner.seed
     }
 
-    /// A declared field's value: `Ok(None)` when absent. Fails as [`field`](Self::field) does.
+    /// A declared field's value: `Ok(None)` when absent. Fails as [`field`](Self::field) does,
+    /// and for a handle made outside `init` (it names no declared field).
     pub fn get(&self, field: Field) -> Result<Option<&Value>, FieldError> {
         match &self.fields {
-            Ok(values) => Ok(values.get(field.0).and_then(Option::as_ref)),
+            Ok(values) => match values.get(field.0) {
+                Some(value) => Ok(value.as_ref()),
+                None => Err(FieldError::BadPointer(
+                    "a field handle made outside init names no declared field".into(),
+                )),
+            },
             Err(e) => Err(e.clone()),
         }
     }

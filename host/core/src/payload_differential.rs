@@ -519,9 +519,9 @@ fn declared_fields_in_one_pass_agree_with_the_index_on_valid_and_broken_json() {
 #[test]
 fn declared_fields_in_one_pass_take_the_last_of_duplicate_keys() {
     let text =
-        r#"{"a":{"b":1,"c":2},"x":[5,{"y":"z"}],"a":{"b":3},"k":1,"k":{"m":null},"e\u0073c":true}"#;
+        r#"{"a":{"b":1,"c":2},"x":[5,{"y":"z"}],"a":{"b":3},"k":1,"k":{"m":null},"e\u0073c":true,"o":{"p":1,"q":2,"p":3,"\u0070":4,"r":[]}}"#;
     let pointers: Vec<_> = [
-        "/a/b", "/a/c", "/x/1/y", "/x/0", "/k", "/k/m", "/esc", "/a", "/x",
+        "/a/b", "/a/c", "/x/1/y", "/x/0", "/k", "/k/m", "/esc", "/a", "/x", "/o", "", "/o/r", "/o/p",
     ]
     .iter()
     .map(|t| crate::payload::Pointer::parse(t).unwrap())
@@ -541,6 +541,15 @@ fn declared_fields_in_one_pass_take_the_last_of_duplicate_keys() {
             Some(FieldValue::Bool(true)),
             Some(FieldValue::Object(1)),
             Some(FieldValue::Array(2)),
+            // p, q, p again and p escaped: two distinct members besides r.
+            Some(FieldValue::Object(3)),
+            Some(FieldValue::Object(5)),
+            Some(FieldValue::Array(0)),
+            Some(FieldValue::Integer(4)),
         ]
     );
+    // And the index agrees.
+    let mut doc = Document::new(Some(Format::Json), text.as_bytes().to_vec());
+    let by_index: Vec<_> = pointers.iter().map(|p| doc.get(p).unwrap()).collect();
+    assert_eq!(got, by_index);
 }

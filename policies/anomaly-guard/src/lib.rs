@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::findings::{AlertOrder, Finding, Findings};
 use twinguard_guest::metric::{self, MetricKey};
 use twinguard_guest::state::{self, Reader, Record, Writer};
@@ -177,6 +178,11 @@ impl Configured for Settings {
                  \"/metrics/temperature_c\" = \"\" (global defaults) or = \"alert-z=6\""
                     .to_owned(),
             );
+        }
+        // Read on every message: handed over with it (contract 0.2).
+        declare::envelope(Envelope::DEVICE_ID)?;
+        for metric in &metrics {
+            declare::field(&metric.pointer)?;
         }
         Ok(Self { metrics })
     }

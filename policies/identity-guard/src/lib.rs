@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use twinguard_guest::config::Action;
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::{
     export_configured, Config, Configured, Decision, Message, Quoted, Severity, Value,
 };
@@ -57,6 +58,11 @@ impl Configured for Settings {
         };
         // The whole document (the empty pointer) is never a device id.
         let payload_field = config.pointer("payload-field")?.map(str::to_owned);
+        // Read on every message: handed over with it (contract 0.2).
+        declare::envelope(Envelope::DEVICE_ID | Envelope::TOPIC)?;
+        if let Some(pointer) = &payload_field {
+            declare::field(pointer)?;
+        }
         Ok(Self {
             topic_segment: config.parse("topic-segment")?.unwrap_or(1),
             inventory,

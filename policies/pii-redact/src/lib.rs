@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::declare;
 use twinguard_guest::{
     export_configured, Config, Configured, Decision, FieldError, Message, Severity,
 };
@@ -46,6 +47,8 @@ impl Configured for Settings {
                 "pointer {both:?} is in both `remove` and `mask`; keep it in one"
             ));
         }
+        // Read on every message: handed over with it (contract 0.2).
+        declare::fields(remove.iter().chain(&mask).map(String::as_str))?;
         Ok(Self {
             remove,
             mask,

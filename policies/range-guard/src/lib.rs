@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use twinguard_guest::config::Action;
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::findings::{Finding, Findings};
 use twinguard_guest::metric::MetricKey;
 use twinguard_guest::state::{self, Reader, Record, Writer};
@@ -71,6 +72,11 @@ impl Configured for Settings {
                  \"/metrics/temperature_c\" = \"min=-40,max=85,max-step=5,stuck-after=30\""
                     .to_owned(),
             );
+        }
+        // Read on every message: handed over with it (contract 0.2).
+        declare::envelope(Envelope::DEVICE_ID)?;
+        for metric in &metrics {
+            declare::field(&metric.pointer)?;
         }
         Ok(Self {
             metrics,

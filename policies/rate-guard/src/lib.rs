@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{export_configured, log, Config, Configured, Decision, Message, Severity};
 
@@ -74,6 +75,8 @@ impl Configured for Settings {
                 )
             }
         };
+        // Read on every message: handed over with it (contract 0.2).
+        declare::envelope(Envelope::DEVICE_ID)?;
         Ok(Self { soft, hard })
     }
 

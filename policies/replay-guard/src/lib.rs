@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
@@ -76,6 +77,9 @@ impl Configured for Settings {
                 "config `seq` and `ts` are both {seq:?}: they must name different fields"
             ));
         }
+        // Read on every message: handed over with it (contract 0.2).
+        declare::envelope(Envelope::DEVICE_ID)?;
+        declare::fields([seq.as_str(), ts.as_str()])?;
         Ok(Self {
             seq,
             ts,

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
     export_configured, pointer, Config, Configured, ContentType, Decision, FieldError, Message,
@@ -128,6 +129,12 @@ impl Configured for Settings {
                  no message could pass"
             ));
         }
+        // Read on every message: handed over with it (contract 0.2). The root is checked to
+        // be an object.
+        declare::envelope(Envelope::DEVICE_ID)?;
+        declare::field("")?;
+        declare::fields(required.iter().map(|(p, _)| p.as_str()))?;
+        declare::fields(forbid.iter().map(String::as_str))?;
         Ok(Self {
             content_types,
             max_bytes,

@@ -10,27 +10,38 @@
 
 use super::json::Visit;
 use super::pointer::array_index;
-use super::tape::{EntryKey, Kind, Span, KEY_OWNED};
-use super::Pointer;
+use super::tape::{small, EntryKey, Kind, Span, KEY_OWNED};
+use super::{FieldValue, Pointer};
 
 /// Pointers one pass can look for (one bit each).
 pub(super) const MAX_POINTERS: usize = 64;
 
 /// What a pass found at a pointer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Found {
     Absent,
     Scalar(Span),
-    /// An array or object: its count is the tape's to work out (rare in declared fields).
-    Container,
+    /// An array or object, counted as the index counts it.
+    Container(FieldValue),
+}
+
+/// A member's key, to count an object's distinct members.
+#[derive(Clone, Copy)]
+enum KeyRef {
+    Raw(u32, u32),
+    Owned(u32),
 }
 
 struct Frame {
     /// Pointers that match the path to this container and go on below it.
     active: u64,
+    /// Pointers that name this container (its count is worked out when it closes).
+    ends: u64,
     is_array: bool,
-    /// The next element's index, in an array.
+    /// Children seen so far: the next element's index, in an array.
     next: usize,
+    /// The members' keys, kept only for an object some pointer names.
+    keys: Vec<KeyRef>,
 }
 
 pub(super) struct Extract<'a> {
@@ -70,11 +81,15 @@ impl<'a> Extract<'a> {
             }
             return (ends, below);
         };
-        let element = top.is_array.then(|| {
-            let index = top.next;
-            top.next += 1;
-            index
-        });
+        let element = top.is_array.then_some(top.next);
+        top.next += 1;
+        if top.ends != 0 && !top.is_array {
+            top.keys.push(if key.len == KEY_OWNED {
+                KeyRef::Owned(key.start)
+            } else {
+                KeyRef::Raw(key.start, key.len)
+            });
+        }
         let candidates = top.active;
         if candidates == 0 {
             return (0, 0);
@@ -124,15 +139,55 @@ impl<'a> Extract<'a> {
         (ends, below)
     }
 
-    fn record(&mut self, ends: u64, found: Found) {
+    fn record(&mut self, ends: u64, found: &Found) {
         let mut bits = ends;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             if let Some(f) = self.found.get_mut(i) {
-                *f = found;
+                f.clone_from(found);
             }
         }
+    }
+
+    fn key_bytes(&self, key: KeyRef) -> &[u8] {
+        match key {
+            KeyRef::Raw(start, len) => {
+                let start = start as usize;
+                self.bytes
+                    .get(start..start.saturating_add(len as usize))
+                    .unwrap_or_default()
+            }
+            KeyRef::Owned(i) => self.owned.get(i as usize).map_or(&[], |k| k.as_bytes()),
+        }
+    }
+
+    /// Distinct keys among `keys`, as a parser that keeps the last of duplicates counts them:
+    /// sorted by a hash, and only keys of equal hash compared.
+    fn distinct(&self, keys: &[KeyRef]) -> usize {
+        if keys.len() < 2 {
+            return keys.len();
+        }
+        let hash = |b: &[u8]| {
+            b.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &x| {
+                (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let mut hashed: Vec<(u64, KeyRef)> =
+            keys.iter().map(|&k| (hash(self.key_bytes(k)), k)).collect();
+        hashed.sort_unstable_by_key(|&(h, _)| h);
+        let mut distinct = 0;
+        for (i, &(h, k)) in hashed.iter().enumerate() {
+            // A key counts unless an earlier key of the same hash is the same key.
+            let earlier = hashed.get(..i).unwrap_or_default();
+            let seen = earlier
+                .iter()
+                .rev()
+                .take_while(|&&(eh, _)| eh == h)
+                .any(|&(_, ek)| self.key_bytes(ek) == self.key_bytes(k));
+            distinct += usize::from(!seen);
+        }
+        distinct
     }
 }
 
@@ -143,28 +198,38 @@ impl Visit for Extract<'_> {
         if ends != 0 {
             let found = match kind {
                 Kind::Scalar => Found::Scalar(Span { start, end }),
-                Kind::Array | Kind::Object => Found::Container,
+                Kind::Array => Found::Container(FieldValue::Array(0)),
+                Kind::Object => Found::Container(FieldValue::Object(0)),
             };
-            self.record(ends, found);
+            self.record(ends, &found);
         }
     }
 
     #[inline(always)]
     fn open(&mut self, key: EntryKey, kind: Kind, _start: usize) {
         let (ends, below) = self.matches(key);
-        if ends != 0 {
-            self.record(ends, Found::Container);
-        }
         self.stack.push(Frame {
             active: below,
+            ends,
             is_array: kind == Kind::Array,
             next: 0,
+            keys: Vec::new(),
         });
     }
 
     #[inline(always)]
     fn close(&mut self, _end: usize) {
-        self.stack.pop();
+        let Some(frame) = self.stack.pop() else {
+            return;
+        };
+        if frame.ends != 0 {
+            let value = if frame.is_array {
+                FieldValue::Array(small(frame.next))
+            } else {
+                FieldValue::Object(small(self.distinct(&frame.keys)))
+            };
+            self.record(frame.ends, &Found::Container(value));
+        }
     }
 
     fn owned_keys(&mut self) -> &mut Vec<Box<str>> {

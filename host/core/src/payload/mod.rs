@@ -303,14 +303,14 @@ impl Document {
         }
         let found = visit.found;
         let mut values = Vec::with_capacity(pointers.len());
-        for (pointer, found) in pointers.iter().zip(found) {
+        for found in found {
             values.push(match found {
                 extract::Found::Absent => None,
                 extract::Found::Scalar(span) => Some(
                     json::leaf(&self.bytes, span)
                         .map_err(|e| FieldError::Malformed(json::describe(&self.bytes, &e)))?,
                 ),
-                extract::Found::Container => self.get(pointer)?,
+                extract::Found::Container(value) => Some(value),
             });
         }
         Ok(values)
