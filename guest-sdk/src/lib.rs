@@ -7,17 +7,22 @@
 //!   configuration into settings, [`Configured::evaluate`] judges every message with them) and
 //!   export it with [`export_configured!`]; or, for a policy without settings, implement
 //!   [`Policy`] (two static functions) and export it with [`export_policy!`];
-//! - read the message through [`Message`]: its envelope (device, topic, content type, attributes)
-//!   and, lazily, typed fields by JSON Pointer ([`Message::field`], [`Message::f64`],
-//!   [`Message::str`], …). The host parses the payload once for the whole chain, so prefer these
-//!   lookups to parsing [`Message::payload`] yourself;
+//! - in `init`, [`declare`] what the policy reads on every message: its fields
+//!   ([`declare::field`]), envelope parts ([`declare::envelope`]), last values
+//!   ([`declare::keep_last`]) and metrics ([`declare::counter`], [`declare::histogram`]). The host
+//!   hands exactly that over with each message (contract `twinguard:policy@0.2.0`);
+//! - read the message through [`Message`]: its envelope (device, topic, content type, attributes;
+//!   fetched on first use unless declared) and typed fields by JSON Pointer ([`Message::field`],
+//!   [`Message::f64`], [`Message::str`], …): declared ones come with the message, others are
+//!   looked up by the host in its single parse of the payload, so prefer these to parsing
+//!   [`Message::payload`] yourself;
 //! - answer with a [`Decision`]: [`Decision::allow`], [`Decision::redact`] with
 //!   [`remove`](Decision::remove) / [`mask`](Decision::mask) edits, [`Decision::quarantine`],
 //!   [`Decision::alert`], plus extra alerts through [`Decision::with_alert`];
 //! - with several checks per message, collect what they find in [`findings::Findings`] and let
 //!   it decide: the worst finding wins, every alert is raised;
 //! - keep per-device memory across messages in [`state`] (bytes, JSON, or fixed-layout binary
-//!   [`state::Record`]s), read the configuration anywhere through [`config`], and write to the
+//!   [`state::Record`]s), and policy-wide memory in [`state::global`], read the configuration anywhere through [`config`], and write to the
 //!   host log through [`log`];
 //! - check the configuration when the policy loads: JSON Pointers ([`Config::pointer`],
 //!   [`Config::pointers`], [`pointer`](mod@pointer)), per-metric
@@ -25,6 +30,11 @@
 //!   `alert | quarantine` choices ([`Config::action`]);
 //! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and field values
 //!   by kind ([`Value::describe`]).
+//!
+//! Clocks and random sources inside a policy are derived from the message: the wall clock reads
+//! [`Message::received_at_ms`], random numbers come from a stream seeded with [`Message::seed`].
+//! The same message, state and module give the same decision (replays rely on it); measuring
+//! time inside a policy is not possible, and not needed (its limits are the host's job).
 //!
 //! Policies keep no per-message `self`: the host may run a policy in a fresh instance per
 //! message, or reuse one instance for many messages, so anything that must outlive a message
@@ -47,6 +57,8 @@
 //!         config.check_keys(&["max-celsius"])?;
 //!         // Refuse a bad bound when the policy loads, not on the first message.
 //!         config.parse::<f64>("max-celsius")?;
+//!         // Read on every message: handed over with it, no host call.
+//!         twinguard_guest::declare::field("/temperature")?;
 //!         Ok(())
 //!     }
 //!
@@ -86,7 +98,8 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! twinguard-guest = "0.1"
+//! # Not published yet: the repository at a commit, or a checkout by path.
+//! twinguard-guest = { git = "https://github.com/twinguard/twinguard", rev = "<commit>" }
 //!
 //! # Small, fast components. In a workspace, profiles belong in the root Cargo.toml.
 //! [profile.release]

@@ -1,12 +1,13 @@
 //! Per-message cost of evaluation, 1 KB JSON payload (release build):
 //! (a) allow-all, reuse; (b) pii-redact, reuse; (c) pii-redact, fresh; (d) the same redaction
-//! as native Rust; (e) a chain of three policies each reading two fields.
+//! as native Rust; (e) a chain of three policies each reading two declared fields, (e2) the same
+//! through `host.field` calls; (f) the Mosquitto bench's four-policy pack on fresh messages.
 //!
 //! Run: `cargo bench -p twinguard-tests --bench evaluate`.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Map, Value};
 use twinguard::{ContentType, Message, Runtime};
 use twinguard_tests::runtime;
@@ -92,17 +93,59 @@ fn bench(c: &mut Criterion) {
     c.bench_function("d_native_redact", |b| {
         b.iter(|| black_box(native_redact(black_box(&msg.payload))))
     });
-    let chain = runtime(
-        "[[policy]]\nname = \"r1\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/seq,/site/line\"\n\
-         [[policy]]\nname = \"r2\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/readings/sensor_10,/status\"\n\
-         [[policy]]\nname = \"r3\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/ts,/readings/sensor_35\"\n\
-         [[route]]\nfilter = \"#\"\nchain = [\"r1\", \"r2\", \"r3\"]\n",
-    );
+    let chain = runtime(CHAIN_OF_3);
     assert_eq!(chain.evaluate(&msg).trace.len(), 3);
     c.bench_function("e_chain_of_3_reading_2_fields", |b| {
         b.iter(|| black_box(chain.evaluate(black_box(&msg))))
     });
+    // The same chain reading through `host.field` calls instead of declared fields (0.1's way).
+    let dynamic = runtime(
+        &CHAIN_OF_3.replace("mode = \"read\"", "mode = \"read-dynamic\""),
+    );
+    assert_eq!(dynamic.evaluate(&msg).trace.len(), 3);
+    c.bench_function("e2_same_chain_by_host_lookups", |b| {
+        b.iter(|| black_box(dynamic.evaluate(black_box(&msg))))
+    });
+    // The Mosquitto bench's four-policy pack, every message new (replay-guard wants rising
+    // sequence numbers), built outside the timed part.
+    let pack = runtime(PACK);
+    let mut seq = 0_u64;
+    let mut next = || {
+        seq += 1;
+        let now = twinguard::now_ms();
+        let mut doc: Value = serde_json::from_slice(&payload()).unwrap_or(Value::Null);
+        doc["seq"] = json!(seq);
+        doc["ts"] = json!(now);
+        let mut m = message();
+        m.payload = serde_json::to_vec(&doc).unwrap_or_default();
+        m.received_at_ms = now;
+        m
+    };
+    let first = pack.evaluate(&next());
+    assert_eq!(first.trace.len(), 4, "{first:?}");
+    assert!(first.action.forwards(), "{first:?}");
+    c.bench_function("f_pack_of_4", |b| {
+        b.iter_batched(
+            &mut next,
+            |m| black_box(pack.evaluate(black_box(&m))),
+            BatchSize::SmallInput,
+        )
+    });
 }
+
+const CHAIN_OF_3: &str =
+    "[[policy]]\nname = \"r1\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/seq,/site/line\"\n\
+     [[policy]]\nname = \"r2\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/readings/sensor_10,/status\"\n\
+     [[policy]]\nname = \"r3\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/ts,/readings/sensor_35\"\n\
+     [[route]]\nfilter = \"#\"\nchain = [\"r1\", \"r2\", \"r3\"]\n";
+
+const PACK: &str = "[[policy]]\nname = \"schema\"\npath = \"@schema-guard\"\n[policy.config]\n\
+     max-bytes = 4096\nrequired = \"/device:string,/seq:integer,/ts:integer,/readings:object\"\n\
+     [[policy]]\nname = \"identity\"\npath = \"@identity-guard\"\n[policy.config]\n\
+     topic-segment = 1\ninventory = \"press-07,press-08,press-09\"\npayload-field = \"/device\"\n\
+     [[policy]]\nname = \"replay\"\npath = \"@replay-guard\"\n\
+     [[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\n[policy.config]\nmask = \"/owner/name\"\n\
+     [[route]]\nfilter = \"#\"\nchain = [\"schema\", \"identity\", \"replay\", \"pii\"]\n";
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
