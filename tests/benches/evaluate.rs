@@ -99,9 +99,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(chain.evaluate(black_box(&msg))))
     });
     // The same chain reading through `host.field` calls instead of declared fields (0.1's way).
-    let dynamic = runtime(
-        &CHAIN_OF_3.replace("mode = \"read\"", "mode = \"read-dynamic\""),
-    );
+    let dynamic = runtime(&CHAIN_OF_3.replace("mode = \"read\"", "mode = \"read-dynamic\""));
     assert_eq!(dynamic.evaluate(&msg).trace.len(), 3);
     c.bench_function("e2_same_chain_by_host_lookups", |b| {
         b.iter(|| black_box(dynamic.evaluate(black_box(&msg))))

@@ -518,10 +518,10 @@ fn declared_fields_in_one_pass_agree_with_the_index_on_valid_and_broken_json() {
 
 #[test]
 fn declared_fields_in_one_pass_take_the_last_of_duplicate_keys() {
-    let text =
-        r#"{"a":{"b":1,"c":2},"x":[5,{"y":"z"}],"a":{"b":3},"k":1,"k":{"m":null},"e\u0073c":true,"o":{"p":1,"q":2,"p":3,"\u0070":4,"r":[]}}"#;
+    let text = r#"{"a":{"b":1,"c":2},"x":[5,{"y":"z"}],"a":{"b":3},"k":1,"k":{"m":null},"e\u0073c":true,"o":{"p":1,"q":2,"p":3,"\u0070":4,"r":[]}}"#;
     let pointers: Vec<_> = [
-        "/a/b", "/a/c", "/x/1/y", "/x/0", "/k", "/k/m", "/esc", "/a", "/x", "/o", "", "/o/r", "/o/p",
+        "/a/b", "/a/c", "/x/1/y", "/x/0", "/k", "/k/m", "/esc", "/a", "/x", "/o", "", "/o/r",
+        "/o/p",
     ]
     .iter()
     .map(|t| crate::payload::Pointer::parse(t).unwrap())
