@@ -138,8 +138,6 @@ mod tests {
         Message::from_wit(wit::Message {
             device_id: Some(device.to_owned()),
             topic: Some(format!("plant/{device}/telemetry")),
-            attributes: Some(Vec::new()),
-            device: None,
             content_type: wit::ContentType::Json,
             payload_len: 2,
             received_at_ms: 0,

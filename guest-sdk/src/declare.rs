@@ -7,8 +7,9 @@
 //!   [`Message::field`](crate::Message::field) (and `f64`, `i64`, `str`, …) on a declared
 //!   pointer costs no call to the host. An undeclared pointer still works, through a host call.
 //! - [`envelope`]: the envelope parts read on every message ([`Envelope::DEVICE_ID`],
-//!   [`Envelope::TOPIC`], [`Envelope::ATTRIBUTES`], [`Envelope::DEVICE`]). Parts not declared are
-//!   fetched from the host on first use: declare only what every message reads.
+//!   [`Envelope::TOPIC`]). Parts not declared are fetched from the host on first use (as
+//!   attributes and the device's registry entry always are): declare only what every message
+//!   reads.
 //! - [`keep_last`]: a field whose value in the device's last *forwarded* message the policy
 //!   reads ([`Message::last`](crate::Message::last)); the host keeps it for every policy.
 //! - [`counter`] and [`histogram`]: metrics the policy emits, exported with the host's.
@@ -77,10 +78,6 @@ impl Envelope {
     pub const DEVICE_ID: Self = Self(1);
     /// The topic.
     pub const TOPIC: Self = Self(2);
-    /// The transport attributes.
-    pub const ATTRIBUTES: Self = Self(4);
-    /// The device's registry entry ([`Message::device`](crate::Message::device)).
-    pub const DEVICE: Self = Self(8);
 
     /// Whether every part of `other` is in `self`.
     pub fn contains(self, other: Self) -> bool {
@@ -92,8 +89,6 @@ impl Envelope {
         for (part, flag) in [
             (Self::DEVICE_ID, wit::Envelope::DEVICE_ID),
             (Self::TOPIC, wit::Envelope::TOPIC),
-            (Self::ATTRIBUTES, wit::Envelope::ATTRIBUTES),
-            (Self::DEVICE, wit::Envelope::DEVICE),
         ] {
             if self.contains(part) {
                 e = e | flag;

@@ -70,10 +70,7 @@ impl Message {
             .topic
             .take()
             .map_or_else(OnceCell::new, OnceCell::from);
-        let attributes = inner
-            .attributes
-            .take()
-            .map_or_else(OnceCell::new, OnceCell::from);
+        let attributes = OnceCell::new();
         Self {
             inner,
             payload: OnceCell::new(),
@@ -101,14 +98,12 @@ impl Message {
         self.topic().split('/')
     }
 
-    /// The device's registry entry, when the policy declared [`Envelope::DEVICE`] and the host
-    /// knows the device.
-    ///
-    /// [`Envelope::DEVICE`]: crate::declare::Envelope::DEVICE
+    /// The device's registry entry (its class and attributes), when the host knows the device.
+    /// Fetched from the host on each call: keep what you need.
     pub fn device(&self) -> Option<Device> {
-        self.inner.device.as_ref().map(|d| Device {
-            class: d.class.clone(),
-            attributes: d.attributes.clone(),
+        host::device_entry().map(|d| Device {
+            class: d.class,
+            attributes: d.attributes,
         })
     }
 

@@ -367,6 +367,14 @@ impl wit_host::Host for HostState {
             .unwrap_or_default()
     }
 
+    fn device_entry(&mut self) -> Option<wit::Device> {
+        let dev = self.msg.as_ref()?.device_view.as_ref()?;
+        Some(wit::Device {
+            class: dev.class.clone(),
+            attributes: dev.attributes.clone(),
+        })
+    }
+
     fn global_get(&mut self, key: String) -> Option<Vec<u8>> {
         self.msg.as_ref()?;
         self.shared.state.global_get(&key)
@@ -550,6 +558,8 @@ pub struct Policy {
     breaker: Breaker,
     faults: AtomicU64,
     evaluations: AtomicU64,
+    /// Whether the policy has ever answered a redaction (see `runtime::fields_for`).
+    redacts: std::sync::atomic::AtomicBool,
     /// The first instance's manifest, as it answered; later instances must answer the same.
     manifest: OnceLock<wit::Manifest>,
     /// That manifest, checked.
@@ -844,6 +854,7 @@ impl Policy {
             evaluations: AtomicU64::new(0),
             manifest: OnceLock::new(),
             declared: OnceLock::new(),
+            redacts: std::sync::atomic::AtomicBool::new(false),
             spec,
         };
         let first = policy.instantiate().map_err(|e| {
@@ -947,6 +958,18 @@ impl Policy {
     /// The policy's circuit breaker (per device, then policy-wide).
     pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// Notes that the policy redacts (once; later calls only read).
+    pub(crate) fn note_redaction(&self) {
+        if !self.redacts.load(Ordering::Relaxed) {
+            self.redacts.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the policy has ever answered a redaction.
+    pub(crate) fn redacts(&self) -> bool {
+        self.redacts.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_evaluation(&self) {
@@ -1076,15 +1099,6 @@ impl Policy {
         wit::Message {
             device_id: asks(wit::Envelope::DEVICE_ID).then(|| ctx.device.clone()),
             topic: asks(wit::Envelope::TOPIC).then(|| ctx.topic.clone()),
-            attributes: asks(wit::Envelope::ATTRIBUTES).then(|| ctx.attributes.clone()),
-            device: if asks(wit::Envelope::DEVICE) {
-                ctx.device_view.as_ref().map(|dev| wit::Device {
-                    class: dev.class.clone(),
-                    attributes: dev.attributes.clone(),
-                })
-            } else {
-                None
-            },
             content_type: ctx.content_type,
             payload_len: u32::try_from(ctx.doc.bytes().len()).unwrap_or(u32::MAX),
             received_at_ms: ctx.received_at_ms,

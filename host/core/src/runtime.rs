@@ -556,8 +556,16 @@ fn declared_of(policies: &[Arc<Policy>]) -> (Vec<Pointer>, Vec<Option<Vec<usize>
     (all, maps)
 }
 
-/// Policy `i`'s declared fields for the message in `ctx`, from the set's one pass.
-fn fields_for(set: &PolicySet, i: usize, p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
+/// Policy `i`'s declared fields for the message in `ctx`, from the set's one pass. On a route
+/// whose policies have redacted before, the pass builds the payload's index instead: the
+/// redaction then reuses it rather than parsing the payload a second time.
+fn fields_for(
+    set: &PolicySet,
+    i: usize,
+    p: &Policy,
+    ctx: &mut MsgCtx,
+    chain: &[usize],
+) -> policy::WitFields {
     let own = p.declared().map(|d| d.fields()).unwrap_or_default();
     if own.is_empty() {
         return Ok(Vec::new());
@@ -575,10 +583,16 @@ fn fields_for(set: &PolicySet, i: usize, p: &Policy, ctx: &mut MsgCtx) -> policy
             .map_err(policy::field_error_to_wit);
     };
     let doc = &mut ctx.doc;
-    match ctx
-        .fields
-        .get_or_insert_with(|| doc.get_many(&set.declared))
-    {
+    let values = ctx.fields.get_or_insert_with(|| {
+        let redacting = chain
+            .iter()
+            .any(|&k| set.policies.get(k).is_some_and(|q| q.redacts()));
+        if redacting {
+            doc.build_index();
+        }
+        doc.get_many(&set.declared)
+    });
+    match values {
         Ok(values) => Ok(map
             .iter()
             .map(|&j| values.get(j).cloned().flatten().map(policy::value_to_wit))
@@ -707,7 +721,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         let (step, elapsed) = policy::timed(|| match gate {
             Gate::Run => {
                 let fields = match ctx.as_mut() {
-                    Some(c) => fields_for(set, i, p, c),
+                    Some(c) => fields_for(set, i, p, c, &route.chain),
                     None => Ok(Vec::new()),
                 };
                 p.evaluate(&mut ctx, &set.twin, fields)
@@ -739,6 +753,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                         Ok(Verdict::Quarantine)
                     }
                     wit::Verdict::Redact(edits) => {
+                        p.note_redaction();
                         let n = edits.len();
                         apply_redaction(ct, &mut ctx_ref.doc, edits).map(|changed| {
                             if changed {

@@ -275,6 +275,14 @@ impl Document {
         tape.value(format, bytes, &entry).map(Some)
     }
 
+    /// Builds the index now, if it is not built: for a chain in which a redaction is expected,
+    /// one pass then serves the lookups and the redaction (see [`get_many`](Self::get_many)).
+    pub fn build_index(&mut self) {
+        if let (Some(format), None) = (self.format, &self.index) {
+            self.index = Some(Tape::build(format, &self.bytes));
+        }
+    }
+
     /// Looks several checked pointers up at once, in order; what a policy's declared fields
     /// need for every message.
     ///

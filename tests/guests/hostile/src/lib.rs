@@ -39,7 +39,7 @@
 //! | `panic-control` | panics with a message full of CR, LF, ESC and NUL |
 //! | `declared` | declares the pointers in `fields`; alert `declared`, detail `/p=Value … /q=absent` (space-separated, declared order) or `error: …` |
 //! | `envelope` | declares nothing; alert `envelope`, detail `device=… topic=…` fetched on request |
-//! | `device` | declares the envelope's `device`; alert `device`, detail `class=… k=v …` or `unknown` |
+//! | `device` | reads the device's registry entry; alert `device`, detail `class=… k=v …` or `unknown` |
 //! | `last` | keeps the last value of the pointer in `field`; alert `last`, detail `last=Value` or `last=none` |
 //! | `metrics` | declares counter `messages` and histogram `payload.size` (`By`); records 1 and the payload length, allows |
 //! | `metric-bad-index` | records on counter 99, which it never declared |
@@ -57,7 +57,7 @@ use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use twinguard_guest::declare::{self, Envelope};
+use twinguard_guest::declare;
 use twinguard_guest::{export_policy, state, Config, Decision, Message, Policy, Severity};
 
 const MODES: &[&str] = &[
@@ -154,7 +154,6 @@ impl Policy for Hostile {
             "read" | "declared" => {
                 declare::fields(setup.fields.iter().map(String::as_str))?;
             }
-            "device" => declare::envelope(Envelope::DEVICE)?,
             "last" => {
                 let field = config.get("field").unwrap_or("/t");
                 setup.last = Some(declare::keep_last(field)?);
