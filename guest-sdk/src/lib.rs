@@ -11,19 +11,21 @@
 //!   ([`declare::field`]), envelope parts ([`declare::envelope`]), last values
 //!   ([`declare::keep_last`]) and metrics ([`declare::counter`], [`declare::histogram`]). The host
 //!   hands exactly that over with each message (contract `twinguard:policy@0.2.0`);
-//! - read the message through [`Message`]: its envelope (device, topic, content type, attributes;
-//!   fetched on first use unless declared) and typed fields by JSON Pointer ([`Message::field`],
-//!   [`Message::f64`], [`Message::str`], …): declared ones come with the message, others are
-//!   looked up by the host in its single parse of the payload, so prefer these to parsing
-//!   [`Message::payload`] yourself;
+//! - read the message through [`Message`]: its envelope (device id, topic, content type,
+//!   attributes; fetched on first use unless declared), the device's registry entry
+//!   ([`Message::device`]), the per-message [`seed`](Message::seed), last forwarded values
+//!   ([`Message::last`]) and typed fields by JSON Pointer ([`Message::field`], [`Message::f64`],
+//!   [`Message::str`], …) or by declared handle ([`Message::get`], [`Message::get_f64`], …):
+//!   declared ones come with the message, others are looked up by the host in its single parse
+//!   of the payload, so prefer these to parsing [`Message::payload`] yourself;
 //! - answer with a [`Decision`]: [`Decision::allow`], [`Decision::redact`] with
 //!   [`remove`](Decision::remove) / [`mask`](Decision::mask) edits, [`Decision::quarantine`],
 //!   [`Decision::alert`], plus extra alerts through [`Decision::with_alert`];
 //! - with several checks per message, collect what they find in [`findings::Findings`] and let
 //!   it decide: the worst finding wins, every alert is raised;
 //! - keep per-device memory across messages in [`state`] (bytes, JSON, or fixed-layout binary
-//!   [`state::Record`]s), and policy-wide memory in [`state::global`], read the configuration anywhere through [`config`], and write to the
-//!   host log through [`log`];
+//!   [`state::Record`]s) and policy-wide memory in [`state::global`], read the configuration
+//!   anywhere through [`config`], and write to the host log through [`log`];
 //! - check the configuration when the policy loads: JSON Pointers ([`Config::pointer`],
 //!   [`Config::pointers`], [`pointer`](mod@pointer)), per-metric
 //!   `"/pointer" = "name=value,..."` keys ([`Config::metric_keys`], [`metric`]) and
@@ -31,10 +33,46 @@
 //! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and field values
 //!   by kind ([`Value::describe`]).
 //!
-//! Clocks and random sources inside a policy are derived from the message: the wall clock reads
-//! [`Message::received_at_ms`], random numbers come from a stream seeded with [`Message::seed`].
-//! The same message, state and module give the same decision (replays rely on it); measuring
-//! time inside a policy is not possible, and not needed (its limits are the host's job).
+//! # What 0.2 asks of a policy: declare in `init`
+//!
+//! The contract (`twinguard:policy@0.2.0`, which this crate's version follows) has `init` answer
+//! a *manifest*: what the policy reads on every message. The SDK builds it from the [`declare`]
+//! calls made during `init`. Declaring is about cost, never about results:
+//!
+//! - a declared field is extracted by the host in one pass over the payload, shared by every
+//!   policy of the chain, and handed over in the call; an undeclared lookup is one call into the
+//!   host per field per message. [`Message::field`] answers the same either way, and
+//!   [`Message::get`] reads a declared field by its [`Field`] handle without comparing pointers;
+//! - a declared envelope part (device id, topic) is copied into every call; an undeclared one is
+//!   fetched from the host the first time the message is asked for it. Declare the parts nearly
+//!   every message reads (an identity check reads the device id and topic every time); leave out
+//!   those only read to word a rare alert;
+//! - [`declare::keep_last`] has the host keep a field's last forwarded value per device
+//!   ([`Message::last`]); [`declare::counter`] and [`declare::histogram`] declare metrics the
+//!   host exports under the policy's name.
+//!
+//! The declarations are taken during the host's `init` only; elsewhere [`declare`] returns an
+//! error (never a panic). Unit tests run an `init` that declares inside [`declare::capture`].
+//!
+//! # Determinism
+//!
+//! Clocks and random sources inside a policy are derived from the message: during `evaluate`
+//! the wall clock (`std::time::SystemTime`) reads [`Message::received_at_ms`], the monotonic
+//! clock (`Instant`) the same instant and never advances, and WASI's random sources (behind
+//! `getrandom`, `HashMap`'s keys, …) yield a stream seeded with [`Message::seed`]; during `init`
+//! the clocks read zero and the stream is seeded from the module's digest. The same message, state and module give the same decision, bit for
+//! bit, which is what replaying a quarantined message relies on. Measuring time inside a policy
+//! is not possible, and not needed: its limits are the host's job. Use [`Message::seed`] where a
+//! decision samples.
+//!
+//! # State and metrics
+//!
+//! [`state`] keeps per-device memory (scoped by the host to the message's device and to this
+//! policy); [`state::global`] keeps policy-wide memory, shared by every device and every worker
+//! running the policy, updated with compare-and-swap ([`state::global::update`]) so concurrent
+//! workers lose no update. Both are bounded by the policy's limits: a refused write is a
+//! [`StateError`], not a fault. Metrics declared in `init` are handles:
+//! [`declare::Counter::add`], [`declare::Histogram::record`].
 //!
 //! Policies keep no per-message `self`: the host may run a policy in a fresh instance per
 //! message, or reuse one instance for many messages, so anything that must outlive a message
@@ -98,8 +136,10 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! # Not published yet: the repository at a commit, or a checkout by path.
-//! twinguard-guest = { git = "https://github.com/twinguard/twinguard", rev = "<commit>" }
+//! # Not published to a registry yet: depend on the repository at a release tag (or `rev` =
+//! # a commit), or on a checkout by path.
+//! twinguard-guest = { git = "https://github.com/twinguard/twinguard", tag = "<tag>" }
+//! # twinguard-guest = { path = "../twinguard/guest-sdk" }
 //!
 //! # Small, fast components. In a workspace, profiles belong in the root Cargo.toml.
 //! [profile.release]
@@ -147,7 +187,7 @@ pub mod text;
 pub use config::Config;
 pub use configured::{Configured, ConfiguredPolicy};
 pub use decision::{Alert, Decision, Edit, EditAction, Severity, Verdict};
-pub use declare::{Envelope, Field, Last};
+pub use declare::{Counter, Envelope, Field, Histogram, Last};
 pub use message::{ContentType, Device, FieldError, Message, Value};
 pub use state::StateError;
 pub use text::Quoted;
@@ -300,7 +340,7 @@ pub mod __private {
         let config = config::replace(Config::from(entries));
         crate::declare::begin();
         let result = P::init(&config);
-        let manifest = crate::declare::finish();
+        let manifest = crate::declare::finish(result.is_ok());
         result.map(|()| manifest)
     }
 

@@ -21,6 +21,7 @@ pub struct Message {
     device_id: OnceCell<String>,
     topic: OnceCell<String>,
     attributes: OnceCell<Vec<(String, String)>>,
+    device: OnceCell<Option<Device>>,
     /// The declared fields, converted once.
     fields: Result<Vec<Option<Value>>, FieldError>,
     last: Vec<Option<Value>>,
@@ -77,6 +78,7 @@ impl Message {
             device_id,
             topic,
             attributes,
+            device: OnceCell::new(),
             fields,
             last,
         }
@@ -84,11 +86,17 @@ impl Message {
 
     /// The device's identity. Where the transport authenticates the device (client certificate,
     /// username) this is the authenticated identity, not a claim taken from the payload or topic.
+    ///
+    /// In the message when declared ([`Envelope::DEVICE_ID`](crate::Envelope::DEVICE_ID));
+    /// otherwise fetched from the host on the first call (later calls are free).
     pub fn device_id(&self) -> &str {
         self.device_id.get_or_init(host::device_id)
     }
 
     /// The MQTT topic (or the equivalent subject of another transport).
+    ///
+    /// In the message when declared ([`Envelope::TOPIC`](crate::Envelope::TOPIC)); otherwise
+    /// fetched from the host on the first call (later calls are free).
     pub fn topic(&self) -> &str {
         self.topic.get_or_init(host::topic)
     }
@@ -98,13 +106,18 @@ impl Message {
         self.topic().split('/')
     }
 
-    /// The device's registry entry (its class and attributes), when the host knows the device.
-    /// Fetched from the host on each call: keep what you need.
-    pub fn device(&self) -> Option<Device> {
-        host::device_entry().map(|d| Device {
-            class: d.class,
-            attributes: d.attributes,
-        })
+    /// The device's registry entry (its class and attributes), when the host (or the embedding
+    /// application) knows the device. Fetched from the host on the first call (later calls are
+    /// free).
+    pub fn device(&self) -> Option<&Device> {
+        self.device
+            .get_or_init(|| {
+                host::device_entry().map(|d| Device {
+                    class: d.class,
+                    attributes: d.attributes,
+                })
+            })
+            .as_ref()
     }
 
     /// The per-message seed, derived by the host from the message (device, topic, received
@@ -114,32 +127,57 @@ impl Message {
         self.inner.seed
     }
 
-    /// A declared field's value: `Ok(None)` when absent. Fails as [`field`](Self::field) does,
-    /// and for a handle made outside `init` (it names no declared field).
+    /// A declared field's value, borrowed from the message (no host call, no copy): `Ok(None)`
+    /// when absent. Fails as [`field`](Self::field) does (the payload is text or binary, or
+    /// malformed), and with [`FieldError::BadPointer`] for a handle this instance's `init` did
+    /// not hand out.
     pub fn get(&self, field: Field) -> Result<Option<&Value>, FieldError> {
         match &self.fields {
             Ok(values) => match values.get(field.0) {
                 Some(value) => Ok(value.as_ref()),
-                None => Err(FieldError::BadPointer(
-                    "a field handle made outside init names no declared field".into(),
-                )),
+                None => Err(FieldError::BadPointer(format!(
+                    "field handle #{} names no field declared by this instance's init",
+                    field.0
+                ))),
             },
             Err(e) => Err(e.clone()),
         }
     }
 
-    /// A declared field as a number (integers converted); absent, another type or an error is
-    /// `None`.
+    /// A declared field as a number, integers converted ([`f64`](Self::f64) by handle); absent,
+    /// another type or an error is `None`.
     pub fn get_f64(&self, field: Field) -> Option<f64> {
         self.get(field).ok().flatten()?.as_f64()
     }
 
-    /// A declared field as text; absent, another type or an error is `None`.
+    /// A declared field as an integer ([`i64`](Self::i64) by handle); floats, even `3.0`,
+    /// another type, absent or an error are `None`.
+    pub fn get_i64(&self, field: Field) -> Option<i64> {
+        self.get(field).ok().flatten()?.as_i64()
+    }
+
+    /// A declared field as text, borrowed ([`str`](Self::str) by handle); another type, absent
+    /// or an error is `None`.
     pub fn get_str(&self, field: Field) -> Option<&str> {
         self.get(field).ok().flatten()?.as_str()
     }
 
-    /// The value a `keep-last` field had in this device's last forwarded message, if known.
+    /// A declared field as a boolean ([`bool`](Self::bool) by handle); another type, absent or an
+    /// error is `None`.
+    pub fn get_bool(&self, field: Field) -> Option<bool> {
+        self.get(field).ok().flatten()?.as_bool()
+    }
+
+    /// Whether a declared field is present, `null` included ([`has`](Self::has) by handle);
+    /// errors count as absent.
+    pub fn get_has(&self, field: Field) -> bool {
+        matches!(self.get(field), Ok(Some(_)))
+    }
+
+    /// The value a [`keep_last`](crate::declare::keep_last) field had in this device's last
+    /// forwarded message (allowed, redacted or alerted; as forwarded), if known: `None` for the
+    /// device's first message, when that message lacked the field, or for a handle this
+    /// instance's `init` did not hand out.
     pub fn last(&self, last: Last) -> Option<&Value> {
         self.last.get(last.0).and_then(Option::as_ref)
     }
@@ -171,7 +209,9 @@ impl Message {
         self.inner.received_at_ms
     }
 
-    /// Transport attributes such as MQTT 5 user properties, in arrival order.
+    /// Transport attributes such as MQTT 5 user properties, in arrival order. Fetched from the
+    /// host on the first call (later calls are free); the contract keeps them out of the message
+    /// record, so there is nothing to declare.
     pub fn attributes(&self) -> &[(String, String)] {
         self.attributes.get_or_init(host::attributes)
     }
@@ -185,7 +225,9 @@ impl Message {
     }
 
     /// Looks up a field by JSON Pointer (RFC 6901, e.g. `/owner/email` or `/readings/0`).
-    /// A declared field is read from the message; any other is looked up by the host.
+    /// A declared field ([`declare::field`](crate::declare::field)) is read from the message
+    /// (the pointer compared with the declared ones); any other is looked up by the host, one
+    /// call per lookup. The answer is the same either way.
     ///
     /// `Ok(None)` means the field is absent. Fails when the payload has no fields (text or
     /// binary), does not parse as its content type, or when the pointer is invalid.
@@ -447,6 +489,73 @@ impl From<wit::FieldError> for FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message as the host hands it over; no host import is called by what the tests read
+    /// (the imports are unreachable outside wasm).
+    fn message(fields: Result<Vec<Option<wit::Value>>, wit::FieldError>) -> Message {
+        Message::from_wit(wit::Message {
+            device_id: Some("d1".to_owned()),
+            topic: Some("plant/d1/t".to_owned()),
+            content_type: wit::ContentType::Json,
+            payload_len: 20,
+            received_at_ms: 7,
+            seed: 42,
+            fields,
+            last: vec![None, Some(wit::Value::Float(1.5))],
+        })
+    }
+
+    #[test]
+    fn declared_fields_and_envelope_are_read_from_the_message() {
+        let (handles, _) =
+            crate::declare::capture(|| crate::declare::fields(["/a", "/b", "/c", "/d"]).unwrap());
+        // What the host's init leaves behind for lookups by pointer.
+        crate::declare::begin();
+        crate::declare::fields(["/a", "/b", "/c", "/d"]).unwrap();
+        crate::declare::finish(true);
+        let msg = message(Ok(vec![
+            Some(wit::Value::Integer(3)),
+            Some(wit::Value::Text("x".to_owned())),
+            None,
+            Some(wit::Value::Boolean(true)),
+        ]));
+        assert_eq!(msg.device_id(), "d1");
+        assert_eq!(msg.topic_segments().nth(1), Some("d1"));
+        assert_eq!(
+            (msg.seed(), msg.received_at_ms(), msg.payload_len()),
+            (42, 7, 20)
+        );
+        assert_eq!(msg.f64("/a"), Some(3.0));
+        assert_eq!(msg.i64("/a"), Some(3));
+        assert_eq!(msg.str("/b").as_deref(), Some("x"));
+        assert_eq!(msg.field("/c"), Ok(None));
+        assert!(!msg.has("/c"));
+        assert_eq!(msg.bool("/d"), Some(true));
+        let [a, b, c, d] = handles[..] else {
+            panic!("{handles:?}")
+        };
+        assert_eq!(msg.get(a), Ok(Some(&Value::Integer(3))));
+        assert_eq!((msg.get_f64(a), msg.get_i64(a)), (Some(3.0), Some(3)));
+        assert_eq!(msg.get_str(b), Some("x"));
+        assert_eq!(msg.get(c), Ok(None));
+        assert!(!msg.get_has(c) && msg.get_has(d));
+        assert_eq!(msg.get_bool(d), Some(true));
+        assert!(matches!(msg.get(Field(9)), Err(FieldError::BadPointer(_))));
+        assert_eq!(msg.last(Last(0)), None);
+        assert_eq!(msg.last(Last(1)), Some(&Value::Float(1.5)));
+        assert_eq!(msg.last(Last(2)), None);
+    }
+
+    #[test]
+    fn a_payload_without_fields_fails_every_declared_lookup() {
+        crate::declare::begin();
+        let a = crate::declare::field("/a").unwrap();
+        crate::declare::finish(true);
+        let msg = message(Err(wit::FieldError::Unstructured));
+        assert_eq!(msg.get(a), Err(FieldError::Unstructured));
+        assert_eq!(msg.field("/a"), Err(FieldError::Unstructured));
+        assert_eq!(msg.f64("/a"), None);
+    }
 
     #[test]
     fn values_are_described_by_kind() {

@@ -5,7 +5,9 @@
 //! state for this policy (keys and values count, see the policy's `state-bytes` limit); a
 //! [`set`] over that bound stores nothing and returns [`StateError::OverLimit`].
 //!
-//! Only valid during `evaluate`, when there is a current device.
+//! Only valid during `evaluate`, when there is a current device: elsewhere reads find nothing
+//! and writes fail with [`StateError::NoMessage`]. Policy-wide state, shared by every device,
+//! is in [`global`].
 //!
 //! Values are bytes ([`get`], [`set`]). Two typed layers sit on top: JSON ([`get_json`],
 //! [`set_json`]) for convenience, and fixed-layout binary [`Record`]s ([`get_record`],
@@ -77,6 +79,9 @@ pub enum StateError {
     /// Storing it would take this device's state for this policy over the policy's
     /// `state-bytes` limit; the figure is that limit in bytes. Nothing was stored.
     OverLimit(u64),
+    /// [`global`]: storing it would take the policy-wide state over the policy's
+    /// `global-state-bytes` limit; the figure is that limit in bytes. Nothing was stored.
+    GlobalOverLimit(u64),
     /// The policy already keeps state for as many devices as its `state-devices` limit (the
     /// figure), and this device has none yet. Nothing was stored.
     TooManyDevices(u64),
@@ -97,6 +102,10 @@ impl fmt::Display for StateError {
                     "over the limit of {limit} bytes of state for this device and policy"
                 )
             }
+            Self::GlobalOverLimit(limit) => write!(
+                f,
+                "over the limit of {limit} bytes of policy-wide state for this policy"
+            ),
             Self::TooManyDevices(limit) => write!(
                 f,
                 "this policy already keeps state for its limit of {limit} devices"
@@ -127,8 +136,11 @@ impl From<wit::StateError> for StateError {
 /// badge at two doors within a minute). Bounded by the policy's `global-state-bytes` limit.
 ///
 /// Several workers may run the policy at once (each device's messages stay on one), so a
-/// read-modify-write must not be a [`get`] then a [`set`]: use [`update`], which swaps only if
-/// nobody changed the value in between, and retries.
+/// read-modify-write must not be a [`get`](global::get) then a [`set`](global::set): use
+/// [`update`](global::update), which swaps only if nobody changed the value in between, and
+/// retries (at most [`MAX_ATTEMPTS`](global::MAX_ATTEMPTS) times, then
+/// [`StateError::Contended`]). Outside `evaluate` reads find nothing and writes fail with
+/// [`StateError::NoMessage`].
 ///
 /// ```no_run
 /// use twinguard_guest::state::global;
@@ -144,7 +156,7 @@ impl From<wit::StateError> for StateError {
 /// ```
 pub mod global {
     use super::StateError;
-    use crate::bindings::host;
+    use crate::bindings::{host, wit};
 
     /// Swaps attempted by [`update`] before it gives up.
     pub const MAX_ATTEMPTS: u32 = 100;
@@ -156,7 +168,7 @@ pub mod global {
 
     /// Stores `value` under `key`, whatever it held.
     pub fn set(key: &str, value: &[u8]) -> Result<(), StateError> {
-        host::global_set(key, value).map_err(StateError::from)
+        host::global_set(key, value).map_err(policy_wide)
     }
 
     /// Removes the value under `key`.
@@ -171,7 +183,15 @@ pub mod global {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, StateError> {
-        host::global_swap(key, expected, new).map_err(StateError::from)
+        host::global_swap(key, expected, new).map_err(policy_wide)
+    }
+
+    /// The host's refusal, the limit named as the policy-wide one.
+    fn policy_wide(err: wit::StateError) -> StateError {
+        match err {
+            wit::StateError::OverLimit(limit) => StateError::GlobalOverLimit(limit),
+            other => other.into(),
+        }
     }
 
     /// Computes the new value from the current one and stores it atomically, retrying when

@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use twinguard_guest::declare::{self, Envelope};
+use twinguard_guest::declare;
 use twinguard_guest::findings::{AlertOrder, Finding, Findings};
 use twinguard_guest::metric::{self, MetricKey};
 use twinguard_guest::state::{self, Reader, Record, Writer};
@@ -179,8 +179,8 @@ impl Configured for Settings {
                     .to_owned(),
             );
         }
-        // Read on every message: handed over with it (contract 0.2).
-        declare::envelope(Envelope::DEVICE_ID)?;
+        // Read on every message: handed over with it (contract 0.2). The device id only words
+        // findings, so it is fetched from the host when one is written, not declared.
         for metric in &metrics {
             declare::field(&metric.pointer)?;
         }
@@ -188,7 +188,6 @@ impl Configured for Settings {
     }
 
     fn evaluate(&self, msg: &Message) -> Decision {
-        let device = msg.device_id();
         let mut findings = no_findings();
         for metric in &self.metrics {
             let x = match msg.field(&metric.pointer) {
@@ -206,20 +205,21 @@ impl Configured for Settings {
                 // Pointers were checked by `init`.
                 Err(FieldError::BadPointer(_)) => continue,
             };
-            let previous = load(&metric.pointer, device);
+            let previous = load(&metric.pointer, msg);
             let observed = observe(&metric.params, previous, x);
             if let Some(next) = observed.next {
                 if let Err(err) = state::set_record(&metric.pointer, &next) {
                     findings.push(Finding::quarantine(format!(
-                        "cannot store the baseline of {} for device {device}: {err}",
-                        metric.pointer
+                        "cannot store the baseline of {} for device {}: {err}",
+                        metric.pointer,
+                        msg.device_id()
                     )));
                 }
             }
             let context = Context {
                 pointer: &metric.pointer,
                 x,
-                device,
+                msg,
                 params: &metric.params,
             };
             findings.extend(observed.problems.into_iter().map(|p| p.finding(&context)));
@@ -347,10 +347,11 @@ impl Record for Baseline {
 
 /// The device's baseline of `pointer`. Undecodable state (another version of this policy wrote
 /// it) starts a new warm-up rather than locking the device out.
-fn load(pointer: &str, device: &str) -> Option<Baseline> {
+fn load(pointer: &str, msg: &Message) -> Option<Baseline> {
     state::get_record(pointer).unwrap_or_else(|_| {
         log::warn(&format!(
-            "anomaly-guard: discarding undecodable baseline of {pointer} for device {device}"
+            "anomaly-guard: discarding undecodable baseline of {pointer} for device {}",
+            msg.device_id()
         ));
         None
     })
@@ -475,14 +476,15 @@ fn observe(params: &Params, previous: Option<Baseline>, x: f64) -> Observed {
 struct Context<'a> {
     pointer: &'a str,
     x: f64,
-    device: &'a str,
+    /// The device id is fetched from it only when a finding is worded.
+    msg: &'a Message,
     params: &'a Params,
 }
 
 impl Problem {
     fn finding(self, c: &Context<'_>) -> Finding {
         let value = format!("{} = {}", c.pointer, num(c.x));
-        let device = c.device;
+        let device = c.msg.device_id();
         let p = c.params;
         match self {
             Self::NotFinite => detection(format!(
@@ -573,7 +575,21 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(pairs: &[(&str, &str)]) -> (Result<Settings, String>, declare::Manifest) {
+        declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_the_metric_fields_only() {
+        let (s, m) = declared(&[("/t", ""), ("/h", "alert-z=6")]);
+        s.unwrap();
+        assert_eq!(m.fields, ["/t", "/h"]);
+        assert_eq!(m.envelope, declare::Envelope::NONE);
+        assert!(m.keep_last.is_empty() && m.metrics.is_empty());
     }
 
     /// Deterministic pseudo-noise with standard deviation 1 (a sine sampled at the golden angle).

@@ -198,7 +198,24 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(pairs: &[(&str, &str)]) -> (Result<Settings, String>, declare::Manifest) {
+        declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_the_envelope_and_the_payload_field() {
+        let (s, m) = declared(&[]);
+        s.unwrap();
+        assert_eq!(m.envelope, Envelope::DEVICE_ID | Envelope::TOPIC);
+        assert!(m.fields.is_empty());
+        let (s, m) = declared(&[("payload-field", "/meta/device")]);
+        s.unwrap();
+        assert_eq!(m.fields, ["/meta/device"]);
+        assert!(m.keep_last.is_empty() && m.metrics.is_empty());
     }
 
     #[test]

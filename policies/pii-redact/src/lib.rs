@@ -129,7 +129,23 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(pairs: &[(&str, &str)]) -> (Result<Settings, String>, declare::Manifest) {
+        declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_the_fields_it_redacts() {
+        let (s, m) = declared(&[
+            ("remove", "/owner/email"),
+            ("mask", "/badge/holder,/owner/name"),
+        ]);
+        s.unwrap();
+        assert_eq!(m.fields, ["/owner/email", "/badge/holder", "/owner/name"]);
+        assert_eq!(m.envelope, declare::Envelope::NONE);
     }
 
     #[test]

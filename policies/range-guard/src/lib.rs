@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use twinguard_guest::config::Action;
-use twinguard_guest::declare::{self, Envelope};
+use twinguard_guest::declare;
 use twinguard_guest::findings::{Finding, Findings};
 use twinguard_guest::metric::MetricKey;
 use twinguard_guest::state::{self, Reader, Record, Writer};
@@ -73,8 +73,8 @@ impl Configured for Settings {
                     .to_owned(),
             );
         }
-        // Read on every message: handed over with it (contract 0.2).
-        declare::envelope(Envelope::DEVICE_ID)?;
+        // Read on every message: handed over with it (contract 0.2). The device id only words
+        // findings, so it is fetched from the host when one is written, not declared.
         for metric in &metrics {
             declare::field(&metric.pointer)?;
         }
@@ -86,7 +86,6 @@ impl Configured for Settings {
     }
 
     fn evaluate(&self, msg: &Message) -> Decision {
-        let device = msg.device_id();
         let now = msg.received_at_ms();
         let mut findings = Findings::new(NAME);
         for metric in &self.metrics {
@@ -105,17 +104,19 @@ impl Configured for Settings {
                 // Pointers were checked by `init`.
                 Err(FieldError::BadPointer(_)) => continue,
             };
-            let previous = load(&metric.pointer, device);
+            let previous = load(&metric.pointer, msg);
             let checked = check(&metric.limits, self.step_reset_ms, previous, x, now);
             if let Some(next) = checked.next {
                 if let Err(err) = state::set_record(&metric.pointer, &next) {
                     findings.push(Finding::quarantine(format!(
-                        "cannot store the state of {} for device {device}: {err}",
-                        metric.pointer
+                        "cannot store the state of {} for device {}: {err}",
+                        metric.pointer,
+                        msg.device_id()
                     )));
                 }
             }
             if let Some(problem) = checked.problem {
+                let device = msg.device_id();
                 findings.push(problem.finding(&metric.pointer, x, device, self.on_stuck));
             }
         }
@@ -204,10 +205,11 @@ impl Record for Track {
 
 /// The device's track of `pointer`. Undecodable state (another version of this policy wrote it)
 /// starts afresh rather than locking the device out.
-fn load(pointer: &str, device: &str) -> Option<Track> {
+fn load(pointer: &str, msg: &Message) -> Option<Track> {
     state::get_record(pointer).unwrap_or_else(|_| {
         log::warn(&format!(
-            "range-guard: discarding undecodable state of {pointer} for device {device}"
+            "range-guard: discarding undecodable state of {pointer} for device {}",
+            msg.device_id()
         ));
         None
     })
@@ -361,7 +363,21 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(pairs: &[(&str, &str)]) -> (Result<Settings, String>, declare::Manifest) {
+        declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_the_metric_fields_only() {
+        let (s, m) = declared(&[("/t", "min=0"), ("/h", "max=100")]);
+        s.unwrap();
+        assert_eq!(m.fields, ["/t", "/h"]);
+        assert_eq!(m.envelope, declare::Envelope::NONE);
+        assert!(m.keep_last.is_empty() && m.metrics.is_empty());
     }
 
     fn limits(list: &str) -> Limits {

@@ -3,7 +3,6 @@
 
 #![forbid(unsafe_code)]
 
-use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{export_configured, log, Config, Configured, Decision, Message, Severity};
 
@@ -75,16 +74,17 @@ impl Configured for Settings {
                 )
             }
         };
-        // Read on every message: handed over with it (contract 0.2).
-        declare::envelope(Envelope::DEVICE_ID)?;
+        // Nothing to declare (contract 0.2): no payload field is read, and the device id only
+        // words the rare alert, so it is fetched from the host then rather than handed over in
+        // every call. The host scopes the state to the device.
         Ok(Self { soft, hard })
     }
 
     fn evaluate(&self, msg: &Message) -> Decision {
-        let device = msg.device_id();
         let previous = state::get_record(STATE_KEY).unwrap_or_else(|_| {
             log::warn(&format!(
-                "rate-guard: discarding undecodable state of device {device}"
+                "rate-guard: discarding undecodable state of device {}",
+                msg.device_id()
             ));
             None
         });
@@ -92,7 +92,8 @@ impl Configured for Settings {
         if let Err(err) = state::set_record(STATE_KEY, &buckets) {
             // Without stored buckets every message would see a full bucket: fail closed.
             return Decision::quarantine(format!(
-                "{NAME}: cannot store the token buckets of device {device}: {err}"
+                "{NAME}: cannot store the token buckets of device {}: {err}",
+                msg.device_id()
             ));
         }
         match admission {
@@ -101,8 +102,9 @@ impl Configured for Settings {
                 Severity::Medium,
                 "rate-burst",
                 format!(
-                    "{NAME}: device {device} exceeded its burst of {} messages at {} msg/s \
+                    "{NAME}: device {} exceeded its burst of {} messages at {} msg/s \
                      ({} tokens left)",
+                    msg.device_id(),
                     self.soft.burst,
                     self.soft.rate,
                     round3(tokens)
@@ -110,9 +112,11 @@ impl Configured for Settings {
             ),
             Admission::Flood { limit } => {
                 let detail = format!(
-                    "{NAME}: device {device} is flooding: hard limit of {} messages burst at {} \
+                    "{NAME}: device {} is flooding: hard limit of {} messages burst at {} \
                      msg/s exhausted",
-                    limit.burst, limit.rate
+                    msg.device_id(),
+                    limit.burst,
+                    limit.rate
                 );
                 Decision::quarantine(&detail).with_alert(Severity::High, "flood", detail)
             }
@@ -233,7 +237,21 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(
+        pairs: &[(&str, &str)],
+    ) -> (Result<Settings, String>, twinguard_guest::declare::Manifest) {
+        twinguard_guest::declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_nothing() {
+        let (s, m) = declared(&[("rate", "2")]);
+        s.unwrap();
+        assert_eq!(m, twinguard_guest::declare::Manifest::default());
     }
 
     /// Feeds messages at the given times and returns the admissions, flood/burst/allow as F/B/A.

@@ -3,7 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use twinguard_guest::declare::{self, Envelope};
+use std::fmt;
+
+use twinguard_guest::declare;
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
@@ -47,6 +49,18 @@ impl Record for Last {
     }
 }
 
+/// The message's device id, quoted, for a reason: fetched from the host only when a reason is
+/// written. Clean messages need no reason, so the policy does not declare the device id
+/// (contract 0.2) and most calls never copy it.
+#[derive(Clone, Copy)]
+struct DeviceId<'a>(&'a Message);
+
+impl fmt::Display for DeviceId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Quoted(self.0.device_id()).fmt(f)
+    }
+}
+
 /// Why a message is quarantined.
 #[derive(Debug, PartialEq)]
 struct Rejection {
@@ -78,7 +92,6 @@ impl Configured for Settings {
             ));
         }
         // Read on every message: handed over with it (contract 0.2).
-        declare::envelope(Envelope::DEVICE_ID)?;
         declare::fields([seq.as_str(), ts.as_str()])?;
         Ok(Self {
             seq,
@@ -105,7 +118,7 @@ impl Configured for Settings {
 impl Settings {
     /// Why `msg` is quarantined, if it is; records its seq and ts when it is not.
     fn check(&self, msg: &Message) -> Result<(), Rejection> {
-        let device = Quoted(msg.device_id());
+        let device = DeviceId(msg);
         let (seq, ts) = match (integer(msg, &self.seq), integer(msg, &self.ts)) {
             (Ok(seq), Ok(ts)) => (seq, ts),
             (Err(why), _) | (_, Err(why)) => {
@@ -144,7 +157,7 @@ impl Settings {
     /// The message's seq and ts against the device's last accepted ones and the clock.
     fn judge(
         &self,
-        device: Quoted<'_>,
+        device: impl fmt::Display,
         last: Option<Last>,
         seq: i64,
         ts: i64,
@@ -235,7 +248,23 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(pairs: &[(&str, &str)]) -> (Result<Settings, String>, declare::Manifest) {
+        declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_seq_and_ts_only() {
+        let (s, m) = declared(&[]);
+        s.unwrap();
+        assert_eq!(m.fields, ["/seq", "/ts"]);
+        assert_eq!(m.envelope, declare::Envelope::NONE);
+        let (s, m) = declared(&[("seq", "/meta/n"), ("ts", "/meta/t")]);
+        s.unwrap();
+        assert_eq!(m.fields, ["/meta/n", "/meta/t"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use twinguard_guest::declare::{self, Envelope};
+use twinguard_guest::declare;
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
     export_configured, pointer, Config, Configured, ContentType, Decision, FieldError, Message,
@@ -80,6 +80,18 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The message's device id, quoted, for a reason: fetched from the host only when a reason is
+/// written. Clean messages need no reason, so the policy does not declare the device id
+/// (contract 0.2) and most calls never copy it.
+#[derive(Clone, Copy)]
+struct DeviceId<'a>(&'a Message);
+
+impl fmt::Display for DeviceId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Quoted(self.0.device_id()).fmt(f)
+    }
+}
+
 /// Why a message is quarantined: the alert code and the reason (also the alert detail).
 #[derive(Debug, PartialEq)]
 struct Rejection {
@@ -130,8 +142,7 @@ impl Configured for Settings {
             ));
         }
         // Read on every message: handed over with it (contract 0.2). The root is checked to
-        // be an object.
-        declare::envelope(Envelope::DEVICE_ID)?;
+        // be an object. The device id only words rejections: fetched then, not declared.
         declare::field("")?;
         declare::fields(required.iter().map(|(p, _)| p.as_str()))?;
         declare::fields(forbid.iter().map(String::as_str))?;
@@ -159,7 +170,7 @@ impl Configured for Settings {
 impl Settings {
     /// The first rule the message breaks, in the documented order.
     fn check(&self, msg: &Message) -> Result<(), Rejection> {
-        let device = Quoted(msg.device_id());
+        let device = DeviceId(msg);
         // From the envelope only: an oversized payload must not cost a parse.
         let len = msg.payload_len();
         if len > self.max_bytes {
@@ -268,7 +279,7 @@ impl Settings {
 fn lookup(
     msg: &Message,
     pointer: &str,
-    device: Quoted<'_>,
+    device: DeviceId<'_>,
     content_type: ContentType,
 ) -> Result<Option<Value>, Rejection> {
     msg.field(pointer).map_err(|err| {
@@ -349,7 +360,24 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        Settings::init(&pairs.iter().copied().collect())
+        declared(pairs).0
+    }
+
+    /// `init` as the host runs it (declarations open), with what it declared.
+    fn declared(pairs: &[(&str, &str)]) -> (Result<Settings, String>, declare::Manifest) {
+        declare::capture(|| Settings::init(&pairs.iter().copied().collect()))
+    }
+
+    #[test]
+    fn declares_the_root_and_the_required_and_forbidden_fields() {
+        let (s, m) = declared(&[]);
+        s.unwrap();
+        assert_eq!(m.fields, [""]);
+        assert_eq!(m.envelope, declare::Envelope::NONE);
+        let (s, m) = declared(&[("required", "/seq:integer,/id:string"), ("forbid", "/blob")]);
+        s.unwrap();
+        assert_eq!(m.fields, ["", "/seq", "/id", "/blob"]);
+        assert!(m.keep_last.is_empty() && m.metrics.is_empty());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! A test guest that misbehaves on purpose, to prove the host contains it.
 //!
-//! The config key `mode` (default `allow`) picks the behaviour at `init`; `bytes` and `fields`
-//! tune some modes. Every probe of the sandbox answers so that a test can tell "contained" from
-//! "escaped" without reading logs: a contained probe quarantines with the errors it got, an
-//! escape raises a `critical` alert with code `escaped`.
+//! The config key `mode` (default `allow`) picks the behaviour at `init`; `bytes`, `fields` and
+//! `field` tune some modes. Every probe of the sandbox answers so that a test can tell
+//! "contained" from "escaped" without reading logs: a contained probe quarantines with the
+//! errors it got, an escape raises a `critical` alert with code `escaped`.
 //!
 //! | mode | behaviour |
 //! |---|---|
@@ -37,19 +37,23 @@
 //! | `fault-if` | panics when the message's `/boom` is `true`, allows otherwise |
 //! | `control-chars` | logs, and alerts with a code and detail, full of CR, LF, ESC, NUL and U+2028 |
 //! | `panic-control` | panics with a message full of CR, LF, ESC and NUL |
-//! | `declared` | declares the pointers in `fields`; alert `declared`, detail `/p=Value … /q=absent` (space-separated, declared order) or `error: …` |
-//! | `envelope` | declares nothing; alert `envelope`, detail `device=… topic=…` fetched on request |
+//! | `declared` | declares the pointers in `fields` (comma-separated) and reads them by handle (`Message::get`, the values the host handed over in the call); alert `declared`, detail `/p=<Value debug> /q=absent` (space-separated, declared order), or `error: <FieldError debug>` when the payload has no fields |
+//! | `envelope` | declares nothing; alert `envelope`, detail `device=<device id> topic=<topic>`, both fetched on request (`host.device-id`, `host.topic`) |
 //! | `device` | reads the device's registry entry; alert `device`, detail `class=… k=v …` or `unknown` |
-//! | `last` | keeps the last value of the pointer in `field`; alert `last`, detail `last=Value` or `last=none` |
-//! | `metrics` | declares counter `messages` and histogram `payload.size` (`By`); records 1 and the payload length, allows |
-//! | `metric-bad-index` | records on counter 99, which it never declared |
-//! | `metric-nan` | records NaN in its histogram |
-//! | `global-count` | increments the policy-wide u64 `count` by compare-and-swap; alert `count` with the new value |
-//! | `global-hog` | stores `bytes` bytes of policy-wide state; quarantine if refused, alert `stored` if not |
-//! | `clock` | alert `clock`, detail `<SystemTime ms> <first u64 of WASI random>` (both derived from the message) |
-//! | `bad-manifest-pointer` | declares the field `no-slash`, past the SDK's check |
-//! | `too-many-fields` | declares 65 fields, past the SDK's check |
-//! | `bad-metric` | declares a metric named `Bad Name`, past the SDK's check |
+//! | `last` | keeps the last value of the pointer in `field` (default `/t`); alert `last`, detail `last=<Value debug>` or `last=none` |
+//! | `metrics` | declares counter `messages` (unit `1`) and histogram `payload.size` (unit `By`); adds 1 and records the payload length, allows |
+//! | `metric-bad-index` | calls `host.counter-add(99, 1)` (raw bindings; it declared no metric): the host must fault it; quarantines "counter 99 accepted" if not |
+//! | `metric-nan` | declares histogram `values`, records NaN in it: the host must fault it; quarantines "NaN accepted" if not |
+//! | `global-count` | increments the policy-wide u64 (LE) under global key `count` with `state::global::update` (compare-and-swap, retried); alert `count`, detail the new value; quarantine `global state: …` if refused |
+//! | `global-hog` | stores `bytes` (default 1 000 000) bytes of policy-wide state under `hog`; quarantine `global state: <error>` if refused, alert `stored` (`<n> bytes`) if not |
+//! | `clock` | alert `clock`, detail `<SystemTime ms since the epoch> <first u64 of WASI get-random-u64>` (both derived from the message by the host) |
+//! | `bad-manifest-pointer` | `init` answers a manifest whose `fields` is `["no-slash"]` (raw bindings, past the SDK's check): the host must fail the load |
+//! | `too-many-fields` | `init` answers a manifest with 65 fields `/f0` … `/f64` (raw bindings): the host must fail the load |
+//! | `bad-metric` | `init` answers a manifest with one counter named `Bad Name` (raw bindings): the host must fail the load |
+//!
+//! The last three modes, and `metric-bad-index`, go around the SDK's own checks on purpose (the
+//! SDK would refuse them in the guest) so that the host's checks are what a test exercises: the
+//! component exports its own `handler` that runs the SDK's glue, then spoils the manifest.
 
 #![forbid(unsafe_code)]
 
@@ -57,8 +61,9 @@ use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use twinguard_guest::declare;
-use twinguard_guest::{export_policy, state, Config, Decision, Message, Policy, Severity};
+use twinguard_guest::bindings::twinguard::policy::{host as raw_host, types as wit};
+use twinguard_guest::declare::{self, Field};
+use twinguard_guest::{state, Config, Decision, Message, Policy, Severity};
 
 const MODES: &[&str] = &[
     "allow",
@@ -120,6 +125,8 @@ struct Setup {
     mode: String,
     bytes: usize,
     fields: Vec<String>,
+    /// The handles of `fields`, in `declared` mode.
+    declared: Vec<Field>,
     last: Option<declare::Last>,
     counter: Option<declare::Counter>,
     histogram: Option<declare::Histogram>,
@@ -146,13 +153,17 @@ impl Policy for Hostile {
                 .get("fields")
                 .map(|list| list.split(',').map(|p| p.trim().to_owned()).collect())
                 .unwrap_or_default(),
+            declared: Vec::new(),
             last: None,
             counter: None,
             histogram: None,
         };
         match mode {
-            "read" | "declared" => {
+            "read" => {
                 declare::fields(setup.fields.iter().map(String::as_str))?;
+            }
+            "declared" => {
+                setup.declared = declare::fields(setup.fields.iter().map(String::as_str))?;
             }
             "last" => {
                 let field = config.get("field").unwrap_or("/t");
@@ -165,13 +176,7 @@ impl Policy for Hostile {
             "metric-nan" => {
                 setup.histogram = Some(declare::histogram("values", "", "")?);
             }
-            "bad-manifest-pointer" => declare::__unchecked_field("no-slash"),
-            "too-many-fields" => {
-                for i in 0..65 {
-                    declare::__unchecked_field(&format!("/f{i}"));
-                }
-            }
-            "bad-metric" => declare::__unchecked_counter("Bad Name"),
+            // "bad-manifest-pointer", "too-many-fields", "bad-metric": see `Export::init`.
             _ => {}
         }
         SETUP.set(setup);
@@ -183,7 +188,33 @@ impl Policy for Hostile {
     }
 }
 
-export_policy!(Hostile);
+/// The component's `handler`: the SDK's glue (what `export_policy!` exports), with the
+/// manifest spoiled afterwards in the modes that test the host's checks of it.
+struct Export;
+
+impl twinguard_guest::bindings::Guest for Export {
+    fn init(config: Vec<(String, String)>) -> Result<wit::Manifest, String> {
+        let mut manifest = twinguard_guest::__private::init::<Hostile>(config)?;
+        match SETUP.with_borrow(|setup| setup.mode.clone()).as_str() {
+            "bad-manifest-pointer" => manifest.fields = vec!["no-slash".to_owned()],
+            "too-many-fields" => manifest.fields = (0..65).map(|i| format!("/f{i}")).collect(),
+            "bad-metric" => manifest.metrics.push(wit::Metric {
+                name: "Bad Name".to_owned(),
+                kind: wit::MetricKind::Counter,
+                unit: String::new(),
+                description: "a name the host must refuse".to_owned(),
+            }),
+            _ => {}
+        }
+        Ok(manifest)
+    }
+
+    fn evaluate(message: wit::Message) -> wit::Decision {
+        twinguard_guest::__private::evaluate::<Hostile>(message)
+    }
+}
+
+twinguard_guest::bindings::__export_twinguard_policy!(Export with_types_in twinguard_guest::bindings);
 
 fn evaluate(setup: &Setup, msg: &Message) -> Decision {
     match setup.mode.as_str() {
@@ -236,7 +267,8 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
             let detail = match setup
                 .fields
                 .iter()
-                .map(|p| msg.field(p).map(|v| (p, v)))
+                .zip(&setup.declared)
+                .map(|(p, &field)| msg.get(field).map(|v| (p, v)))
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(values) => values
@@ -281,7 +313,7 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
             Decision::allow()
         }
         "metric-bad-index" => {
-            declare::__counter_at(99).add(1);
+            raw_host::counter_add(99, 1);
             Decision::quarantine("counter 99 accepted")
         }
         "metric-nan" => {
