@@ -308,7 +308,8 @@ pub struct PolicyTrace {
     pub verdict: Verdict,
     /// Fuel it consumed on this message.
     pub fuel_used: u64,
-    /// Wall-clock time of the step, instantiation included in `fresh` mode.
+    /// Wall-clock time of the step, instantiation included in `fresh` mode, and the host's
+    /// handling of the previous step's decision (one clock read per step).
     pub elapsed: Duration,
 }
 

@@ -558,8 +558,6 @@ pub struct Policy {
     breaker: Breaker,
     faults: AtomicU64,
     evaluations: AtomicU64,
-    /// Whether the policy has ever answered a redaction (see `runtime::fields_for`).
-    redacts: std::sync::atomic::AtomicBool,
     /// The first instance's manifest, as it answered; later instances must answer the same.
     manifest: OnceLock<wit::Manifest>,
     /// That manifest, checked.
@@ -854,7 +852,6 @@ impl Policy {
             evaluations: AtomicU64::new(0),
             manifest: OnceLock::new(),
             declared: OnceLock::new(),
-            redacts: std::sync::atomic::AtomicBool::new(false),
             spec,
         };
         let first = policy.instantiate().map_err(|e| {
@@ -958,18 +955,6 @@ impl Policy {
     /// The policy's circuit breaker (per device, then policy-wide).
     pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
-    }
-
-    /// Notes that the policy redacts (once; later calls only read).
-    pub(crate) fn note_redaction(&self) {
-        if !self.redacts.load(Ordering::Relaxed) {
-            self.redacts.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the policy has ever answered a redaction.
-    pub(crate) fn redacts(&self) -> bool {
-        self.redacts.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_evaluation(&self) {
@@ -1273,13 +1258,6 @@ fn last_words(output: &str) -> Option<String> {
         return Some(format!("panicked at {location} {message}"));
     }
     lines.last().map(ToString::to_string)
-}
-
-/// Times a closure; used around each chain step.
-pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
-    let start = Instant::now();
-    let value = f();
-    (value, start.elapsed())
 }
 
 /// Links the host imports of the contract (`twinguard:policy/host`).

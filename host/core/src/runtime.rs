@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use wasmtime::component::Linker;
@@ -556,16 +556,9 @@ fn declared_of(policies: &[Arc<Policy>]) -> (Vec<Pointer>, Vec<Option<Vec<usize>
     (all, maps)
 }
 
-/// Policy `i`'s declared fields for the message in `ctx`, from the set's one pass. On a route
-/// whose policies have redacted before, the pass builds the payload's index instead: the
-/// redaction then reuses it rather than parsing the payload a second time.
-fn fields_for(
-    set: &PolicySet,
-    i: usize,
-    p: &Policy,
-    ctx: &mut MsgCtx,
-    chain: &[usize],
-) -> policy::WitFields {
+/// Policy `i`'s declared fields for the message in `ctx`: the set's declared fields are looked
+/// up once per message (in the payload's one index), each policy takes its own from them.
+fn fields_for(set: &PolicySet, i: usize, p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
     let own = p.declared().map(|d| d.fields()).unwrap_or_default();
     if own.is_empty() {
         return Ok(Vec::new());
@@ -583,15 +576,9 @@ fn fields_for(
             .map_err(policy::field_error_to_wit);
     };
     let doc = &mut ctx.doc;
-    let values = ctx.fields.get_or_insert_with(|| {
-        let redacting = chain
-            .iter()
-            .any(|&k| set.policies.get(k).is_some_and(|q| q.redacts()));
-        if redacting {
-            doc.build_index();
-        }
-        doc.get_many(&set.declared)
-    });
+    let values = ctx
+        .fields
+        .get_or_insert_with(|| doc.get_many(&set.declared));
     match values {
         Ok(values) => Ok(map
             .iter()
@@ -712,16 +699,17 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     });
     let mut quarantine: Option<(String, String)> = None;
     outcome.trace.reserve_exact(route.chain.len());
+    let mut step_start = Instant::now();
     for &i in &route.chain {
         let Some(p) = set.policies.get(i) else {
             continue;
         };
         p.record_evaluation();
         let gate = p.breaker().gate(&message.device_id);
-        let (step, elapsed) = policy::timed(|| match gate {
+        let step = match gate {
             Gate::Run => {
                 let fields = match ctx.as_mut() {
-                    Some(c) => fields_for(set, i, p, c, &route.chain),
+                    Some(c) => fields_for(set, i, p, c),
                     None => Ok(Vec::new()),
                 };
                 p.evaluate(&mut ctx, &set.twin, fields)
@@ -734,7 +722,11 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                 result: Err(Fault::BreakerOpen(n)),
                 fuel_used: 0,
             },
-        });
+        };
+        // One clock read per step: a step's time runs from the previous step's end.
+        let now = Instant::now();
+        let elapsed = now.duration_since(step_start);
+        step_start = now;
         // The ctx always comes back from the store (see Policy::evaluate).
         let Some(ctx_ref) = ctx.as_mut() else {
             break;
@@ -753,7 +745,6 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                         Ok(Verdict::Quarantine)
                     }
                     wit::Verdict::Redact(edits) => {
-                        p.note_redaction();
                         let n = edits.len();
                         apply_redaction(ct, &mut ctx_ref.doc, edits).map(|changed| {
                             if changed {

@@ -33,68 +33,9 @@ pub(super) fn describe(bytes: &[u8], error: &SyntaxError) -> String {
     format!("JSON: {} at line {line} column {column}", error.what)
 }
 
-/// What a validating scan reports as it goes: [`TapeVisit`] records every value (the index
-/// lookups and redaction walk), [`super::extract::Extract`] only the values at declared
-/// pointers. Both see the same scan, so they accept and refuse exactly the same payloads, with
-/// the same error at the same byte.
-pub(super) trait Visit {
-    /// A value that ends where it starts being seen: a scalar or an empty container.
-    fn leaf(&mut self, key: EntryKey, kind: Kind, start: usize, end: usize);
-    /// A container with children opens at `start`.
-    fn open(&mut self, key: EntryKey, kind: Kind, start: usize);
-    /// The innermost open container closes at `end`.
-    fn close(&mut self, end: usize);
-    /// Where keys with escapes are kept, unescaped (an [`EntryKey`] with `KEY_OWNED` indexes it).
-    fn owned_keys(&mut self) -> &mut Vec<Box<str>>;
-}
-
 /// Validates the whole payload, as strictly as serde_json (depth limit included), and
 /// records every value. Iterative, so that nesting cannot exhaust the stack.
 pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
-    let mut visit = TapeVisit {
-        tape: Builder::new(b.len()),
-        open: Vec::with_capacity(16),
-    };
-    scan(b, &mut visit)?;
-    visit.tape.finish().ok_or(SyntaxError {
-        what: "internal error",
-        at: b.len(),
-    })
-}
-
-/// Builds the tape: each open container's place in `Builder::pending`.
-struct TapeVisit {
-    tape: Builder,
-    open: Vec<usize>,
-}
-
-impl Visit for TapeVisit {
-    #[inline(always)]
-    fn leaf(&mut self, key: EntryKey, kind: Kind, start: usize, end: usize) {
-        self.tape.pending.push(Entry::new(key, kind, start, end));
-    }
-
-    #[inline(always)]
-    fn open(&mut self, key: EntryKey, kind: Kind, start: usize) {
-        self.open.push(self.tape.pending.len());
-        self.tape.pending.push(Entry::new(key, kind, start, start));
-    }
-
-    #[inline(always)]
-    fn close(&mut self, end: usize) {
-        if let Some(at) = self.open.pop() {
-            self.tape.close(at, end);
-        }
-    }
-
-    fn owned_keys(&mut self) -> &mut Vec<Box<str>> {
-        &mut self.tape.owned_keys
-    }
-}
-
-/// Validates the whole payload, as strictly as serde_json (depth limit included), telling
-/// `visit` about every value. Iterative, so that nesting cannot exhaust the stack.
-pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError> {
     if b.len() >= MAX_INDEXED_LEN {
         return Err(SyntaxError {
             what: "payload too large (4 GiB or more)",
@@ -102,8 +43,10 @@ pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError>
         });
     }
     let mut s = Scanner { b, pos: 0 };
-    // (Bit `depth` of `objects`) whether each open container is an object: a register, not a
-    // load per value.
+    let mut tape = Builder::new(b.len());
+    // Where the containers open around the current value are in `tape.pending`, and (bit
+    // `depth` of `objects`) whether each is an object: a register, not a load per value.
+    let mut open = [0u32; MAX_DEPTH];
     let mut objects = 0u128;
     let mut depth = 0usize;
     let mut key = EntryKey::NONE;
@@ -136,20 +79,20 @@ pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError>
             Some(_) => return s.fail("expected value"),
             None => return s.fail("EOF while parsing a value"),
         };
-        if kind == Kind::Scalar {
-            visit.leaf(key, kind, start, s.pos);
-        } else {
-            if depth >= MAX_DEPTH {
+        let mut entry = Entry::new(key, kind, start, s.pos);
+        if kind != Kind::Scalar {
+            let Some(slot) = open.get_mut(depth) else {
                 return s.fail("recursion limit exceeded");
-            }
+            };
             s.pos += 1;
             s.skip_ws();
             let close = if kind == Kind::Object { b'}' } else { b']' };
             if s.peek() == Some(close) {
                 s.pos += 1;
-                visit.leaf(key, kind, start, s.pos);
+                entry.end = small(s.pos);
             } else {
-                // `depth` < MAX_DEPTH <= 128: the bit exists.
+                *slot = small(tape.pending.len());
+                // `depth` < MAX_DEPTH <= 128: `slot` exists.
                 let bit = 1u128 << depth;
                 if kind == Kind::Object {
                     objects |= bit;
@@ -157,15 +100,16 @@ pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError>
                     objects &= !bit;
                 }
                 depth += 1;
-                visit.open(key, kind, start);
+                tape.pending.push(entry);
                 key = if kind == Kind::Object {
-                    s.key(visit.owned_keys())?
+                    s.key(&mut tape.owned_keys)?
                 } else {
                     EntryKey::NONE
                 };
                 continue;
             }
         }
+        tape.pending.push(entry);
         // A value ended: close the containers it completes, or go on to the next one.
         loop {
             let Some(top) = depth.checked_sub(1) else {
@@ -173,8 +117,9 @@ pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError>
                 if s.pos < b.len() {
                     return s.fail("trailing characters");
                 }
-                return Ok(());
+                return tape.finish().map_or_else(|| s.fail("internal error"), Ok);
             };
+            let container = open.get(top).map_or(usize::MAX, |&i| i as usize);
             let is_object = objects & (1u128 << top) != 0;
             s.skip_ws();
             match s.peek() {
@@ -182,7 +127,7 @@ pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError>
                     s.pos += 1;
                     s.skip_ws();
                     key = if is_object {
-                        s.key(visit.owned_keys())?
+                        s.key(&mut tape.owned_keys)?
                     } else {
                         EntryKey::NONE
                     };
@@ -196,7 +141,7 @@ pub(super) fn scan<V: Visit>(b: &[u8], visit: &mut V) -> Result<(), SyntaxError>
                 None => return s.fail("EOF while parsing a list"),
             }
             s.pos += 1;
-            visit.close(s.pos);
+            tape.close(container, s.pos);
             depth = top;
         }
     }

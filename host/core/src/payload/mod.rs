@@ -27,7 +27,6 @@
 )]
 
 mod cbor;
-mod extract;
 mod json;
 mod pointer;
 mod tape;
@@ -275,53 +274,14 @@ impl Document {
         tape.value(format, bytes, &entry).map(Some)
     }
 
-    /// Builds the index now, if it is not built: for a chain in which a redaction is expected,
-    /// one pass then serves the lookups and the redaction (see [`get_many`](Self::get_many)).
-    pub fn build_index(&mut self) {
-        if let (Some(format), None) = (self.format, &self.index) {
-            self.index = Some(Tape::build(format, &self.bytes));
-        }
-    }
-
-    /// Looks several checked pointers up at once, in order; what a policy's declared fields
-    /// need for every message.
-    ///
-    /// A JSON payload not indexed yet is not indexed for this: one validating pass records
-    /// only the values at these pointers (see `extract.rs`). It accepts and refuses exactly the
-    /// payloads the index does, with the same error, and a refusal is remembered as the index's
-    /// would be. Otherwise (CBOR, an index already built, more than 64 pointers) the lookups
-    /// walk the index.
+    /// Looks several checked pointers up at once, in order: what a policy's declared fields
+    /// need for every message. The first lookup indexes the payload (one validating pass);
+    /// the rest, and any later lookup or redaction in the chain, walk that index.
     pub fn get_many(
         &mut self,
         pointers: &[Pointer],
     ) -> Result<Vec<Option<FieldValue>>, FieldError> {
-        let Some(format) = self.format else {
-            return Err(FieldError::Unstructured);
-        };
-        if format != Format::Json || self.index.is_some() || pointers.len() > extract::MAX_POINTERS
-        {
-            return pointers.iter().map(|p| self.get(p)).collect();
-        }
-        let bytes = self.bytes.as_slice();
-        let mut visit = extract::Extract::new(bytes, pointers);
-        if let Err(e) = json::scan(bytes, &mut visit) {
-            let error = FieldError::Malformed(json::describe(bytes, &e));
-            self.index = Some(Err(error.clone()));
-            return Err(error);
-        }
-        let found = visit.found;
-        let mut values = Vec::with_capacity(pointers.len());
-        for found in found {
-            values.push(match found {
-                extract::Found::Absent => None,
-                extract::Found::Scalar(span) => Some(
-                    json::leaf(&self.bytes, span)
-                        .map_err(|e| FieldError::Malformed(json::describe(&self.bytes, &e)))?,
-                ),
-                extract::Found::Container(value) => Some(value),
-            });
-        }
-        Ok(values)
+        pointers.iter().map(|p| self.get(p)).collect()
     }
 
     /// Applies `edits` as [`redact`] does, in place: `Ok(true)` when some edit matched and the
