@@ -74,9 +74,6 @@ pub(crate) struct MsgCtx {
     pub received_at_ms: u64,
     pub seed: u64,
     pub doc: Document,
-    /// The set's declared fields (see `PolicySet::declared`), extracted on first need and
-    /// dropped when a redaction changes the payload.
-    pub fields: Option<Result<Vec<Option<FieldValue>>, FieldError>>,
 }
 
 /// A policy's declared fields as the call carries them.

@@ -110,12 +110,6 @@ pub struct PolicySet {
     twin: Arc<LastValues>,
     /// Every pointer some policy of the set keeps the last value of, once each.
     keep_last: Vec<Pointer>,
-    /// Every field some policy of the set declared, once each: extracted in one pass per
-    /// message, for the whole chain.
-    declared: Vec<Pointer>,
-    /// Per policy (by index), where its declared fields are in `declared`; `None` when the set
-    /// declares more than one pass looks for (the policy's own fields are looked up instead).
-    field_map: Vec<Option<Vec<usize>>>,
 }
 
 impl PolicySet {
@@ -123,12 +117,9 @@ impl PolicySet {
     /// probes run in.
     pub(crate) fn alone(policy: Policy, generation: u64, unrouted: Unrouted) -> Self {
         let policies = vec![Arc::new(policy)];
-        let (declared, field_map) = declared_of(&policies);
         Self {
             generation,
             keep_last: keep_last_of(&policies),
-            declared,
-            field_map,
             policies,
             routes: vec![Route {
                 filter: TopicFilter::any(),
@@ -262,8 +253,6 @@ impl Runtime {
                 unrouted: config.defaults.unrouted,
                 twin: Arc::default(),
                 keep_last: Vec::new(),
-                declared: Vec::new(),
-                field_map: Vec::new(),
             }),
             states: Mutex::new(HashMap::new()),
             twin: Arc::default(),
@@ -343,12 +332,9 @@ impl Runtime {
                 })
             })
             .collect::<Result<_, Error>>()?;
-        let (declared, field_map) = declared_of(&policies);
         Ok(PolicySet {
             generation,
             keep_last: keep_last_of(&policies),
-            declared,
-            field_map,
             policies,
             routes,
             unrouted: config.defaults.unrouted,
@@ -529,63 +515,22 @@ fn keep_last_of(policies: &[Arc<Policy>]) -> Vec<Pointer> {
     all
 }
 
-/// Most fields one pass over a payload looks for.
-const MAX_PASS_FIELDS: usize = 64;
-
-/// The union of the policies' declared fields, and where each policy's are in it.
-fn declared_of(policies: &[Arc<Policy>]) -> (Vec<Pointer>, Vec<Option<Vec<usize>>>) {
-    let mut all: Vec<Pointer> = Vec::new();
-    let mut maps = Vec::with_capacity(policies.len());
-    for p in policies {
-        let fields = p.declared().map(|d| d.fields()).unwrap_or_default();
-        let map = fields
-            .iter()
-            .map(|f| match all.iter().position(|known| known == f) {
-                Some(i) => i,
-                None => {
-                    all.push(f.clone());
-                    all.len() - 1
-                }
-            })
-            .collect();
-        maps.push(Some(map));
-    }
-    if all.len() > MAX_PASS_FIELDS {
-        return (Vec::new(), vec![None; policies.len()]);
-    }
-    (all, maps)
-}
-
-/// Policy `i`'s declared fields for the message in `ctx`: the set's declared fields are looked
-/// up once per message (in the payload's one index), each policy takes its own from them.
-fn fields_for(set: &PolicySet, i: usize, p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
+/// A policy's declared fields for the message in `ctx`, looked up in the payload's index (built
+/// once per message, shared by the whole chain) and handed over without a call per field.
+fn fields_for(p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
     let own = p.declared().map(|d| d.fields()).unwrap_or_default();
     if own.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(Some(map)) = set.field_map.get(i) else {
-        return ctx
-            .doc
-            .get_many(own)
-            .map(|values| {
-                values
-                    .into_iter()
-                    .map(|v| v.map(policy::value_to_wit))
-                    .collect()
-            })
-            .map_err(policy::field_error_to_wit);
-    };
-    let doc = &mut ctx.doc;
-    let values = ctx
-        .fields
-        .get_or_insert_with(|| doc.get_many(&set.declared));
-    match values {
-        Ok(values) => Ok(map
-            .iter()
-            .map(|&j| values.get(j).cloned().flatten().map(policy::value_to_wit))
-            .collect()),
-        Err(e) => Err(policy::field_error_to_wit(e.clone())),
-    }
+    ctx.doc
+        .get_many(own)
+        .map(|values| {
+            values
+                .into_iter()
+                .map(|v| v.map(policy::value_to_wit))
+                .collect()
+        })
+        .map_err(policy::field_error_to_wit)
 }
 
 fn wit_content_type(ct: ContentType) -> wit::ContentType {
@@ -695,7 +640,6 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         received_at_ms: message.received_at_ms,
         seed: message.seed(),
         doc: Document::new(content_format(ct), message.payload.clone()),
-        fields: None,
     });
     let mut quarantine: Option<(String, String)> = None;
     outcome.trace.reserve_exact(route.chain.len());
@@ -709,7 +653,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         let step = match gate {
             Gate::Run => {
                 let fields = match ctx.as_mut() {
-                    Some(c) => fields_for(set, i, p, c),
+                    Some(c) => fields_for(p, c),
                     None => Ok(Vec::new()),
                 };
                 p.evaluate(&mut ctx, &set.twin, fields)
@@ -747,9 +691,6 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                     wit::Verdict::Redact(edits) => {
                         let n = edits.len();
                         apply_redaction(ct, &mut ctx_ref.doc, edits).map(|changed| {
-                            if changed {
-                                ctx_ref.fields = None;
-                            }
                             outcome.redacted |= changed;
                             Verdict::Redact(n)
                         })
