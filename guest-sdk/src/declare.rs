@@ -192,19 +192,25 @@ pub fn field(pointer: &str) -> Result<Field, String> {
     crate::pointer::check(pointer)?;
     with_open(
         || format!("declare::field({pointer:?})"),
-        |d| {
-            if let Some(i) = d.fields.iter().position(|p| p == pointer) {
-                return Ok(Field(i));
-            }
-            if d.fields.len() >= MAX_FIELDS {
-                return Err(format!(
-                    "cannot declare field {pointer:?}: at most {MAX_FIELDS} fields"
-                ));
-            }
-            d.fields.push(pointer.to_owned());
-            Ok(Field(d.fields.len() - 1))
-        },
+        |d| add_pointer(&mut d.fields, pointer, MAX_FIELDS, "declare field").map(Field),
     )
+}
+
+/// Adds `pointer` to `list` once (its index if already there), refusing the `max + 1`th.
+fn add_pointer(
+    list: &mut Vec<String>,
+    pointer: &str,
+    max: usize,
+    what: &str,
+) -> Result<usize, String> {
+    if let Some(i) = list.iter().position(|p| p == pointer) {
+        return Ok(i);
+    }
+    if list.len() >= max {
+        return Err(format!("cannot {what} {pointer:?}: at most {max}"));
+    }
+    list.push(pointer.to_owned());
+    Ok(list.len() - 1)
 }
 
 /// Declares several fields at once, in order.
@@ -233,16 +239,13 @@ pub fn keep_last(pointer: &str) -> Result<Last, String> {
     with_open(
         || format!("declare::keep_last({pointer:?})"),
         |d| {
-            if let Some(i) = d.keep_last.iter().position(|p| p == pointer) {
-                return Ok(Last(i));
-            }
-            if d.keep_last.len() >= MAX_KEEP_LAST {
-                return Err(format!(
-                    "cannot keep the last value of {pointer:?}: at most {MAX_KEEP_LAST} fields"
-                ));
-            }
-            d.keep_last.push(pointer.to_owned());
-            Ok(Last(d.keep_last.len() - 1))
+            add_pointer(
+                &mut d.keep_last,
+                pointer,
+                MAX_KEEP_LAST,
+                "keep the last value of",
+            )
+            .map(Last)
         },
     )
 }

@@ -31,6 +31,25 @@ pub fn substitute(toml: &str) -> String {
     out
 }
 
+/// The text of the load error a config must get from a policy's `init` (or its manifest check);
+/// panics if it loads or fails otherwise.
+pub fn init_refused(toml: &str) -> String {
+    let Err(e) = Runtime::new(config(toml)) else {
+        panic!("loaded:\n{toml}");
+    };
+    assert!(
+        matches!(
+            e,
+            twinguard::Error::Load {
+                cause: twinguard::LoadError::Init(_),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    e.to_string()
+}
+
 /// A JSON message for device `d1` on `plant/d1/telemetry`.
 pub fn json(payload: &serde_json::Value) -> Message {
     Message::new(

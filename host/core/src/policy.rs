@@ -62,6 +62,8 @@ pub const MAX_DECLARED_FIELDS: usize = 64;
 pub const MAX_KEEP_LAST: usize = 16;
 /// Metrics a manifest may declare.
 pub const MAX_METRICS: usize = 32;
+/// Bytes of one JSON Pointer in a manifest.
+pub const MAX_POINTER_BYTES: usize = 1024;
 
 /// What a message carries into a store while a policy evaluates it: everything the host
 /// imports can hand out, and the payload parsed once for the whole chain.
@@ -85,7 +87,6 @@ pub(crate) struct Declared {
     fields: Vec<Pointer>,
     envelope: wit::Envelope,
     keep_last: Vec<Pointer>,
-    keep_last_text: Vec<Arc<str>>,
 }
 
 impl Declared {
@@ -106,7 +107,15 @@ impl Declared {
         let pointers = |list: &[String], what: &str| {
             list.iter()
                 .map(|p| {
-                    Pointer::parse(truncate(p, 256))
+                    // Refused, not cut short: a shortened pointer would name another field.
+                    if p.len() > MAX_POINTER_BYTES {
+                        return Err(format!(
+                            "manifest {what} {:?}…: {} bytes; at most {MAX_POINTER_BYTES}",
+                            escape_controls(truncate(p, 64)),
+                            p.len()
+                        ));
+                    }
+                    Pointer::parse(p)
                         .map_err(|e| format!("manifest {what}: {}", escape_controls(&e)))
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -132,13 +141,11 @@ impl Declared {
                 description: escape_controls(truncate(&metric.description, 256)).into_owned(),
             });
         }
-        let keep_last_text = keep_last.iter().map(|p| p.text().clone()).collect();
         Ok((
             Self {
                 fields,
                 envelope: m.envelope,
                 keep_last,
-                keep_last_text,
             },
             metrics,
         ))
@@ -942,13 +949,6 @@ impl Policy {
         self.declared.get()
     }
 
-    /// The fields the policy declared in its manifest, in order.
-    pub fn declared_fields(&self) -> Vec<&str> {
-        self.declared()
-            .map(|d| d.fields.iter().map(Pointer::as_str).collect())
-            .unwrap_or_default()
-    }
-
     /// The policy's circuit breaker (per device, then policy-wide).
     pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
@@ -1062,18 +1062,18 @@ impl Policy {
     /// What this policy's manifest asks to be handed over for the message in `ctx`, with its
     /// declared fields' values.
     fn wire(&self, ctx: &MsgCtx, twin: &LastValues, fields: WitFields) -> wit::Message {
-        let empty = Declared {
-            fields: Vec::new(),
-            envelope: wit::Envelope::empty(),
-            keep_last: Vec::new(),
-            keep_last_text: Vec::new(),
-        };
-        let d = self.declared.get().unwrap_or(&empty);
-        let asks = |part| d.envelope.contains(part);
-        let last = if d.keep_last.is_empty() {
+        // Set by the first instance's `init`, before any call.
+        let (envelope, keep_last) = self
+            .declared
+            .get()
+            .map_or((wit::Envelope::empty(), &[][..]), |d| {
+                (d.envelope, &d.keep_last[..])
+            });
+        let asks = |part| envelope.contains(part);
+        let last = if keep_last.is_empty() {
             Vec::new()
         } else {
-            twin.get(&ctx.device, &d.keep_last_text)
+            twin.get(&ctx.device, keep_last)
                 .into_iter()
                 .map(|v| v.map(value_to_wit))
                 .collect()
@@ -1263,4 +1263,27 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         linker,
         |s| s,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(fields: Vec<String>) -> wit::Manifest {
+        wit::Manifest {
+            fields,
+            envelope: wit::Envelope::empty(),
+            keep_last: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_overlong_manifest_pointer_is_refused_not_cut_short() {
+        let at_limit = format!("/{}", "a".repeat(MAX_POINTER_BYTES - 1));
+        assert!(Declared::check(&manifest(vec![at_limit])).is_ok());
+        let over = format!("/{}", "a".repeat(MAX_POINTER_BYTES));
+        let err = Declared::check(&manifest(vec![over])).unwrap_err();
+        assert!(err.contains("1025 bytes; at most 1024"), "{err}");
+    }
 }

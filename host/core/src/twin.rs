@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::payload::FieldValue;
+use crate::payload::{FieldValue, Pointer};
 
 /// Devices whose last values are kept; a new device past it is not recorded (its policies see
 /// no last value), so a flood of made-up ids cannot grow the host's memory.
@@ -23,11 +23,14 @@ pub(crate) struct LastValues {
 
 impl LastValues {
     /// The last values of `pointers` for `device`, in that order.
-    pub(crate) fn get(&self, device: &str, pointers: &[Arc<str>]) -> Vec<Option<FieldValue>> {
+    pub(crate) fn get(&self, device: &str, pointers: &[Pointer]) -> Vec<Option<FieldValue>> {
         let Some(known) = self.devices.get(device) else {
             return vec![None; pointers.len()];
         };
-        pointers.iter().map(|p| known.get(p).cloned()).collect()
+        pointers
+            .iter()
+            .map(|p| known.get(p.text()).cloned())
+            .collect()
     }
 
     /// Records what a forwarded message carried at each pointer; an absent field forgets the
@@ -74,9 +77,11 @@ mod tests {
     #[test]
     fn keeps_the_last_value_per_device_and_forgets_absent_or_oversized_ones() {
         let t = LastValues::default();
-        let temp: Arc<str> = "/temp".into();
-        let name: Arc<str> = "/name".into();
-        let both = [temp.clone(), name.clone()];
+        let both = [
+            Pointer::parse("/temp").unwrap(),
+            Pointer::parse("/name").unwrap(),
+        ];
+        let (temp, name) = (both[0].text().clone(), both[1].text().clone());
         assert_eq!(t.get("d", &both), vec![None, None]);
         t.record(
             "d",

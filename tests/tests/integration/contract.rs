@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use twinguard::metrics::MetricValue;
-use twinguard::{Action, Config, ContentType, Device, Error, LoadError, Message, Runtime, Verdict};
-use twinguard_tests::{hostile, hostile_with, json, runtime, substitute};
+use twinguard::{Action, ContentType, Device, Message, Runtime, Verdict};
+use twinguard_tests::{hostile, hostile_with, init_refused, json, runtime, substitute};
 
 /// The detail of the one alert a hostile mode answers with, checking its code.
 fn detail(rt: &Runtime, msg: &Message, code: &str) -> String {
@@ -17,27 +17,6 @@ fn detail(rt: &Runtime, msg: &Message, code: &str) -> String {
         .find(|a| a.code == code)
         .unwrap_or_else(|| panic!("no {code:?} alert in {out:?}"));
     alert.detail.clone()
-}
-
-fn load_error(toml: &str) -> String {
-    let config = Config::from_toml(&substitute(toml), ".").unwrap();
-    match Runtime::new(config) {
-        Ok(_) => panic!("loaded:\n{toml}"),
-        Err(e @ Error::Load { .. }) => {
-            assert!(
-                matches!(
-                    e,
-                    Error::Load {
-                        cause: LoadError::Init(_),
-                        ..
-                    }
-                ),
-                "{e:?}"
-            );
-            e.to_string()
-        }
-        Err(e) => panic!("not a load error: {e:?}"),
-    }
 }
 
 #[test]
@@ -97,14 +76,14 @@ fn a_malformed_or_unstructured_payload_reaches_declared_fields_as_an_error() {
 
 #[test]
 fn a_bad_manifest_fails_the_load_naming_the_entry() {
-    let text = load_error(&hostile("bad-manifest-pointer", ""));
+    let text = init_refused(&hostile("bad-manifest-pointer", ""));
     assert!(
         text.contains("manifest field") && text.contains("RFC 6901"),
         "{text}"
     );
-    let text = load_error(&hostile("too-many-fields", ""));
+    let text = init_refused(&hostile("too-many-fields", ""));
     assert!(text.contains("65 fields; at most 64"), "{text}");
-    let text = load_error(&hostile("bad-metric", ""));
+    let text = init_refused(&hostile("bad-metric", ""));
     assert!(
         text.contains("\"Bad Name\"") && text.contains("not a metric name"),
         "{text}"

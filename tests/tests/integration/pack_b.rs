@@ -2,8 +2,8 @@
 //! telemetry (docs/simulator.md).
 
 use serde_json::{json, Value};
-use twinguard::{Action, ContentType, Error, LoadError, Message, Outcome, Runtime, Severity};
-use twinguard_tests::{config, runtime};
+use twinguard::{Action, ContentType, Message, Outcome, Runtime, Severity};
+use twinguard_tests::runtime;
 
 /// 2026-11-25T00:00:00Z, when the simulation clock starts.
 const T0: u64 = 1_795_564_800_000;
@@ -23,20 +23,7 @@ fn toml(crate_name: &str, config_lines: &str) -> String {
 
 /// The load error of a configuration the policy must refuse; asserts it comes from its `init`.
 fn refused(crate_name: &str, config_lines: &str) -> String {
-    let Err(e) = Runtime::new(config(&toml(crate_name, config_lines))) else {
-        panic!("{crate_name} accepted {config_lines:?}");
-    };
-    assert!(
-        matches!(
-            e,
-            Error::Load {
-                cause: LoadError::Init(_),
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    e.to_string()
+    twinguard_tests::init_refused(&toml(crate_name, config_lines))
 }
 
 /// A simulated device: sends the simulator's envelope with increasing `seq`.
