@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need first:
-# the wasm32-wasip2 target (guests are built from source by the tests) and Mosquitto
-# (for the broker tests).
+# the wasm32-wasip2 target (guests are built from source by the tests), Mosquitto (for the
+# broker tests) and Prometheus (for the metrics tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null
 
-if ! command -v mosquitto >/dev/null 2>&1; then
-    echo "installing mosquitto..." >&2
+# Mosquitto (broker and plugin tests) and Prometheus (the metrics tests scrape `serve` with a
+# real one and ask its query API).
+missing=()
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}..." >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq >/dev/null
-    $SUDO apt-get install -y -qq mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev >/dev/null
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Guests are built once by the test helper into target/guest-fixtures; building them here

@@ -25,6 +25,40 @@ mod sim;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors). The
+    /// filter comes from `RUST_LOG` (or `TWINGUARD_LOG`, which wins), default `info` for
+    /// `serve` and `warn` for the other commands.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging on stderr. A filter that does not parse is an error, never silently
+/// replaced by the default: an operator who asked for `debug` must not get `warn`.
+fn init_logs(format: LogFormat, default: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let (var, filter) = match (std::env::var("TWINGUARD_LOG"), std::env::var("RUST_LOG")) {
+        (Ok(f), _) => ("TWINGUARD_LOG", f),
+        (_, Ok(f)) => ("RUST_LOG", f),
+        _ => ("", default.to_owned()),
+    };
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&filter)
+        .map_err(|e| anyhow::anyhow!("{var}={filter:?} is not a log filter: {e}"))?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        // Colours only for a person at a terminal: escape codes in a file or journal are noise.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -41,6 +75,8 @@ enum Command {
     Quarantine(commands::quarantine::Args),
     /// Manage policies: sign modules (keygen, sign, verify) and change a running serve through its admin API (list, push, rollback, remove, routes, shadow, diff, promote, discard, status, reload).
     Policy(commands::policy::Args),
+    /// Verify the hash-chained decision log: name the first record altered, removed or reordered.
+    Audit(commands::audit::Args),
 }
 
 /// Standard output closed by its reader (`twinguard quarantine list --json | head -1`): the
@@ -92,14 +128,15 @@ impl Out {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TWINGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    if let Err(e) = init_logs(cli.log_format, default) {
+        errln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
@@ -107,6 +144,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(&args),
         Command::Quarantine(args) => commands::quarantine::run(&args),
         Command::Policy(args) => commands::policy::run(&args),
+        Command::Audit(args) => commands::audit::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -227,6 +227,17 @@ impl Breaker {
         self.window.load(Ordering::Relaxed).count_ones()
     }
 
+    /// How many devices are held now (what [`held`](Self::held) would list).
+    pub fn held_count(&self) -> usize {
+        let now = now_ms();
+        self.devices
+            .iter()
+            .filter(|d| {
+                d.held_since != 0 && now.saturating_sub(d.held_since) < self.settings.cooldown_ms
+            })
+            .count()
+    }
+
     /// The devices held now.
     pub fn held(&self) -> Vec<HeldDevice> {
         let now = now_ms();

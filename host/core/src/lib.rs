@@ -104,6 +104,7 @@ mod selftest;
 pub mod shadow;
 pub mod signing;
 mod state;
+pub mod telemetry;
 pub mod text;
 mod twin;
 pub mod wasi;

@@ -141,6 +141,8 @@ impl TopicFilter {
 pub(crate) struct Route {
     pub filter: TopicFilter,
     pub chain: Vec<usize>,
+    /// Bound when the runtime has a meter.
+    pub instruments: Option<crate::telemetry::RouteInstruments>,
 }
 
 /// The chain for `topic`: the first route whose filter matches.
@@ -190,10 +192,12 @@ mod tests {
             Route {
                 filter: TopicFilter::parse("a/special").unwrap(),
                 chain: vec![1],
+                instruments: None,
             },
             Route {
                 filter: TopicFilter::parse("a/#").unwrap(),
                 chain: vec![0],
+                instruments: None,
             },
         ];
         assert_eq!(route(&routes, "a/special").unwrap().chain, vec![1]);

@@ -566,6 +566,8 @@ pub struct Policy {
     manifest: OnceLock<wit::Manifest>,
     /// That manifest, checked.
     declared: OnceLock<Declared>,
+    /// Bound when the runtime has a meter.
+    instruments: Option<crate::telemetry::PolicyInstruments>,
 }
 
 /// A policy's state as the API reports it.
@@ -856,6 +858,7 @@ impl Policy {
             evaluations: AtomicU64::new(0),
             manifest: OnceLock::new(),
             declared: OnceLock::new(),
+            instruments: None,
             spec,
         };
         let first = policy.instantiate().map_err(|e| {
@@ -952,6 +955,16 @@ impl Policy {
     /// The policy's circuit breaker (per device, then policy-wide).
     pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// Binds this policy's metrics (a loaded policy of a runtime with a meter).
+    pub(crate) fn instrumented(mut self, with: Option<&crate::telemetry::Instruments>) -> Self {
+        self.instruments = with.map(|i| i.policy(&self.name, &self.version));
+        self
+    }
+
+    pub(crate) fn instruments(&self) -> Option<&crate::telemetry::PolicyInstruments> {
+        self.instruments.as_ref()
     }
 
     pub(crate) fn record_evaluation(&self) {

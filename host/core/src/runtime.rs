@@ -25,6 +25,7 @@ use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpe
 use crate::shadow::{Shadow, ShadowReport};
 use crate::signing::Trust;
 use crate::state::StateStore;
+use crate::telemetry::{Instruments, RouteInstruments};
 use crate::twin::LastValues;
 
 /// The policy runtime: build it once per process from a [`Config`], then call
@@ -72,6 +73,8 @@ struct Inner {
     /// Held for its `Drop`, which stops the thread.
     /// Components compiled or read from the compile cache since start.
     compilations: AtomicU64,
+    /// The embedder's metrics, when it gave a meter.
+    telemetry: Option<Instruments>,
     _ticker: Ticker,
 }
 
@@ -110,6 +113,8 @@ pub struct PolicySet {
     twin: Arc<LastValues>,
     /// Every pointer some policy of the set keeps the last value of, once each.
     keep_last: Vec<Pointer>,
+    /// Counts messages no route matched, when the runtime has a meter.
+    unrouted_instruments: Option<RouteInstruments>,
 }
 
 impl PolicySet {
@@ -124,9 +129,11 @@ impl PolicySet {
             routes: vec![Route {
                 filter: TopicFilter::any(),
                 chain: vec![0],
+                instruments: None,
             }],
             unrouted,
             twin: Arc::default(),
+            unrouted_instruments: None,
         }
     }
 
@@ -225,6 +232,32 @@ impl Runtime {
     /// Builds the runtime: the engine, the epoch ticker, and the first generation with every
     /// policy compiled, instantiated and initialised. Any failure names the policy and file.
     pub fn new(config: Config) -> Result<Self, Error> {
+        Self::build(config, None)
+    }
+
+    /// [`new`](Self::new), recording the runtime's metrics through `meter` (see
+    /// [`telemetry`](crate::telemetry) and `docs/metrics.md`): per policy its verdicts,
+    /// faults, step time and fuel; per route its messages by action and chain time; set
+    /// builds by result and time; and, observed when the meter's reader collects, the active
+    /// generation, the policies loaded, breakers and compilations. Nothing global is read or
+    /// installed: the embedder owns the meter provider and its exporters.
+    ///
+    /// ```no_run
+    /// use opentelemetry::metrics::MeterProvider as _;
+    /// use twinguard_core::{Config, Runtime};
+    /// # fn provider() -> opentelemetry_sdk::metrics::SdkMeterProvider { unimplemented!() }
+    /// let provider = provider(); // with the readers and exporters the embedder chose
+    /// let runtime = Runtime::with_meter(
+    ///     Config::from_file("twinguard.toml")?,
+    ///     provider.meter("twinguard"),
+    /// )?;
+    /// # Ok::<(), twinguard_core::Error>(())
+    /// ```
+    pub fn with_meter(config: Config, meter: opentelemetry::metrics::Meter) -> Result<Self, Error> {
+        Self::build(config, Some(meter))
+    }
+
+    fn build(config: Config, meter: Option<opentelemetry::metrics::Meter>) -> Result<Self, Error> {
         config.validate().map_err(|e| invalid(e.into()))?;
         let engine = engine(&config)?;
         let mut linker = Linker::new(&engine);
@@ -253,6 +286,7 @@ impl Runtime {
                 unrouted: config.defaults.unrouted,
                 twin: Arc::default(),
                 keep_last: Vec::new(),
+                unrouted_instruments: None,
             }),
             states: Mutex::new(HashMap::new()),
             twin: Arc::default(),
@@ -262,6 +296,7 @@ impl Runtime {
             reloading: Mutex::new(()),
             shadow: arc_swap::ArcSwapOption::empty(),
             compilations: AtomicU64::new(0),
+            telemetry: meter.as_ref().map(Instruments::new),
             _ticker: ticker,
         };
         let runtime = Self {
@@ -269,11 +304,43 @@ impl Runtime {
         };
         let set = runtime.build_set(&config, 1)?;
         runtime.inner.active.store(Arc::new(set));
+        if let Some(meter) = &meter {
+            crate::telemetry::observe(meter, Arc::downgrade(&runtime.inner), |inner| {
+                let set = inner.active.load();
+                crate::telemetry::Observed {
+                    generation: set.generation,
+                    policies: set
+                        .policies
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.name_arc(),
+                                p.version_arc(),
+                                p.breaker().is_open(),
+                                p.breaker().held_count(),
+                            )
+                        })
+                        .collect(),
+                    compilations: inner.compilations.load(Ordering::Relaxed),
+                    cache: inner.cache.as_ref().map(Cache::stats),
+                }
+            });
+        }
         Ok(runtime)
     }
 
     fn build_set(&self, config: &Config, generation: u64) -> Result<PolicySet, Error> {
+        let started = Instant::now();
+        let built = self.build_set_timed(config, generation);
+        if let Some(t) = &self.inner.telemetry {
+            t.reload(built.is_ok(), started.elapsed());
+        }
+        built
+    }
+
+    fn build_set_timed(&self, config: &Config, generation: u64) -> Result<PolicySet, Error> {
         let inner = &self.inner;
+        let telemetry = inner.telemetry.as_ref();
         // Read again on every build, so a reload picks up rotated keys.
         let trust = Trust::from_config(&config.signing).map_err(Error::Signing)?;
         let ctx = inner.load_context(Some(&trust));
@@ -309,7 +376,7 @@ impl Runtime {
                 },
             };
             index.insert(p.name.clone(), policies.len());
-            let policy = Policy::load(&ctx, spec, state)?;
+            let policy = Policy::load(&ctx, spec, state)?.instrumented(telemetry);
             if let Some(cases) = policy.selftest() {
                 let passed = crate::selftest::run(&ctx, &policy, cases)?;
                 tracing::info!(policy = %p.name, passed, "self-tests passed");
@@ -329,6 +396,7 @@ impl Runtime {
                         .iter()
                         .filter_map(|n| index.get(n).copied())
                         .collect(),
+                    instruments: telemetry.map(|t| t.route(Some(&r.filter))),
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -339,6 +407,7 @@ impl Runtime {
             routes,
             unrouted: config.defaults.unrouted,
             twin: inner.twin.clone(),
+            unrouted_instruments: telemetry.map(|t| t.route(None)),
         })
     }
 
@@ -628,6 +697,9 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
                 reason: format!("no route matches topic {:?}", message.topic),
             };
         }
+        if let Some(m) = &set.unrouted_instruments {
+            m.message(&outcome.action, Duration::ZERO);
+        }
         return outcome;
     };
     let ct = message.content_type;
@@ -643,7 +715,8 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     });
     let mut quarantine: Option<(String, String)> = None;
     outcome.trace.reserve_exact(route.chain.len());
-    let mut step_start = Instant::now();
+    let chain_start = Instant::now();
+    let mut step_start = chain_start;
     for &i in &route.chain {
         let Some(p) = set.policies.get(i) else {
             continue;
@@ -721,6 +794,9 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
             }
             Verdict::Fault(fault)
         });
+        if let Some(m) = p.instruments() {
+            m.step(&verdict, step.fuel_used, elapsed);
+        }
         outcome.trace.push(PolicyTrace {
             policy: p.name_arc(),
             version: p.version_arc(),
@@ -768,6 +844,10 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     } else {
         Action::Allow
     };
+    if let Some(m) = &route.instruments {
+        // The chain's time: from its start to the last step's clock read.
+        m.message(&outcome.action, step_start.duration_since(chain_start));
+    }
     outcome
 }
 

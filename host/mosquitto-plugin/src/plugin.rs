@@ -52,7 +52,8 @@ impl Plugin {
                 runtime,
                 services.store.clone(),
                 Some(services.alerts.clone()),
-            ),
+            )
+            .with_decision_log(services.decision_log.clone()),
             watcher,
             _services: services,
             logged: Cell::new((0, 0)),

@@ -1,6 +1,6 @@
 //! The whole config file: the runtime's part (`[[policy]]`, `[[route]]`, `[defaults]`,
 //! `[engine]`, `[signing]`, see [`Config`]) plus the services' tables (`[gateway]`,
-//! `[quarantine]`, `[alerts]`, `[admin]`).
+//! `[quarantine]`, `[alerts]`, `[admin]`, `[decision-log]`).
 //!
 //! The runtime's part is the core's [`Config`], so an embedder that needs no service reads
 //! the same keys with the same errors; this type only adds the services' tables and resolves
@@ -57,6 +57,12 @@ pub struct FileConfig {
     /// `twinguard serve`: the admin API (HTTPS) and where pushed modules are kept.
     #[cfg(feature = "admin")]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// The hash-chained log of every decision (`[decision-log]`; see `docs/decision-log.md`).
+    #[cfg(all(feature = "store", feature = "alerts"))]
+    pub decision_log: Option<crate::decision_log::DecisionLogConfig>,
+    /// Metrics and health endpoints (`[telemetry]`; see `docs/metrics.md`).
+    #[cfg(feature = "telemetry")]
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 /// The file as serde reads it: the core's tables field by field (so unknown keys and their
@@ -80,6 +86,10 @@ struct Raw {
     alerts: Option<crate::alerts::AlertsConfig>,
     #[cfg(feature = "admin")]
     admin: Option<crate::admin::AdminConfig>,
+    #[cfg(all(feature = "store", feature = "alerts"))]
+    decision_log: Option<crate::decision_log::DecisionLogConfig>,
+    #[cfg(feature = "telemetry")]
+    telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 impl FileConfig {
@@ -127,6 +137,10 @@ impl FileConfig {
             alerts: raw.alerts,
             #[cfg(feature = "admin")]
             admin: raw.admin,
+            #[cfg(all(feature = "store", feature = "alerts"))]
+            decision_log: raw.decision_log,
+            #[cfg(feature = "telemetry")]
+            telemetry: raw.telemetry,
         };
         file.rebase(base);
         file.validate().map_err(invalid)?;
@@ -163,6 +177,10 @@ impl FileConfig {
             admin.token_file.as_mut().map(rebase);
             rebase(&mut admin.state_dir);
         }
+        #[cfg(all(feature = "store", feature = "alerts"))]
+        if let Some(log) = self.decision_log.as_mut() {
+            rebase(&mut log.path);
+        }
     }
 
     /// Checks the services' tables (the runtime's part was checked by [`Config::resolved`]).
@@ -196,6 +214,10 @@ impl FileConfig {
         #[cfg(feature = "admin")]
         if let Some(a) = &self.admin {
             a.validate()?;
+        }
+        #[cfg(all(feature = "store", feature = "alerts"))]
+        if let Some(log) = &self.decision_log {
+            log.validate()?;
         }
         Ok(())
     }

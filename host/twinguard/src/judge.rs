@@ -13,10 +13,17 @@
 //! persistent session); the Mosquitto plugin disconnects the publisher before its PUBACK (the
 //! client sends it again when it reconnects). [`Judgement::stored`] is
 //! [`Stored::Failed`] in that case, and the error names the device and topic.
+//!
+//! # The decision log
+//!
+//! With [`Judge::with_decision_log`], every settled message is also recorded in the
+//! hash-chained [`DecisionLog`], after the store commit, so a record of a quarantined message
+//! says under which store id it was kept, or that the store write failed.
 
 use std::sync::Arc;
 
 use crate::alerts::{Alerts, SecurityEvent};
+use crate::decision_log::DecisionLog;
 use crate::store::{QuarantineStore, StoreError};
 use crate::{Action, Message, Outcome, Runtime};
 
@@ -47,6 +54,7 @@ pub struct Judge {
     store: QuarantineStore,
     alerts: Option<Alerts>,
     source: Option<Arc<str>>,
+    decision_log: Option<DecisionLog>,
 }
 
 /// What the flow did with one message.
@@ -96,6 +104,7 @@ impl Judge {
             store,
             alerts,
             source: None,
+            decision_log: None,
         }
     }
 
@@ -104,6 +113,17 @@ impl Judge {
     pub fn with_source(mut self, source: impl Into<Arc<str>>) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// Records every decision in `log` (`None`: no decision log).
+    pub fn with_decision_log(mut self, log: Option<DecisionLog>) -> Self {
+        self.decision_log = log;
+        self
+    }
+
+    /// The decision log, if any.
+    pub fn decision_log(&self) -> Option<&DecisionLog> {
+        self.decision_log.as_ref()
     }
 
     /// The runtime that evaluates.
@@ -131,7 +151,8 @@ impl Judge {
     }
 
     /// The flow after evaluation, for an outcome decided elsewhere (a message no route or
-    /// template could place, a forward the broker refused): alerts, then the store.
+    /// template could place, a forward the broker refused): alerts, then the store, then the
+    /// decision log.
     pub fn settle(
         &self,
         message: &Message,
@@ -164,6 +185,9 @@ impl Judge {
             }
             _ => Stored::Nothing,
         };
+        if let Some(log) = &self.decision_log {
+            log.record_stored(message, &outcome, &stored);
+        }
         Judgement {
             outcome,
             events,

@@ -65,6 +65,8 @@ pub mod admin;
 #[cfg(feature = "alerts")]
 pub mod alerts;
 mod config;
+#[cfg(all(feature = "store", feature = "alerts"))]
+pub mod decision_log;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(all(feature = "store", feature = "alerts"))]
@@ -75,6 +77,8 @@ pub mod lifecycle;
 pub mod services;
 #[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "watch")]

@@ -1,10 +1,11 @@
 //! What every front end sets up beside the runtime, written once: the quarantine store with
-//! its retention sweeper, and the alert sinks. `twinguard serve` and the Mosquitto plugin both
+//! its retention sweeper, the alert sinks, and the decision log. `twinguard serve` and the Mosquitto plugin both
 //! open them here, so a config means the same thing to both.
 
 use std::path::Path;
 
 use crate::alerts::{Alerts, AlertsError};
+use crate::decision_log::{DecisionLog, DecisionLogError};
 use crate::store::{QuarantineStore, StoreError, Sweeper};
 use crate::FileConfig;
 
@@ -16,6 +17,9 @@ pub struct Services {
     /// The alert sinks (`[alerts]`; built with the defaults when the table is absent, since its
     /// rate limiting also governs an alerts topic).
     pub alerts: Alerts,
+    /// The hash-chained log of every decision (`[decision-log]`), when configured: hand it to
+    /// the judge with [`Judge::with_decision_log`](crate::judge::Judge::with_decision_log).
+    pub decision_log: Option<DecisionLog>,
     _sweeper: Option<Sweeper>,
 }
 
@@ -35,14 +39,17 @@ pub enum ServiceError {
     /// An alert sink could not be set up.
     #[error("[alerts]")]
     Alerts(#[source] AlertsError),
+    /// The decision log could not be opened (or continued).
+    #[error("[decision-log]")]
+    DecisionLog(#[source] DecisionLogError),
     /// The retention thread could not be started.
     #[error("cannot start the quarantine retention thread")]
     Sweeper(#[source] std::io::Error),
 }
 
 impl Services {
-    /// Opens the store (its paths were resolved by [`FileConfig`]), starts its retention, and
-    /// builds the alert sinks.
+    /// Opens the store (its paths were resolved by [`FileConfig`]), starts its retention,
+    /// builds the alert sinks, and opens the decision log when `[decision-log]` is set.
     pub fn open(file: &FileConfig) -> Result<Self, ServiceError> {
         let quarantine = file.quarantine.as_ref().ok_or(ServiceError::NoQuarantine)?;
         let store = QuarantineStore::open(&quarantine.path).map_err(ServiceError::Store)?;
@@ -50,6 +57,11 @@ impl Services {
         // relative path.
         let alerts = Alerts::from_config(&file.alerts.clone().unwrap_or_default(), Path::new("."))
             .map_err(ServiceError::Alerts)?;
+        // FileConfig has resolved `decision-log.path` already.
+        let decision_log = match &file.decision_log {
+            Some(c) => Some(DecisionLog::open(c).map_err(ServiceError::DecisionLog)?),
+            None => None,
+        };
         let sweeper = match quarantine.retention() {
             Some(r) => Some(Sweeper::start(store.clone(), r).map_err(ServiceError::Sweeper)?),
             None => None,
@@ -57,6 +69,7 @@ impl Services {
         Ok(Self {
             store,
             alerts,
+            decision_log,
             _sweeper: sweeper,
         })
     }

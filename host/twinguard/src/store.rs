@@ -41,6 +41,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -408,6 +409,10 @@ pub struct QuarantineStore {
 
 struct Inner {
     path: PathBuf,
+    /// Puts committed, puts failed, and the nanoseconds callers waited for their commits.
+    writes: AtomicU64,
+    write_failures: AtomicU64,
+    write_nanos: AtomicU64,
     /// `None` only while dropping, so that the writer sees the channel close.
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
@@ -531,6 +536,9 @@ impl QuarantineStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                writes: AtomicU64::new(0),
+                write_failures: AtomicU64::new(0),
+                write_nanos: AtomicU64::new(0),
                 jobs: Some(jobs),
                 writer: Some(writer),
                 reader: Mutex::new(reader),
@@ -607,7 +615,8 @@ impl QuarantineStore {
             generation: to_i64(outcome.generation),
             source: source.map(str::to_string),
         };
-        self.submit("put", move |conn, path| {
+        let started = std::time::Instant::now();
+        let put = self.submit("put", move |conn, path| {
             let mut insert = conn
                 .prepare_cached(INSERT)
                 .map_err(|e| StoreError::sqlite(path, "put", e))?;
@@ -632,7 +641,57 @@ impl QuarantineStore {
                 .map_err(|e| StoreError::sqlite(path, "put", e))?;
             // Rowids of an AUTOINCREMENT table are positive.
             Ok(u64::try_from(conn.last_insert_rowid()).unwrap_or(0))
+        });
+        let i = &self.inner;
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        i.write_nanos.fetch_add(waited, Ordering::Relaxed);
+        match &put {
+            Ok(_) => i.writes.fetch_add(1, Ordering::Relaxed),
+            Err(_) => i.write_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        put
+    }
+
+    /// What the store's writes did since it was opened, for metrics.
+    pub fn write_stats(&self) -> WriteStats {
+        let i = &self.inner;
+        WriteStats {
+            writes: i.writes.load(Ordering::Relaxed),
+            failures: i.write_failures.load(Ordering::Relaxed),
+            waited: std::time::Duration::from_nanos(i.write_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Held records and when the oldest of them was stored (ms since the Unix epoch), for
+    /// metrics: what waits for an operator.
+    pub fn held(&self) -> Result<(u64, Option<u64>), StoreError> {
+        let path = self.path();
+        let (n, oldest): (i64, Option<i64>) = self
+            .reader()
+            .query_row(
+                "SELECT count(*), min(stored_at_ms) FROM quarantine WHERE status = 'held'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| StoreError::sqlite(path, "count", e))?;
+        Ok((
+            u64::try_from(n).unwrap_or(0),
+            oldest.and_then(|t| u64::try_from(t).ok()),
+        ))
+    }
+
+    /// Whether a put would be committed now: the writer thread answers and a write
+    /// transaction can be opened on the file (`/readyz`).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.submit("probe", |conn, path| {
+            // Writing the header's version with the value it has is a real write to the file
+            // (committed with the group, fsynced) that changes nothing.
+            let version = user_version(conn).map_err(|e| StoreError::sqlite(path, "probe", e))?;
+            conn.pragma_update(None, "user_version", version)
+                .map_err(|e| StoreError::sqlite(path, "probe", e))?;
+            Ok(0)
         })
+        .map(|_| ())
     }
 
     /// The record with this id, or `None`.
@@ -889,6 +948,18 @@ impl QuarantineStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What a store's puts did since it was opened ([`QuarantineStore::write_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Records committed.
+    pub writes: u64,
+    /// Puts that failed (the message was not acknowledged).
+    pub failures: u64,
+    /// Time callers waited for their commits, summed.
+    pub waited: std::time::Duration,
 }
 
 /// A put's columns, encoded on the caller's thread.

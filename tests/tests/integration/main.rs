@@ -5,6 +5,7 @@ mod concurrency;
 mod contract;
 mod limits;
 mod loading;
+mod metrics;
 mod pack_a;
 mod pack_b;
 mod redaction;

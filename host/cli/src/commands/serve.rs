@@ -11,6 +11,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use twinguard::gateway::{self, Gateway};
 use twinguard::services::Services;
+use twinguard::store::QuarantineStore;
+use twinguard::telemetry::{ReadyCheck, Telemetry, TelemetryServer};
 use twinguard::watch::Watcher;
 use twinguard::{FileConfig, Runtime};
 
@@ -36,7 +38,26 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     // alerts topic.
     let services = Services::open(&config).with_context(|| args.config.display().to_string())?;
     let admin = config.admin.clone();
-    let runtime = Runtime::new(config.runtime.clone())?;
+    let telemetry = match &config.telemetry {
+        Some(t) => Some((t.clone(), Telemetry::new(&t.service_name)?)),
+        None => None,
+    };
+    let runtime = match &telemetry {
+        Some((_, t)) => Runtime::with_meter(config.runtime.clone(), t.meter())?,
+        None => Runtime::new(config.runtime.clone())?,
+    };
+    let set = runtime.policy_set();
+    tracing::info!(
+        config = %args.config.display(),
+        generation = set.generation(),
+        policies = %set
+            .policies()
+            .iter()
+            .map(|p| format!("{}@{}", p.name(), p.version().get(..12).unwrap_or(p.version())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "twinguard serve starting"
+    );
     // Edits to the config file or to a policy file take effect on their own (debounced; a
     // broken edit keeps the last good generation), and on SIGHUP. Edits of the service tables
     // are warned about: they take effect after a restart.
@@ -60,8 +81,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 services.store.clone(),
                 Some(services.alerts.clone()),
             )
+            .map(|g| g.with_decision_log(services.decision_log.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some((_, t)) = &telemetry {
+        for g in &gateways {
+            t.observe_gateway(g.name(), g.stats());
+        }
+        t.observe_store(services.store.clone());
+        t.observe_alerts(services.alerts.clone());
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,13 +117,34 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             None => None,
         };
+        let telemetry_task = match telemetry {
+            Some((config, telemetry)) => {
+                let server = TelemetryServer::bind(
+                    &config,
+                    telemetry,
+                    runtime.clone(),
+                    readiness(&gateways, &services.store),
+                )
+                .await?;
+                let addr = server.local_addr().context("telemetry address")?;
+                tracing::info!("metrics on http://{addr}/metrics, health on /healthz and /readyz");
+                eprintln!("twinguard serve: metrics on http://{addr}/metrics");
+                Some(tokio::spawn(server.serve(std::future::pending())))
+            }
+            None => None,
+        };
         let r = gateway::run_all(&gateways, shutdown_signal()).await;
-        if let Some(task) = &admin_task {
+        for task in admin_task.iter().chain(telemetry_task.iter()) {
             task.abort();
         }
         anyhow::Ok(r)
     });
     services.alerts.flush();
+    if let Some(log) = &services.decision_log {
+        if let Err(e) = log.flush() {
+            eprintln!("twinguard serve: decision log: {e}");
+        }
+    }
     for g in &gateways {
         let stats = g.stats();
         eprintln!(
@@ -109,6 +159,31 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     result??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `/readyz` checks besides a loaded generation: every broker connection up, and the
+/// quarantine store taking writes.
+fn readiness(gateways: &[Gateway], store: &QuarantineStore) -> Vec<(String, ReadyCheck)> {
+    let mut checks: Vec<(String, ReadyCheck)> = gateways
+        .iter()
+        .map(|g| {
+            let stats = g.stats();
+            let check: ReadyCheck = Box::new(move || {
+                if stats.connected.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err("not connected to its broker".to_owned())
+                }
+            });
+            (format!("gateway {:?}", g.name()), check)
+        })
+        .collect();
+    let store = store.clone();
+    checks.push((
+        "quarantine store".to_owned(),
+        Box::new(move || store.probe().map_err(|e| twinguard::error_chain(&e))),
+    ));
+    checks
 }
 
 /// SIGHUP reloads the config and the policies, as the file watcher does (a broken file keeps

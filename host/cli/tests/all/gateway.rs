@@ -24,7 +24,7 @@ use twinguard_fixtures as fixtures;
 
 /// The policies: schema (quarantines what has no integer /seq), a silent mask of the owner's
 /// name (redact), and the removal of /secret with an alert (alert).
-fn policies() -> String {
+pub(super) fn policies() -> String {
     format!(
         r#"
 [[policy]]
@@ -55,13 +55,19 @@ chain = ["schema", "pii-silent", "pii-alert"]
     )
 }
 
-struct Setup {
-    dir: PathBuf,
-    store: PathBuf,
-    alerts_file: PathBuf,
+pub(super) struct Setup {
+    pub(super) dir: PathBuf,
+    pub(super) store: PathBuf,
+    pub(super) alerts_file: PathBuf,
 }
 
-fn write_config(setup: &Setup, name: &str, broker: &str, client_id: &str, extra: &str) -> PathBuf {
+pub(super) fn write_config(
+    setup: &Setup,
+    name: &str,
+    broker: &str,
+    client_id: &str,
+    extra: &str,
+) -> PathBuf {
     let text = format!(
         r#"{policies}
 [gateway]
@@ -92,13 +98,13 @@ dedup-window-ms = 0
 }
 
 /// A running `twinguard serve`, its stderr collected.
-struct Serve {
+pub(super) struct Serve {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Serve {
-    fn start(config: &Path) -> Self {
+    pub(super) fn start(config: &Path) -> Self {
         // Given as `<folder>/<file>` from the folder above, as an operator types
         // `twinguard serve --config examples/serve.toml`: relative paths inside must resolve
         // once, against the config's folder.
@@ -125,7 +131,7 @@ impl Serve {
         Self { child, lines }
     }
 
-    fn wait_for(&self, needle: &str, within: Duration) -> bool {
+    pub(super) fn wait_for(&self, needle: &str, within: Duration) -> bool {
         let end = Instant::now() + within;
         while Instant::now() < end {
             if self
@@ -142,12 +148,12 @@ impl Serve {
         false
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
     /// Waits for a line that contains every one of `needles`.
-    fn wait_for_line(&self, needles: &[&str], within: Duration) -> bool {
+    pub(super) fn wait_for_line(&self, needles: &[&str], within: Duration) -> bool {
         let end = Instant::now() + within;
         while Instant::now() < end {
             if self
@@ -165,7 +171,7 @@ impl Serve {
     }
 
     /// Sends `signal` (a `kill` option such as `-HUP`).
-    fn signal(&self, signal: &str) {
+    pub(super) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(signal)
             .arg(self.child.id().to_string())
@@ -174,13 +180,13 @@ impl Serve {
         assert!(status.success());
     }
 
-    fn kill9(&mut self) {
+    pub(super) fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then the exit line's counters.
-    fn stop(mut self) -> String {
+    pub(super) fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -198,14 +204,14 @@ impl Drop for Serve {
 }
 
 /// A test MQTT client on its own runtime thread: publishes, and collects what it receives.
-struct Peer {
+pub(super) struct Peer {
     client: AsyncClient,
     received: mpsc::Receiver<(String, Vec<u8>)>,
     _rt: tokio::runtime::Runtime,
 }
 
 impl Peer {
-    fn connect(id: &str, port: u16, subscribe: &[&str], persistent: bool) -> Self {
+    pub(super) fn connect(id: &str, port: u16, subscribe: &[&str], persistent: bool) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -259,7 +265,7 @@ impl Peer {
         }
     }
 
-    fn publish(&self, topic: &str, payload: Vec<u8>) {
+    pub(super) fn publish(&self, topic: &str, payload: Vec<u8>) {
         let c = self.client.clone();
         let topic = topic.to_owned();
         self._rt.block_on(async move {
@@ -270,7 +276,7 @@ impl Peer {
     }
 
     /// Messages received until `done` says enough, or `within` passes.
-    fn collect(
+    pub(super) fn collect(
         &self,
         within: Duration,
         mut done: impl FnMut(&[(String, Vec<u8>)]) -> bool,
@@ -286,7 +292,7 @@ impl Peer {
     }
 }
 
-fn setup() -> (tempfile::TempDir, Setup) {
+pub(super) fn setup() -> (tempfile::TempDir, Setup) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let s = Setup {
@@ -299,11 +305,11 @@ fn setup() -> (tempfile::TempDir, Setup) {
 
 /// A broker, a gateway on it (its config written) and a twin subscribed to `twin/#`: the
 /// start of most tests here.
-struct Rig {
-    broker: Broker,
-    config: PathBuf,
-    twin: Peer,
-    serve: Serve,
+pub(super) struct Rig {
+    pub(super) broker: Broker,
+    pub(super) config: PathBuf,
+    pub(super) twin: Peer,
+    pub(super) serve: Serve,
 }
 
 fn rig(s: &Setup, id: &str, persistent_twin: bool) -> Rig {
@@ -311,7 +317,7 @@ fn rig(s: &Setup, id: &str, persistent_twin: bool) -> Rig {
 }
 
 /// [`rig`] with `extra` keys in the `[gateway]` table.
-fn rig_with(s: &Setup, id: &str, persistent_twin: bool, extra: &str) -> Rig {
+pub(super) fn rig_with(s: &Setup, id: &str, persistent_twin: bool, extra: &str) -> Rig {
     let broker = Broker::start(&s.dir, None);
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let config = write_config(s, "serve.toml", &url, id, extra);

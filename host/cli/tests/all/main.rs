@@ -2,9 +2,11 @@
 //! against a real Mosquitto, and the admin API through the command's own client.
 
 mod admin;
+mod audit;
 mod cli;
 mod demo;
 mod gateway;
 mod isolation;
+mod observe;
 mod quarantine;
 mod signing;

@@ -75,6 +75,8 @@ pub struct GatewayStats {
     pub connections: AtomicU64,
     /// Store commits that failed (the message stays unacknowledged and comes back).
     pub store_errors: AtomicU64,
+    /// Whether the broker connection is up now (its CONNACK received, not lost since).
+    pub connected: std::sync::atomic::AtomicBool,
 }
 
 /// A gateway to one broker, ready to run. Clones share everything, counters included.
@@ -174,6 +176,12 @@ impl Gateway {
         self.config.name()
     }
 
+    /// Records every decision of this gateway in `log` (`[decision-log]`).
+    pub fn with_decision_log(mut self, log: Option<crate::decision_log::DecisionLog>) -> Self {
+        self.judge = self.judge.with_decision_log(log);
+        self
+    }
+
     /// Runs until `shutdown` resolves. Reconnects with backoff; returns an error only for a
     /// first connection that cannot succeed by retrying (TLS or refused credentials).
     pub async fn run(
@@ -202,6 +210,7 @@ impl Gateway {
                 }
                 r = self.connection(client, eventloop, &mut ever_connected) => r,
             };
+            self.stats.connected.store(false, Ordering::Relaxed);
             match outcome {
                 Err(e) if !ever_connected && e.fatal() => {
                     return Err(GatewayError::Connect {
@@ -265,6 +274,7 @@ impl Gateway {
                 Event::Connected => {
                     *ever_connected = true;
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    self.stats.connected.store(true, Ordering::Relaxed);
                     tracing::info!(gateway = %self.name(), broker = %self.config.broker, protocol = ?self.config.protocol, "connected");
                     for input in self.inputs.iter() {
                         // Subscriptions outlive the connection in a persistent session;

@@ -1,0 +1,436 @@
+//! What an operator watches: an OpenTelemetry meter provider whose metrics a Prometheus
+//! server scrapes at `/metrics`, and the health endpoints `/healthz` (the process answers)
+//! and `/readyz` (policies loaded, every broker connected, the quarantine store writable),
+//! on a plain-HTTP listener of their own (`[telemetry] listen`, loopback by default).
+//!
+//! The runtime records its metrics through the meter ([`Runtime::with_meter`]); the front
+//! ends' counters (gateways, store, alert sinks) are read when Prometheus scrapes, so they
+//! cost the message path nothing. Every metric is listed in `docs/metrics.md`.
+//!
+//! ```toml
+//! [telemetry]
+//! listen = "127.0.0.1:9464"   # /metrics, /healthz, /readyz
+//! service-name = "twinguard"
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::Resource;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::Runtime;
+
+/// The `[telemetry]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TelemetryConfig {
+    /// Address of the metrics and health listener (default `127.0.0.1:9464`, Prometheus's
+    /// registered port for OpenTelemetry exporters). Plain HTTP: keep it on loopback or a
+    /// management network; it exposes counts, never payloads or device ids.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The `service.name` resource attribute (default `twinguard`): what tells two
+    /// instances apart in a shared backend.
+    #[serde(default = "default_service")]
+    pub service_name: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+fn default_service() -> String {
+    "twinguard".into()
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            service_name: default_service(),
+        }
+    }
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// The Prometheus exporter refused its settings.
+    #[error("[telemetry]: cannot set up the Prometheus exporter: {0}")]
+    Exporter(String),
+    /// The listener could not be bound.
+    #[error("[telemetry] listen = {listen:?}: {source}")]
+    Bind {
+        /// As configured.
+        listen: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The process's meter provider and what Prometheus reads. Cheap to clone.
+#[derive(Clone)]
+pub struct Telemetry {
+    provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+impl Telemetry {
+    /// A meter provider with a Prometheus reader, its resource named `service_name`.
+    pub fn new(service_name: &str) -> Result<Self, TelemetryError> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            // One scope (ours): its labels on every series would only add noise.
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let provider = SdkMeterProvider::builder()
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service_name.to_owned())
+                    .build(),
+            )
+            .with_reader(exporter)
+            .build();
+        Ok(Self { provider, registry })
+    }
+
+    /// The meter to hand to [`Runtime::with_meter`] and to the front ends.
+    pub fn meter(&self) -> Meter {
+        self.provider.meter("twinguard")
+    }
+
+    /// Every metric in the Prometheus text exposition format (what `/metrics` answers).
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
+    }
+
+    /// Reports a gateway's counters and connection, read at each scrape.
+    #[cfg(feature = "gateway")]
+    pub fn observe_gateway(&self, name: &str, stats: Arc<crate::gateway::GatewayStats>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let meter = self.meter();
+        let gw = opentelemetry::KeyValue::new("twinguard.gateway", name.to_owned());
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
+            .u64_observable_counter("twinguard.gateway.messages")
+            .with_unit("{message}")
+            .with_description(
+                "Gateway messages by stage: received from the broker, forwarded (acknowledged \
+                 by it), quarantined (committed to the store), refused (by the broker, then \
+                 quarantined), store_failed (left unacknowledged, delivered again)",
+            )
+            .with_callback(move |o| {
+                for (stage, n) in [
+                    ("received", &s.received),
+                    ("forwarded", &s.forwarded),
+                    ("quarantined", &s.quarantined),
+                    ("refused", &s.refused),
+                    ("store_failed", &s.store_errors),
+                ] {
+                    o.observe(
+                        n.load(Relaxed),
+                        &[
+                            g.clone(),
+                            opentelemetry::KeyValue::new("twinguard.stage", stage),
+                        ],
+                    );
+                }
+            })
+            .build();
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
+            .u64_observable_counter("twinguard.gateway.alerts")
+            .with_unit("{event}")
+            .with_description("Security events the gateway raised")
+            .with_callback(move |o| o.observe(s.alerts.load(Relaxed), std::slice::from_ref(&g)))
+            .build();
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
+            .u64_observable_counter("twinguard.gateway.connections")
+            .with_unit("{connection}")
+            .with_description("Broker connections made, the first included (reconnects = this - 1)")
+            .with_callback(move |o| {
+                o.observe(s.connections.load(Relaxed), std::slice::from_ref(&g));
+            })
+            .build();
+        meter
+            .u64_observable_gauge("twinguard.gateway.connected")
+            .with_description("1 while the broker connection is up, else 0")
+            .with_callback(move |o| {
+                o.observe(
+                    u64::from(stats.connected.load(Relaxed)),
+                    std::slice::from_ref(&gw),
+                );
+            })
+            .build();
+    }
+
+    /// Reports the quarantine store's depth, its oldest held record and its writes, read at
+    /// each scrape.
+    #[cfg(feature = "store")]
+    pub fn observe_store(&self, store: crate::store::QuarantineStore) {
+        let meter = self.meter();
+        let s = store.clone();
+        meter
+            .u64_observable_gauge("twinguard.quarantine.held")
+            .with_unit("{message}")
+            .with_description("Messages held in the quarantine store, waiting for an operator")
+            .with_callback(move |o| {
+                if let Ok((n, _)) = s.held() {
+                    o.observe(n, &[]);
+                }
+            })
+            .build();
+        let s = store.clone();
+        meter
+            .f64_observable_gauge("twinguard.quarantine.oldest_age")
+            .with_unit("s")
+            .with_description("Age of the oldest held message (0 when none is held)")
+            .with_callback(move |o| {
+                if let Ok((_, oldest)) = s.held() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    let age = oldest.map_or(0, |t| now.saturating_sub(t));
+                    o.observe(age as f64 / 1000.0, &[]);
+                }
+            })
+            .build();
+        let s = store.clone();
+        meter
+            .u64_observable_counter("twinguard.quarantine.writes")
+            .with_unit("{record}")
+            .with_description("Quarantine records committed (result=ok) or not (result=error)")
+            .with_callback(move |o| {
+                let w = s.write_stats();
+                o.observe(
+                    w.writes,
+                    &[opentelemetry::KeyValue::new("twinguard.result", "ok")],
+                );
+                o.observe(
+                    w.failures,
+                    &[opentelemetry::KeyValue::new("twinguard.result", "error")],
+                );
+            })
+            .build();
+        meter
+            .f64_observable_counter("twinguard.quarantine.write.time")
+            .with_unit("s")
+            .with_description(
+                "Time callers waited for their quarantine commits, summed (divide its rate by \
+                 the writes' rate for the mean write latency)",
+            )
+            .with_callback(move |o| o.observe(store.write_stats().waited.as_secs_f64(), &[]))
+            .build();
+    }
+
+    /// Reports what the alert sinks sent, failed and dropped, per sink, read at each scrape.
+    #[cfg(feature = "alerts")]
+    pub fn observe_alerts(&self, alerts: crate::alerts::Alerts) {
+        let meter = self.meter();
+        let a = alerts.clone();
+        meter
+            .u64_observable_counter("twinguard.alerts.events")
+            .with_unit("{event}")
+            .with_description(
+                "Security events per sink by result: sent, failed, dropped (queue full)",
+            )
+            .with_callback(move |o| {
+                for sink in a.stats().sinks {
+                    for (result, n) in [
+                        ("sent", sink.sent),
+                        ("failed", sink.failed),
+                        ("dropped", sink.dropped),
+                    ] {
+                        o.observe(
+                            n,
+                            &[
+                                opentelemetry::KeyValue::new("twinguard.sink", sink.name.clone()),
+                                opentelemetry::KeyValue::new("twinguard.result", result),
+                            ],
+                        );
+                    }
+                }
+            })
+            .build();
+        meter
+            .u64_observable_counter("twinguard.alerts.suppressed")
+            .with_unit("{alert}")
+            .with_description("Repeated alerts counted by the rate limiter instead of sent")
+            .with_callback(move |o| o.observe(alerts.stats().suppressed, &[]))
+            .build();
+    }
+}
+
+/// A check `/readyz` runs: `Err` says what is not ready.
+pub type ReadyCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The metrics and health listener.
+pub struct TelemetryServer {
+    listener: TcpListener,
+    state: Arc<ServerState>,
+}
+
+struct ServerState {
+    telemetry: Telemetry,
+    runtime: Runtime,
+    checks: Vec<(String, ReadyCheck)>,
+}
+
+impl TelemetryServer {
+    /// Binds `config.listen`. `/readyz` answers 200 when `runtime` has a generation and
+    /// every named check passes, else 503 naming what failed.
+    pub async fn bind(
+        config: &TelemetryConfig,
+        telemetry: Telemetry,
+        runtime: Runtime,
+        checks: Vec<(String, ReadyCheck)>,
+    ) -> Result<Self, TelemetryError> {
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| TelemetryError::Bind {
+                    listen: config.listen.clone(),
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            state: Arc::new(ServerState {
+                telemetry,
+                runtime,
+                checks,
+            }),
+        })
+    }
+
+    /// Where it listens (the port, when `listen` asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut failed_accepts = 0_u32;
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => return,
+                a = self.listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => {
+                    failed_accepts = 0;
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors: back off instead of spinning, and say so once per
+                    // streak rather than per attempt.
+                    if failed_accepts == 0 {
+                        tracing::warn!("telemetry listener: accept failed: {e}; backing off");
+                    }
+                    failed_accepts = failed_accepts.saturating_add(1);
+                    let pause = 10_u64 << failed_accepts.min(7);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    continue;
+                }
+            };
+            let state = Arc::clone(&self.state);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(answer(&state, &req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                // A scrape is small; a connection that idles past this is dropped.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+            });
+        }
+    }
+}
+
+async fn answer(state: &Arc<ServerState>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let state = Arc::clone(state);
+            // Observed instruments read the store (SQLite): off the executor's threads.
+            let body = tokio::task::spawn_blocking(move || state.telemetry.render())
+                .await
+                .unwrap_or_else(|e| format!("# cannot collect the metrics: {e}\n"));
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            let state = Arc::clone(state);
+            let report = tokio::task::spawn_blocking(move || readiness(&state))
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("the readiness check failed: {e}")]));
+            match report {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready:\n{}\n", why.join("\n")),
+                ),
+            }
+        }
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("no {other}: try /metrics, /healthz or /readyz\n"),
+        ),
+    }
+}
+
+fn readiness(state: &ServerState) -> Result<(), Vec<String>> {
+    let mut why = Vec::new();
+    if state.runtime.policy_set().generation() == 0 {
+        why.push("policies: no generation is loaded".to_owned());
+    }
+    for (name, check) in &state.checks {
+        if let Err(e) = check() {
+            why.push(format!("{name}: {e}"));
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
