@@ -129,6 +129,35 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same pack and allow-all with metrics on: an embedder's meter, read by the
+    // Prometheus reader `serve` uses (issue 15: at most 5 % more than without).
+    let telemetry = twinguard::telemetry::Telemetry::new("bench").unwrap_or_else(|e| panic!("{e}"));
+    let metered = Runtime::with_meter(twinguard_tests::config(PACK), telemetry.meter())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(metered.evaluate(&next()).trace.len(), 4);
+    c.bench_function("g_pack_of_4_metrics_on", |b| {
+        b.iter_batched(
+            &mut next,
+            |m| black_box(metered.evaluate(black_box(&m))),
+            BatchSize::SmallInput,
+        )
+    });
+    let allow_metered = Runtime::with_meter(
+        twinguard_tests::config(
+            "[[policy]]\nname = \"p\"\npath = \"@allow-all\"\n[[route]]\nfilter = \"#\"\nchain = [\"p\"]\n",
+        ),
+        telemetry.meter(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.bench_function("g_allow_all_metrics_on", |b| {
+        b.iter(|| black_box(allow_metered.evaluate(black_box(&msg))))
+    });
+    // What was measured was recorded: the pack's first policy saw every message.
+    let text = telemetry.render();
+    assert!(
+        text.contains("twinguard_policy_duration_seconds_count{twinguard_policy_name=\"schema\""),
+        "{text}"
+    );
 }
 
 const CHAIN_OF_3: &str =

@@ -323,6 +323,11 @@ impl Runtime {
                         .collect(),
                     compilations: inner.compilations.load(Ordering::Relaxed),
                     cache: inner.cache.as_ref().map(Cache::stats),
+                    custom: set
+                        .policies
+                        .iter()
+                        .map(|p| (p.name_arc(), p.metrics()))
+                        .collect(),
                 }
             });
         }
@@ -698,7 +703,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
             };
         }
         if let Some(m) = &set.unrouted_instruments {
-            m.message(&outcome.action, Duration::ZERO);
+            m.message(&outcome.action);
         }
         return outcome;
     };
@@ -715,8 +720,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     });
     let mut quarantine: Option<(String, String)> = None;
     outcome.trace.reserve_exact(route.chain.len());
-    let chain_start = Instant::now();
-    let mut step_start = chain_start;
+    let mut step_start = Instant::now();
     for &i in &route.chain {
         let Some(p) = set.policies.get(i) else {
             continue;
@@ -845,8 +849,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         Action::Allow
     };
     if let Some(m) = &route.instruments {
-        // The chain's time: from its start to the last step's clock read.
-        m.message(&outcome.action, step_start.duration_since(chain_start));
+        m.message(&outcome.action);
     }
     outcome
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
 
+use crate::metrics::MetricValue;
 use crate::{Action, Fault, Verdict};
 
 /// Bucket bounds (seconds) of the duration histograms: 1 µs to 1 s, where policy and chain
@@ -61,6 +62,8 @@ pub mod keys {
     pub const ERROR_TYPE: &str = "error.type";
     /// A reload's result: `success` or `failure`.
     pub const RESULT: &str = "twinguard.result";
+    /// The name a policy declared one of its own metrics under.
+    pub const METRIC: &str = "twinguard.metric";
 }
 
 /// The instruments of one runtime, made once from the embedder's meter.
@@ -70,7 +73,6 @@ pub(crate) struct Instruments {
     policy_duration: Histogram<f64>,
     fuel: Histogram<u64>,
     messages: Counter<u64>,
-    process_duration: Histogram<f64>,
     reloads: Counter<u64>,
     reload_duration: Histogram<f64>,
 }
@@ -109,12 +111,6 @@ impl Instruments {
                 .u64_counter("twinguard.messages")
                 .with_unit("{message}")
                 .with_description("Messages evaluated, by route and by what happened to them")
-                .build(),
-            process_duration: meter
-                .f64_histogram("messaging.process.duration")
-                .with_unit("s")
-                .with_description("Time to evaluate one message through its whole chain")
-                .with_boundaries(DURATION_BOUNDS.to_vec())
                 .build(),
             reloads: meter
                 .u64_counter("twinguard.reloads")
@@ -155,7 +151,6 @@ impl Instruments {
                 self.messages
                     .bind(&[route.clone(), KeyValue::new(keys::ACTION, a)])
             }),
-            duration: self.process_duration.bind(std::slice::from_ref(&route)),
         }
     }
 
@@ -216,7 +211,6 @@ impl PolicyInstruments {
 #[derive(Clone)]
 pub(crate) struct RouteInstruments {
     actions: [BoundCounter<u64>; 4],
-    duration: BoundHistogram<f64>,
 }
 
 impl std::fmt::Debug for RouteInstruments {
@@ -226,8 +220,10 @@ impl std::fmt::Debug for RouteInstruments {
 }
 
 impl RouteInstruments {
-    /// One message through the route's chain.
-    pub(crate) fn message(&self, action: &Action, took: Duration) {
+    /// One message through the route's chain. (Its time is the front end's
+    /// `messaging.process.duration`, which includes the store's commit; the policies' times
+    /// are per policy.)
+    pub(crate) fn message(&self, action: &Action) {
         let i = match action {
             Action::Allow => 0,
             Action::Redact => 1,
@@ -237,7 +233,6 @@ impl RouteInstruments {
         if let Some(c) = self.actions.get(i) {
             c.add(1);
         }
-        self.duration.record(took.as_secs_f64());
     }
 }
 
@@ -252,6 +247,8 @@ pub(crate) struct Observed {
     pub policies: Vec<(Arc<str>, Arc<str>, bool, usize)>,
     pub compilations: u64,
     pub cache: Option<crate::CacheStats>,
+    /// What each policy's declared metrics hold (`host.counter-add`, `host.histogram-record`).
+    pub custom: Vec<(Arc<str>, Vec<crate::metrics::MetricReading>)>,
 }
 
 /// Registers the instruments read at collection: `read` is called on the runtime, while it
@@ -318,6 +315,48 @@ pub(crate) fn observe<T: Send + Sync + 'static>(
             }
         })
         .build();
+    let s = snap.clone();
+    meter
+        .u64_observable_counter("twinguard.policy.custom")
+        .with_unit("{count}")
+        .with_description(
+            "Counters a policy declared in its manifest (twinguard.metric: the declared name)",
+        )
+        .with_callback(move |o| {
+            for_custom(&*s, |attrs, value| {
+                if let MetricValue::Counter(n) = value {
+                    o.observe(*n, attrs);
+                }
+            });
+        })
+        .build();
+    let s = snap.clone();
+    meter
+        .u64_observable_counter("twinguard.policy.custom.observations")
+        .with_unit("{observation}")
+        .with_description("Observations of a histogram a policy declared")
+        .with_callback(move |o| {
+            for_custom(&*s, |attrs, value| {
+                if let MetricValue::Histogram { count, .. } = value {
+                    o.observe(*count, attrs);
+                }
+            });
+        })
+        .build();
+    let s = snap.clone();
+    meter
+        .f64_observable_counter("twinguard.policy.custom.sum")
+        .with_description(
+            "Sum of the observations of a histogram a policy declared (in its declared unit)",
+        )
+        .with_callback(move |o| {
+            for_custom(&*s, |attrs, value| {
+                if let MetricValue::Histogram { sum, .. } = value {
+                    o.observe(*sum, attrs);
+                }
+            });
+        })
+        .build();
     let s = snap;
     meter
         .u64_observable_counter("twinguard.cache.loads")
@@ -332,6 +371,22 @@ pub(crate) fn observe<T: Send + Sync + 'static>(
             }
         })
         .build();
+}
+
+/// Calls `each` with the attributes and value of every declared metric of every policy.
+fn for_custom(
+    snap: &impl Fn() -> Option<Observed>,
+    mut each: impl FnMut(&[KeyValue], &MetricValue),
+) {
+    for (policy, readings) in snap().map(|x| x.custom).unwrap_or_default() {
+        for r in readings {
+            let attrs = [
+                KeyValue::new(keys::POLICY, policy.to_string()),
+                KeyValue::new(keys::METRIC, r.spec.name.clone()),
+            ];
+            each(&attrs, &r.value);
+        }
+    }
 }
 
 fn policy_attrs(name: &str, version: &str) -> [KeyValue; 2] {

@@ -284,6 +284,27 @@ impl Telemetry {
     }
 }
 
+#[cfg(all(feature = "store", feature = "alerts"))]
+impl Telemetry {
+    /// Reports the decision log's records written and lost, read at each scrape.
+    pub fn observe_decision_log(&self, log: crate::decision_log::DecisionLog) {
+        self.meter()
+            .u64_observable_counter("twinguard.decision_log.records")
+            .with_unit("{record}")
+            .with_description("Decision log records written, or lost to a write error")
+            .with_callback(move |o| {
+                let s = log.stats();
+                for (result, n) in [("written", s.written), ("lost", s.lost)] {
+                    o.observe(
+                        n,
+                        &[opentelemetry::KeyValue::new("twinguard.result", result)],
+                    );
+                }
+            })
+            .build();
+    }
+}
+
 /// A check `/readyz` runs: `Err` says what is not ready.
 pub type ReadyCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 

@@ -185,6 +185,51 @@ fn verdicts_faults_fuel_routes_and_builds_are_counted() {
 }
 
 #[test]
+fn what_a_policy_declared_is_exported_by_name() {
+    let telemetry = Telemetry::new("test").unwrap();
+    let runtime = Runtime::with_meter(
+        config(
+            "[[policy]]\nname = \"counting\"\npath = \"@hostile\"\n[policy.config]\nmode = \"metrics\"\n\
+             [[route]]\nfilter = \"#\"\nchain = [\"counting\"]\n",
+        ),
+        telemetry.meter(),
+    )
+    .unwrap();
+    for payload in ["{}", "{\"a\":1}", "{\"b\":[1,2,3]}"] {
+        runtime.evaluate(&msg("t", payload));
+    }
+    let text = telemetry.render();
+    let custom = |name: &str, metric: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(name)
+                    && l.contains("twinguard_policy_name=\"counting\"")
+                    && l.contains(&format!("twinguard_metric=\"{metric}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    // The guest counts messages and records each payload's size (2 + 7 + 13 bytes).
+    assert_eq!(
+        custom("twinguard_policy_custom_total{", "messages"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        custom(
+            "twinguard_policy_custom_observations_total{",
+            "payload.size"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        custom("twinguard_policy_custom_sum_total{", "payload.size"),
+        Some(22.0),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_runtime_without_a_meter_records_nothing_anywhere() {
     // A provider nobody handed to the runtime: it must stay empty (no global meter is used).
     let telemetry = Telemetry::new("unused").unwrap();

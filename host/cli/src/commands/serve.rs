@@ -81,7 +81,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 services.store.clone(),
                 Some(services.alerts.clone()),
             )
-            .map(|g| g.with_decision_log(services.decision_log.clone()))
+            .map(|g| {
+                let g = g.with_decision_log(services.decision_log.clone());
+                match &telemetry {
+                    Some((_, t)) => g.with_meter(&t.meter()),
+                    None => g,
+                }
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some((_, t)) = &telemetry {
@@ -90,6 +96,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         t.observe_store(services.store.clone());
         t.observe_alerts(services.alerts.clone());
+        if let Some(log) = &services.decision_log {
+            t.observe_decision_log(log.clone());
+        }
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()

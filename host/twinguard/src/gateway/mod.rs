@@ -88,6 +88,8 @@ pub struct Gateway {
     inputs: Arc<Vec<Input>>,
     tls: Option<Arc<rustls::ClientConfig>>,
     stats: Arc<GatewayStats>,
+    /// `messaging.process.duration` of this gateway, when telemetry is on.
+    process: Option<opentelemetry::metrics::BoundHistogram<f64>>,
 }
 
 /// A forwarded message waiting for the broker's PUBACK.
@@ -163,7 +165,26 @@ impl Gateway {
             inputs: Arc::new(inputs),
             tls,
             stats: Arc::new(GatewayStats::default()),
+            process: None,
         })
+    }
+
+    /// Records `messaging.process.duration` (the judge flow of each message: evaluation,
+    /// alert sinks, the store's commit) for this gateway through `meter`.
+    pub fn with_meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        let histogram = meter
+            .f64_histogram("messaging.process.duration")
+            .with_unit("s")
+            .with_description(
+                "Time of one message's judge flow: evaluation, alert sinks, the quarantine commit",
+            )
+            .with_boundaries(twinguard_core::telemetry::DURATION_BOUNDS.to_vec())
+            .build();
+        self.process = Some(histogram.bind(&[
+            opentelemetry::KeyValue::new("twinguard.gateway", self.config.name().to_owned()),
+            opentelemetry::KeyValue::new("messaging.system", "mqtt"),
+        ]));
+        self
     }
 
     /// The gateway's counters.
@@ -391,6 +412,7 @@ impl Gateway {
             alerts_topic: self.config.alerts_topic.clone(),
             max_message_bytes: self.config.max_message_bytes,
             stats: Arc::clone(&self.stats),
+            process: self.process.clone(),
         }
     }
 }
@@ -559,6 +581,7 @@ struct Worker {
     /// `max-message-bytes`: a larger payload is held back unjudged.
     max_message_bytes: usize,
     stats: Arc<GatewayStats>,
+    process: Option<opentelemetry::metrics::BoundHistogram<f64>>,
 }
 
 /// The only task that hands publishes to the client (see `Pending`).
@@ -740,10 +763,14 @@ async fn settle(
 ) -> Result<(Message, Judgement), Teardown> {
     let worker = Arc::clone(w);
     let (message, judgement) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
         let judgement = match reason {
             None => worker.judge.judge(&message, destination.as_deref()),
             Some(reason) => worker.judge.hold(&message, reason, destination.as_deref()),
         };
+        if let Some(h) = &worker.process {
+            h.record(started.elapsed().as_secs_f64());
+        }
         (message, judgement)
     })
     .await
