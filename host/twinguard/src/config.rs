@@ -219,6 +219,10 @@ impl FileConfig {
         if let Some(log) = &self.decision_log {
             log.validate()?;
         }
+        #[cfg(feature = "telemetry")]
+        if let Some(t) = &self.telemetry {
+            t.validate()?;
+        }
         Ok(())
     }
 }

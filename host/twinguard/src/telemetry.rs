@@ -42,6 +42,25 @@ pub struct TelemetryConfig {
     /// instances apart in a shared backend.
     #[serde(default = "default_service")]
     pub service_name: String,
+    /// An OpenTelemetry collector's OTLP/HTTP base address (`http://127.0.0.1:4318`): metrics
+    /// are pushed to `/v1/metrics` every `otlp-interval-ms`, sampled message spans to
+    /// `/v1/traces`. None (the default): no export, Prometheus only.
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed over OTLP (default 10,000 ms).
+    #[serde(default = "default_interval")]
+    pub otlp_interval_ms: u64,
+    /// The share of messages traced (0 to 1, default 0.01): each sampled message is one span
+    /// tree (receive → each policy → forward or quarantine). 0 turns traces off.
+    #[serde(default = "default_ratio")]
+    pub trace_sample_ratio: f64,
+}
+
+fn default_interval() -> u64 {
+    10_000
+}
+
+fn default_ratio() -> f64 {
+    0.01
 }
 
 fn default_listen() -> String {
@@ -57,7 +76,41 @@ impl Default for TelemetryConfig {
         Self {
             listen: default_listen(),
             service_name: default_service(),
+            otlp_endpoint: None,
+            otlp_interval_ms: default_interval(),
+            trace_sample_ratio: default_ratio(),
         }
+    }
+}
+
+impl TelemetryConfig {
+    /// Checks the values serde cannot: the ratio, the interval, the endpoint's scheme.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            return Err(format!(
+                "[telemetry] trace-sample-ratio = {}: must be from 0 (no traces) to 1 (every message)",
+                self.trace_sample_ratio
+            ));
+        }
+        if self.otlp_interval_ms < 100 {
+            return Err(format!(
+                "[telemetry] otlp-interval-ms = {}: at least 100",
+                self.otlp_interval_ms
+            ));
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            let Some(rest) = e.strip_prefix("http://") else {
+                return Err(format!(
+                    "[telemetry] otlp-endpoint = {e:?}: give the collector's OTLP/HTTP address, \
+                     e.g. \"http://127.0.0.1:4318\" (plain HTTP: run a collector beside twinguard \
+                     for TLS onward)"
+                ));
+            };
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(format!("[telemetry] otlp-endpoint = {e:?}: no host"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -65,8 +118,11 @@ impl Default for TelemetryConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
-    /// The Prometheus exporter refused its settings.
-    #[error("[telemetry]: cannot set up the Prometheus exporter: {0}")]
+    /// A value of `[telemetry]` is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// An exporter refused its settings.
+    #[error("[telemetry]: cannot set up an exporter: {0}")]
     Exporter(String),
     /// The listener could not be bound.
     #[error("[telemetry] listen = {listen:?}: {source}")]
@@ -79,11 +135,14 @@ pub enum TelemetryError {
     },
 }
 
-/// The process's meter provider and what Prometheus reads. Cheap to clone.
+/// The process's meter provider and what Prometheus reads, and its tracer provider when spans
+/// are exported. Cheap to clone. Call [`shutdown`](Self::shutdown) outside any async runtime
+/// before exit: it pushes what the OTLP exporters still hold.
 #[derive(Clone)]
 pub struct Telemetry {
     provider: SdkMeterProvider,
     registry: prometheus::Registry,
+    tracing: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -95,6 +154,19 @@ impl std::fmt::Debug for Telemetry {
 impl Telemetry {
     /// A meter provider with a Prometheus reader, its resource named `service_name`.
     pub fn new(service_name: &str) -> Result<Self, TelemetryError> {
+        Self::from_config(&TelemetryConfig {
+            service_name: service_name.to_owned(),
+            ..TelemetryConfig::default()
+        })
+    }
+
+    /// What `[telemetry]` asks for: the Prometheus reader, and with `otlp-endpoint` an OTLP
+    /// metrics push and (with a sample ratio above 0) a span exporter.
+    pub fn from_config(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
+        config.validate().map_err(TelemetryError::Config)?;
+        let resource = Resource::builder()
+            .with_service_name(config.service_name.clone())
+            .build();
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -102,15 +174,68 @@ impl Telemetry {
             .scope_info_enabled(false)
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let provider = SdkMeterProvider::builder()
-            .with_resource(
-                Resource::builder()
-                    .with_service_name(service_name.to_owned())
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(exporter);
+        let mut tracing = None;
+        if let Some(base) = &config.otlp_endpoint {
+            use opentelemetry_otlp::WithExportConfig as _;
+            let base = base.trim_end_matches('/');
+            let otlp = |e: opentelemetry_otlp::ExporterBuildError| {
+                TelemetryError::Exporter(format!("OTLP to {base}: {e}"))
+            };
+            let metrics = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{base}/v1/metrics"))
+                .build()
+                .map_err(otlp)?;
+            builder = builder.with_reader(
+                opentelemetry_sdk::metrics::PeriodicReader::builder(metrics)
+                    .with_interval(std::time::Duration::from_millis(config.otlp_interval_ms))
                     .build(),
-            )
-            .with_reader(exporter)
-            .build();
-        Ok(Self { provider, registry })
+            );
+            if config.trace_sample_ratio > 0.0 {
+                use opentelemetry_sdk::trace::Sampler;
+                let spans = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{base}/v1/traces"))
+                    .build()
+                    .map_err(otlp)?;
+                tracing = Some(
+                    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                        .with_resource(resource)
+                        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                            config.trace_sample_ratio,
+                        ))))
+                        .with_batch_exporter(spans)
+                        .build(),
+                );
+            }
+        }
+        Ok(Self {
+            provider: builder.build(),
+            registry,
+            tracing,
+        })
+    }
+
+    /// The tracer front ends record message spans with, when spans are exported.
+    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
+        use opentelemetry::trace::TracerProvider as _;
+        self.tracing.as_ref().map(|t| t.tracer("twinguard"))
+    }
+
+    /// Pushes what the OTLP exporters hold and stops them. Blocks (up to the exporters'
+    /// timeouts): call it outside any async runtime.
+    pub fn shutdown(&self) {
+        if let Some(t) = &self.tracing {
+            if let Err(e) = t.shutdown() {
+                tracing::warn!("telemetry: the span exporter did not stop cleanly: {e}");
+            }
+        }
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!("telemetry: the metrics exporters did not stop cleanly: {e}");
+        }
     }
 
     /// The meter to hand to [`Runtime::with_meter`] and to the front ends.

@@ -39,7 +39,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let services = Services::open(&config).with_context(|| args.config.display().to_string())?;
     let admin = config.admin.clone();
     let telemetry = match &config.telemetry {
-        Some(t) => Some((t.clone(), Telemetry::new(&t.service_name)?)),
+        Some(t) => Some((t.clone(), Telemetry::from_config(t)?)),
         None => None,
     };
     let runtime = match &telemetry {
@@ -84,7 +84,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .map(|g| {
                 let g = g.with_decision_log(services.decision_log.clone());
                 match &telemetry {
-                    Some((_, t)) => g.with_meter(&t.meter()),
+                    Some((_, t)) => {
+                        let g = g.with_meter(&t.meter());
+                        match t.tracer() {
+                            Some(tracer) => g.with_tracer(tracer),
+                            None => g,
+                        }
+                    }
                     None => g,
                 }
             })
@@ -126,11 +132,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             None => None,
         };
-        let telemetry_task = match telemetry {
+        let telemetry_task = match &telemetry {
             Some((config, telemetry)) => {
                 let server = TelemetryServer::bind(
-                    &config,
-                    telemetry,
+                    config,
+                    telemetry.clone(),
                     runtime.clone(),
                     readiness(&gateways, &services.store),
                 )
@@ -149,6 +155,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         anyhow::Ok(r)
     });
     services.alerts.flush();
+    // Outside the async runtime: the OTLP exporters' blocking clients push what they hold.
+    if let Some((_, t)) = &telemetry {
+        t.shutdown();
+    }
     if let Some(log) = &services.decision_log {
         if let Err(e) = log.flush() {
             eprintln!("twinguard serve: decision log: {e}");

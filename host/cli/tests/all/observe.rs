@@ -279,3 +279,149 @@ fn serve_logs_its_start_and_a_bad_filter_is_refused() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
     }
 }
+
+#[test]
+fn otlp_receives_metrics_and_one_span_tree_per_message() {
+    use twinguard_fixtures::otlp::{attr, Receiver};
+
+    let otlp = Receiver::start();
+    let (_tmp, s) = setup();
+    let rig = rig_with(
+        &s,
+        "tg-otlp",
+        false,
+        &format!(
+            "\n[telemetry]\nlisten = \"127.0.0.1:0\"\notlp-endpoint = \"{}\"\n\
+             otlp-interval-ms = 500\ntrace-sample-ratio = 1.0\n",
+            otlp.endpoint
+        ),
+    );
+    let device = Peer::connect("d-otlp", rig.broker.port, &[], false);
+    // Through all three policies (the last one redacts), then one the first quarantines.
+    device.publish(
+        "devices/d7/telemetry",
+        br#"{"seq":1,"owner":{"name":"Ada"},"secret":"x"}"#.to_vec(),
+    );
+    device.publish("devices/d7/telemetry", br#"{"seq":"two"}"#.to_vec());
+    let got = rig.twin.collect(Duration::from_secs(30), |g| !g.is_empty());
+    assert_eq!(got.len(), 1);
+
+    // Two roots, 4 + 2 children (3 policies + forward; 1 policy + quarantine).
+    let spans = otlp.wait_spans(Duration::from_secs(60), |s| s.len() >= 8);
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "process devices/d7/telemetry")
+        .collect();
+    assert_eq!(roots.len(), 2, "{spans:#?}");
+    let children_of = |root: &opentelemetry_proto::tonic::trace::v1::Span| {
+        let mut c: Vec<_> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == root.span_id && s.trace_id == root.trace_id)
+            .collect();
+        c.sort_by_key(|s| s.start_time_unix_nano);
+        c
+    };
+    let forwarded = roots
+        .iter()
+        .find(|r| attr(r, "twinguard.action").as_deref() == Some("alert"))
+        .unwrap_or_else(|| panic!("{roots:#?}"));
+    assert_eq!(attr(forwarded, "messaging.system").as_deref(), Some("mqtt"));
+    assert_eq!(attr(forwarded, "twinguard.device").as_deref(), Some("d7"));
+    assert_eq!(
+        attr(forwarded, "twinguard.generation").as_deref(),
+        Some("1")
+    );
+    let names: Vec<&str> = children_of(forwarded)
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "policy schema",
+            "policy pii-silent",
+            "policy pii-alert",
+            "forward"
+        ]
+    );
+    for child in children_of(forwarded) {
+        assert!(child.start_time_unix_nano >= forwarded.start_time_unix_nano);
+        assert!(child.end_time_unix_nano <= forwarded.end_time_unix_nano);
+    }
+    let pii = children_of(forwarded)[2];
+    assert_eq!(attr(pii, "twinguard.verdict").as_deref(), Some("redact"));
+    assert_eq!(
+        attr(pii, "twinguard.policy.version").map(|v| v.len()),
+        Some(64),
+        "the full version digest"
+    );
+    let fuel: i64 = attr(pii, "twinguard.fuel").unwrap().parse().unwrap();
+    assert!(fuel > 100, "{fuel}");
+
+    let held = roots
+        .iter()
+        .find(|r| attr(r, "twinguard.action").as_deref() == Some("quarantine"))
+        .unwrap();
+    let held_children = children_of(held);
+    let names: Vec<&str> = held_children.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["policy schema", "quarantine"]);
+    assert_eq!(
+        attr(held_children[0], "twinguard.verdict").as_deref(),
+        Some("quarantine")
+    );
+    assert!(attr(held_children[1], "twinguard.quarantine.record").is_some());
+
+    // Metrics pushed over OTLP too, under their OpenTelemetry names.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    let mut names = otlp.metric_names();
+    while !(names.iter().any(|n| n == "twinguard.policy.evaluations")
+        && names.iter().any(|n| n == "twinguard.gateway.messages"))
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        names = otlp.metric_names();
+    }
+    assert!(
+        names.iter().any(|n| n == "twinguard.policy.evaluations"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "messaging.process.duration"));
+}
+
+#[test]
+fn a_bad_telemetry_table_is_refused_naming_the_key() {
+    let (_tmp, s) = setup();
+    let config = super::gateway::write_config(
+        &s,
+        "bad.toml",
+        "mqtt://127.0.0.1:1",
+        "tg-bad",
+        "\n[telemetry]\ntrace-sample-ratio = 2.0\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trace-sample-ratio = 2"), "{err}");
+    let config = super::gateway::write_config(
+        &s,
+        "bad2.toml",
+        "mqtt://127.0.0.1:1",
+        "tg-bad",
+        "\n[telemetry]\notlp-endpoint = \"https://collector:4318\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("otlp-endpoint") && err.contains("http://"),
+        "{err}"
+    );
+}

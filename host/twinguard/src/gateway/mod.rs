@@ -90,6 +90,8 @@ pub struct Gateway {
     stats: Arc<GatewayStats>,
     /// `messaging.process.duration` of this gateway, when telemetry is on.
     process: Option<opentelemetry::metrics::BoundHistogram<f64>>,
+    /// Message spans, when they are exported.
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 /// A forwarded message waiting for the broker's PUBACK.
@@ -166,7 +168,17 @@ impl Gateway {
             tls,
             stats: Arc::new(GatewayStats::default()),
             process: None,
+            tracer: None,
         })
+    }
+
+    /// Traces the messages `tracer`'s sampler picks: one span per message (its judge flow),
+    /// a child per policy that ran (name, version, verdict, fuel), and a last child for the
+    /// forward or the quarantine. Log lines written while a sampled message is judged carry
+    /// its `trace_id`.
+    pub fn with_tracer(mut self, tracer: opentelemetry_sdk::trace::SdkTracer) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// Records `messaging.process.duration` (the judge flow of each message: evaluation,
@@ -413,6 +425,8 @@ impl Gateway {
             max_message_bytes: self.config.max_message_bytes,
             stats: Arc::clone(&self.stats),
             process: self.process.clone(),
+            tracer: self.tracer.clone(),
+            gateway: self.config.name().to_owned(),
         }
     }
 }
@@ -582,6 +596,8 @@ struct Worker {
     max_message_bytes: usize,
     stats: Arc<GatewayStats>,
     process: Option<opentelemetry::metrics::BoundHistogram<f64>>,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    gateway: String,
 }
 
 /// The only task that hands publishes to the client (see `Pending`).
@@ -764,12 +780,22 @@ async fn settle(
     let worker = Arc::clone(w);
     let (message, judgement) = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let judgement = match reason {
-            None => worker.judge.judge(&message, destination.as_deref()),
-            Some(reason) => worker.judge.hold(&message, reason, destination.as_deref()),
+        let span = worker
+            .tracer
+            .as_ref()
+            .and_then(|t| trace::MessageSpan::start(t, &worker.gateway, &message));
+        let judgement = {
+            let _logs = span.as_ref().map(trace::MessageSpan::enter_logs);
+            match reason {
+                None => worker.judge.judge(&message, destination.as_deref()),
+                Some(reason) => worker.judge.hold(&message, reason, destination.as_deref()),
+            }
         };
         if let Some(h) = &worker.process {
             h.record(started.elapsed().as_secs_f64());
+        }
+        if let Some(span) = span {
+            span.end(&judgement, destination.as_deref());
         }
         (message, judgement)
     })
@@ -778,6 +804,141 @@ async fn settle(
     .map_err(|_| Teardown)?;
     account(w, &judgement)?;
     Ok((message, judgement))
+}
+
+/// Message spans, built from the outcome's trace after the judge flow (the core records no
+/// spans: its per-policy times are in the trace already, so an unsampled message costs the
+/// sampler's decision and nothing more).
+mod trace {
+    use std::time::SystemTime;
+
+    use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt as _, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
+    use opentelemetry_sdk::trace::{SdkTracer, Span};
+
+    use crate::judge::{Judgement, Stored};
+    use crate::{Message, Verdict};
+
+    pub(super) struct MessageSpan {
+        tracer: SdkTracer,
+        root: Span,
+        started: SystemTime,
+        trace_id: String,
+    }
+
+    impl MessageSpan {
+        /// The message's span, if the sampler keeps it.
+        pub(super) fn start(tracer: &SdkTracer, gateway: &str, message: &Message) -> Option<Self> {
+            let started = SystemTime::now();
+            let root = tracer
+                .span_builder(format!("process {}", message.topic))
+                .with_kind(SpanKind::Consumer)
+                .with_start_time(started)
+                .with_attributes([
+                    KeyValue::new("messaging.system", "mqtt"),
+                    KeyValue::new("messaging.operation.type", "process"),
+                    KeyValue::new("messaging.destination.name", message.topic.clone()),
+                    KeyValue::new(
+                        "messaging.message.body.size",
+                        i64::try_from(message.payload.len()).unwrap_or(i64::MAX),
+                    ),
+                    KeyValue::new("twinguard.gateway", gateway.to_owned()),
+                    KeyValue::new("twinguard.device", message.device_id.clone()),
+                ])
+                .start(tracer);
+            let context = root.span_context();
+            if !context.is_sampled() {
+                return None;
+            }
+            let trace_id = context.trace_id().to_string();
+            Some(Self {
+                tracer: tracer.clone(),
+                root,
+                started,
+                trace_id,
+            })
+        }
+
+        /// Log lines written while this is entered name the trace.
+        pub(super) fn enter_logs(&self) -> tracing::span::EnteredSpan {
+            tracing::info_span!("message", trace_id = %self.trace_id).entered()
+        }
+
+        /// A child per policy step (laid end to end from the start: the trace's times are
+        /// consecutive), then the forward or the quarantine, then the end of the whole.
+        pub(super) fn end(mut self, judgement: &Judgement, destination: Option<&str>) {
+            let parent = Context::new().with_remote_span_context(self.root.span_context().clone());
+            let mut at = self.started;
+            for step in &judgement.outcome.trace {
+                let end = at + step.elapsed;
+                let mut attrs = vec![
+                    KeyValue::new("twinguard.policy.name", step.policy.to_string()),
+                    KeyValue::new("twinguard.policy.version", step.version.to_string()),
+                    KeyValue::new("twinguard.verdict", step.verdict.name()),
+                    KeyValue::new(
+                        "twinguard.fuel",
+                        i64::try_from(step.fuel_used).unwrap_or(i64::MAX),
+                    ),
+                ];
+                if let Verdict::Fault(f) = &step.verdict {
+                    attrs.push(KeyValue::new("error.type", f.code()));
+                }
+                let mut span = self
+                    .tracer
+                    .span_builder(format!("policy {}", step.policy))
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(at)
+                    .with_attributes(attrs)
+                    .start_with_context(&self.tracer, &parent);
+                span.end_with_timestamp(end);
+                at = end;
+            }
+            let now = SystemTime::now().max(at);
+            let (name, attrs) = match (&judgement.stored, judgement.forward()) {
+                (Stored::Record(id), _) => (
+                    "quarantine",
+                    vec![KeyValue::new(
+                        "twinguard.quarantine.record",
+                        i64::try_from(*id).unwrap_or(i64::MAX),
+                    )],
+                ),
+                (Stored::Failed(e), _) => (
+                    "quarantine",
+                    vec![KeyValue::new("error.type", crate::error_chain(e))],
+                ),
+                (Stored::Nothing, Some(payload)) => (
+                    "forward",
+                    vec![
+                        KeyValue::new(
+                            "messaging.destination.name",
+                            destination.unwrap_or_default().to_owned(),
+                        ),
+                        KeyValue::new(
+                            "messaging.message.body.size",
+                            i64::try_from(payload.len()).unwrap_or(i64::MAX),
+                        ),
+                    ],
+                ),
+                (Stored::Nothing, None) => ("held", Vec::new()),
+            };
+            let mut last = self
+                .tracer
+                .span_builder(name)
+                .with_kind(SpanKind::Internal)
+                .with_start_time(at)
+                .with_attributes(attrs)
+                .start_with_context(&self.tracer, &parent);
+            last.end_with_timestamp(now);
+            let outcome = &judgement.outcome;
+            self.root
+                .set_attribute(KeyValue::new("twinguard.action", outcome.action.name()));
+            self.root.set_attribute(KeyValue::new(
+                "twinguard.generation",
+                i64::try_from(outcome.generation).unwrap_or(i64::MAX),
+            ));
+            self.root.end_with_timestamp(now);
+        }
+    }
 }
 
 /// Counts what the flow did; a failed commit is a teardown.
