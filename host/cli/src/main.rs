@@ -71,6 +71,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// Run the MQTT gateway: device topics in, twin topics out, quarantine kept durably.
     Serve(commands::serve::Args),
+    /// The live counters of a running serve (or plugin), from its metrics listener.
+    Status(commands::status::Args),
     /// Inspect and clean up the quarantine store: list, show, purge.
     Quarantine(commands::quarantine::Args),
     /// Manage policies: sign modules (keygen, sign, verify) and change a running serve through its admin API (list, push, rollback, remove, routes, shadow, diff, promote, discard, status, reload).
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
+        Command::Status(args) => commands::status::run(&args),
         Command::Quarantine(args) => commands::quarantine::run(&args),
         Command::Policy(args) => commands::policy::run(&args),
         Command::Audit(args) => commands::audit::run(&args),

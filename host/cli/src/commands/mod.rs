@@ -8,3 +8,4 @@ pub mod policy;
 pub mod policy_api;
 pub mod quarantine;
 pub mod serve;
+pub mod status;

@@ -146,6 +146,45 @@ fn prometheus_scrapes_what_serve_did_and_readiness_follows_the_broker() {
         fuel > 26.0 * 100.0,
         "schema used {fuel} fuel on 26 messages"
     );
+    // `twinguard status` reads the same counters off the listener.
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["status", "--json", "--url"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["generation"], 1.0);
+    assert_eq!(status["gateways"][0]["connected"], true, "{status}");
+    assert_eq!(
+        status["gateways"][0]["messages"]["received"], 26.0,
+        "{status}"
+    );
+    assert_eq!(status["routes"]["devices/+/telemetry"]["quarantine"], 3.0);
+    let schema = status["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "schema")
+        .unwrap();
+    assert_eq!(schema["verdicts"]["quarantine"], 3.0, "{status}");
+    assert_eq!(status["quarantine"]["held"], 3.0);
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["status", "--url"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(": ready") && text.contains("received 26") && text.contains("3 held"),
+        "{text}"
+    );
+
     // No device id ever becomes a label.
     let (_, text) = http_get(&addr, "/metrics").unwrap();
     assert!(
@@ -167,6 +206,18 @@ fn prometheus_scrapes_what_serve_did_and_readiness_follows_the_broker() {
     assert!(
         why.contains("gateway") && why.contains("not connected"),
         "{why:?}"
+    );
+    // status says so too, and exits non-zero.
+    let out = Command::new(env!("CARGO_BIN_EXE_twinguard"))
+        .args(["status", "--url"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NOT READY"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(
         http_get(&addr, "/healthz").unwrap().0,
