@@ -300,6 +300,18 @@ impl Telemetry {
                 o.observe(s.connections.load(Relaxed), std::slice::from_ref(&g));
             })
             .build();
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
+            .u64_observable_gauge("twinguard.gateway.in_flight")
+            .with_unit("{message}")
+            .with_description(
+                "Publishes (forwards and alerts) handed to the broker connection and not yet \
+                 acknowledged",
+            )
+            .with_callback(move |o| {
+                o.observe(s.in_flight.load(Relaxed), std::slice::from_ref(&g));
+            })
+            .build();
         meter
             .u64_observable_gauge("twinguard.gateway.connected")
             .with_description("1 while the broker connection is up, else 0")

@@ -124,6 +124,8 @@ fn prometheus_scrapes_what_serve_did_and_readiness_follows_the_broker() {
         ("twinguard_generation".into(), 1.0),
         ("twinguard_policies".into(), 3.0),
         ("twinguard_gateway_connected".into(), 1.0),
+        // Every forward and alert was acknowledged by the broker: nothing left in flight.
+        ("twinguard_gateway_in_flight".into(), 0.0),
         ("twinguard_quarantine_held".into(), 3.0),
         (
             r#"twinguard_quarantine_writes_total{twinguard_result="ok"}"#.into(),

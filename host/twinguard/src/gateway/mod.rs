@@ -77,6 +77,9 @@ pub struct GatewayStats {
     pub store_errors: AtomicU64,
     /// Whether the broker connection is up now (its CONNACK received, not lost since).
     pub connected: std::sync::atomic::AtomicBool,
+    /// Publishes (forwards and alerts) handed to the client and not yet acknowledged by the
+    /// broker, on the current connection.
+    pub in_flight: AtomicU64,
 }
 
 /// A gateway to one broker, ready to run. Clones share everything, counters included.
@@ -244,6 +247,8 @@ impl Gateway {
                 r = self.connection(client, eventloop, &mut ever_connected) => r,
             };
             self.stats.connected.store(false, Ordering::Relaxed);
+            // What was in flight died with the connection (the broker redelivers its inputs).
+            self.stats.in_flight.store(0, Ordering::Relaxed);
             match outcome {
                 Err(e) if !ever_connected && e.fatal() => {
                     return Err(GatewayError::Connect {
@@ -282,6 +287,7 @@ impl Gateway {
             client.clone(),
             Arc::clone(&pending),
             out_rx,
+            Arc::clone(&self.stats),
         )));
         // Acknowledgements go through their own task, in arrival order: this task drives the
         // event loop, so it must not wait for room in the client's request queue.
@@ -344,6 +350,13 @@ impl Gateway {
                 }
                 Event::Acked(pkid, result) => {
                     let entry = lock(&pending).by_pkid.remove(&pkid);
+                    if entry.is_some() {
+                        let _ = self.stats.in_flight.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |n| Some(n.saturating_sub(1)),
+                        );
+                    }
                     match (entry, result) {
                         (Some(Some(f)), Ok(())) => {
                             self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -601,9 +614,15 @@ struct Worker {
 }
 
 /// The only task that hands publishes to the client (see `Pending`).
-async fn publisher(client: Client, pending: Arc<Mutex<Pending>>, mut rx: mpsc::Receiver<Out>) {
+async fn publisher(
+    client: Client,
+    pending: Arc<Mutex<Pending>>,
+    mut rx: mpsc::Receiver<Out>,
+    stats: Arc<GatewayStats>,
+) {
     while let Some(out) = rx.recv().await {
         lock(&pending).queued.push_back(out.then);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
         if client
             .publish(out.topic, out.payload, out.properties)
             .await
