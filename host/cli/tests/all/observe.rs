@@ -478,3 +478,56 @@ fn a_bad_telemetry_table_is_refused_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_sampled_message_s_log_lines_carry_its_trace_id() {
+    use twinguard_fixtures::otlp::{attr, Receiver};
+
+    let otlp = Receiver::start();
+    let (_tmp, s) = setup();
+    let broker = twinguard_fixtures::broker::Broker::start(&s.dir, None);
+    let config = super::gateway::write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-logs-trace",
+        &format!(
+            "\n[telemetry]\nlisten = \"127.0.0.1:0\"\notlp-endpoint = \"{}\"\n\
+             trace-sample-ratio = 1.0\n",
+            otlp.endpoint
+        ),
+    );
+    // A policy that traps on every message, last in the chain (its fault lets the message on).
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "chain = [\"schema\", \"pii-silent\", \"pii-alert\"]",
+        &format!(
+            "chain = [\"schema\", \"crash\"]\n\n[[policy]]\nname = \"crash\"\npath = \"{}\"\n\
+             on-fault = \"allow\"\nbreaker-threshold = 0\n[policy.config]\nmode = \"panic\"\n",
+            twinguard_fixtures::wasm("hostile").display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let serve = super::gateway::Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-trace", broker.port, &[], false);
+    device.publish("devices/d9/telemetry", br#"{"seq":1}"#.to_vec());
+    let spans = otlp.wait_spans(Duration::from_secs(60), |s| {
+        s.iter().any(|x| x.name == "policy crash")
+    });
+    let crash = spans.iter().find(|x| x.name == "policy crash").unwrap();
+    assert_eq!(attr(crash, "twinguard.verdict").as_deref(), Some("fault"));
+    assert_eq!(attr(crash, "error.type").as_deref(), Some("trap"));
+    let trace_id: String = crash.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        serve.wait_for_line(
+            &["policy fault", &format!("trace_id={trace_id}")],
+            Duration::from_secs(30)
+        ),
+        "no fault line with trace_id={trace_id}:\n{}",
+        serve.text()
+    );
+}
