@@ -26,12 +26,21 @@
 //! broker thread only sees the generation swap, and reports reloads in the broker's log on its
 //! next loop tick (`MOSQ_EVT_TICK`). No `mosquitto_*` function is called from any other thread.
 //!
+//! Metrics: with `plugin_opt_metrics_listen 127.0.0.1:9465` the plugin records the runtime's
+//! metrics (`twinguard_messages_total` per route and action, per-policy evaluations, ...) and
+//! the store's, sinks' and decision log's, and answers `GET /metrics`, `/healthz` and
+//! `/readyz` (a generation loaded, the store takes a write) there, on a thread of its own
+//! ([`metrics`]); `plugin_opt_metrics_service_name` names the service (default
+//! `twinguard-mosquitto`). Without it there is no listener and no meter. A port in use fails
+//! the plugin's start, naming the option. Every metric is in `docs/metrics.md`.
+//!
 //! See `docs/mosquitto-plugin.md` for the options, the traps of Mosquitto 2.0.11 and a session
 //! that shows each outcome.
 
 #![deny(missing_docs)]
 
 mod ffi;
+pub mod metrics;
 pub mod options;
 pub mod plugin;
 pub mod workers;

@@ -2,6 +2,7 @@
 //! `mosquitto.conf` (Mosquitto strips the prefix). They are read once, at start-up: Mosquitto
 //! 2.0 does not hand them again on SIGHUP.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,7 +38,16 @@ pub struct Options {
     /// `workers`: threads that judge MQTT 3.1/3.1.1 messages off the broker's thread (default
     /// 0: every message is judged inline, on the broker's thread). See [`crate::workers`].
     pub workers: usize,
+    /// `metrics_listen`: the address (`127.0.0.1:9465`) of a plain-HTTP listener answering
+    /// `/metrics`, `/healthz` and `/readyz`. None (the default): no listener and no metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `metrics_service_name`: the `service.name` resource attribute of those metrics
+    /// (default `twinguard-mosquitto`).
+    pub metrics_service_name: String,
 }
+
+/// The default `metrics_service_name`.
+pub const DEFAULT_SERVICE_NAME: &str = "twinguard-mosquitto";
 
 /// The most `workers` accepted: more threads than this only contend.
 pub const MAX_WORKERS: usize = 64;
@@ -51,6 +61,8 @@ pub const KEYS: &[&str] = &[
     "content_type",
     "reload_ms",
     "workers",
+    "metrics_listen",
+    "metrics_service_name",
 ];
 
 impl Options {
@@ -66,7 +78,10 @@ impl Options {
             content_type: ContentType::Json,
             reload: Some(Duration::from_millis(1000)),
             workers: 0,
+            metrics_listen: None,
+            metrics_service_name: DEFAULT_SERVICE_NAME.to_string(),
         };
+        let mut service_name_set = false;
         for (key, value) in pairs {
             let bad = |why: &str| format!("plugin_opt_{key} {value:?}: {why}");
             match key {
@@ -110,6 +125,18 @@ impl Options {
                             bad(&format!("a whole number from 0 (inline) to {MAX_WORKERS}"))
                         })?;
                 }
+                "metrics_listen" => {
+                    options.metrics_listen = Some(value.parse().map_err(|_| {
+                        bad("an IP address and a port, e.g. 127.0.0.1:9465 ([::1]:9465 for IPv6)")
+                    })?);
+                }
+                "metrics_service_name" => {
+                    if value.trim().is_empty() {
+                        return Err(bad("a name for the service.name attribute, not empty"));
+                    }
+                    options.metrics_service_name = value.to_string();
+                    service_name_set = true;
+                }
                 _ => {
                     return Err(format!(
                         "unknown option plugin_opt_{key} (known: plugin_opt_{})",
@@ -121,6 +148,11 @@ impl Options {
         options.config = config.ok_or_else(|| {
             "plugin_opt_config is missing: give the path of the twinguard config file".to_string()
         })?;
+        if service_name_set && options.metrics_listen.is_none() {
+            return Err("plugin_opt_metrics_service_name has no effect without \
+                        plugin_opt_metrics_listen (no metrics are recorded without a listener)"
+                .to_string());
+        }
         Ok(options)
     }
 }
@@ -138,6 +170,8 @@ mod tests {
         assert_eq!(o.content_type, ContentType::Json);
         assert_eq!(o.reload, Some(Duration::from_secs(1)));
         assert_eq!(o.workers, 0);
+        assert_eq!(o.metrics_listen, None);
+        assert_eq!(o.metrics_service_name, "twinguard-mosquitto");
 
         let o = Options::parse([
             ("config", "c.toml"),
@@ -147,6 +181,8 @@ mod tests {
             ("content_type", "cbor"),
             ("reload_ms", "0"),
             ("workers", "3"),
+            ("metrics_listen", "127.0.0.1:9465"),
+            ("metrics_service_name", "broker-a"),
         ])
         .unwrap();
         assert_eq!(o.identity, Identity::Username);
@@ -155,6 +191,10 @@ mod tests {
         assert_eq!(o.content_type, ContentType::Cbor);
         assert_eq!(o.reload, None);
         assert_eq!(o.workers, 3);
+        assert_eq!(o.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(o.metrics_service_name, "broker-a");
+        let o = Options::parse([("config", "c"), ("metrics_listen", "[::1]:0")]).unwrap();
+        assert_eq!(o.metrics_listen, Some("[::1]:0".parse().unwrap()));
     }
 
     #[test]
@@ -174,6 +214,18 @@ mod tests {
                 "{e}"
             );
         }
+        for bad in ["9465", "localhost:9465", "127.0.0.1", "127.0.0.1:99999", ""] {
+            let e = err(&[("config", "c"), ("metrics_listen", bad)]);
+            assert!(
+                e.contains(&format!("plugin_opt_metrics_listen {bad:?}"))
+                    && e.contains("an IP address and a port"),
+                "{e}"
+            );
+        }
+        let e = err(&[("config", "c"), ("metrics_service_name", " ")]);
+        assert!(e.contains("plugin_opt_metrics_service_name"), "{e}");
+        let e = err(&[("config", "c"), ("metrics_service_name", "b")]);
+        assert!(e.contains("without plugin_opt_metrics_listen"), "{e}");
         let e = err(&[("config", "c"), ("confg", "x")]);
         assert!(e.contains("unknown option plugin_opt_confg"), "{e}");
     }

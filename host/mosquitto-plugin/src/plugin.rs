@@ -5,13 +5,18 @@ use std::cell::Cell;
 
 use twinguard::judge::{Judge, Stored};
 use twinguard::services::{ServiceError, Services};
+use twinguard::telemetry::Telemetry;
 use twinguard::watch::Watcher;
 use twinguard::{error_chain as chain, FileConfig, Message, Outcome, Runtime};
 
+use crate::metrics::MetricsListener;
 use crate::options::{Identity, Options};
 
 /// Everything the plugin holds between `mosquitto_plugin_init` and `_cleanup`.
 pub struct Plugin {
+    /// The metrics and health listener (`plugin_opt_metrics_listen`). First, so that it
+    /// stops (and its thread is joined) before anything it reads goes.
+    metrics: Option<MetricsListener>,
     /// The parsed `plugin_opt_*` options.
     pub options: Options,
     judge: Judge,
@@ -24,7 +29,9 @@ pub struct Plugin {
 
 impl Plugin {
     /// Reads the config, builds the runtime, opens the quarantine store and the alert sinks,
-    /// and starts the reload watcher. The error names the file and what is wrong with it.
+    /// starts the metrics listener (with `plugin_opt_metrics_listen`) and the reload watcher.
+    /// The error names the file, or the option, and what is wrong with it. A `[telemetry]`
+    /// table in the config is `twinguard serve`'s and is ignored here: the file may be shared.
     pub fn open(options: Options) -> Result<Self, String> {
         let path = &options.config;
         let config = FileConfig::from_file(path).map_err(|e| chain(&e))?;
@@ -37,8 +44,37 @@ impl Plugin {
             };
             format!("{}: {}{hint}", path.display(), chain(&e))
         })?;
-        let runtime = Runtime::new(config.runtime)
-            .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
+        let telemetry = match options.metrics_listen {
+            Some(_) => Some(Telemetry::new(&options.metrics_service_name).map_err(|e| {
+                format!(
+                    "plugin_opt_metrics_service_name {:?}: {}",
+                    options.metrics_service_name,
+                    chain(&e)
+                )
+            })?),
+            None => None,
+        };
+        let runtime = match &telemetry {
+            Some(t) => Runtime::with_meter(config.runtime, t.meter()),
+            None => Runtime::new(config.runtime),
+        }
+        .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
+        let metrics = match (options.metrics_listen, telemetry) {
+            (Some(listen), Some(t)) => {
+                t.observe_store(services.store.clone());
+                t.observe_alerts(services.alerts.clone());
+                if let Some(log) = &services.decision_log {
+                    t.observe_decision_log(log.clone());
+                }
+                Some(MetricsListener::start(
+                    listen,
+                    t,
+                    runtime.clone(),
+                    services.store.clone(),
+                )?)
+            }
+            _ => None,
+        };
         let watcher = match options.reload {
             Some(every) => Some(
                 Watcher::spawn(runtime.clone(), path, every)
@@ -47,6 +83,7 @@ impl Plugin {
             None => None,
         };
         Ok(Self {
+            metrics,
             options,
             judge: Judge::new(
                 runtime,
@@ -112,11 +149,20 @@ impl Plugin {
                 || "off".to_string(),
                 |d| format!("every {} ms", d.as_millis())
             ),
-        )
+        ) + &match &self.metrics {
+            Some(m) => format!(
+                "; metrics on http://{}/metrics (health on /healthz, /readyz), service {:?}",
+                m.local_addr(),
+                o.metrics_service_name
+            ),
+            None => String::new(),
+        }
     }
 
-    /// Stops the watcher and waits (up to 5 s) for the alert sinks to write what they hold.
+    /// Stops the metrics listener (joining its thread) and the watcher, and waits (up to 5 s)
+    /// for the alert sinks to write what they hold.
     pub fn shut_down(mut self) {
+        self.metrics.take();
         self.watcher.take();
         if let Some(alerts) = self.judge.alerts() {
             alerts.flush();

@@ -1,7 +1,8 @@
 //! The plugin in a real Mosquitto on an ephemeral port: the four outcomes as a subscriber
 //! sees them (and the store and alerts file behind them), a faulting policy that leaves
 //! everyone else served, hot reload while a client publishes, identity from the username,
-//! and a broker that refuses to start on a bad `plugin_opt_config`.
+//! a broker that refuses to start on a bad `plugin_opt_config`, and the plugin's metrics
+//! listener (`plugin_opt_metrics_listen`) scraped while the broker judges.
 
 use twinguard_fixtures::broker;
 mod support;
@@ -647,4 +648,184 @@ fn a_failed_store_write_is_delivered_again_not_lost() {
         )
         .unwrap();
     assert_eq!(twin.next(), (topic.into(), json!({"seq": 1})));
+}
+
+/// The value of the Prometheus sample `name{…}` whose labels include every `labels` pair.
+fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A sample's name, some of its labels, and its value.
+type Expected<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
+/// `plugin_opt_metrics_listen`: the plugin's own listener counts what the broker judged (per
+/// route and action, per policy and verdict), the store's depth, and answers the health
+/// endpoints, scraped over HTTP as Prometheus does.
+#[test]
+fn the_plugins_metrics_count_what_the_broker_judged() {
+    use twinguard_fixtures::prometheus::http_get;
+
+    let addr = format!("127.0.0.1:{}", broker::free_port());
+    let options =
+        format!("plugin_opt_metrics_listen {addr}\nplugin_opt_metrics_service_name broker-a");
+    let rig = Rig::start(&pack(), &options);
+    let twin = rig.client("twin", None, &["devices/#"]);
+    let device = rig.client("press-7", None, &[]);
+    let topic = "devices/press-7/telemetry";
+    let messages = [
+        json!({"seq": 1}),                           // allow
+        json!({"seq": 2, "owner": {"name": "Ada"}}), // redact
+        json!({"temp": 99}),                         // quarantine (no /seq)
+        json!({"seq": 4, "device": "press-8"}),      // alert
+        json!({"seq": "five"}),                      // quarantine (/seq not an integer)
+        json!({"seq": 6}),                           // allow
+    ];
+    for m in &messages {
+        device.publish(topic, m);
+    }
+    // Judged inline: each PUBACK follows its judgement. The subscriber gets the four routed.
+    device.acks(messages.len());
+    for _ in 0..4 {
+        twin.next();
+    }
+
+    let route = ("twinguard_route", "devices/+/telemetry");
+    let expected: Vec<Expected> = vec![
+        (
+            "twinguard_messages_total",
+            vec![route, ("twinguard_action", "allow")],
+            2.0,
+        ),
+        (
+            "twinguard_messages_total",
+            vec![route, ("twinguard_action", "redact")],
+            1.0,
+        ),
+        (
+            "twinguard_messages_total",
+            vec![route, ("twinguard_action", "alert")],
+            1.0,
+        ),
+        (
+            "twinguard_messages_total",
+            vec![route, ("twinguard_action", "quarantine")],
+            2.0,
+        ),
+        (
+            "twinguard_policy_evaluations_total",
+            vec![
+                ("twinguard_policy_name", "schema"),
+                ("twinguard_verdict", "allow"),
+            ],
+            4.0,
+        ),
+        (
+            "twinguard_policy_evaluations_total",
+            vec![
+                ("twinguard_policy_name", "schema"),
+                ("twinguard_verdict", "quarantine"),
+            ],
+            2.0,
+        ),
+        ("twinguard_quarantine_held", vec![], 2.0),
+        ("target_info", vec![("service_name", "broker-a")], 1.0),
+    ];
+    // The counts are final once the last message was forwarded; the wait only covers a slow
+    // broker or listener.
+    let end = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = match http_get(&addr, "/metrics") {
+            Ok((200, body)) => body,
+            other => format!("# no scrape yet: {other:?}"),
+        };
+        let matches = expected
+            .iter()
+            .all(|(name, labels, want)| sample(&body, name, labels) == Some(*want));
+        if matches {
+            break body;
+        }
+        if Instant::now() > end {
+            let got: Vec<_> = expected
+                .iter()
+                .map(|(name, labels, want)| (name, labels, want, sample(&body, name, labels)))
+                .collect();
+            panic!("the metrics never matched: {got:#?}\n{body}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Every verdict's series exists from load.
+    let fault = [
+        ("twinguard_policy_name", "schema"),
+        ("twinguard_verdict", "fault"),
+    ];
+    assert_eq!(
+        sample(&body, "twinguard_policy_evaluations_total", &fault),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(rig.quarantined().len(), 2);
+
+    let (status, body) = http_get(&addr, "/healthz").unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_get(&addr, "/readyz").unwrap();
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+    // A clean stop (SIGTERM) runs the plugin's cleanup, which stops the listener and joins
+    // its thread: the broker exits.
+    let (tx, rx) = mpsc::channel();
+    let mut rig = rig;
+    std::thread::spawn(move || {
+        rig.broker.stop();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(PATIENCE)
+        .expect("the broker did not stop with the metrics listener running");
+}
+
+#[test]
+fn a_bad_or_taken_metrics_listen_stops_the_broker_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twinguard.toml");
+    write_config(&config, &masking("***"));
+
+    let (status, stderr) = failed_start(
+        dir.path(),
+        &format!(
+            "plugin_opt_config {}\nplugin_opt_metrics_listen localhost",
+            config.display()
+        ),
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("plugin_opt_metrics_listen \"localhost\": an IP address and a port"),
+        "{stderr}"
+    );
+
+    // Someone else holds the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (status, stderr) = failed_start(
+        dir.path(),
+        &format!(
+            "plugin_opt_config {}\nplugin_opt_metrics_listen {addr}",
+            config.display()
+        ),
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("plugin_opt_metrics_listen {addr}: cannot listen")),
+        "{stderr}"
+    );
+    drop(taken);
 }

@@ -174,10 +174,20 @@ impl Telemetry {
             .scope_info_enabled(false)
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        #[allow(unused_mut)] // without the `otlp` feature no reader is added
         let mut builder = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(exporter);
+        #[allow(unused_mut)] // without the `otlp` feature nothing is added
         let mut tracing = None;
+        #[cfg(not(feature = "otlp"))]
+        if let Some(base) = &config.otlp_endpoint {
+            return Err(TelemetryError::Config(format!(
+                "[telemetry] otlp-endpoint = {base:?}: this build has no OTLP exporter (the \
+                 `otlp` feature of the twinguard crate; the Mosquitto plugin leaves it out)"
+            )));
+        }
+        #[cfg(feature = "otlp")]
         if let Some(base) = &config.otlp_endpoint {
             use opentelemetry_otlp::WithExportConfig as _;
             let base = base.trim_end_matches('/');

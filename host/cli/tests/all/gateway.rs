@@ -124,7 +124,10 @@ impl Serve {
         let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[serve] {line}");
+                // A hostile policy logs a fault per message: keep them out of the output.
+                if !line.contains("policy fault") {
+                    eprintln!("[serve] {line}");
+                }
                 sink.lock().unwrap().push(line);
             }
         });
@@ -148,8 +151,20 @@ impl Serve {
         false
     }
 
+    /// Its log, without the per-message fault lines (`wait_for_line` sees those).
     pub(super) fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.contains("policy fault"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub(super) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits for a line that contains every one of `needles`.
@@ -351,7 +366,7 @@ fn succeeded(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn seq_of(payload: &[u8]) -> Option<u64> {
+pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Value>(payload).ok()?["seq"].as_u64()
 }
 

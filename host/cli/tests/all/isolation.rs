@@ -15,16 +15,12 @@ use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker::Broker;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
 use twinguard::store::{QuarantineStore, Query, Record};
+
+use super::gateway::{seq_of, Peer, Serve};
 
 /// Messages each side publishes.
 const PER_SIDE: u64 = 200;
@@ -90,178 +86,6 @@ path = "quarantine.db"
     path
 }
 
-/// A running `twinguard serve`, its stderr collected.
-struct Serve {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Serve {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_twinguard"))
-            .current_dir(config.parent().unwrap())
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("TWINGUARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Every hostile message logs a fault: keep them out of the test's output.
-                if !line.contains("policy fault") {
-                    eprintln!("[serve] {line}");
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn wait_for(&self, needle: &str, within: Duration) -> bool {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// Its log, without the per-message fault lines.
-    fn text(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| !l.contains("policy fault"))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then its log (the exit line carries the counters).
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-        self.text()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A test MQTT client on its own runtime thread: publishes, and collects what it receives.
-struct Peer {
-    client: AsyncClient,
-    received: mpsc::Receiver<(String, Vec<u8>)>,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Peer {
-    fn connect(id: &str, port: u16, subscribe: &[&str]) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5)).set_inflight(100);
-        let (client, mut eventloop) = AsyncClient::new(o, 1000);
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let topics: Vec<String> = subscribe.iter().map(|s| (*s).to_owned()).collect();
-        let sub = client.clone();
-        rt.spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for t in &topics {
-                            let _ = sub.subscribe(t.clone(), QoS::AtLeastOnce).await;
-                        }
-                        if topics.is_empty() {
-                            if let Some(r) = ready.take() {
-                                let _ = r.send(());
-                            }
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("test client did not connect");
-        Self {
-            client,
-            received: rx,
-            rt,
-        }
-    }
-
-    fn publish(&self, topic: &str, payload: Vec<u8>) {
-        let c = self.client.clone();
-        let topic = topic.to_owned();
-        self.rt.block_on(async move {
-            c.publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .unwrap();
-        });
-    }
-
-    /// Messages received until `done` says enough, or `within` passes.
-    fn collect(
-        &self,
-        within: Duration,
-        mut done: impl FnMut(&[(String, Vec<u8>)]) -> bool,
-    ) -> Vec<(String, Vec<u8>)> {
-        let end = Instant::now() + within;
-        let mut got = Vec::new();
-        while Instant::now() < end && !done(&got) {
-            if let Ok(m) = self.received.recv_timeout(Duration::from_millis(50)) {
-                got.push(m);
-            }
-        }
-        got
-    }
-}
-
-fn seq_of(payload: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Value>(payload).ok()?["seq"].as_u64()
-}
-
 /// The store's records, read while the gateway writes it (none yet when it does not exist).
 fn records(store: &Path) -> Vec<Record> {
     QuarantineStore::open_existing(store)
@@ -283,15 +107,20 @@ fn hostile_beside_steady(client_id: &str, breaker: &str) -> Run {
     let broker = Broker::start(dir, None);
     let config = write_config(dir, broker.port, client_id, breaker);
     let store = dir.join("quarantine.db");
-    let twin = Peer::connect(&format!("twin-{client_id}"), broker.port, &["twin/#"]);
+    let twin = Peer::connect(
+        &format!("twin-{client_id}"),
+        broker.port,
+        &["twin/#"],
+        false,
+    );
     let mut serve = Serve::start(&config);
     assert!(
         serve.wait_for("subscribed", Duration::from_secs(60)),
         "{}",
         serve.text()
     );
-    let hostile = Peer::connect(&format!("hostile-{client_id}"), broker.port, &[]);
-    let good = Peer::connect(&format!("good-{client_id}"), broker.port, &[]);
+    let hostile = Peer::connect(&format!("hostile-{client_id}"), broker.port, &[], false);
+    let good = Peer::connect(&format!("good-{client_id}"), broker.port, &[], false);
 
     // Interleaved: one hostile message, one good one, each side cycling over its devices.
     for seq in 0..PER_SIDE {
