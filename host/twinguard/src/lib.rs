@@ -15,6 +15,8 @@
 //! | `watch`   | [`watch`]: hot reload when the config file or a policy file changes      |
 //! | `admin`   | [`admin`], [`lifecycle`]: the HTTPS admin API and signed policy changes |
 //! | `gateway` | [`gateway`]: the MQTT gateway of `twinguard serve` (store, alerts, watch)|
+//! | `telemetry` | [`telemetry`]: Prometheus `/metrics`, `/healthz`, `/readyz` on a meter provider |
+//! | `otlp`    | `[telemetry] otlp-endpoint`: metrics and message spans over OTLP/HTTP     |
 //!
 //! With `store` and `alerts`, [`judge`] is the one flow every front end calls: evaluate, hand
 //! the alerts to the sinks, commit a quarantined message to the store, with one rule for a
