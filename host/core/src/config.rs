@@ -62,6 +62,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Which keys sign policy modules, and whether a signature is required.
     pub signing: crate::signing::SigningConfig,
+    /// The device registry, when there is one (`[registry]`).
+    pub registry: Option<crate::registry::RegistryConfig>,
 }
 
 /// Defaults for every policy, and what happens to unrouted messages.
@@ -241,10 +243,45 @@ impl LimitsOverride {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RouteConfig {
-    /// MQTT topic filter (`+` one level, `#` the rest).
+    /// MQTT topic filter (`+` one level, `#` the rest). Empty (absent): every topic, for a
+    /// route that picks by `class`.
+    #[serde(default)]
     pub filter: String,
+    /// The device class the route is for (`[registry]`): the route matches a message whose
+    /// topic matches `filter` and whose device has this class.
+    #[serde(default)]
+    pub class: Option<String>,
     /// Policy names, run in this order.
     pub chain: Vec<String>,
+}
+
+impl RouteConfig {
+    /// The topic filter, `#` when the route gives only a class.
+    pub fn filter_text(&self) -> &str {
+        if self.filter.is_empty() {
+            "#"
+        } else {
+            &self.filter
+        }
+    }
+
+    /// The route as a metric label names it: `filter`, `filter class=c` or `class=c`.
+    pub fn describe_plain(&self) -> String {
+        match &self.class {
+            Some(c) if self.filter.is_empty() => format!("class={c}"),
+            Some(c) => format!("{} class={c}", self.filter),
+            None => self.filter.clone(),
+        }
+    }
+
+    /// How errors and metrics name the route: its filter, and its class if any.
+    pub fn describe(&self) -> String {
+        match &self.class {
+            Some(c) if self.filter.is_empty() => format!("class {c:?}"),
+            Some(c) => format!("{:?}, class {c:?}", self.filter),
+            None => format!("{:?}", self.filter),
+        }
+    }
 }
 
 impl Config {
@@ -303,6 +340,9 @@ impl Config {
             rebase(&mut policy.path);
         }
         self.engine.cache_dir.as_mut().map(rebase);
+        if let Some(r) = self.registry.as_mut() {
+            rebase(&mut r.path);
+        }
         self.signing.trusted_keys.iter_mut().for_each(rebase);
         self.check().map_err(|message| Error::Config {
             origin: origin.to_string(),
@@ -340,22 +380,39 @@ impl Config {
             check_limits(&limits, engine).map_err(|e| format!("policy {:?}: {e}", p.name))?;
         }
         check_limits(&self.defaults.limits, engine).map_err(|e| format!("defaults.limits: {e}"))?;
-        let mut filters: Vec<TopicFilter> = Vec::with_capacity(self.routes.len());
+        let mut filters: Vec<(TopicFilter, Option<&str>)> = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.iter().enumerate() {
-            let route = format!("route #{} ({:?})", i + 1, r.filter);
-            let filter = TopicFilter::parse(&r.filter)
+            let route = format!("route #{} ({})", i + 1, r.describe());
+            if r.filter.is_empty() && r.class.is_none() {
+                return Err(format!(
+                    "route #{}: give a topic `filter`, a device `class`, or both",
+                    i + 1
+                ));
+            }
+            if r.class.is_some() && self.registry.is_none() {
+                return Err(format!(
+                    "{route} picks by class, but there is no [registry] to give devices a class"
+                ));
+            }
+            let filter = TopicFilter::parse(r.filter_text())
                 .map_err(|e| format!("route #{} filter {:?}: {e}", i + 1, r.filter))?;
             // A route that can never run is a mistake in every case we know of (a catch-all
             // placed first, a pasted duplicate): refuse it rather than judge by another chain.
-            if let Some(j) = filters.iter().position(|f| f.covers(&filter)) {
+            // An earlier route shadows this one when its filter covers this one's and it takes
+            // any class (or this one's).
+            let class = r.class.as_deref();
+            if let Some(j) = filters
+                .iter()
+                .position(|(f, c)| f.covers(&filter) && (c.is_none() || *c == class))
+            {
                 return Err(format!(
-                    "{route} can never match: route #{} ({:?}) before it matches every topic it \
-                     does (routes are tried in order; put the more specific one first)",
+                    "{route} can never match: route #{} ({}) before it matches every message \
+                     it does (routes are tried in order; put the more specific one first)",
                     j + 1,
-                    self.routes[j].filter
+                    self.routes[j].describe()
                 ));
             }
-            filters.push(filter);
+            filters.push((filter, class));
             if r.chain.is_empty() {
                 return Err(format!(
                     "{route} has an empty chain, which would forward every message unjudged; \

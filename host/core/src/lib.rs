@@ -99,6 +99,7 @@ mod payload;
 mod payload_differential;
 mod pipeline;
 mod policy;
+pub mod registry;
 mod runtime;
 mod selftest;
 pub mod shadow;

@@ -140,14 +140,23 @@ impl TopicFilter {
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub filter: TopicFilter,
+    /// The device class the route is for, if it picks by class.
+    pub class: Option<String>,
     pub chain: Vec<usize>,
     /// Bound when the runtime has a meter.
     pub instruments: Option<crate::telemetry::RouteInstruments>,
 }
 
-/// The chain for `topic`: the first route whose filter matches.
-pub(crate) fn route<'a>(routes: &'a [Route], topic: &str) -> Option<&'a Route> {
-    routes.iter().find(|r| r.filter.matches(topic))
+/// The chain for `topic` from a device of `class`: the first route whose filter matches and
+/// whose class, if it names one, is the device's.
+pub(crate) fn route<'a>(
+    routes: &'a [Route],
+    topic: &str,
+    class: Option<&str>,
+) -> Option<&'a Route> {
+    routes
+        .iter()
+        .find(|r| r.filter.matches(topic) && r.class.as_deref().is_none_or(|c| Some(c) == class))
 }
 
 #[cfg(test)]
@@ -191,17 +200,19 @@ mod tests {
         let routes = vec![
             Route {
                 filter: TopicFilter::parse("a/special").unwrap(),
+                class: None,
                 chain: vec![1],
                 instruments: None,
             },
             Route {
                 filter: TopicFilter::parse("a/#").unwrap(),
+                class: None,
                 chain: vec![0],
                 instruments: None,
             },
         ];
-        assert_eq!(route(&routes, "a/special").unwrap().chain, vec![1]);
-        assert_eq!(route(&routes, "a/other").unwrap().chain, vec![0]);
-        assert!(route(&routes, "b").is_none());
+        assert_eq!(route(&routes, "a/special", None).unwrap().chain, vec![1]);
+        assert_eq!(route(&routes, "a/other", None).unwrap().chain, vec![0]);
+        assert!(route(&routes, "b", None).is_none());
     }
 }

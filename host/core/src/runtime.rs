@@ -22,6 +22,7 @@ use crate::message::{
 use crate::payload::{Document, Edit, EditAction, Format, Pointer, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
+use crate::registry::{Registry, UnknownDevice};
 use crate::shadow::{Shadow, ShadowReport};
 use crate::signing::Trust;
 use crate::state::StateStore;
@@ -115,6 +116,8 @@ pub struct PolicySet {
     keep_last: Vec<Pointer>,
     /// Counts messages no route matched, when the runtime has a meter.
     unrouted_instruments: Option<RouteInstruments>,
+    /// The device registry of this generation, and what happens to a device it lacks.
+    registry: Option<(Arc<Registry>, UnknownDevice)>,
 }
 
 impl PolicySet {
@@ -128,12 +131,14 @@ impl PolicySet {
             policies,
             routes: vec![Route {
                 filter: TopicFilter::any(),
+                class: None,
                 chain: vec![0],
                 instruments: None,
             }],
             unrouted,
             twin: Arc::default(),
             unrouted_instruments: None,
+            registry: None,
         }
     }
 
@@ -287,6 +292,7 @@ impl Runtime {
                 twin: Arc::default(),
                 keep_last: Vec::new(),
                 unrouted_instruments: None,
+                registry: None,
             }),
             states: Mutex::new(HashMap::new()),
             twin: Arc::default(),
@@ -346,6 +352,14 @@ impl Runtime {
     fn build_set_timed(&self, config: &Config, generation: u64) -> Result<PolicySet, Error> {
         let inner = &self.inner;
         let telemetry = inner.telemetry.as_ref();
+        // Read first: a class route naming a class no device has is refused below.
+        let registry = match &config.registry {
+            Some(r) => Some((
+                Arc::new(Registry::load(&r.path).map_err(|e| invalid(e.to_string()))?),
+                r.unknown,
+            )),
+            None => None,
+        };
         // Read again on every build, so a reload picks up rotated keys.
         let trust = Trust::from_config(&config.signing).map_err(Error::Signing)?;
         let ctx = inner.load_context(Some(&trust));
@@ -392,16 +406,28 @@ impl Runtime {
             .routes
             .iter()
             .map(|r| {
+                if let (Some(class), Some((reg, _))) = (&r.class, &registry) {
+                    if !reg.classes().contains(class) {
+                        return Err(invalid(format!(
+                            "route ({}) can never match: no device of {} has class {class:?} \
+                             (its classes: {})",
+                            r.describe(),
+                            reg.path().display(),
+                            reg.classes().iter().cloned().collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                }
                 Ok(Route {
                     // Validated with the config; the error is for completeness.
-                    filter: TopicFilter::parse(&r.filter)
+                    filter: TopicFilter::parse(r.filter_text())
                         .map_err(|e| invalid(format!("route filter {:?}: {e}", r.filter)))?,
+                    class: r.class.clone(),
                     chain: r
                         .chain
                         .iter()
                         .filter_map(|n| index.get(n).copied())
                         .collect(),
-                    instruments: telemetry.map(|t| t.route(Some(&r.filter))),
+                    instruments: telemetry.map(|t| t.route(Some(&r.describe_plain()))),
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -413,6 +439,7 @@ impl Runtime {
             unrouted: config.defaults.unrouted,
             twin: inner.twin.clone(),
             unrouted_instruments: telemetry.map(|t| t.route(None)),
+            registry,
         })
     }
 
@@ -694,7 +721,32 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         trace: Vec::new(),
         generation: set.generation,
     };
-    let Some(route) = pipeline::route(&set.routes, &message.topic) else {
+    // The device's registry entry: the embedder's, else the registry's. A device the registry
+    // lacks is held back unjudged unless `unknown = "allow"`.
+    let mut device_view = message.device.clone();
+    if let (None, Some((registry, unknown))) = (&device_view, &set.registry) {
+        match (registry.get(&message.device_id), unknown) {
+            (Some(entry), _) => device_view = Some(Arc::clone(entry)),
+            (None, UnknownDevice::Allow) => {}
+            (None, UnknownDevice::Quarantine) => {
+                outcome.payload = message.payload.clone();
+                outcome.action = Action::Quarantine {
+                    policy: None,
+                    reason: format!(
+                        "device {:?} is not in the registry ({})",
+                        message.device_id,
+                        registry.path().display()
+                    ),
+                };
+                if let Some(m) = &set.unrouted_instruments {
+                    m.message(&outcome.action);
+                }
+                return outcome;
+            }
+        }
+    }
+    let class = device_view.as_deref().map(|d| d.class.as_str());
+    let Some(route) = pipeline::route(&set.routes, &message.topic, class) else {
         outcome.payload = message.payload.clone();
         if set.unrouted == Unrouted::Quarantine {
             outcome.action = Action::Quarantine {
@@ -712,7 +764,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         device: message.device_id.clone(),
         topic: message.topic.clone(),
         attributes: message.attributes.clone(),
-        device_view: message.device.clone(),
+        device_view,
         content_type: wit_content_type(ct),
         received_at_ms: message.received_at_ms,
         seed: message.seed(),

@@ -77,6 +77,7 @@ struct Raw {
     #[serde(rename = "route")]
     routes: Vec<RouteConfig>,
     signing: crate::signing::SigningConfig,
+    registry: Option<crate::registry::RegistryConfig>,
     #[cfg(feature = "gateway")]
     #[serde(rename = "gateway", deserialize_with = "crate::gateway::one_or_many")]
     gateways: Vec<crate::gateway::GatewayConfig>,
@@ -124,6 +125,7 @@ impl FileConfig {
             policies: raw.policies,
             routes: raw.routes,
             signing: raw.signing,
+            registry: raw.registry,
         }
         .resolved(base, origin)?;
         #[allow(unused_mut)] // which tables exist depends on the features

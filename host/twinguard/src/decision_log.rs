@@ -273,11 +273,15 @@ struct Counters {
 ///
 /// ```no_run
 /// use twinguard::decision_log::{DecisionLog, DecisionLogConfig};
-/// # fn run(message: &twinguard::Message, outcome: &twinguard::Outcome) -> Result<(), Box<dyn std::error::Error>> {
+/// use twinguard::{Action, ContentType, Message, Outcome};
+///
 /// let log = DecisionLog::open(&DecisionLogConfig::new("/var/lib/twinguard/decisions.ndjson"))?;
-/// log.record(message, outcome);
+/// let message = Message::new("press-7", "plant/press-7/telemetry", ContentType::Json,
+///     br#"{"temp": 21.5}"#.to_vec());
+/// let outcome = Outcome::new(Action::Allow, message.payload.clone(), 1);
+/// log.record(&message, &outcome);
 /// log.flush()?; // written and fsynced
-/// # Ok(()) }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct DecisionLog {

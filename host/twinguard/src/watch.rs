@@ -259,6 +259,8 @@ fn watched(config_path: &Path, config: Option<&Config>) -> Vec<PathBuf> {
                 .map(|p| crate::signing::signature_path(&p.path)),
         );
         paths.extend(c.signing.trusted_keys.iter().cloned());
+        // The registry: an operator's export from the asset inventory, edited live.
+        paths.extend(c.registry.iter().map(|r| r.path.clone()));
     }
     paths
 }

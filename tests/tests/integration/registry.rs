@@ -1,0 +1,235 @@
+//! The device registry: routes by class pick the chain, policies see the device's entry, an
+//! unknown device is held back (or judged, when allowed), a registry edit is picked up live by
+//! the file watcher, and a route that can never match is refused.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use twinguard::{Action, ContentType, Message, Runtime};
+use twinguard_tests::{config, substitute};
+
+fn msg(device: &str, topic: &str) -> Message {
+    Message::new(device, topic, ContentType::Json, br#"{"seq":1}"#.to_vec())
+}
+
+/// Policy names in the outcome's trace, in order.
+fn chain_of(runtime: &Runtime, m: &Message) -> Vec<String> {
+    runtime
+        .evaluate(m)
+        .trace
+        .iter()
+        .map(|t| t.policy.to_string())
+        .collect()
+}
+
+const REGISTRY: &str = "id,class,line,period-s\n\
+                        badge-1,badge-reader,3,\n\
+                        meter-1,power-meter,1,5\n\
+                        meter-2,power-meter,2,5\n";
+
+fn toml(registry: &Path, unknown: &str) -> String {
+    format!(
+        r##"
+[registry]
+path = "{registry}"
+unknown = "{unknown}"
+
+[[policy]]
+name = "badge-chain"
+path = "@hostile"
+[policy.config]
+mode = "device"
+
+[[policy]]
+name = "meter-chain"
+path = "@allow-all"
+
+[[policy]]
+name = "meter-line-2"
+path = "@allow-all"
+
+[[policy]]
+name = "any"
+path = "@allow-all"
+
+[[route]]
+class = "badge-reader"
+chain = ["badge-chain"]
+
+[[route]]
+filter = "plant/line-2/#"
+class = "power-meter"
+chain = ["meter-line-2"]
+
+[[route]]
+class = "power-meter"
+chain = ["meter-chain"]
+
+[[route]]
+filter = "#"
+chain = ["any"]
+"##,
+        registry = registry.display()
+    )
+}
+
+#[test]
+fn class_routes_pick_the_chain_and_policies_see_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.csv");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let runtime = Runtime::new(config(&toml(&registry, "quarantine"))).unwrap();
+
+    assert_eq!(
+        chain_of(&runtime, &msg("badge-1", "plant/doors")),
+        ["badge-chain"]
+    );
+    assert_eq!(
+        chain_of(&runtime, &msg("meter-1", "plant/line-1/kw")),
+        ["meter-chain"]
+    );
+    // Filter and class together: the line-2 route, only for a power meter on line 2's topics.
+    assert_eq!(
+        chain_of(&runtime, &msg("meter-2", "plant/line-2/kw")),
+        ["meter-line-2"]
+    );
+    assert_eq!(
+        chain_of(&runtime, &msg("badge-1", "plant/line-2/kw")),
+        ["badge-chain"]
+    );
+    // The policy sees the entry the registry gave the device.
+    let out = runtime.evaluate(&msg("badge-1", "plant/doors"));
+    assert_eq!(out.alerts.len(), 1, "{out:?}");
+    assert_eq!(out.alerts[0].detail, "class=badge-reader line=3");
+    // A device the registry lacks is held back unjudged, the reason naming it.
+    let out = runtime.evaluate(&msg("intruder", "plant/doors"));
+    let Action::Quarantine { policy, reason } = &out.action else {
+        panic!("{out:?}");
+    };
+    assert_eq!(policy, &None);
+    assert!(
+        reason.contains("\"intruder\"") && reason.contains("devices.csv"),
+        "{reason}"
+    );
+    assert!(out.trace.is_empty());
+
+    // unknown = "allow": judged, by the routes that do not ask for a class.
+    let lenient = Runtime::new(config(&toml(&registry, "allow"))).unwrap();
+    assert_eq!(chain_of(&lenient, &msg("intruder", "plant/doors")), ["any"]);
+}
+
+#[test]
+fn a_registry_edit_is_picked_up_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.csv");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let config_path = dir.path().join("twinguard.toml");
+    std::fs::write(&config_path, substitute(&toml(&registry, "quarantine"))).unwrap();
+    let runtime = Runtime::new(config(&toml(&registry, "quarantine"))).unwrap();
+    let watcher =
+        twinguard::watch::Watcher::spawn(runtime.clone(), &config_path, Duration::from_millis(50))
+            .unwrap();
+    assert_eq!(
+        chain_of(&runtime, &msg("meter-1", "plant/line-1/kw")),
+        ["meter-chain"]
+    );
+    assert!(runtime.evaluate(&msg("meter-9", "plant/x")).action != Action::Allow);
+
+    // meter-1 is re-classed a badge reader, meter-9 is provisioned.
+    std::fs::write(
+        &registry,
+        "id,class,line\nbadge-1,badge-reader,3\nmeter-1,badge-reader,1\nmeter-2,power-meter,2\n\
+         meter-9,power-meter,9\n",
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while runtime.policy_set().generation() < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        runtime.policy_set().generation(),
+        2,
+        "{:?}",
+        watcher.status()
+    );
+    assert_eq!(
+        chain_of(&runtime, &msg("meter-1", "plant/line-1/kw")),
+        ["badge-chain"]
+    );
+    assert_eq!(
+        chain_of(&runtime, &msg("meter-9", "plant/x")),
+        ["meter-chain"]
+    );
+
+    // A broken edit keeps the last good registry (and says why).
+    std::fs::write(
+        &registry,
+        "id,class\nmeter-1,power-meter\nmeter-1,power-meter\n",
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while watcher.status().failures == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = watcher.status();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("listed twice")),
+        "{status:?}"
+    );
+    assert_eq!(runtime.policy_set().generation(), 2);
+    assert_eq!(
+        chain_of(&runtime, &msg("meter-9", "plant/x")),
+        ["meter-chain"]
+    );
+}
+
+#[test]
+fn routes_that_can_never_match_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.csv");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let base = toml(&registry, "quarantine");
+
+    // A class no device has.
+    let text = base.replace("class = \"badge-reader\"", "class = \"badge-raeder\"");
+    let err = Runtime::new(config(&text)).err().unwrap().to_string();
+    assert!(
+        err.contains("badge-raeder")
+            && err.contains("can never match")
+            && err.contains("badge-reader"),
+        "{err}"
+    );
+    // A class-less catch-all first shadows every class route after it.
+    let text = base.replace(
+        "[[route]]\nclass = \"badge-reader\"",
+        "[[route]]\nfilter = \"#\"\nchain = [\"any\"]\n\n[[route]]\nclass = \"badge-reader\"",
+    );
+    let err = twinguard::Config::from_toml(&substitute(&text), ".")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("can never match"), "{err}");
+    // A class route without a registry.
+    let text = base.replace(
+        &format!(
+            "[registry]\npath = \"{}\"\nunknown = \"quarantine\"\n",
+            registry.display()
+        ),
+        "",
+    );
+    let err = twinguard::Config::from_toml(&substitute(&text), ".")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no [registry]"), "{err}");
+    // Neither filter nor class.
+    let text = base.replace("[[route]]\nclass = \"badge-reader\"", "[[route]]");
+    let err = twinguard::Config::from_toml(&substitute(&text), ".")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("filter") && err.contains("class"), "{err}");
+}
