@@ -8,6 +8,8 @@ mod loading;
 mod metrics;
 mod pack_a;
 mod pack_b;
+mod pii_detect;
 mod redaction;
+mod registry;
 mod reload;
 mod sandbox;
