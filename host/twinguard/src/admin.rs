@@ -13,7 +13,7 @@
 //! | `PUT /v1/policies/{name}` | body: the component; header `x-twinguard-signature`: its `.sig` file, base64 |
 //! | `POST /v1/policies/{name}/rollback` | back to the previous version |
 //! | `DELETE /v1/policies/{name}` | remove it, and from every chain |
-//! | `PUT /v1/routes` | body: `[{"filter": "…", "chain": ["…"]}]` |
+//! | `PUT /v1/routes` | body: `[{"filter": "…", "class": "…", "chain": ["…"]}]` (filter, class or both) |
 //! | `POST /v1/policies/{name}/breaker/reset` | body: empty (every held device and the policy-wide breaker) or `{"device": "…"}` |
 //! | `POST /v1/reload` | reload the config file from disk |
 //! | `PUT /v1/policies/{name}/candidate` | body: a component to shadow the active version with |
@@ -377,25 +377,19 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
             Box::new(move || l.remove(&name))
         }
         (&Method::PUT, ["v1", "routes"]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct RouteBody {
-                filter: String,
-                chain: Vec<String>,
-            }
-            let routes: Vec<RouteBody> = match serde_json::from_slice(&body) {
+            // The config file's own route type: `filter`, `class`, `chain`, unknown keys refused.
+            let routes: Vec<crate::RouteConfig> = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => {
                     return error(
                         StatusCode::BAD_REQUEST,
                         format!(
-                            "routes: expected [{{\"filter\": \"…\", \"chain\": [\"…\"]}}]: {e}"
+                            "routes: expected [{{\"filter\": \"…\", \"class\": \"…\", \"chain\": \
+                             [\"…\"]}}] (filter, class or both): {e}"
                         ),
                     )
                 }
             };
-            let routes: Vec<(String, Vec<String>)> =
-                routes.into_iter().map(|r| (r.filter, r.chain)).collect();
             Box::new(move || l.set_routes(&routes))
         }
         (&Method::POST, ["v1", "reload"]) => Box::new(move || l.reload_from_disk()),

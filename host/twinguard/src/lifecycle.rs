@@ -361,15 +361,20 @@ impl Lifecycle {
     }
 
     /// Replaces every route, in order.
-    pub fn set_routes(&self, routes: &[(String, Vec<String>)]) -> Result<Change, LifecycleError> {
+    pub fn set_routes(&self, routes: &[crate::RouteConfig]) -> Result<Change, LifecycleError> {
         let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut doc = self.read_doc()?;
         let mut array = toml_edit::ArrayOfTables::new();
-        for (filter, chain) in routes {
+        for route in routes {
             let mut t = toml_edit::Table::new();
-            t["filter"] = toml_edit::value(filter.as_str());
+            if !route.filter.is_empty() {
+                t["filter"] = toml_edit::value(route.filter.as_str());
+            }
+            if let Some(class) = &route.class {
+                t["class"] = toml_edit::value(class.as_str());
+            }
             let mut names = toml_edit::Array::new();
-            for n in chain {
+            for n in &route.chain {
                 names.push(n.as_str());
             }
             t["chain"] = toml_edit::value(names);

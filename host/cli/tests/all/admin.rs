@@ -305,6 +305,15 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (&br#"{"filter":"y/#"}"#[..], StatusCode::BAD_REQUEST),
+        (
+            &br#"[{"filter":"y/#","klass":"meter","chain":["p"]}]"#[..],
+            StatusCode::BAD_REQUEST,
+        ),
+        // A class route is read, and refused here: this config has no [registry].
+        (
+            &br#"[{"class":"meter","chain":["p"]}]"#[..],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ] {
         let (status, body) = api
             .call(&c, Method::PUT, "/v1/routes", bad.to_vec())
