@@ -174,9 +174,11 @@ impl Telemetry {
             .scope_info_enabled(false)
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        #[cfg(feature = "otlp")]
+        let span_resource = resource.clone();
         #[allow(unused_mut)] // without the `otlp` feature no reader is added
         let mut builder = SdkMeterProvider::builder()
-            .with_resource(resource.clone())
+            .with_resource(resource)
             .with_reader(exporter);
         #[allow(unused_mut)] // without the `otlp` feature nothing is added
         let mut tracing = None;
@@ -213,7 +215,7 @@ impl Telemetry {
                     .map_err(otlp)?;
                 tracing = Some(
                     opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                        .with_resource(resource)
+                        .with_resource(span_resource)
                         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                             config.trace_sample_ratio,
                         ))))

@@ -43,7 +43,7 @@ struct Settings {
     topic_segment: usize,
     /// `None`: every authenticated id may publish. A set, because a plant has thousands of
     /// devices and this runs on every message.
-    inventory: Option<HashSet<String>>,
+    inventory: Option<Inventory>,
     payload_field: Option<String>,
     on_unknown: Action,
     on_mismatch: Action,
@@ -54,7 +54,8 @@ impl Configured for Settings {
         config.check_keys(KNOWN_KEYS)?;
         let inventory = match config.get("inventory") {
             None => None,
-            Some(list) => Some(inventory(list)?),
+            Some("registry") => Some(Inventory::Registry),
+            Some(list) => Some(Inventory::Listed(inventory(list)?)),
         };
         // The whole document (the empty pointer) is never a device id.
         let payload_field = config.pointer("payload-field")?.map(str::to_owned);
@@ -98,14 +99,17 @@ impl Settings {
         let device = msg.device_id();
         match rule {
             Rule::Inventory => {
-                let inventory = self.inventory.as_ref()?;
-                if inventory.contains(device) {
+                let (known, which) = match self.inventory.as_ref()? {
+                    Inventory::Listed(ids) => (ids.contains(device), "the inventory"),
+                    Inventory::Registry => (msg.device().is_some(), "the device registry"),
+                };
+                if known {
                     return None;
                 }
                 Some(Violation {
                     code: "unknown-device",
                     detail: format!(
-                        "identity-guard: device {} is not in the inventory (topic {})",
+                        "identity-guard: device {} is not in {which} (topic {})",
                         Quoted(device),
                         Quoted(msg.topic())
                     ),
@@ -177,6 +181,16 @@ fn describe(value: &Value) -> String {
     }
 }
 
+/// Where the known devices come from.
+#[derive(Debug, PartialEq)]
+enum Inventory {
+    /// The ids listed in `inventory`.
+    Listed(HashSet<String>),
+    /// `inventory = "registry"`: the devices of the host's registry (`[registry]`), asked per
+    /// message (`host.device-entry`).
+    Registry,
+}
+
 /// The comma-separated device ids of `inventory`, whitespace trimmed.
 fn inventory(list: &str) -> Result<HashSet<String>, String> {
     let mut ids = HashSet::new();
@@ -239,7 +253,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.topic_segment, 2);
-        let inventory = s.inventory.unwrap();
+        let Some(Inventory::Listed(inventory)) = s.inventory else {
+            panic!("{:?}", s.inventory);
+        };
         assert_eq!(inventory.len(), 2);
         assert!(inventory.contains("temp-0001") && inventory.contains("vib-0002"));
         assert_eq!(s.payload_field.as_deref(), Some("/meta/device"));

@@ -233,3 +233,35 @@ fn routes_that_can_never_match_are_refused() {
         .to_string();
     assert!(err.contains("filter") && err.contains("class"), "{err}");
 }
+
+#[test]
+fn identity_guard_reads_its_inventory_from_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.toml");
+    std::fs::write(
+        &registry,
+        "[[device]]\nid = \"meter-1\"\nclass = \"power-meter\"\n",
+    )
+    .unwrap();
+    // The host lets unknown devices through to the chain; identity-guard is where they stop,
+    // with its alert.
+    let runtime = Runtime::new(config(&format!(
+        "[registry]\npath = \"{}\"\nunknown = \"allow\"\n\
+         [[policy]]\nname = \"identity\"\npath = \"@identity-guard\"\n[policy.config]\n\
+         inventory = \"registry\"\ntopic-segment = 1\n\
+         [[route]]\nfilter = \"plant/#\"\nchain = [\"identity\"]\n",
+        registry.display()
+    )))
+    .unwrap();
+    assert_eq!(
+        runtime.evaluate(&msg("meter-1", "plant/meter-1/kw")).action,
+        Action::Allow
+    );
+    let out = runtime.evaluate(&msg("meter-7", "plant/meter-7/kw"));
+    let Action::Quarantine { policy, reason } = &out.action else {
+        panic!("{out:?}");
+    };
+    assert_eq!(policy.as_deref(), Some("identity"));
+    assert!(reason.contains("not in the device registry"), "{reason}");
+    assert!(out.alerts.iter().any(|a| a.code == "unknown-device"));
+}
