@@ -256,6 +256,8 @@ impl Runtime {
     ///     Config::from_file("twinguard.toml")?,
     ///     provider.meter("twinguard"),
     /// )?;
+    /// // Every evaluation from here on is counted; the provider's readers export it.
+    /// assert_eq!(runtime.policy_set().generation(), 1);
     /// # Ok::<(), twinguard_core::Error>(())
     /// ```
     pub fn with_meter(config: Config, meter: opentelemetry::metrics::Meter) -> Result<Self, Error> {
