@@ -467,7 +467,17 @@ struct ServerState {
     telemetry: Telemetry,
     runtime: Runtime,
     checks: Vec<(String, ReadyCheck)>,
+    /// The last readiness answer and when it was found: the store's check is a real write
+    /// (fsynced), and `/readyz` answers anyone who can connect, so a burst of probes shares
+    /// one answer per [`READY_FRESH`] instead of one write each.
+    ready: std::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
 }
+
+/// Ready, or the reasons not.
+type Readiness = Result<(), Vec<String>>;
+
+/// How long a readiness answer is reused.
+const READY_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl TelemetryServer {
     /// Binds `config.listen`. `/readyz` answers 200 when `runtime` has a generation and
@@ -491,6 +501,7 @@ impl TelemetryServer {
                 telemetry,
                 runtime,
                 checks,
+                ready: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -582,7 +593,23 @@ async fn answer(state: &Arc<ServerState>, req: &Request<Incoming>) -> Response<F
     }
 }
 
-fn readiness(state: &ServerState) -> Result<(), Vec<String>> {
+fn readiness(state: &ServerState) -> Readiness {
+    // Held while checking: concurrent probes wait for the one check rather than repeat it.
+    let mut last = state
+        .ready
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, answer)) = last.as_ref() {
+        if at.elapsed() < READY_FRESH {
+            return answer.clone();
+        }
+    }
+    let answer = check_ready(state);
+    *last = Some((std::time::Instant::now(), answer.clone()));
+    answer
+}
+
+fn check_ready(state: &ServerState) -> Readiness {
     let mut why = Vec::new();
     if state.runtime.policy_set().generation() == 0 {
         why.push("policies: no generation is loaded".to_owned());

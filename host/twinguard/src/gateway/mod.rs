@@ -849,26 +849,29 @@ mod trace {
         /// The message's span, if the sampler keeps it.
         pub(super) fn start(tracer: &SdkTracer, gateway: &str, message: &Message) -> Option<Self> {
             let started = SystemTime::now();
-            let root = tracer
-                .span_builder(format!("process {}", message.topic))
+            // Sampled first, named and described after: an unsampled message (most of them)
+            // costs no string copy or attribute list.
+            let mut root = tracer
+                .span_builder("process")
                 .with_kind(SpanKind::Consumer)
                 .with_start_time(started)
-                .with_attributes([
-                    KeyValue::new("messaging.system", "mqtt"),
-                    KeyValue::new("messaging.operation.type", "process"),
-                    KeyValue::new("messaging.destination.name", message.topic.clone()),
-                    KeyValue::new(
-                        "messaging.message.body.size",
-                        i64::try_from(message.payload.len()).unwrap_or(i64::MAX),
-                    ),
-                    KeyValue::new("twinguard.gateway", gateway.to_owned()),
-                    KeyValue::new("twinguard.device", message.device_id.clone()),
-                ])
                 .start(tracer);
-            let context = root.span_context();
+            let context = root.span_context().clone();
             if !context.is_sampled() {
                 return None;
             }
+            root.update_name(format!("process {}", message.topic));
+            root.set_attributes([
+                KeyValue::new("messaging.system", "mqtt"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.destination.name", message.topic.clone()),
+                KeyValue::new(
+                    "messaging.message.body.size",
+                    i64::try_from(message.payload.len()).unwrap_or(i64::MAX),
+                ),
+                KeyValue::new("twinguard.gateway", gateway.to_owned()),
+                KeyValue::new("twinguard.device", message.device_id.clone()),
+            ]);
             let trace_id = context.trace_id().to_string();
             Some(Self {
                 tracer: tracer.clone(),
