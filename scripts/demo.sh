@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 cargo build --release --target wasm32-wasip2 \
     -p identity-guard -p schema-guard -p replay-guard -p rate-guard \
-    -p range-guard -p anomaly-guard -p pii-redact
+    -p range-guard -p anomaly-guard -p pii-redact -p command-guard
 cargo build --release -p twinguard-cli
 exec ./target/release/twinguard demo "$@"

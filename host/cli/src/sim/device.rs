@@ -12,9 +12,10 @@ use super::{SimMessage, START_MS};
 use twinguard::{ContentType, Message};
 
 const HOUR_MS: f64 = 3_600_000.0;
-/// Regular sensors report once a minute, with a little jitter.
+/// Climate and vibration sensors report once a minute, power meters every 15 s, each with a
+/// jitter of a thirtieth of the period.
 const SENSOR_PERIOD_MS: u64 = 60_000;
-const SENSOR_JITTER_MS: u64 = 2_000;
+const METER_PERIOD_MS: u64 = 15_000;
 /// Door readers report badge events at random, this often on average.
 const DOOR_MEAN_MS: f64 = 300_000.0;
 /// A flooding device sends this often.
@@ -65,6 +66,41 @@ impl Kind {
         }
     }
 
+    /// The device class the plant's registry records (`docs/registry.md`).
+    pub fn class(self) -> &'static str {
+        match self {
+            Self::Temperature => "climate-sensor",
+            Self::Vibration => "vibration-sensor",
+            Self::Power => "power-meter",
+            Self::Door => "badge-reader",
+        }
+    }
+
+    /// What the twin may set on a device of this kind: the setpoint's name, its bounds and the
+    /// largest step of one command (as the registry records them), and the range the twin's
+    /// own control loop keeps to.
+    pub fn setpoint(self) -> Option<Setpoint> {
+        match self {
+            Self::Temperature => Some(Setpoint {
+                target: "setpoint_c",
+                min: 16.0,
+                max: 28.0,
+                max_step: 3.0,
+                normal: (18.0, 26.0),
+                step: (0.5, 2.0),
+            }),
+            Self::Power => Some(Setpoint {
+                target: "limit_kw",
+                min: 50.0,
+                max: 400.0,
+                max_step: 60.0,
+                normal: (100.0, 350.0),
+                step: (5.0, 40.0),
+            }),
+            _ => None,
+        }
+    }
+
     /// The encoding the kind's firmware uses.
     pub fn content_type(self) -> ContentType {
         match self {
@@ -78,9 +114,11 @@ impl Kind {
         self != Self::Door
     }
 
+    /// The reporting period (for a door reader, the mean time between badge events).
     pub(super) fn period_ms(self) -> u64 {
         match self {
             Self::Door => 300_000,
+            Self::Power => METER_PERIOD_MS,
             _ => SENSOR_PERIOD_MS,
         }
     }
@@ -105,6 +143,23 @@ impl Kind {
             Self::Door => &DOOR,
         }
     }
+}
+
+/// A value the twin sets on a device, and the bounds the plant's registry gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setpoint {
+    /// The command's `target`.
+    pub target: &'static str,
+    /// Lowest value the device may be set to.
+    pub min: f64,
+    /// Highest value the device may be set to.
+    pub max: f64,
+    /// Largest change of one command.
+    pub max_step: f64,
+    /// The range the twin's control loop keeps to.
+    normal: (f64, f64),
+    /// The smallest and largest change the twin makes at once.
+    step: (f64, f64),
 }
 
 /// One measured quantity and how it behaves.
@@ -179,6 +234,14 @@ const LAST: [&str; 12] = [
     "Perlman", "Torvalds", "Allen", "Wirth",
 ];
 
+/// Everyone who works at the plant, by full name: the staff list a pii detector is given.
+pub fn staff() -> Vec<String> {
+    FIRST
+        .iter()
+        .flat_map(|f| LAST.iter().map(move |l| format!("{f} {l}")))
+        .collect()
+}
+
 /// A person, for badge events and leaked operator records.
 pub(super) fn person<R: Rng>(rng: &mut R) -> (String, String) {
     let first = FIRST[rng.random_range(0..FIRST.len())];
@@ -210,6 +273,8 @@ enum EpisodeKind {
     Frozen { len: u32, values: Option<Vec<f64>> },
     /// Extra messages every [`FLOOD_PERIOD_MS`] until `until`.
     Flood { until: u64 },
+    /// The device reports every `every_ms` (a half to a third of its period) until `until`.
+    SlowFlood { until: u64, every_ms: u64 },
 }
 
 impl Episode {
@@ -227,10 +292,23 @@ impl Episode {
                     half: 30,
                 }
             }
+            Scenario::SlowDrift => {
+                let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+                EpisodeKind::Drift {
+                    rate: sign * noise * rng.random_range(0.3..0.5),
+                    half: 90,
+                }
+            }
             Scenario::Frozen => EpisodeKind::Frozen {
                 len: 30,
                 values: None,
             },
+            Scenario::SlowFlood => {
+                let period = kind.period_ms();
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // < period
+                let every_ms = (period as f64 / rng.random_range(2.0..3.0)) as u64;
+                EpisodeKind::SlowFlood { until: 0, every_ms }
+            }
             // `until` is set by the device at the first message.
             _ => EpisodeKind::Flood { until: 0 },
         };
@@ -266,6 +344,12 @@ pub(super) struct Device {
     next_regular: u64,
     last_received: u64,
     history: VecDeque<Capture>,
+    /// The device id a `spoof-field` attack writes into the next message's payload.
+    pub(super) spoof_as: Option<String>,
+    /// A one-message attack waiting for the device's next message (`coordinated`).
+    pub(super) pending: Option<Label>,
+    /// The setpoint's value as the twin last set it.
+    setpoint: f64,
 }
 
 impl Device {
@@ -277,6 +361,10 @@ impl Device {
             .iter()
             .map(|m| m.level + m.spread * rng.random_range(-1.0..1.0))
             .collect();
+        let setpoint = kind.setpoint().map_or(0.0, |s| {
+            let (lo, hi) = s.normal;
+            round(rng.random_range(lo..hi), 0)
+        });
         Self {
             topic: format!("plant/{id}/{}", kind.channel()),
             id,
@@ -288,6 +376,9 @@ impl Device {
             next_regular: 0,
             last_received: 0,
             history: VecDeque::new(),
+            spoof_as: None,
+            pending: None,
+            setpoint,
         }
     }
 
@@ -382,6 +473,14 @@ impl Device {
                         self.episode = None;
                     }
                 }
+                EpisodeKind::SlowFlood { until, .. } => {
+                    if *until == 0 {
+                        *until = now + 40 * 60_000;
+                    }
+                    if now >= *until {
+                        self.episode = None;
+                    }
+                }
             }
             if let Some(episode) = &mut self.episode {
                 episode.step += 1;
@@ -396,6 +495,9 @@ impl Device {
         let mut secrets = Vec::new();
         if let Some(label) = &tamper {
             secrets = scenario::tamper_document(label.scenario, self.kind, &mut doc, rng);
+            if let Some(other) = self.spoof_as.take() {
+                doc["device"] = json!(other);
+            }
         }
         let mut payload = encode(&doc, self.kind.content_type());
         if let Some(label) = &tamper {
@@ -473,8 +575,92 @@ impl Device {
                 kind: EpisodeKind::Flood { .. },
                 ..
             }) => self.next_regular.min(now + FLOOD_PERIOD_MS),
+            Some(Episode {
+                kind: EpisodeKind::SlowFlood { every_ms, .. },
+                ..
+            }) => {
+                // The regular schedule is replaced, not added to: the device only speeds up.
+                self.next_regular = now + every_ms;
+                self.next_regular
+            }
             _ => self.next_regular,
         }
+    }
+
+    /// Whether the twin sends this device commands.
+    pub(super) fn controllable(&self) -> bool {
+        self.kind.setpoint().is_some()
+    }
+
+    /// When the twin next sends this device a command, after one at `now`: every 20 minutes
+    /// on average, never within 2 minutes of the last.
+    pub(super) fn next_command<R: Rng>(&self, now: u64, rng: &mut R) -> u64 {
+        let mean = 1_200_000.0;
+        let exp = Exp::new(1.0 / mean).map_or(mean, |e| e.sample(rng));
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // positive, < 2^53
+        let ms = exp as u64;
+        now + ms.max(120_000)
+    }
+
+    /// The twin's command to this device at `now`: a setpoint change within the device's
+    /// bounds, or the attack `label` names (an out-of-bounds setpoint, a command the class
+    /// does not take).
+    pub(super) fn command<R: Rng>(
+        &mut self,
+        now: u64,
+        label: Option<Label>,
+        rng: &mut R,
+    ) -> SimMessage {
+        let issuer = format!("twin-{}", self.kind.class());
+        let doc = match (self.kind.setpoint(), label.as_ref().map(|l| l.scenario)) {
+            (_, Some(Scenario::CommandUnknown)) | (None, _) => {
+                const FOREIGN: [&str; 5] = [
+                    "firmware",
+                    "factory-reset",
+                    "disable-interlock",
+                    "open-valve",
+                    "calibrate",
+                ];
+                json!({
+                    "command": FOREIGN[rng.random_range(0..FOREIGN.len())],
+                    "issued_by": issuer,
+                    "ts": now,
+                })
+            }
+            (Some(s), Some(_)) => {
+                // Far outside the device's bounds, one way or the other.
+                let span = s.max - s.min;
+                let value = if rng.random_bool(0.5) {
+                    s.max + span * rng.random_range(0.3..3.0)
+                } else {
+                    s.min - span * rng.random_range(0.3..3.0)
+                };
+                json!({"command": "set", "target": s.target, "value": round(value, 1),
+                       "issued_by": issuer, "ts": now})
+            }
+            (Some(s), None) => {
+                let (lo, hi) = s.normal;
+                let step = rng.random_range(s.step.0..=s.step.1);
+                let up = if self.setpoint + step > hi {
+                    false
+                } else {
+                    self.setpoint - step < lo || rng.random_bool(0.5)
+                };
+                let value = round(if up { self.setpoint + step } else { self.setpoint - step }, 1);
+                self.setpoint = value;
+                json!({"command": "set", "target": s.target, "value": value,
+                       "issued_by": issuer, "ts": now})
+            }
+        };
+        let received = self.receive(now, rng);
+        let mut message = Message::new(
+            self.id.clone(),
+            format!("twin/{}/commands", self.id),
+            ContentType::Json,
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        );
+        message.received_at_ms = received;
+        SimMessage { message, label }
     }
 
     fn interval<R: Rng>(&self, rng: &mut R) -> u64 {
@@ -485,7 +671,9 @@ impl Device {
             let ms = exp as u64;
             ms.max(1_000)
         } else {
-            SENSOR_PERIOD_MS - SENSOR_JITTER_MS + rng.random_range(0..=2 * SENSOR_JITTER_MS)
+            let period = self.kind.period_ms();
+            let jitter = period / 30;
+            period - jitter + rng.random_range(0..=2 * jitter)
         }
     }
 

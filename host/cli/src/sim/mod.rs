@@ -27,10 +27,15 @@ use rand_chacha::ChaCha8Rng;
 use twinguard::Message;
 
 use device::{Device, Episode};
+pub use device::staff;
 pub use scenario::{Label, Scenario, Unit};
 
-/// Simulated time an episode needs to run its course (the longest, a drift, lasts an hour).
-const EPISODE_ROOM_MS: u64 = 3_600_000;
+/// Simulated time an episode needs to run its course (the longest, a slow drift, lasts three
+/// hours).
+const EPISODE_ROOM_MS: u64 = 3 * 3_600_000;
+
+/// Marks a queue entry as the twin's next command to the device, not the device's message.
+const COMMAND: u32 = 1 << 31;
 
 /// 2026-11-25T00:00:00Z, the start of simulated time.
 pub const START_MS: u64 = 1_764_028_800_000;
@@ -100,10 +105,15 @@ impl Simulator {
         let devices: Vec<Device> = (0..config.devices)
             .map(|i| Device::new(i, &mut rng))
             .collect();
-        let mut queue = BinaryHeap::with_capacity(devices.len());
+        let mut queue = BinaryHeap::with_capacity(devices.len() * 2);
         for (i, d) in devices.iter().enumerate() {
             let first = START_MS + rng.random_range(0..d.kind.period_ms());
-            queue.push(Reverse((first, u32::try_from(i).unwrap_or(u32::MAX))));
+            // Fewer than 2^31 devices: `--devices` is a u32 and this is far beyond memory.
+            let i = u32::try_from(i).unwrap_or(COMMAND - 1);
+            queue.push(Reverse((first, i)));
+            if d.controllable() {
+                queue.push(Reverse((d.next_command(START_MS, &mut rng), i | COMMAND)));
+            }
         }
         Self {
             config,
@@ -117,9 +127,65 @@ impl Simulator {
         }
     }
 
-    /// The ids of every device of the plant, i.e. the inventory an identity policy should know.
+    /// The ids of every device of the plant, in registry order.
+    #[cfg(test)]
     pub fn inventory(&self) -> impl Iterator<Item = &str> {
         self.devices.iter().map(|d| d.id.as_str())
+    }
+
+    /// The plant's device registry as CSV (`docs/registry.md`): every device with its class,
+    /// reporting period, line and location, and for a device the twin controls, the commands
+    /// it takes and its setpoint's bounds. The demo's configuration is generated from it.
+    pub fn registry(&self) -> String {
+        let mut targets: Vec<&'static str> = Vec::new();
+        for d in &self.devices {
+            if let Some(s) = d.kind.setpoint() {
+                if !targets.contains(&s.target) {
+                    targets.push(s.target);
+                }
+            }
+        }
+        let mut csv = String::from("id,class,period-s,line,location,commands");
+        for t in &targets {
+            csv.push_str(&format!(",{t}.min,{t}.max,{t}.max-step"));
+        }
+        csv.push('\n');
+        for (i, d) in self.devices.iter().enumerate() {
+            // A door reader reports events, not on a period.
+            let period = if d.kind.is_sensor() {
+                (d.kind.period_ms() / 1000).to_string()
+            } else {
+                String::new()
+            };
+            let setpoint = d.kind.setpoint();
+            let commands = if setpoint.is_some() { "set" } else { "" };
+            csv.push_str(&format!(
+                "{},{},{period},{},hall-{},{commands}",
+                d.id,
+                d.kind.class(),
+                1 + i % 4,
+                1 + i % 7
+            ));
+            for t in &targets {
+                match setpoint.filter(|s| s.target == *t) {
+                    Some(s) => csv.push_str(&format!(",{},{},{}", s.min, s.max, s.max_step)),
+                    None => csv.push_str(",,,"),
+                }
+            }
+            csv.push('\n');
+        }
+        csv
+    }
+
+    /// The classes of the plant's devices, in first-seen order.
+    pub fn classes(&self) -> Vec<&'static str> {
+        let mut classes = Vec::new();
+        for d in &self.devices {
+            if !classes.contains(&d.kind.class()) {
+                classes.push(d.kind.class());
+            }
+        }
+        classes
     }
 
     fn next_episode(&mut self) -> u32 {
@@ -135,7 +201,12 @@ impl Simulator {
         // Start an episode or pick a one-message attack; never both, and never two at once on a
         // device, so every message has exactly one truth.
         let mut single = None;
-        if attacking && self.devices[i].episode.is_none() && now >= self.devices[i].quiet_until {
+        let pending = self.devices[i].pending.take();
+        if attacking
+            && pending.is_none()
+            && self.devices[i].episode.is_none()
+            && now >= self.devices[i].quiet_until
+        {
             let kind = self.devices[i].kind;
             let roll: f64 = self.rng.random();
             let mut acc = 0.0;
@@ -164,7 +235,7 @@ impl Simulator {
         }
 
         let mut extras = Vec::new();
-        let mut tamper = None;
+        let mut tamper = pending;
         if let Some(scenario) = single {
             let label = Label::new(scenario, self.next_episode());
             match scenario {
@@ -199,6 +270,42 @@ impl Simulator {
                         });
                     }
                 }
+                Scenario::SpoofField => {
+                    let n = self.devices.len();
+                    if n > 1 {
+                        let mut other = self.rng.random_range(0..n);
+                        if other == i {
+                            other = (other + 1) % n;
+                        }
+                        self.devices[i].spoof_as = Some(self.devices[other].id.clone());
+                        tamper = Some(label);
+                    }
+                }
+                Scenario::Coordinated => {
+                    // Three to six other sensors, each at its next report: one moment for the
+                    // plant (a minute), several devices.
+                    let n = self.devices.len();
+                    let want = self.rng.random_range(3..=6);
+                    let mut joined = 0;
+                    for _ in 0..4 * want {
+                        if joined == want {
+                            break;
+                        }
+                        let j = self.rng.random_range(0..n);
+                        let d = &mut self.devices[j];
+                        if j != i
+                            && d.kind.is_sensor()
+                            && d.episode.is_none()
+                            && d.pending.is_none()
+                            && now >= d.quiet_until
+                        {
+                            d.pending = Some(label.clone());
+                            d.quiet_until = now + 10 * d.kind.period_ms();
+                            joined += 1;
+                        }
+                    }
+                    tamper = Some(label);
+                }
                 _ => tamper = Some(label),
             }
             // Let the device's traffic settle before its next attack.
@@ -208,6 +315,22 @@ impl Simulator {
         let out = self.devices[i].emit(now, tamper, &mut self.rng);
         self.pending.extend(extras);
         out
+    }
+
+    /// The twin's command to device `i` at `now`, maybe an attack on the command path.
+    fn command(&mut self, i: usize, now: u64) -> SimMessage {
+        let attacking = self.config.attacks && now >= START_MS + self.config.attack_start_ms;
+        let mut label = None;
+        if attacking {
+            let roll: f64 = self.rng.random();
+            let p = Scenario::CommandBounds.probability() * self.config.attack_intensity;
+            if roll < p {
+                label = Some(Label::new(Scenario::CommandBounds, self.next_episode()));
+            } else if roll < 2.0 * p {
+                label = Some(Label::new(Scenario::CommandUnknown, self.next_episode()));
+            }
+        }
+        self.devices[i].command(now, label, &mut self.rng)
     }
 }
 
@@ -229,6 +352,14 @@ impl Iterator for Simulator {
         let Reverse((now, i)) = self.queue.pop()?;
         if now >= START_MS + self.config.duration_ms {
             return None;
+        }
+        if i & COMMAND != 0 {
+            let idx = (i & !COMMAND) as usize;
+            let msg = self.command(idx, now);
+            let next = self.devices[idx].next_command(now, &mut self.rng);
+            self.queue.push(Reverse((next, i)));
+            self.emitted += 1;
+            return Some(msg);
         }
         let idx = i as usize;
         let msg = self.step(idx, now);

@@ -29,6 +29,24 @@ pub enum Scenario {
     Malformed,
     /// A payload far larger than any device sends.
     Oversized,
+    /// A device's own message names another device in its payload's `device` field.
+    SpoofField,
+    /// A message whose sequence counter starts again from (nearly) zero.
+    SeqReset,
+    /// A message whose timestamp lies far in the future or long ago.
+    ClockSkew,
+    /// A device sends just above its normal rate (twice as often, not a hundred times).
+    SlowFlood,
+    /// Personal data under a field name no policy lists, alone or inside free text.
+    PiiHidden,
+    /// A drift at half the pace of `drift`, over three times as many messages.
+    SlowDrift,
+    /// Several devices report impossible readings at the same moment.
+    Coordinated,
+    /// The twin sends a device a setpoint outside the device's bounds.
+    CommandBounds,
+    /// The twin sends a device a command its class does not take.
+    CommandUnknown,
 }
 
 /// What a scenario is scored by.
@@ -43,7 +61,7 @@ pub enum Unit {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 19] = [
         Self::SpoofUnknown,
         Self::SpoofIdentity,
         Self::Replay,
@@ -54,6 +72,15 @@ impl Scenario {
         Self::PiiLeak,
         Self::Malformed,
         Self::Oversized,
+        Self::SpoofField,
+        Self::SeqReset,
+        Self::ClockSkew,
+        Self::SlowFlood,
+        Self::PiiHidden,
+        Self::SlowDrift,
+        Self::Coordinated,
+        Self::CommandBounds,
+        Self::CommandUnknown,
     ];
 
     /// The scenario's name in reports.
@@ -69,13 +96,24 @@ impl Scenario {
             Self::PiiLeak => "pii-leak",
             Self::Malformed => "malformed",
             Self::Oversized => "oversized",
+            Self::SpoofField => "spoof-field",
+            Self::SeqReset => "seq-reset",
+            Self::ClockSkew => "clock-skew",
+            Self::SlowFlood => "slow-flood",
+            Self::PiiHidden => "pii-hidden",
+            Self::SlowDrift => "slow-drift",
+            Self::Coordinated => "coordinated",
+            Self::CommandBounds => "cmd-out-of-bounds",
+            Self::CommandUnknown => "cmd-unknown",
         }
     }
 
     /// How the scenario is scored.
     pub fn unit(self) -> Unit {
         match self {
-            Self::Drift | Self::Frozen | Self::Flood => Unit::Episode,
+            Self::Drift | Self::Frozen | Self::Flood | Self::SlowFlood | Self::SlowDrift => {
+                Unit::Episode
+            }
             _ => Unit::Message,
         }
     }
@@ -83,8 +121,11 @@ impl Scenario {
     /// Chance that a device's message, once attacks have started, starts this attack.
     pub(super) fn probability(self) -> f64 {
         match self {
-            Self::Drift | Self::Frozen => 0.001,
-            Self::Flood => 0.0006,
+            Self::Drift | Self::Frozen | Self::SlowDrift => 0.001,
+            Self::Flood | Self::SlowFlood => 0.0006,
+            Self::Coordinated => 0.0004,
+            // Per command the twin sends, not per device message.
+            Self::CommandBounds | Self::CommandUnknown => 0.02,
             Self::Oversized | Self::SpoofIdentity | Self::SpoofUnknown => 0.002,
             _ => 0.0025,
         }
@@ -93,7 +134,16 @@ impl Scenario {
     /// Whether a device of `kind` can be the vehicle of this attack.
     pub(super) fn applies_to(self, kind: Kind) -> bool {
         match self {
-            Self::Spike | Self::Drift | Self::Frozen | Self::PiiLeak => kind.is_sensor(),
+            Self::Spike
+            | Self::Drift
+            | Self::Frozen
+            | Self::PiiLeak
+            | Self::SlowFlood
+            | Self::PiiHidden
+            | Self::SlowDrift
+            | Self::Coordinated => kind.is_sensor(),
+            // Drawn on the command path, never for a device's own message.
+            Self::CommandBounds | Self::CommandUnknown => false,
             _ => true,
         }
     }
@@ -139,7 +189,7 @@ pub(super) fn tamper_document<R: Rng>(
     rng: &mut R,
 ) -> Vec<String> {
     match scenario {
-        Scenario::Spike => {
+        Scenario::Spike | Scenario::Coordinated => {
             if let Some(m) = kind.metrics().iter().find(|m| m.primary) {
                 let value = doc["metrics"][m.name].as_f64().unwrap_or(m.level);
                 // 40 to 200 standard deviations of the sensor's noise: far beyond anything it
@@ -161,6 +211,42 @@ pub(super) fn tamper_document<R: Rng>(
             );
             doc["operator"] = json!({"name": name, "email": email, "phone": phone});
             vec![name, email, phone]
+        }
+        Scenario::PiiHidden => {
+            let (name, email) = person(rng);
+            let phone = format!(
+                "+49 170 {:03} {:04}",
+                rng.random_range(100..1_000),
+                rng.random_range(0..10_000)
+            );
+            // Field names an operator's tooling might add, none of them in any policy's list.
+            const KEYS: [&str; 6] = ["contact", "tech_note", "maintainer", "remark", "x_user", "shift_lead"];
+            let key = KEYS[rng.random_range(0..KEYS.len())];
+            let (value, secrets) = match rng.random_range(0..4) {
+                0 => (email.clone(), vec![email]),
+                1 => (phone.clone(), vec![phone]),
+                2 => (
+                    format!("recalibrated by {name}, call {phone} if it drifts"),
+                    vec![name, phone],
+                ),
+                _ => (format!("{name} <{email}> on shift"), vec![name, email]),
+            };
+            doc[key] = json!(value);
+            secrets
+        }
+        Scenario::SeqReset => {
+            doc["seq"] = json!(rng.random_range(0..4));
+            Vec::new()
+        }
+        Scenario::ClockSkew => {
+            let ts = doc["ts"].as_u64().unwrap_or(0);
+            let skewed = if rng.random_bool(0.5) {
+                ts + rng.random_range(600_000..2 * 86_400_000)
+            } else {
+                ts.saturating_sub(rng.random_range(300_000..30 * 86_400_000))
+            };
+            doc["ts"] = json!(skewed);
+            Vec::new()
         }
         Scenario::Oversized => {
             doc["blob"] = json!("A".repeat(64 * 1024));

@@ -55,7 +55,7 @@ fn every_scenario_is_caught_and_clean_traffic_passes() {
     let tmp = tempfile::tempdir().unwrap();
     let s = summary(&demo(tmp.path(), &["--json", "--seed", "11"]));
     let scenarios = s["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 10);
+    assert_eq!(scenarios.len(), 19);
     for row in scenarios {
         let name = &row["scenario"];
         assert!(row["sent"].as_u64().unwrap() > 0, "{name} not injected");
@@ -74,7 +74,8 @@ fn every_scenario_is_caught_and_clean_traffic_passes() {
 
     // Each pack policy ran, none faulted.
     let policies = s["policies"].as_array().unwrap();
-    assert_eq!(policies.len(), 9, "{policies:?}");
+    // identity, replay, rate, range, anomaly, two pii, commands, and a schema per class.
+    assert_eq!(policies.len(), 12, "{policies:?}");
     for p in policies {
         assert!(p["evaluations"].as_u64().unwrap() > 0, "{p}");
         assert_eq!(p["faults"], 0, "{p}");
@@ -139,9 +140,20 @@ fn quarantined_messages_replay_through_eval() {
     let config = Command::new(env!("CARGO_BIN_EXE_twinguard"))
         .args(["demo", "--devices", "40", "--print-config", "--policy-dir"])
         .arg(&dir)
+        .arg("--out")
+        .arg(tmp.path())
         .output()
         .unwrap();
     assert!(config.status.success());
+    // Generated from the plant's registry: routes by class, no device named anywhere.
+    let text = String::from_utf8_lossy(&config.stdout);
+    assert!(text.contains("[registry]") && text.contains("devices.csv"), "{text}");
+    for class in ["climate-sensor", "vibration-sensor", "power-meter", "badge-reader"] {
+        assert!(text.contains(&format!("class = \"{class}\"")), "{class}: {text}");
+    }
+    assert!(!text.contains("temp-0"), "{text}");
+    let registry = std::fs::read_to_string(tmp.path().join("devices.csv")).unwrap();
+    assert_eq!(registry.lines().count(), 41, "{registry}");
     let config_path = tmp.path().join("demo.toml");
     std::fs::write(&config_path, &config.stdout).unwrap();
     let held = lines(&tmp.path().join("quarantine.ndjson"));

@@ -1024,7 +1024,7 @@ impl Peer5 {
 }
 
 /// Waits until the store holds `n` records and returns them.
-fn held(store: &Path, n: usize) -> Vec<twinguard::store::Record> {
+pub(super) fn held(store: &Path, n: usize) -> Vec<twinguard::store::Record> {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         let records = QuarantineStore::open_existing(store)

@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod cli;
+mod command_path;
 mod demo;
 mod gateway;
 mod isolation;

@@ -27,7 +27,7 @@ pub struct Args {
     /// Devices in the simulated plant.
     #[arg(long, default_value_t = 200)]
     devices: u32,
-    /// Simulated hours of plant operation (devices report once a minute).
+    /// Simulated hours of plant operation (sensors report every minute or 15 s).
     #[arg(long, default_value_t = 24.0)]
     hours: f64,
     /// Stop after this many messages, whatever the simulated time.
@@ -54,7 +54,8 @@ pub struct Args {
     /// Your own runtime config instead of the pack's default (see `--print-config`).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print the default config (with this plant's inventory) and exit.
+    /// Print the default config and exit (it reads the plant's registry, written to
+    /// `OUT/devices.csv`).
     #[arg(long)]
     print_config: bool,
     /// Print the summary as JSON on standard output instead of tables.
@@ -247,13 +248,28 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         ..SimConfig::default()
     };
     let sim = Simulator::new(sim_config);
-    let inventory: Vec<String> = sim.inventory().map(str::to_owned).collect();
 
     let config = match &args.config {
         Some(path) => twinguard::FileConfig::from_file(path)?.runtime,
         None => {
             let dir = pack::policy_dir(args.policy_dir.as_deref())?;
-            let text = pack::config(&dir, &inventory);
+            // The default config is generated from the plant's registry, which it reads.
+            fs::create_dir_all(&args.out).with_context(|| {
+                format!("cannot create the output folder {}", args.out.display())
+            })?;
+            let registry = std::path::absolute(args.out.join("devices.csv"))
+                .with_context(|| format!("cannot resolve {}", args.out.display()))?;
+            fs::write(&registry, sim.registry())
+                .with_context(|| format!("cannot write the registry {}", registry.display()))?;
+            let names = crate::sim::staff();
+            let text = pack::config(
+                &dir,
+                &pack::Plant {
+                    registry: &registry,
+                    classes: &sim.classes(),
+                    names: &names,
+                },
+            );
             if args.print_config {
                 let mut out = crate::Out::stdout();
                 write!(out, "{text}")?;
@@ -423,7 +439,7 @@ fn render(s: &Value) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<15} {:<8} {:>7} {:>7} {:>7} {:>8}  note",
+        "{:<17} {:<8} {:>7} {:>7} {:>7} {:>8}  note",
         "scenario", "unit", "sent", "caught", "missed", "caught%"
     );
     for row in s["scenarios"].as_array().into_iter().flatten() {
@@ -431,7 +447,7 @@ fn render(s: &Value) -> String {
         if sent == 0 {
             let _ = writeln!(
                 o,
-                "{:<15} (none injected)",
+                "{:<17} (none injected)",
                 row["scenario"].as_str().unwrap_or("")
             );
             continue;
@@ -453,7 +469,7 @@ fn render(s: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "{:<15} {:<8} {:>7} {:>7} {:>7} {:>7.2}%  {note}{mark}",
+            "{:<17} {:<8} {:>7} {:>7} {:>7} {:>7.2}%  {note}{mark}",
             row["scenario"].as_str().unwrap_or(""),
             row["unit"].as_str().unwrap_or(""),
             sent,
@@ -488,7 +504,7 @@ fn render(s: &Value) -> String {
     );
     let _ = writeln!(
         o,
-        "\n{:<17} {:>11} {:>7} {:>11} {:>8} {:>9} {:>8} {:>8}",
+        "\n{:<23} {:>11} {:>7} {:>11} {:>8} {:>9} {:>8} {:>8}",
         "policy",
         "evaluations",
         "faults",
@@ -501,7 +517,7 @@ fn render(s: &Value) -> String {
     for p in s["policies"].as_array().into_iter().flatten() {
         let _ = writeln!(
             o,
-            "{:<17} {:>11} {:>7} {:>11} {:>8} {:>9} {:>8.2} {:>8.2}",
+            "{:<23} {:>11} {:>7} {:>11} {:>8} {:>9} {:>8.2} {:>8.2}",
             p["policy"].as_str().unwrap_or(""),
             u(&p["evaluations"]),
             u(&p["faults"]),

@@ -14,6 +14,7 @@ pub const PACK: &[&str] = &[
     "range_guard",
     "anomaly_guard",
     "pii_redact",
+    "command_guard",
 ];
 
 /// Where the pack is looked for when `--policy-dir` is not given: `$TWINGUARD_POLICY_DIR`,
@@ -61,8 +62,35 @@ pub fn policy_dir(given: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
-/// The default configuration for a plant with these device ids.
-pub fn config(dir: &Path, inventory: &[String]) -> String {
+/// What the default configuration needs to know of the simulated plant.
+pub struct Plant<'a> {
+    /// The registry file (`docs/registry.md`) the simulator wrote.
+    pub registry: &'a Path,
+    /// The device classes it lists.
+    pub classes: &'a [&'a str],
+    /// The people whose names the pii detector looks for (the plant's staff list).
+    pub names: &'a [String],
+}
+
+/// The fields each class's telemetry must carry. The schema is strict: a field the class does
+/// not declare is an alert (undeclared data is how personal data and exfiltration get in).
+fn schema(class: &str) -> Option<String> {
+    let own = match class {
+        "climate-sensor" => "/metrics/temperature_c:number,/metrics/humidity_pct:number",
+        "vibration-sensor" => "/metrics/rms_mm_s:number,/metrics/peak_g:number",
+        "power-meter" => "/metrics/power_kw:number,/metrics/voltage_v:number",
+        "badge-reader" => "/event:string,/badge:object,/metrics/door_open:integer",
+        _ => return None,
+    };
+    Some(format!(
+        "/device:string,/seq:integer,/ts:integer,/kind:string,{own}"
+    ))
+}
+
+/// The default configuration for the plant: routes by class from its registry, rate limits
+/// from each device's reporting period, setpoint bounds and allowed commands from the
+/// registry.
+pub fn config(dir: &Path, plant: &Plant<'_>) -> String {
     let path = |name: &str| toml_string(&dir.join(format!("{name}.wasm")).display().to_string());
     let mut t = String::new();
     // `write!` to a String cannot fail.
@@ -70,37 +98,27 @@ pub fn config(dir: &Path, inventory: &[String]) -> String {
         t,
         r#"# twinguard demo: the shipped policy pack on the simulated plant (docs/simulator.md).
 # Print it with `twinguard demo --print-config`, edit it, run it with `--config`.
+# Generated from the plant's device registry: one route per device class, no device listed.
 
 [defaults]
 unrouted = "quarantine"
 
-# Spoofing: the topic and the payload must name the authenticated device, which must be known.
+# Every device of the plant, its class and attributes; a device not listed is held back.
+[registry]
+path = {registry}
+unknown = "quarantine"
+
+# Spoofing: the topic and the payload must name the authenticated device, which the registry
+# must know.
 [[policy]]
 name = "identity"
 path = {identity}
 [policy.config]
 topic-segment = 1
 payload-field = "/device"
-inventory = {inventory}
+inventory = "registry"
 
-# Malformed and oversized payloads.
-[[policy]]
-name = "schema-telemetry"
-path = {schema}
-[policy.config]
-content-types = "json,cbor"
-max-bytes = 4096
-required = "/device:string,/seq:integer,/ts:integer,/kind:string,/metrics:object"
-
-[[policy]]
-name = "schema-access"
-path = {schema}
-[policy.config]
-content-types = "json"
-max-bytes = 4096
-required = "/device:string,/seq:integer,/ts:integer,/event:string,/badge:object,/metrics:object"
-
-# Replayed and stale messages.
+# Replayed, stale and future messages, counters that restart.
 [[policy]]
 name = "replay"
 path = {replay}
@@ -108,11 +126,15 @@ path = {replay}
 max-age-ms = 30000
 max-future-ms = 5000
 
-# Bursts alert, floods are held back. Devices report once a minute.
+# Bursts alert, floods are held back: limits from each device's reporting period
+# (registry attribute period-s); door readers, which report events, get the fixed limits.
 [[policy]]
 name = "rate"
 path = {rate}
 [policy.config]
+period-attribute = "period-s"
+tolerance = 1.5
+hard-tolerance = 5
 rate = 0.1
 burst = 5
 hard-rate = 1.0
@@ -140,44 +162,91 @@ var-alpha = 0.01
 warmup = 30
 alert-z = 6
 quarantine-z = 12
-cusum-k = 1
+cusum-k = 0.75
 cusum-h = 10
 "/metrics/temperature_c" = ""
 "/metrics/rms_mm_s" = ""
 "/metrics/power_kw" = ""
 
-# Personal data: a sensor has no business carrying any (alert), a badge event's holder is
-# removed routinely (no alert).
+# Personal data: a sensor has no business carrying any. A known field is removed; any string
+# field holding an e-mail address, a phone number or a staff member's name is masked. Each
+# finding is an alert.
 [[policy]]
 name = "pii-telemetry"
 path = {pii}
 [policy.config]
 remove = "/operator"
 alert-on-redact = true
+detect = "email,phone,names"
+names = {names}
+detect-skip = "/device,/kind"
 
+# A badge event's holder is removed routinely (no alert).
 [[policy]]
 name = "pii-access"
 path = {pii}
 [policy.config]
 remove = "/badge/holder,/badge/email"
 
-[[route]]
-filter = "plant/+/telemetry"
-chain = ["identity", "schema-telemetry", "replay", "rate", "range", "anomaly", "pii-telemetry"]
+# The command path: what the twin may tell a device. Allowed commands and setpoint bounds
+# come from the registry (attributes commands, setpoint_c.min, ...).
+[[policy]]
+name = "commands"
+path = {commands}
+[policy.config]
+max-per-minute = 6
 
 [[route]]
-filter = "plant/+/access"
-chain = ["identity", "schema-access", "replay", "rate", "pii-access"]
+filter = "twin/+/commands"
+chain = ["commands"]
 "#,
+        registry = toml_string(&plant.registry.display().to_string()),
         identity = path("identity_guard"),
-        schema = path("schema_guard"),
         replay = path("replay_guard"),
         rate = path("rate_guard"),
         range = path("range_guard"),
         anomaly = path("anomaly_guard"),
         pii = path("pii_redact"),
-        inventory = toml_string(&inventory.join(",")),
+        commands = path("command_guard"),
+        names = toml_string(&plant.names.join(",")),
     );
+    for class in plant.classes {
+        let Some(required) = schema(class) else {
+            continue;
+        };
+        let access = *class == "badge-reader";
+        let _ = write!(
+            t,
+            r#"
+# Malformed, oversized and undeclared payloads of a {class}.
+[[policy]]
+name = "schema-{class}"
+path = {schema}
+[policy.config]
+content-types = "{types}"
+max-bytes = 4096
+required = "{required}"
+strict = "alert"
+"#,
+            schema = path("schema_guard"),
+            types = if access { "json" } else { "json,cbor" },
+        );
+        let chain = if access {
+            format!(r#""identity", "schema-{class}", "replay", "rate", "pii-access""#)
+        } else {
+            format!(
+                r#""identity", "schema-{class}", "replay", "rate", "range", "anomaly", "pii-telemetry""#
+            )
+        };
+        let _ = write!(
+            t,
+            r#"
+[[route]]
+class = "{class}"
+chain = [{chain}]
+"#
+        );
+    }
     t
 }
 
