@@ -10,8 +10,8 @@ mod settings;
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{export_configured, Decision, Message, Quoted, Severity, StateError, Value};
 
-pub use settings::Settings;
 use settings::Bound;
+pub use settings::Settings;
 
 export_configured!(Settings);
 

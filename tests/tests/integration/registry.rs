@@ -265,3 +265,103 @@ fn identity_guard_reads_its_inventory_from_the_registry() {
     assert!(reason.contains("not in the device registry"), "{reason}");
     assert!(out.alerts.iter().any(|a| a.code == "unknown-device"));
 }
+
+/// One message of `device` at `at_ms`.
+fn at(device: &str, at_ms: u64) -> Message {
+    let mut m = msg(device, &format!("plant/{device}/telemetry"));
+    m.received_at_ms = at_ms;
+    m
+}
+
+#[test]
+fn rate_guard_takes_each_devices_limits_from_its_registry_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.csv");
+    std::fs::write(
+        &registry,
+        "id,class,period-s\nslow-1,sensor,60\nfast-1,sensor,5\ndoor-1,reader,\n",
+    )
+    .unwrap();
+    let runtime = Runtime::new(config(&format!(
+        "[registry]\npath = \"{}\"\n\
+         [[policy]]\nname = \"rate\"\npath = \"@rate-guard\"\n[policy.config]\n\
+         tolerance = 1.5\nhard-tolerance = 5\nburst = 3\nhard-burst = 6\n\
+         rate = 0.01\nhard-rate = 0.02\n\
+         [[route]]\nfilter = \"plant/#\"\nchain = [\"rate\"]\n",
+        registry.display()
+    )))
+    .unwrap();
+    // Every device sends every 10 s: twice as often as fast-1's period allows for, six times
+    // slow-1's, and door-1 has no period (the configured 0.01/s applies).
+    let mut alerts = std::collections::BTreeMap::<&str, Vec<String>>::new();
+    let mut held = std::collections::BTreeMap::<&str, usize>::new();
+    for i in 0..20u64 {
+        for device in ["slow-1", "fast-1", "door-1"] {
+            let out = runtime.evaluate(&at(device, 1_000_000 + i * 10_000));
+            if matches!(out.action, Action::Quarantine { .. }) {
+                *held.entry(device).or_default() += 1;
+            }
+            for a in out.alerts {
+                alerts.entry(device).or_default().push(a.detail);
+            }
+        }
+    }
+    // fast-1: 1.5 / 5 s refills 3 tokens per message; never flagged.
+    assert!(!alerts.contains_key("fast-1"), "{alerts:?}");
+    // slow-1: past its burst the soft limit (1.5 / 60 s) alerts; the hard one (5 / 60 s,
+    // 6 deep) still has room after 20 messages.
+    let slow = &alerts["slow-1"];
+    assert!(slow.len() >= 10, "{slow:?}");
+    assert!(slow[0].contains("period-s 60 s"), "{}", slow[0]);
+    assert_eq!(held.get("slow-1"), None);
+    // door-1: the configured limits, hard 0.02/s 6 deep, quarantine the flood.
+    assert!(held.get("door-1").copied().unwrap_or(0) >= 5, "{held:?}");
+}
+
+#[test]
+fn schema_guard_strict_flags_the_fields_a_class_does_not_declare() {
+    let schema = |strict: &str| {
+        Runtime::new(config(&format!(
+            "[[policy]]\nname = \"schema\"\npath = \"@schema-guard\"\n[policy.config]\n\
+             content-types = \"json,cbor\"\nrequired = \"/seq:integer,/metrics/t:number\"\n\
+             optional = \"/badge:object\"\nstrict = \"{strict}\"\n\
+             [[route]]\nfilter = \"#\"\nchain = [\"schema\"]\n"
+        )))
+        .unwrap()
+    };
+    let json = |doc: serde_json::Value| {
+        Message::new("d", "t", ContentType::Json, doc.to_string().into_bytes())
+    };
+    let cbor = |doc: serde_json::Value| {
+        Message::new(
+            "d",
+            "t",
+            ContentType::Cbor,
+            twinguard::convert::json_to_cbor(&doc),
+        )
+    };
+    let alerting = schema("alert");
+    let declared = serde_json::json!({"seq": 1, "metrics": {"t": 2.5}, "badge": {"holder": "x"}});
+    let extra = serde_json::json!({"seq": 1, "metrics": {"t": 2.5, "x~y": 1}, "note": "call me"});
+    for m in [json(declared.clone()), cbor(declared)] {
+        let out = alerting.evaluate(&m);
+        assert_eq!(out.action, Action::Allow, "{out:?}");
+        assert!(out.alerts.is_empty(), "{out:?}");
+    }
+    for m in [json(extra.clone()), cbor(extra.clone())] {
+        let out = alerting.evaluate(&m);
+        assert_eq!(out.action, Action::Alert, "{out:?}");
+        let a = &out.alerts[0];
+        assert_eq!(a.code, "undeclared-field");
+        assert!(
+            a.detail.contains("/metrics/x~0y") && a.detail.contains("/note"),
+            "{}",
+            a.detail
+        );
+    }
+    let out = schema("quarantine").evaluate(&json(extra));
+    assert!(
+        matches!(&out.action, Action::Quarantine { reason, .. } if reason.contains("/note")),
+        "{out:?}"
+    );
+}

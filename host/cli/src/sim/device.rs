@@ -646,7 +646,14 @@ impl Device {
                 } else {
                     self.setpoint - step < lo || rng.random_bool(0.5)
                 };
-                let value = round(if up { self.setpoint + step } else { self.setpoint - step }, 1);
+                let value = round(
+                    if up {
+                        self.setpoint + step
+                    } else {
+                        self.setpoint - step
+                    },
+                    1,
+                );
                 self.setpoint = value;
                 json!({"command": "set", "target": s.target, "value": value,
                        "issued_by": issuer, "ts": now})

@@ -26,8 +26,8 @@ use rand_chacha::ChaCha8Rng;
 
 use twinguard::Message;
 
-use device::{Device, Episode};
 pub use device::staff;
+use device::{Device, Episode};
 pub use scenario::{Label, Scenario, Unit};
 
 /// Simulated time an episode needs to run its course (the longest, a slow drift, lasts three

@@ -220,7 +220,14 @@ pub(super) fn tamper_document<R: Rng>(
                 rng.random_range(0..10_000)
             );
             // Field names an operator's tooling might add, none of them in any policy's list.
-            const KEYS: [&str; 6] = ["contact", "tech_note", "maintainer", "remark", "x_user", "shift_lead"];
+            const KEYS: [&str; 6] = [
+                "contact",
+                "tech_note",
+                "maintainer",
+                "remark",
+                "x_user",
+                "shift_lead",
+            ];
             let key = KEYS[rng.random_range(0..KEYS.len())];
             let (value, secrets) = match rng.random_range(0..4) {
                 0 => (email.clone(), vec![email]),

@@ -221,7 +221,11 @@ fn episodes_have_their_shape() {
                 // Two to three times the device's rate for 40 minutes.
                 let first = msgs.first().map_or(0, |m| m.message.received_at_ms);
                 let last = msgs.last().map_or(0, |m| m.message.received_at_ms);
-                assert!((2_390_000..=2_460_000).contains(&(last - first)), "{}", last - first);
+                assert!(
+                    (2_390_000..=2_460_000).contains(&(last - first)),
+                    "{}",
+                    last - first
+                );
                 let period = if msgs[0].message.device_id.starts_with("power") {
                     15
                 } else {
@@ -279,7 +283,10 @@ fn the_registry_lists_every_device_with_its_class_and_bounds() {
         assert_eq!(r.len(), 12, "{r:?}");
         match r[1] {
             "climate-sensor" => assert_eq!(r[2..9], ["60", r[3], r[4], "set", "16", "28", "3"]),
-            "power-meter" => assert_eq!((r[2], r[5], &r[9..]), ("15", "set", &["50", "400", "60"][..])),
+            "power-meter" => assert_eq!(
+                (r[2], r[5], &r[9..]),
+                ("15", "set", &["50", "400", "60"][..])
+            ),
             "vibration-sensor" => assert_eq!((r[2], r[5]), ("60", "")),
             "badge-reader" => assert_eq!((r[2], r[5]), ("", "")),
             other => panic!("class {other}"),

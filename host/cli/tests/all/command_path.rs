@@ -86,7 +86,9 @@ path = "quarantine.db"
     );
 
     let set = |value: f64| {
-        command(json!({"command": "set", "target": "setpoint_c", "value": value, "issued_by": "twin"}))
+        command(
+            json!({"command": "set", "target": "setpoint_c", "value": value, "issued_by": "twin"}),
+        )
     };
     // In bounds, one step: reaches the device.
     twin.publish("twin/hvac-1/commands", set(21.0));
@@ -139,7 +141,10 @@ path = "quarantine.db"
     let bounds = reason("hvac-1", "85");
     assert_eq!(bounds.policy.as_deref(), Some("commands"));
     assert_eq!(bounds.topic, "twin/hvac-1/commands");
-    assert_eq!(bounds.destination.as_deref(), Some("devices/hvac-1/commands"));
+    assert_eq!(
+        bounds.destination.as_deref(),
+        Some("devices/hvac-1/commands")
+    );
     assert!(bounds.reason.contains("28"), "{}", bounds.reason);
     assert_eq!(
         reason("hvac-1", "firmware").policy.as_deref(),

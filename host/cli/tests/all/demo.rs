@@ -147,9 +147,20 @@ fn quarantined_messages_replay_through_eval() {
     assert!(config.status.success());
     // Generated from the plant's registry: routes by class, no device named anywhere.
     let text = String::from_utf8_lossy(&config.stdout);
-    assert!(text.contains("[registry]") && text.contains("devices.csv"), "{text}");
-    for class in ["climate-sensor", "vibration-sensor", "power-meter", "badge-reader"] {
-        assert!(text.contains(&format!("class = \"{class}\"")), "{class}: {text}");
+    assert!(
+        text.contains("[registry]") && text.contains("devices.csv"),
+        "{text}"
+    );
+    for class in [
+        "climate-sensor",
+        "vibration-sensor",
+        "power-meter",
+        "badge-reader",
+    ] {
+        assert!(
+            text.contains(&format!("class = \"{class}\"")),
+            "{class}: {text}"
+        );
     }
     assert!(!text.contains("temp-0"), "{text}");
     let registry = std::fs::read_to_string(tmp.path().join("devices.csv")).unwrap();
