@@ -111,3 +111,29 @@ fn redacting_text_or_malformed_payload_is_a_fault_with_a_clear_cause() {
     };
     assert!(why.contains("no-slash"), "{why}");
 }
+
+#[test]
+fn a_duplicate_key_decoy_never_forwards_the_hidden_value() {
+    // The e-mail sits in the first copy of `owner`; a parser that keeps the last copy sees an
+    // empty owner and nothing to remove. The payload is refused instead, and held.
+    let rt = pii("");
+    let json_decoy = br#"{"owner": {"email": "ada@example.com"}, "owner": {}, "z": 1}"#.to_vec();
+    let cbor_decoy = {
+        // cbor4ii writes maps as given: the same key twice.
+        let mut bytes = vec![0xa2];
+        bytes.extend(b"\x65owner\xa1\x65email\x6fada@example.com");
+        bytes.extend(b"\x65owner\xa0");
+        bytes
+    };
+    for (content_type, payload) in [
+        (ContentType::Json, json_decoy),
+        (ContentType::Cbor, cbor_decoy),
+    ] {
+        let out = rt.evaluate(&Message::new("d", "t", content_type, payload));
+        let Action::Quarantine { reason, .. } = &out.action else {
+            panic!("{content_type:?}: {out:?}");
+        };
+        assert!(reason.contains("duplicate key \"owner\""), "{reason}");
+        assert!(!out.action.forwards());
+    }
+}

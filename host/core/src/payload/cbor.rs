@@ -7,7 +7,6 @@
 //! CBOR redaction decodes a tree, which keeps tags and float widths, and re-encodes it.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use super::pointer::{array_index, tokens};
@@ -595,7 +594,10 @@ fn decode_item<'a>(b: &'a [u8], at: &mut usize, outer: usize) -> Result<Node<'a>
                 entries.push((key, value));
                 seen += 1;
             }
-            dedupe(&mut entries);
+            // As the index refuses it (`Tape::build`): parsers disagree on which copy counts.
+            if has_duplicate_keys(&entries) {
+                return fail("duplicate key in a map", start);
+            }
             Ok(Node::Map(entries))
         }
         6 if h.indefinite() => fail("indefinite length on a tag", start),
@@ -633,53 +635,19 @@ fn untag_mut<'n, 'a>(node: &'n mut Node<'a>) -> &'n mut Node<'a> {
     }
 }
 
-/// Merges members with the same text key as serde_json does (the last value, at the first
-/// one's place), so that redacting a key reaches every copy of it.
-fn dedupe(entries: &mut Vec<(Node<'_>, Node<'_>)>) {
-    if !has_duplicate_keys(entries) {
-        return;
-    }
-    let mut first: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut merged: Vec<(Node<'_>, Node<'_>)> = Vec::with_capacity(entries.len());
-    for (key, value) in entries.drain(..) {
-        if let Some(text) = key_text(&key) {
-            if let Some(&i) = first.get(text) {
-                if let Some(slot) = merged.get_mut(i) {
-                    slot.1 = value;
-                }
-                continue;
-            }
-            first.insert(text.to_vec(), merged.len());
-        }
-        merged.push((key, value));
-    }
-    *entries = merged;
-}
-
-/// Whether two members have the same text key. Keys are told apart by a fingerprint first
-/// (length, first and last byte); only keys with the same one have their bytes compared.
+/// Whether two members have the same text key. Small maps compare pairs; larger ones go
+/// through a hash set, linear whatever the keys (keys crafted to share their length and end
+/// bytes made a pairwise check quadratic).
 fn has_duplicate_keys(entries: &[(Node<'_>, Node<'_>)]) -> bool {
-    let fingerprint = |key: &[u8]| {
-        (key.len() as u64) << 16
-            | u64::from(key.first().copied().unwrap_or(0)) << 8
-            | u64::from(key.last().copied().unwrap_or(0))
-    };
     let keys = entries.iter().filter_map(|(key, _)| key_text(key));
     if entries.len() <= 8 {
-        return keys.clone().enumerate().any(|(n, a)| {
-            keys.clone()
-                .skip(n + 1)
-                .any(|b| fingerprint(a) == fingerprint(b) && a == b)
-        });
-    }
-    let mut order: Vec<(u64, &[u8])> = keys.map(|key| (fingerprint(key), key)).collect();
-    order.sort_unstable_by_key(|&(print, _)| print);
-    // Within each run of equal fingerprints (short), compare every pair.
-    order.chunk_by(|a, b| a.0 == b.0).any(|run| {
-        run.iter()
+        return keys
+            .clone()
             .enumerate()
-            .any(|(n, a)| run.iter().skip(n + 1).any(|b| a.1 == b.1))
-    })
+            .any(|(n, a)| keys.clone().skip(n + 1).any(|b| a == b));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    keys.into_iter().any(|key| !seen.insert(key))
 }
 
 /// Applies one edit; whether it matched anything.
@@ -691,7 +659,7 @@ fn apply(root: &mut Node<'_>, pointer: &str, action: &EditAction) -> bool {
     let mut node = untag_mut(root);
     for token in &path {
         let next = match node {
-            // Maps have no duplicate text keys left (see `dedupe`).
+            // Maps have no duplicate text keys (refused when decoded).
             Node::Map(entries) => entries
                 .iter_mut()
                 .find(|(k, _)| key_text(k) == Some(token.as_bytes()))

@@ -5,7 +5,6 @@
 //! compact, copying every untouched value verbatim.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::pointer::{array_index, tokens};
 use super::tape::{small, Builder, Entry, EntryKey, Kind, Span, Tape, KEY_OWNED, MAX_INDEXED_LEN};
@@ -179,7 +178,10 @@ pub(super) fn leaf(bytes: &[u8], value: Span) -> Result<FieldValue, SyntaxError>
 
 /// [`super::redact`] of a JSON payload.
 pub(super) fn redact(bytes: &[u8], edits: &[Edit]) -> Result<Option<Vec<u8>>, RedactError> {
-    let tape = tape(bytes).map_err(|e| RedactError::Malformed(describe(bytes, &e)))?;
+    let tape = Tape::build(super::Format::Json, bytes).map_err(|e| match e {
+        super::FieldError::Malformed(why) => RedactError::Malformed(why),
+        other => RedactError::Malformed(other.to_string()),
+    })?;
     Ok(redact_tape(&tape, bytes, edits))
 }
 
@@ -357,36 +359,9 @@ impl<'a> Overlay<'a> {
             }
             Kind::Object => {
                 out.push(b'{');
-                // Checked on all members, removed ones too: no allocation in the usual case.
-                if !self.has_duplicates(self.tape.children(entry)) {
-                    for (n, (i, member)) in self.children(entry).enumerate() {
-                        self.write_member(n, member, i, member, out);
-                    }
-                    out.push(b'}');
-                    return;
-                }
-                // As serde_json: each key once, where it first came, with its last value.
-                let members: Vec<(usize, &Entry)> = self.children(entry).collect();
-                let keys: Vec<(bool, &[u8])> = members
-                    .iter()
-                    .map(|(_, member)| self.tape.key_identity(self.bytes, member))
-                    .collect();
-                let mut last: HashMap<(bool, &[u8]), usize> = HashMap::new();
-                for (n, key) in keys.iter().enumerate() {
-                    last.insert(*key, n);
-                }
-                let mut written = 0;
-                for (first, key) in keys.iter().enumerate() {
-                    // Present only until the key's first place has been written.
-                    let Some(at) = last.remove(key) else {
-                        continue;
-                    };
-                    if let (Some(&(_, name)), Some(&(i, value))) =
-                        (members.get(first), members.get(at))
-                    {
-                        self.write_member(written, name, i, value, out);
-                        written += 1;
-                    }
+                // Indexed payloads have unique keys (`Tape::build` refuses the rest).
+                for (n, (i, member)) in self.children(entry).enumerate() {
+                    self.write_member(n, member, i, member, out);
                 }
                 out.push(b'}');
             }
@@ -411,40 +386,6 @@ impl<'a> Overlay<'a> {
         }
         out.push(b':');
         self.write_value(i, value, out);
-    }
-
-    /// Whether some members have the same key. Keys are told apart by a fingerprint first
-    /// (length, first and last byte); only keys with the same one have their bytes compared.
-    fn has_duplicates(&self, members: &[Entry]) -> bool {
-        let key = |member: &Entry| self.tape.key_identity(self.bytes, member);
-        let fingerprint = |member: &Entry| {
-            let (text, key) = key(member);
-            (key.len() as u64) << 24
-                | u64::from(key.first().copied().unwrap_or(0)) << 16
-                | u64::from(key.last().copied().unwrap_or(0)) << 8
-                | u64::from(text)
-        };
-        let same = |a: &Entry, b: &Entry| fingerprint(a) == fingerprint(b) && key(a) == key(b);
-        if members.len() <= 8 {
-            return members
-                .iter()
-                .enumerate()
-                .any(|(n, a)| members.iter().skip(n + 1).any(|b| same(a, b)));
-        }
-        let mut order: Vec<(u64, usize)> = members
-            .iter()
-            .enumerate()
-            .map(|(n, member)| (fingerprint(member), n))
-            .collect();
-        order.sort_unstable();
-        // Within each run of equal fingerprints (short), compare every pair.
-        order.chunk_by(|a, b| a.0 == b.0).any(|run| {
-            run.iter().enumerate().any(|(n, &(_, a))| {
-                run.iter()
-                    .skip(n + 1)
-                    .any(|&(_, b)| members.get(a).map(key) == members.get(b).map(key))
-            })
-        })
     }
 
     fn write_value(&self, i: usize, entry: &Entry, out: &mut Vec<u8>) {

@@ -71,7 +71,7 @@ pub enum FieldValue {
     Bytes(Vec<u8>),
     /// An array, with its number of elements (saturated at `u32::MAX`).
     Array(u32),
-    /// An object (CBOR map), with its number of distinct members (saturated at `u32::MAX`).
+    /// An object (CBOR map), with its number of members (saturated at `u32::MAX`).
     Object(u32),
 }
 
@@ -230,7 +230,8 @@ impl Document {
     ///
     /// `Ok(None)` means the field is absent, including when the pointer goes through a scalar or
     /// names an array element that does not exist or with a token that is not an array index
-    /// (`01`, `-`). With duplicate object keys the last one wins, as in serde_json.
+    /// (`01`, `-`). A payload with a key twice in one object is malformed: parsers disagree on
+    /// which copy counts.
     pub fn field(&mut self, pointer: &str) -> Result<Option<FieldValue>, FieldError> {
         let Some(format) = self.format else {
             return Err(FieldError::Unstructured);

@@ -4,8 +4,6 @@
 //! scanner builds it (through [`Builder`]); a lookup then touches the payload again only to
 //! compare keys and to decode the scalar it ends on.
 
-use std::collections::HashMap;
-
 use super::pointer::array_index;
 use super::{cbor, json, FieldError, FieldValue, Format};
 
@@ -48,9 +46,6 @@ pub(super) struct Tape {
     owned_keys: Vec<Box<str>>,
     /// Where CBOR keys that are not text are encoded, to tell them apart.
     non_text_keys: Vec<(u32, u32)>,
-    /// Distinct key counts worked out so far, by `Entry::first` of the object: counting takes
-    /// a sort, which a policy asking again and again must not repeat.
-    distinct: HashMap<u32, u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,19 +142,66 @@ impl Builder {
             entries: self.entries,
             owned_keys: self.owned_keys,
             non_text_keys: self.non_text_keys,
-            distinct: HashMap::new(),
         })
     }
 }
 
 impl Tape {
+    /// Indexes a payload for lookups. A payload in which one object has a key twice is
+    /// refused as malformed: parsers disagree on which copy counts (serde_json keeps the last,
+    /// others the first, a log keeps both), so a field a policy checked or removed in one copy
+    /// could reach a consumer through the other.
     pub(super) fn build(format: Format, bytes: &[u8]) -> Result<Self, FieldError> {
-        match format {
+        let tape = match format {
             Format::Json => {
                 json::tape(bytes).map_err(|e| FieldError::Malformed(json::describe(bytes, &e)))
             }
             Format::Cbor => cbor::tape(bytes).map_err(|e| FieldError::Malformed(e.to_string())),
+        }?;
+        if let Some((text, key)) = tape.duplicate_key(bytes) {
+            let key = if text {
+                let key = String::from_utf8_lossy(key);
+                let clipped: String = key.chars().take(64).collect();
+                format!(
+                    "{clipped:?}{}",
+                    if clipped.len() < key.len() { "…" } else { "" }
+                )
+            } else {
+                "(a non-text key)".to_owned()
+            };
+            return Err(FieldError::Malformed(format!(
+                "duplicate key {key} in one object: which copy counts differs between parsers, \
+                 so the payload is refused"
+            )));
         }
+        Ok(tape)
+    }
+
+    /// The first key some object of the payload has twice.
+    fn duplicate_key<'a>(&'a self, bytes: &'a [u8]) -> Option<(bool, &'a [u8])> {
+        std::iter::once(&self.root)
+            .chain(&self.entries)
+            .filter(|entry| entry.kind == Kind::Object && entry.count >= 2)
+            .find_map(|object| self.duplicate_in(bytes, self.children(object)))
+    }
+
+    /// A key two of `members` share. Small objects compare pairs; larger ones go through a
+    /// hash set, linear whatever the keys (keys crafted to share their length and end bytes
+    /// made a pairwise check quadratic: seconds for a 500 KB payload).
+    pub(super) fn duplicate_in<'a>(
+        &'a self,
+        bytes: &'a [u8],
+        members: &[Entry],
+    ) -> Option<(bool, &'a [u8])> {
+        let key = |member: &Entry| self.key_identity(bytes, member);
+        if members.len() <= 8 {
+            return members.iter().enumerate().find_map(|(n, a)| {
+                let a = key(a);
+                members.iter().skip(n + 1).any(|b| key(b) == a).then_some(a)
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        members.iter().map(key).find(|k| !seen.insert(*k))
     }
 
     pub(super) fn children(&self, container: &Entry) -> &[Entry] {
@@ -179,7 +221,7 @@ impl Tape {
                 if token.len() >= MAX_INDEXED_LEN {
                     return None;
                 }
-                // Backwards: the last of duplicate keys wins, as in serde_json.
+                // Keys are unique in an indexed payload (see `build`).
                 self.children(parent)
                     .iter()
                     .rev()
@@ -238,25 +280,15 @@ impl Tape {
 
     /// The value of `entry`: decoded if it is a scalar, counted if it is a container.
     pub(super) fn value(
-        &mut self,
+        &self,
         format: Format,
         bytes: &[u8],
         entry: &Entry,
     ) -> Result<FieldValue, FieldError> {
         Ok(match entry.kind {
             Kind::Array => FieldValue::Array(entry.count),
-            Kind::Object if entry.count < 2 => FieldValue::Object(entry.count),
-            Kind::Object => {
-                let count = match self.distinct.get(&entry.first) {
-                    Some(&count) => count,
-                    None => {
-                        let count = small(self.distinct_keys(bytes, entry));
-                        self.distinct.insert(entry.first, count);
-                        count
-                    }
-                };
-                FieldValue::Object(count)
-            }
+            // Indexed payloads have no duplicate keys (see `build`): every member counts.
+            Kind::Object => FieldValue::Object(entry.count),
             Kind::Scalar => match format {
                 Format::Json => {
                     let span = Span {
@@ -270,21 +302,5 @@ impl Tape {
                     .map_err(|e| FieldError::Malformed(e.to_string()))?,
             },
         })
-    }
-
-    /// Counts the members of `object` with distinct keys, as a parser that keeps the last of
-    /// duplicates would.
-    fn distinct_keys(&self, bytes: &[u8], object: &Entry) -> usize {
-        let members = self.children(object);
-        if members.len() < 2 {
-            return members.len();
-        }
-        let mut keys: Vec<_> = members
-            .iter()
-            .map(|member| self.key_identity(bytes, member))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys.len()
     }
 }
