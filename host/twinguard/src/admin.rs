@@ -25,9 +25,11 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use rustls::pki_types::pem::PemObject;
@@ -35,9 +37,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::listener::Guarded;
 
 /// Largest request body: a component of up to 32 MiB.
 const MAX_BODY: usize = 32 << 20;
@@ -53,6 +57,11 @@ const MAX_BODY: usize = 32 << 20;
 /// token-file = "admin.token"       # and/or a bearer token
 /// state-dir = "twinguard-state"
 /// keep-versions = 5
+/// # Against floods (defaults shown):
+/// max-connections = 64
+/// handshake-timeout-ms = 10000
+/// request-timeout-ms = 60000
+/// max-uploads = 4
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -74,6 +83,62 @@ pub struct AdminConfig {
     /// Versions kept per policy for rollback (default 5).
     #[serde(default = "default_keep")]
     pub keep_versions: usize,
+    /// Connections open at once (default 64). Past it new connections wait in the kernel's
+    /// backlog: a flood of idle connections cannot use up the process's descriptors.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a caller has to complete the TLS handshake (default 10 s).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Time a caller has to send a request's headers, and then its body (default 60 s each);
+    /// a connection idle that long between requests is closed.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Request bodies (module uploads, up to 32 MiB each) read at once (default 4); another
+    /// upload meanwhile gets 503.
+    #[serde(default = "default_max_uploads")]
+    pub max_uploads: usize,
+}
+
+impl AdminConfig {
+    /// The defaults for everything but the address, the TLS material and the credentials:
+    /// for embedders and tests that build the table in code.
+    ///
+    /// ```
+    /// let admin = twinguard::admin::AdminConfig::new("admin.pem", "admin.key");
+    /// assert_eq!(admin.max_connections, 64);
+    /// ```
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: default_listen(),
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+            token_file: None,
+            state_dir: default_state_dir(),
+            keep_versions: default_keep(),
+            max_connections: default_max_connections(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_uploads: default_max_uploads(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    64
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_uploads() -> usize {
+    4
 }
 
 fn default_listen() -> String {
@@ -105,6 +170,16 @@ impl AdminConfig {
                     .into(),
             );
         }
+        for (key, value) in [
+            ("max-connections", self.max_connections as u64),
+            ("handshake-timeout-ms", self.handshake_timeout_ms),
+            ("request-timeout-ms", self.request_timeout_ms),
+            ("max-uploads", self.max_uploads as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("admin.{key} must be at least 1"));
+            }
+        }
         if self.keep_versions < 2 {
             return Err(
                 "admin.keep-versions must be at least 2 (the current and one to roll back to)"
@@ -122,10 +197,13 @@ pub struct AdminError(String);
 
 /// A bound admin API, ready to serve.
 pub struct AdminServer {
-    listener: TcpListener,
+    listener: Guarded,
     acceptor: TlsAcceptor,
     token: Option<Arc<str>>,
     lifecycle: Arc<Lifecycle>,
+    handshake_timeout: Duration,
+    request_timeout: Duration,
+    uploads: Arc<Semaphore>,
 }
 
 impl AdminServer {
@@ -152,10 +230,13 @@ impl AdminServer {
             .await
             .map_err(|e| AdminError(format!("admin.listen {}: {e}", config.listen)))?;
         Ok(Self {
-            listener,
+            listener: Guarded::new(listener, config.max_connections, "admin API"),
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             token,
             lifecycle,
+            handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
         })
     }
 
@@ -165,37 +246,50 @@ impl AdminServer {
     }
 
     /// Serves until `shutdown` resolves. A connection that fails (handshake, protocol) is
-    /// logged and dropped; it never stops the server.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+    /// logged and dropped; it never stops the server. A caller that does not finish its
+    /// handshake, headers or body in time is dropped, and past `max-connections` new ones wait.
+    pub async fn serve(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let (tcp, peer) = tokio::select! {
+            let (tcp, peer, slot) = tokio::select! {
                 () = &mut shutdown => return,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("admin API: accept: {e}");
-                        continue;
-                    }
-                },
+                accepted = self.listener.accept() => accepted,
             };
             let acceptor = self.acceptor.clone();
             let lifecycle = Arc::clone(&self.lifecycle);
             let token = self.token.clone();
+            let uploads = Arc::clone(&self.uploads);
+            let (handshake_timeout, request_timeout) =
+                (self.handshake_timeout, self.request_timeout);
             tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
+                let _slot = slot;
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
                         tracing::warn!(%peer, "admin API: TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "admin API: TLS handshake not done in {handshake_timeout:?}; closed");
                         return;
                     }
                 };
                 let service = hyper::service::service_fn(move |req| {
                     let lifecycle = Arc::clone(&lifecycle);
                     let token = token.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &lifecycle, token.as_deref()).await) }
+                    let uploads = Arc::clone(&uploads);
+                    async move {
+                        let limits = Limits {
+                            uploads: &uploads,
+                            body_timeout: request_timeout,
+                        };
+                        Ok::<_, Infallible>(handle(req, &lifecycle, token.as_deref(), limits).await)
+                    }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(request_timeout)
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await
                 {
@@ -204,6 +298,15 @@ impl AdminServer {
             });
         }
     }
+}
+
+/// What one request may take of the server.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    /// Bodies being read, at most `max-uploads`.
+    uploads: &'a Arc<Semaphore>,
+    /// Time to read the body.
+    body_timeout: Duration,
 }
 
 fn server_tls(c: &AdminConfig) -> Result<rustls::ServerConfig, String> {
@@ -276,14 +379,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Option<&str>) -> Answer {
+async fn handle(
+    req: Request<Incoming>,
+    lifecycle: &Arc<Lifecycle>,
+    token: Option<&str>,
+    limits: Limits<'_>,
+) -> Answer {
     if let Some(token) = token {
         let given = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            // The scheme is case-insensitive (RFC 7235).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, given)| given.trim());
         if !same(given.as_bytes(), token.as_bytes()) {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -297,12 +407,37 @@ async fn handle(req: Request<Incoming>, lifecycle: &Arc<Lifecycle>, token: Optio
         .headers()
         .get("x-twinguard-signature")
         .map(|v| v.as_bytes().to_vec());
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    // An upload holds up to 32 MiB while it is read: only `max-uploads` at once, each within
+    // the request timeout. A request without a body takes no slot.
+    let _upload = if req.body().is_end_stream() {
+        None
+    } else {
+        match Arc::clone(limits.uploads).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many uploads in progress (admin.max-uploads); try again",
+                )
+            }
+        }
+    };
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body: {e} (at most {MAX_BODY} bytes)"),
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {:?} (admin.request-timeout-ms)",
+                    limits.body_timeout
+                ),
             )
         }
     };

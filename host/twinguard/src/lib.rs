@@ -75,6 +75,8 @@ pub mod gateway;
 pub mod judge;
 #[cfg(feature = "admin")]
 pub mod lifecycle;
+#[cfg(any(feature = "admin", feature = "telemetry"))]
+mod listener;
 #[cfg(all(feature = "store", feature = "alerts"))]
 pub mod services;
 #[cfg(feature = "store")]

@@ -26,6 +26,8 @@ use opentelemetry_sdk::Resource;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::listener::Guarded;
+
 use crate::Runtime;
 
 /// The `[telemetry]` table.
@@ -459,7 +461,7 @@ pub type ReadyCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The metrics and health listener.
 pub struct TelemetryServer {
-    listener: TcpListener,
+    listener: Guarded,
     state: Arc<ServerState>,
 }
 
@@ -475,6 +477,10 @@ struct ServerState {
 
 /// Ready, or the reasons not.
 type Readiness = Result<(), Vec<String>>;
+
+/// Scrapers and probes connected at once: a few are normal; past it new ones wait in the
+/// kernel's backlog, so the listener can never use up the process's descriptors.
+const MAX_CONNECTIONS: usize = 32;
 
 /// How long a readiness answer is reused.
 const READY_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -496,7 +502,7 @@ impl TelemetryServer {
                     source,
                 })?;
         Ok(Self {
-            listener,
+            listener: Guarded::new(listener, MAX_CONNECTIONS, "telemetry listener"),
             state: Arc::new(ServerState {
                 telemetry,
                 runtime,
@@ -512,33 +518,16 @@ impl TelemetryServer {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn serve(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut failed_accepts = 0_u32;
         loop {
-            let accepted = tokio::select! {
+            let (stream, _, slot) = tokio::select! {
                 () = &mut shutdown => return,
-                a = self.listener.accept() => a,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => {
-                    failed_accepts = 0;
-                    stream
-                }
-                Err(e) => {
-                    // Out of descriptors: back off instead of spinning, and say so once per
-                    // streak rather than per attempt.
-                    if failed_accepts == 0 {
-                        tracing::warn!("telemetry listener: accept failed: {e}; backing off");
-                    }
-                    failed_accepts = failed_accepts.saturating_add(1);
-                    let pause = 10_u64 << failed_accepts.min(7);
-                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                    continue;
-                }
+                accepted = self.listener.accept() => accepted,
             };
             let state = Arc::clone(&self.state);
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req| {
                     let state = Arc::clone(&state);
                     async move { Ok::<_, Infallible>(answer(&state, &req).await) }

@@ -37,6 +37,17 @@ chain = ["p"]
 "#;
 
 fn start(dir: &Path, pki: &Pki, client_ca: Option<&Path>, token: Option<&str>) -> Api {
+    start_with(dir, pki, client_ca, token, None)
+}
+
+/// [`start`] with the flood limits (and TLS files) of `limits`.
+fn start_with(
+    dir: &Path,
+    pki: &Pki,
+    client_ca: Option<&Path>,
+    token: Option<&str>,
+    limits: Option<AdminConfig>,
+) -> Api {
     let config = dir.join("twinguard.toml");
     if !config.exists() {
         let text = CONFIG.replace(
@@ -54,12 +65,12 @@ fn start(dir: &Path, pki: &Pki, client_ca: Option<&Path>, token: Option<&str>) -
     });
     let admin = AdminConfig {
         listen: "127.0.0.1:0".into(),
-        cert: pki.server_cert.clone(),
-        key: pki.server_key.clone(),
         client_ca: client_ca.map(Path::to_path_buf),
         token_file,
         state_dir: dir.join("state"),
         keep_versions: 3,
+        ..limits
+            .unwrap_or_else(|| AdminConfig::new(pki.server_cert.clone(), pki.server_key.clone()))
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,12 +212,9 @@ fn a_bearer_token_is_required_when_configured() {
     // Refused configurations: open, or a token too short to be one.
     let mut open = AdminConfig {
         listen: "127.0.0.1:0".into(),
-        cert: pki.server_cert.clone(),
-        key: pki.server_key,
-        client_ca: None,
-        token_file: None,
         state_dir: dir.path().join("s"),
         keep_versions: 3,
+        ..AdminConfig::new(pki.server_cert.clone(), pki.server_key)
     };
     assert!(open.validate().unwrap_err().contains("refuses to run open"));
     std::fs::write(dir.path().join("short.token"), "abc\n").unwrap();
@@ -531,4 +539,60 @@ fn a_held_device_shows_in_the_api_and_a_reset_releases_it() {
         .call(&c, Method::GET, "/v1/policies", Vec::new())
         .unwrap();
     assert_eq!(list[0]["breaker"]["held_devices"], json!([]), "{list}");
+}
+
+#[test]
+fn a_flood_of_silent_connections_leaves_the_api_answering() {
+    // An attacker opens far more connections than the cap, sends five bytes of a TLS hello on
+    // each and goes silent. The operator's request
+    // still gets its answer: silent peers are dropped after the handshake timeout, and the cap
+    // keeps them from using up the process's descriptors meanwhile.
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let token = "0123456789abcdef-flood";
+    let limits = AdminConfig {
+        max_connections: 8,
+        handshake_timeout_ms: 300,
+        request_timeout_ms: 300,
+        max_uploads: 1,
+        ..AdminConfig::new(pki.server_cert.clone(), pki.server_key.clone())
+    };
+    let api = start_with(dir.path(), &pki, None, Some(token), Some(limits));
+    let addr = api.url.trim_start_matches("https://").to_owned();
+    let silent: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+            s
+        })
+        .collect();
+    let client = api.client(&pki, false, Some(token));
+    let (status, body) = api
+        .call(&client, Method::GET, "/v1/status", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Every silent connection was closed by the server (end of stream or reset), none left
+    // open to hold a descriptor.
+    for mut s in silent {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // A TLS alert before the close is fine; then the end. A read that times out is a
+        // connection the server kept open.
+        let closed = |r: std::io::Result<usize>| match r {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        let first = s.read(&mut buf);
+        let open_after_alert = matches!(first, Ok(n) if n > 0);
+        assert!(
+            closed(first) || (open_after_alert && closed(s.read(&mut buf))),
+            "a silent connection was left open"
+        );
+    }
 }
