@@ -585,17 +585,38 @@ fn io(path: &Path, source: std::io::Error) -> LifecycleError {
 }
 
 /// Writes through a temporary file and a rename, so a reader (or a crash) sees the old
-/// content or the new, never half of it.
+/// content or the new, never half of it. A symlink is written through (the file it points to
+/// is replaced, the link stays), and the file keeps its mode and, where the process may, its
+/// owner: a config can hold `[gateway] password`. A new file is readable by its owner only.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LifecycleError> {
     use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = if is_link {
+        std::fs::canonicalize(path).map_err(|e| io(path, e))?
+    } else {
+        path.to_path_buf()
+    };
+    let existing = std::fs::metadata(&target).ok();
+    let mut tmp = target.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let mode = existing.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
+            if let Some(m) = &existing {
+                // Only root may give a file away; anyone else keeps the owner it has.
+                let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        #[cfg(not(unix))]
+        let _ = &existing;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &target)
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

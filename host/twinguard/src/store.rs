@@ -181,6 +181,15 @@ pub enum StoreError {
         /// The newest version this build knows ([`SCHEMA_VERSION`]).
         supported: i64,
     },
+    /// The file could not be created.
+    #[error("quarantine store {}: cannot create it", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// SQLite refused an operation.
     #[error("quarantine store {}: {op} failed", path.display())]
     Sqlite {
@@ -472,6 +481,29 @@ impl QuarantineStore {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        // The store holds raw payloads, personal data included: a new database is created
+        // readable by the service's user only (SQLite gives its -wal and -shm files the
+        // database's permissions).
+        #[cfg(unix)]
+        if create && !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            match created {
+                // Another process made it meanwhile: SQLite opens it as it is.
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(StoreError::Create {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
         }
         let writer = Connection::open_with_flags(path, flags).map_err(sql("open"))?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(sql("open"))?;

@@ -596,3 +596,51 @@ fn a_flood_of_silent_connections_leaves_the_api_answering() {
         );
     }
 }
+
+#[test]
+fn a_change_keeps_the_configs_mode_owner_and_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    // The operator keeps the config elsewhere, 0600 (it can hold a broker password), and
+    // links it in.
+    let real_dir = dir.path().join("etc");
+    std::fs::create_dir(&real_dir).unwrap();
+    let real = real_dir.join("twinguard.toml");
+    std::fs::write(
+        &real,
+        CONFIG.replace(
+            "{allow}",
+            &fixtures::wasm("allow-all").display().to_string(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("twinguard.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let token = "0123456789abcdef-modes";
+    let api = start(dir.path(), &pki, None, Some(token));
+    let c = api.client(&pki, false, Some(token));
+    let (status, body) = api
+        .call(
+            &c,
+            Method::PUT,
+            "/v1/routes",
+            br#"[{"filter":"y/#","chain":["p"]}]"#.to_vec(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(
+        text.contains("y/#") && text.contains("the operator's own comment"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

@@ -19,14 +19,15 @@ impl FileSink {
     /// Opens (or creates) the file for appending.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AlertsError> {
         let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| AlertsError::File {
-                path: path.clone(),
-                source,
-            })?;
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        // Alerts quote devices and reasons: readable by the service's user only when created.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(|source| AlertsError::File {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self {
             path,
             file: Mutex::new(file),

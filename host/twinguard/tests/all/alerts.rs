@@ -823,3 +823,13 @@ fn control_characters_in_alerts_never_reach_a_sink_raw() {
     let event: SecurityEvent = serde_json::from_str(written.trim_end()).unwrap();
     assert_eq!(event.detail, forged);
 }
+
+#[test]
+fn a_new_alerts_file_is_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.ndjson");
+    drop(twinguard::alerts::FileSink::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

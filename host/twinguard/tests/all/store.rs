@@ -751,3 +751,22 @@ fn acknowledged_puts_survive_sigkill() {
         );
     }
 }
+
+#[test]
+fn a_new_store_and_its_journal_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quarantine.db");
+    let store = QuarantineStore::open(&path).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("quarantine.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+    drop(store);
+    // An operator's own mode on an existing store is kept.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    drop(QuarantineStore::open(&path).unwrap());
+    assert_eq!(mode(&path), 0o640);
+}
