@@ -291,20 +291,25 @@ impl Lifecycle {
         let mut doc = self.read_doc()?;
         let current = policy_path(&doc, name).map(|p| self.resolve(&p));
         let mut history = self.history(name);
+        // Every file this push writes, as it was: a refused push puts them all back.
+        let mut undo = Undo::default();
         if history.is_empty() {
             // The version the operator configured becomes the first rollback target, copied
             // so that rolling back works even if that file is later overwritten.
             if let Some(path) = &current {
                 if let Ok(bytes) = std::fs::read(path) {
                     let sig = std::fs::read(crate::signing::signature_path(path)).ok();
-                    history.push(self.store_module(&bytes, sig.as_deref())?);
+                    let stored = self.store_module(&bytes, sig.as_deref(), &mut undo);
+                    history.push(undo.or_restore(stored)?);
                 }
             }
         }
-        let digest = self.store_module(module, signature)?;
+        let stored = self.store_module(module, signature, &mut undo);
+        let digest = undo.or_restore(stored)?;
         set_policy_path(&mut doc, name, &self.module_path(&digest));
         let what = format!("push of {name:?} version {}", short(&digest));
-        let generation = self.activate(&doc, &what)?;
+        let activated = self.activate(&doc, &what);
+        let generation = undo.or_restore(activated)?;
         history.retain(|d| *d != digest);
         history.insert(0, digest.clone());
         history.truncate(self.keep);
@@ -404,15 +409,19 @@ impl Lifecycle {
     ) -> Result<ShadowReport, LifecycleError> {
         check_module(name, module, "candidate for")?;
         let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let digest = self.store_module(module, signature)?;
+        let mut undo = Undo::default();
+        let stored = self.store_module(module, signature, &mut undo);
+        let digest = undo.or_restore(stored)?;
         let what = format!("candidate {} for {name:?}", short(&digest));
         // The file's [signing] applies to candidates as to everything else.
-        let config = FileConfig::from_file(&self.config_path)
-            .map_err(|e| self.refused(&what, e))?
-            .runtime;
-        self.runtime
-            .start_shadow(name, &self.module_path(&digest), &config)
-            .map_err(|e| self.refused(&what, e))?;
+        let started = FileConfig::from_file(&self.config_path)
+            .map_err(|e| self.refused(&what, e))
+            .and_then(|config| {
+                self.runtime
+                    .start_shadow(name, &self.module_path(&digest), &config.runtime)
+                    .map_err(|e| self.refused(&what, e))
+            });
+        undo.or_restore(started)?;
         tracing::info!("{what}: shadowing");
         self.shadow_report(name)
     }
@@ -510,18 +519,27 @@ impl Lifecycle {
         std::path::absolute(&path).unwrap_or(path)
     }
 
-    /// Stores a module (and its signature) by content; returns its digest.
-    fn store_module(&self, bytes: &[u8], sig: Option<&[u8]>) -> Result<String, LifecycleError> {
+    /// Stores a module (and its signature) by content, noting in `undo` what each file was;
+    /// returns its digest.
+    fn store_module(
+        &self,
+        bytes: &[u8],
+        sig: Option<&[u8]>,
+        undo: &mut Undo,
+    ) -> Result<String, LifecycleError> {
         let digest = hex::encode(Sha256::digest(bytes));
         let path = self.module_path(&digest);
         if std::fs::read(&path).ok().as_deref() != Some(bytes) {
+            undo.note(&path);
             write_atomic(&path, bytes)?;
         }
         let sig_file = crate::signing::signature_path(&path);
+        undo.note(&sig_file);
         match sig {
             Some(sig) => write_atomic(&sig_file, sig)?,
             // A stale signature of other bytes cannot exist (the name is the digest), but an
-            // unsigned push must not inherit one a signed push of the same bytes left.
+            // unsigned push must not inherit one a signed push of the same bytes left. If the
+            // push is refused, `undo` puts it back.
             None => {
                 let _ = std::fs::remove_file(&sig_file);
             }
@@ -543,6 +561,47 @@ impl Lifecycle {
     fn write_history(&self, name: &str, history: &[String]) -> Result<(), LifecycleError> {
         let text = serde_json::to_vec_pretty(history).unwrap_or_default();
         write_atomic(&self.history_path(name), &text)
+    }
+}
+
+/// The files a change wrote, as they were before it: a refused change restores them, so that
+/// refused means nothing changed (a refused unsigned re-push of the active module once
+/// deleted its signature, and every later change under `require-signatures` failed).
+#[derive(Default)]
+struct Undo {
+    /// Each file once, with its bytes before the change (`None`: it did not exist).
+    before: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl Undo {
+    /// Remembers `path` as it is now, before its first write.
+    fn note(&mut self, path: &Path) {
+        if self.before.iter().all(|(p, _)| p != path) {
+            self.before
+                .push((path.to_path_buf(), std::fs::read(path).ok()));
+        }
+    }
+
+    /// `result`, after putting every noted file back when it is an error.
+    fn or_restore<T>(&mut self, result: Result<T, LifecycleError>) -> Result<T, LifecycleError> {
+        if result.is_err() {
+            for (path, bytes) in self.before.drain(..).rev() {
+                let restored = match bytes {
+                    Some(bytes) => write_atomic(&path, &bytes).err(),
+                    None => std::fs::remove_file(&path)
+                        .err()
+                        .filter(|e| e.kind() != std::io::ErrorKind::NotFound)
+                        .map(|e| io(&path, e)),
+                };
+                if let Some(e) = restored {
+                    tracing::error!(
+                        "cannot restore {} after a refused change: {e}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        result
     }
 }
 

@@ -321,3 +321,63 @@ fn cli_keygen_sign_verify() {
         text(&out)
     );
 }
+
+/// Every file under `dir`, with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_refused_push_changes_no_file() {
+    use twinguard::lifecycle::Lifecycle;
+    let (folder, key) = folder();
+    sign(&key, &folder.module());
+    let config = folder.config("pii.wasm", REQUIRED);
+    let runtime = Runtime::from_config_file(&config).unwrap();
+    let lifecycle = Lifecycle::new(runtime.clone(), &config, folder.path("state"), 3).unwrap();
+    let bytes = std::fs::read(folder.module()).unwrap();
+    let signature = key.sign(&bytes).to_text().into_bytes();
+    // A signed push: the active module now lives in the state folder, with its signature.
+    lifecycle.push("pii", &bytes, Some(&signature)).unwrap();
+    let before = snapshot(folder.dir.path());
+
+    // The same bytes again without a signature, then with another module's signature, then
+    // other bytes unsigned: each refused, and every file as it was.
+    let other = key.sign(b"other bytes").to_text().into_bytes();
+    let mut tampered = bytes.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 1;
+    for (module, sig) in [
+        (&bytes, None),
+        (&bytes, Some(&other[..])),
+        (&tampered, None),
+    ] {
+        let err = lifecycle.push("pii", module, sig).unwrap_err();
+        assert!(
+            twinguard::error_chain(&err).contains("signature"),
+            "{}",
+            twinguard::error_chain(&err)
+        );
+        assert_eq!(
+            snapshot(folder.dir.path()),
+            before,
+            "a refused push left a trace"
+        );
+    }
+    // Enforcement still works as before: a restart loads, a signed push goes through.
+    assert_redacts(&Runtime::from_config_file(&config).unwrap());
+    lifecycle.push("pii", &bytes, Some(&signature)).unwrap();
+    assert_redacts(&runtime);
+}
