@@ -11,7 +11,7 @@ use std::fmt;
 
 use super::pointer::{array_index, tokens};
 use super::tape::{small, Builder, Entry, EntryKey, Kind, Tape};
-use super::tape::{KEY_NON_TEXT, KEY_OWNED, MAX_INDEXED_LEN};
+use super::tape::{twice_message, Twice, KEY_NON_TEXT, KEY_OWNED, MAX_INDEXED_LEN};
 use super::{Edit, EditAction, FieldValue, RedactError, MAX_DEPTH};
 
 /// What is wrong with a CBOR payload, and at which byte.
@@ -495,7 +495,7 @@ pub(super) fn redact(bytes: &[u8], edits: &[Edit]) -> Result<Option<Vec<u8>>, Re
     let mut root = decode(bytes).map_err(|e| RedactError::Malformed(e.to_string()))?;
     let mut changed = false;
     for edit in edits {
-        changed |= apply(&mut root, &edit.pointer, &edit.action);
+        changed |= apply(&mut root, &edit.pointer, &edit.action)?;
     }
     if !changed {
         return Ok(None);
@@ -594,10 +594,6 @@ fn decode_item<'a>(b: &'a [u8], at: &mut usize, outer: usize) -> Result<Node<'a>
                 entries.push((key, value));
                 seen += 1;
             }
-            // As the index refuses it (`Tape::build`): parsers disagree on which copy counts.
-            if has_duplicate_keys(&entries) {
-                return fail("duplicate key in a map", start);
-            }
             Ok(Node::Map(entries))
         }
         6 if h.indefinite() => fail("indefinite length on a tag", start),
@@ -635,55 +631,57 @@ fn untag_mut<'n, 'a>(node: &'n mut Node<'a>) -> &'n mut Node<'a> {
     }
 }
 
-/// Whether two members have the same text key. Small maps compare pairs; larger ones go
-/// through a hash set, linear whatever the keys (keys crafted to share their length and end
-/// bytes made a pairwise check quadratic).
-fn has_duplicate_keys(entries: &[(Node<'_>, Node<'_>)]) -> bool {
-    let keys = entries.iter().filter_map(|(key, _)| key_text(key));
-    if entries.len() <= 8 {
-        return keys
-            .clone()
-            .enumerate()
-            .any(|(n, a)| keys.clone().skip(n + 1).any(|b| a == b));
+/// The one member of a map with the text key `key`: `Err` when it has the key more than once,
+/// which a lookup refuses too (see `Tape::child`).
+fn member<'m, 'a>(
+    entries: &'m mut [(Node<'a>, Node<'a>)],
+    key: &str,
+) -> Result<Option<&'m mut Node<'a>>, Twice> {
+    let mut found = None;
+    for (k, v) in entries.iter_mut() {
+        if key_text(k) == Some(key.as_bytes()) {
+            if found.is_some() {
+                return Err(Twice);
+            }
+            found = Some(v);
+        }
     }
-    let mut seen = std::collections::HashSet::with_capacity(entries.len());
-    keys.into_iter().any(|key| !seen.insert(key))
+    Ok(found)
 }
 
 /// Applies one edit; whether it matched anything.
-fn apply(root: &mut Node<'_>, pointer: &str, action: &EditAction) -> bool {
+fn apply(root: &mut Node<'_>, pointer: &str, action: &EditAction) -> Result<bool, RedactError> {
+    let twice = |key: &str| RedactError::Malformed(twice_message((true, key.as_bytes())));
     let mut path: Vec<Cow<'_, str>> = tokens(pointer).collect();
     let Some(last) = path.pop() else {
-        return false;
+        return Ok(false);
     };
     let mut node = untag_mut(root);
     for token in &path {
         let next = match node {
-            // Maps have no duplicate text keys (refused when decoded).
-            Node::Map(entries) => entries
-                .iter_mut()
-                .find(|(k, _)| key_text(k) == Some(token.as_bytes()))
-                .map(|(_, v)| v),
+            Node::Map(entries) => member(entries, token).map_err(|Twice| twice(token))?,
             Node::Array(items) => array_index(token).and_then(|i| items.get_mut(i)),
             _ => None,
         };
         match next {
             Some(next) => node = untag_mut(next),
-            None => return false,
+            None => return Ok(false),
         }
     }
-    match (node, action) {
+    Ok(match (node, action) {
         (Node::Map(entries), EditAction::Remove) => {
-            let before = entries.len();
+            if member(entries, &last)
+                .map_err(|Twice| twice(&last))?
+                .is_none()
+            {
+                return Ok(false);
+            }
             entries.retain(|(k, _)| key_text(k) != Some(last.as_bytes()));
-            entries.len() != before
+            true
         }
         (Node::Map(entries), EditAction::Mask(mask)) => {
-            match entries
-                .iter_mut()
-                .find(|(k, _)| key_text(k) == Some(last.as_bytes()))
-            {
-                Some((_, value)) => {
+            match member(entries, &last).map_err(|Twice| twice(&last))? {
+                Some(value) => {
                     *value = Node::Text(Cow::Owned(mask.clone().into_bytes()));
                     true
                 }
@@ -708,7 +706,7 @@ fn apply(root: &mut Node<'_>, pointer: &str, action: &EditAction) -> bool {
             }
         }
         _ => false,
-    }
+    })
 }
 
 /// Whether any map in the tree has a key that is not text (through tags).

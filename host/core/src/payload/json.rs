@@ -7,7 +7,10 @@
 use std::borrow::Cow;
 
 use super::pointer::{array_index, tokens};
-use super::tape::{small, Builder, Entry, EntryKey, Kind, Span, Tape, KEY_OWNED, MAX_INDEXED_LEN};
+use super::tape::{
+    small, twice_message, Builder, Entry, EntryKey, Kind, Span, Tape, Twice, KEY_OWNED,
+    MAX_INDEXED_LEN,
+};
 use super::{Edit, EditAction, FieldValue, RedactError, MAX_DEPTH};
 
 // The JSON scanner tracks open containers in the bits of a u128.
@@ -182,18 +185,25 @@ pub(super) fn redact(bytes: &[u8], edits: &[Edit]) -> Result<Option<Vec<u8>>, Re
         super::FieldError::Malformed(why) => RedactError::Malformed(why),
         other => RedactError::Malformed(other.to_string()),
     })?;
-    Ok(redact_tape(&tape, bytes, edits))
+    redact_tape(&tape, bytes, edits)
 }
 
 /// Applies `edits` over the tape of a JSON payload: the redacted payload, or `None` if no edit
-/// matched anything.
-pub(super) fn redact_tape(tape: &Tape, bytes: &[u8], edits: &[Edit]) -> Option<Vec<u8>> {
+/// matched anything. An edit through (or of) a key that an object has twice is refused, as a
+/// lookup of it is (see `Tape::child`).
+pub(super) fn redact_tape(
+    tape: &Tape,
+    bytes: &[u8],
+    edits: &[Edit],
+) -> Result<Option<Vec<u8>>, RedactError> {
     let mut overlay = Overlay::new(tape, bytes);
     let mut changed = false;
     for edit in edits {
-        changed |= overlay.apply(&edit.pointer, &edit.action);
+        changed |= overlay
+            .apply(&edit.pointer, &edit.action)
+            .map_err(|key| RedactError::Malformed(twice_message((true, key.as_bytes()))))?;
     }
-    changed.then(|| overlay.write())
+    Ok(changed.then(|| overlay.write()))
 }
 
 /// Edits applied over a tape, without touching it: which entries are gone and which are
@@ -255,74 +265,70 @@ impl<'a> Overlay<'a> {
             .filter(|&(i, _)| self.live(i))
     }
 
-    /// The child a token names, as a lookup in the edited document would find it.
-    fn find(&self, container: &Entry, token: &str) -> Option<usize> {
+    /// The child a token names, as a lookup in the edited document would find it; `Err` when
+    /// the object has the key twice.
+    fn find(&self, container: &Entry, token: &str) -> Result<Option<usize>, Twice> {
         match container.kind {
-            Kind::Scalar => None,
-            Kind::Array => self
-                .children(container)
-                .nth(array_index(token)?)
-                .map(|(i, _)| i),
-            Kind::Object if token.len() >= MAX_INDEXED_LEN => None,
-            Kind::Object => self
-                .children(container)
-                .filter(|(_, entry)| self.tape.key_is(self.bytes, entry, token))
-                .last()
-                .map(|(i, _)| i),
+            Kind::Scalar => Ok(None),
+            Kind::Array => Ok(array_index(token)
+                .and_then(|n| self.children(container).nth(n))
+                .map(|(i, _)| i)),
+            Kind::Object if token.len() >= MAX_INDEXED_LEN => Ok(None),
+            Kind::Object => {
+                let mut found = None;
+                for (i, entry) in self.children(container) {
+                    if self.tape.key_is(self.bytes, entry, token) {
+                        if found.is_some() {
+                            return Err(Twice);
+                        }
+                        found = Some(i);
+                    }
+                }
+                Ok(found)
+            }
         }
     }
 
-    /// Applies one edit; whether it matched anything.
-    fn apply(&mut self, pointer: &str, action: &'a EditAction) -> bool {
+    /// Applies one edit; whether it matched anything, or the key an object it goes through has
+    /// twice.
+    fn apply(&mut self, pointer: &str, action: &'a EditAction) -> Result<bool, String> {
         let mut path: Vec<Cow<'_, str>> = tokens(pointer).collect();
         let Some(last) = path.pop() else {
-            return false;
+            return Ok(false);
         };
         let mut container = self.tape.root;
         for token in &path {
-            let Some(i) = self.find(&container, token) else {
-                return false;
+            let Some(i) = self
+                .find(&container, token)
+                .map_err(|Twice| token.to_string())?
+            else {
+                return Ok(false);
             };
             // A masked value is a string now: there is nothing inside it.
             if self.mark(i) == Mark::Masked {
-                return false;
+                return Ok(false);
             }
             let Some(&entry) = self.tape.entries.get(i) else {
-                return false;
+                return Ok(false);
             };
             container = entry;
         }
+        let Some(i) = self
+            .find(&container, &last)
+            .map_err(|Twice| last.to_string())?
+        else {
+            return Ok(false);
+        };
         match action {
-            EditAction::Remove if container.kind == Kind::Object => {
-                // Every copy of a duplicated key goes: writing would keep one otherwise.
-                let gone: Vec<usize> = self
-                    .children(&container)
-                    .filter(|(_, entry)| self.tape.key_is(self.bytes, entry, &last))
-                    .map(|(i, _)| i)
-                    .collect();
-                for &i in &gone {
-                    self.remove(i);
+            EditAction::Remove => self.remove(i),
+            EditAction::Mask(text) => {
+                if let Some(mark) = self.marks.get_mut(i) {
+                    *mark = Mark::Masked;
                 }
-                !gone.is_empty()
+                self.masks.push((i, text));
             }
-            EditAction::Remove => match self.find(&container, &last) {
-                Some(i) => {
-                    self.remove(i);
-                    true
-                }
-                None => false,
-            },
-            EditAction::Mask(text) => match self.find(&container, &last) {
-                Some(i) => {
-                    if let Some(mark) = self.marks.get_mut(i) {
-                        *mark = Mark::Masked;
-                    }
-                    self.masks.push((i, text));
-                    true
-                }
-                None => false,
-            },
         }
+        Ok(true)
     }
 
     fn remove(&mut self, i: usize) {

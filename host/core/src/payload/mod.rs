@@ -230,8 +230,8 @@ impl Document {
     ///
     /// `Ok(None)` means the field is absent, including when the pointer goes through a scalar or
     /// names an array element that does not exist or with a token that is not an array index
-    /// (`01`, `-`). A payload with a key twice in one object is malformed: parsers disagree on
-    /// which copy counts.
+    /// (`01`, `-`). A lookup through (or of) an object that has a key twice is refused as
+    /// malformed: parsers disagree on which copy counts.
     pub fn field(&mut self, pointer: &str) -> Result<Option<FieldValue>, FieldError> {
         let Some(format) = self.format else {
             return Err(FieldError::Unstructured);
@@ -245,8 +245,9 @@ impl Document {
         let mut entry = &tape.root;
         for token in tokens(pointer) {
             match tape.child(bytes, entry, &token) {
-                Some(child) => entry = child,
-                None => return Ok(None),
+                Ok(Some(child)) => entry = child,
+                Ok(None) => return Ok(None),
+                Err(tape::Twice) => return Err(twice(&token)),
             }
         }
         let entry = *entry;
@@ -267,8 +268,9 @@ impl Document {
         let mut entry = &tape.root;
         for token in &pointer.tokens {
             match tape.child(bytes, entry, token) {
-                Some(child) => entry = child,
-                None => return Ok(None),
+                Ok(Some(child)) => entry = child,
+                Ok(None) => return Ok(None),
+                Err(tape::Twice) => return Err(twice(token)),
             }
         }
         let entry = *entry;
@@ -295,7 +297,7 @@ impl Document {
         let redacted = match (format, &self.index) {
             (Format::Json, Some(Ok(tape))) => {
                 check_edits(edits)?;
-                json::redact_tape(tape, &self.bytes, edits)
+                json::redact_tape(tape, &self.bytes, edits)?
             }
             _ => redact(format, &self.bytes, edits)?,
         };
@@ -340,6 +342,11 @@ pub fn redact(
         Format::Json => json::redact(bytes, edits),
         Format::Cbor => cbor::redact(bytes, edits),
     }
+}
+
+/// The error of a lookup through an object that has `key` twice.
+fn twice(key: &str) -> FieldError {
+    FieldError::Malformed(tape::twice_message((true, key.as_bytes())))
 }
 
 /// Every pointer checked before the payload is touched.
