@@ -31,7 +31,9 @@
 //!   `"/pointer" = "name=value,..."` keys ([`Config::metric_keys`], [`metric`]) and
 //!   `alert | quarantine` choices ([`Config::action`]);
 //! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and field values
-//!   by kind ([`Value::describe`]).
+//!   by kind ([`Value::describe`]);
+//! - look at every field of a JSON or CBOR payload, not just the named ones, with [`walk`]
+//!   (every string value, or the object members, each with its JSON Pointer).
 //!
 //! # What 0.2 asks of a policy: declare in `init`
 //!
@@ -183,6 +185,7 @@ pub mod metric;
 pub mod pointer;
 pub mod state;
 pub mod text;
+pub mod walk;
 
 pub use config::Config;
 pub use configured::{Configured, ConfiguredPolicy};

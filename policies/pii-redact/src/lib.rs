@@ -5,10 +5,10 @@
 #![forbid(unsafe_code)]
 
 mod detect;
-mod walk;
 
 use detect::{Detectors, Kind};
 use twinguard_guest::text::Clipped;
+use twinguard_guest::walk;
 use twinguard_guest::{declare, ContentType, Edit, EditAction};
 use twinguard_guest::{
     export_configured, Config, Configured, Decision, FieldError, Message, Severity,
@@ -133,7 +133,7 @@ impl Detect {
         mask_with: &str,
     ) -> Result<Vec<Found>, String> {
         let mut found = Vec::new();
-        let mut visit = |pointer: &str, text: &str| {
+        let visit = |pointer: &str, text: &str| {
             let spans = self.detectors.find(text);
             if spans.is_empty() {
                 return;
@@ -152,10 +152,7 @@ impl Detect {
                 masked,
             });
         };
-        match content_type {
-            ContentType::Cbor => walk::cbor(payload, &self.skip, &mut visit)?,
-            _ => walk::json(payload, &self.skip, &mut visit)?,
-        }
+        walk::strings(content_type, payload, &self.skip, visit)?;
         Ok(found)
     }
 

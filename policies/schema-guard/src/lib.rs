@@ -5,13 +5,12 @@
 
 #![forbid(unsafe_code)]
 
-mod walk;
-
 use std::collections::HashSet;
 use std::fmt;
 
 use twinguard_guest::declare;
 use twinguard_guest::text::Clipped;
+use twinguard_guest::walk;
 use twinguard_guest::{
     export_configured, pointer, Config, Configured, ContentType, Decision, FieldError, Message,
     Quoted, Severity, Value,
@@ -351,7 +350,7 @@ impl Coverage {
     /// order; an error when the payload does not parse.
     fn undeclared(&self, content_type: ContentType, payload: &[u8]) -> Result<Undeclared, String> {
         let mut found = Undeclared::default();
-        let mut visit = |pointer: &str| match self.class(pointer) {
+        let visit = |pointer: &str| match self.class(pointer) {
             Class::Container => true,
             Class::Accepted => false,
             Class::Undeclared => {
@@ -362,10 +361,7 @@ impl Coverage {
                 false
             }
         };
-        match content_type {
-            ContentType::Cbor => walk::cbor(payload, &mut visit)?,
-            _ => walk::json(payload, &mut visit)?,
-        }
+        walk::members(content_type, payload, visit)?;
         Ok(found)
     }
 }
