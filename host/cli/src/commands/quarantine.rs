@@ -304,7 +304,7 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
                 r.id.to_string(),
                 utc(r.stored_at_ms, false),
                 r.status.to_string(),
-                r.device_id.clone(),
+                trimmed(&r.device_id, 48),
                 r.policy.clone().unwrap_or_else(|| "(unrouted)".into()),
                 trimmed(&r.reason, 60),
             ]
@@ -458,12 +458,12 @@ fn record_text(r: &Record) -> String {
     }
     let _ = writeln!(s, "stored:       {}", utc(r.stored_at_ms, true));
     let _ = writeln!(s, "received:     {}", utc(r.received_at_ms, true));
-    let _ = writeln!(s, "device:       {}", r.device_id);
-    let _ = writeln!(s, "topic:        {}", r.topic);
+    let _ = writeln!(s, "device:       {}", trimmed(&r.device_id, 512));
+    let _ = writeln!(s, "topic:        {}", trimmed(&r.topic, 512));
     let _ = writeln!(
         s,
         "destination:  {}",
-        r.destination.as_deref().unwrap_or("(none)")
+        trimmed(r.destination.as_deref().unwrap_or("(none)"), 512)
     );
     if let Some(source) = &r.source {
         let _ = writeln!(s, "gateway:      {source}");
@@ -475,7 +475,7 @@ fn record_text(r: &Record) -> String {
             .as_deref()
             .unwrap_or("(unrouted: no route matched the topic)")
     );
-    let _ = writeln!(s, "reason:       {}", r.reason);
+    let _ = writeln!(s, "reason:       {}", trimmed(&r.reason, 4096));
     let _ = writeln!(s, "generation:   {}", r.generation);
     for (i, v) in r.versions.iter().enumerate() {
         let label = if i == 0 { "chain:" } else { "" };
@@ -493,14 +493,14 @@ fn record_text(r: &Record) -> String {
             s,
             "{label:<14}{} {} ({}): {}",
             json!(a.severity).as_str().unwrap_or_default(),
-            a.code,
+            trimmed(&a.code, 128),
             a.policy,
-            a.detail
+            trimmed(&a.detail, 4096)
         );
     }
     for (i, (k, v)) in r.attributes.iter().enumerate() {
         let label = if i == 0 { "attributes:" } else { "" };
-        let _ = writeln!(s, "{label:<14}{k} = {v}");
+        let _ = writeln!(s, "{label:<14}{} = {}", trimmed(k, 256), trimmed(v, 1024));
     }
     let _ = writeln!(
         s,
@@ -545,16 +545,32 @@ fn short(version: &str) -> &str {
 }
 
 /// At most `max` characters, on one line.
+/// `text` made safe to print on one line of a terminal, at most `max` characters: control
+/// characters become spaces, and characters that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width characters) are shown escaped, `\u{202e}`, so a device id
+/// cannot make a row read as something else. Device ids, topics and reasons come from devices.
 fn trimmed(text: &str, max: usize) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() <= max {
-        return one_line;
+    let mut out = String::new();
+    let mut count = 0;
+    for c in text.chars() {
+        if count >= max {
+            out.pop();
+            out.push('…');
+            return out;
+        }
+        if c.is_control() {
+            out.push(' ');
+            count += 1;
+        } else if matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+        {
+            let escaped = format!("\\u{{{:x}}}", u32::from(c));
+            count += escaped.len();
+            out.push_str(&escaped);
+        } else {
+            out.push(c);
+            count += 1;
+        }
     }
-    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
     out
 }
 

@@ -352,3 +352,21 @@ fn list_stops_cleanly_when_its_output_is_closed() {
         "a closed stdout is a clean stop: {err}"
     );
 }
+
+#[test]
+fn hostile_device_ids_are_bounded_and_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let store = QuarantineStore::open(&path).unwrap();
+    // 60,000 characters, with a right-to-left override that would flip the rest of the row.
+    let device = format!("meter-1\u{202e}{}", "x".repeat(60_000));
+    let id = put(&store, &device, ContentType::Json, b"{}", Some("p"));
+    drop(store);
+    let list = stdout(&twinguard(&["list"], &path));
+    assert!(!list.contains('\u{202e}'), "raw override printed");
+    assert!(list.contains("meter-1\\u{202e}"), "{list}");
+    assert!(list.lines().all(|l| l.chars().count() < 200), "{list}");
+    let show = stdout(&twinguard(&["show", &id.to_string()], &path));
+    assert!(!show.contains('\u{202e}'));
+    assert!(show.lines().all(|l| l.chars().count() < 600));
+}
