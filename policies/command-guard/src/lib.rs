@@ -8,7 +8,10 @@
 mod settings;
 
 use twinguard_guest::state::{self, Reader, Record, Writer};
-use twinguard_guest::{export_configured, Decision, Message, Quoted, Severity, StateError, Value};
+use twinguard_guest::text::Clipped;
+use twinguard_guest::{
+    export_configured, log, Decision, Message, Quoted, Severity, StateError, Value,
+};
 
 use settings::Bound;
 pub use settings::Settings;
@@ -56,6 +59,28 @@ impl Record for Bucket {
             last_ms: input.u64()?,
         };
         (bucket.tokens.is_finite() && bucket.tokens >= 0.0).then_some(bucket)
+    }
+}
+
+impl Bucket {
+    /// The bucket after a command at `now_ms`, and whether that command found it empty
+    /// (`true`: a flood; no token is taken). `size` commands at once, refilled at `size` a
+    /// minute; no previous bucket is a full one. A clock going backwards refills nothing, and
+    /// the latest time is kept, so it cannot refill twice either.
+    fn take(previous: Option<Self>, now_ms: u64, size: f64) -> (Self, bool) {
+        let mut bucket = previous.unwrap_or(Self {
+            tokens: size,
+            last_ms: now_ms,
+        });
+        #[allow(clippy::cast_precision_loss)] // milliseconds well within f64's exact range
+        let elapsed_s = now_ms.saturating_sub(bucket.last_ms) as f64 / 1000.0;
+        bucket.tokens = (bucket.tokens + elapsed_s * size / 60.0).min(size);
+        bucket.last_ms = bucket.last_ms.max(now_ms);
+        let flooding = bucket.tokens < 1.0;
+        if !flooding {
+            bucket.tokens -= 1.0;
+        }
+        (bucket, flooding)
     }
 }
 
@@ -115,7 +140,7 @@ impl Settings {
             Err(err) => {
                 return Err(malformed(
                     device,
-                    format!("the payload cannot be read: {err}"),
+                    format!("the payload cannot be read: {}", Clipped(&err.to_string())),
                 ))
             }
         };
@@ -124,7 +149,8 @@ impl Settings {
                 Severity::High,
                 "command-unknown-device",
                 format!(
-                    "{command} for device {} which the registry does not know",
+                    "command {} for device {} which the device registry does not know",
+                    Quoted(command),
                     Quoted(device)
                 ),
             ));
@@ -187,9 +213,12 @@ impl Settings {
         let setpoint = self.setpoint(msg, device, entry)?;
         self.take_token(msg, device)?;
         if let Some((target, value)) = setpoint {
-            let key = last_key(target);
-            state::set_record(&key, &LastValue(value)).map_err(|err| {
-                state_hold(device, &format!("cannot record the last {target}"), &err)
+            state::set_record(&last_key(target), &LastValue(value)).map_err(|err| {
+                state_hold(
+                    device,
+                    &format!("cannot record the last {}", Quoted(target)),
+                    &err,
+                )
             })?;
         }
         Ok(())
@@ -215,7 +244,8 @@ impl Settings {
     }
 
     /// Checks a command's target and value against its bounds; the target and value to record
-    /// when it passes.
+    /// when it passes (only a bounded target's: an unbounded one has no step to check, and a
+    /// twin inventing target names must not fill the device's state).
     fn setpoint<'m>(
         &self,
         msg: &'m Message,
@@ -238,7 +268,7 @@ impl Settings {
             Err(err) => {
                 return Err(malformed(
                     device,
-                    format!("the payload cannot be read: {err}"),
+                    format!("the payload cannot be read: {}", Clipped(&err.to_string())),
                 ))
             }
         };
@@ -248,20 +278,26 @@ impl Settings {
         };
         let bound =
             Bound::resolve(target, |name| entry.attribute(name), &self.bounds).map_err(|why| {
-                malformed(
-                    device,
-                    format!("the registry's bounds of {target} do not read: {why}"),
+                // The registry is wrong, not the command; held all the same (fail closed).
+                Hold::new(
+                    Severity::Medium,
+                    "setpoint-bounds-invalid",
+                    format!(
+                        "the device registry's bounds of {} for device {} do not read: {why}",
+                        Quoted(target),
+                        Quoted(device)
+                    ),
                 )
             })?;
         let Some((bound, origin)) = bound else {
             return if self.unbounded_allowed {
-                Ok(value.map(|v| (target, v)))
+                Ok(None)
             } else {
                 Err(Hold::new(
                     Severity::Medium,
                     "setpoint-unbounded",
                     format!(
-                        "no bounds are known for {} of device {} (registry {target}.min/.max, setting bounds.{target}); unbounded = quarantine",
+                        "no bounds are known for {} of device {} (registry <target>.min/.max/.max-step, setting bounds.<target>); unbounded = quarantine",
                         Quoted(target),
                         Quoted(device)
                     ),
@@ -271,7 +307,11 @@ impl Settings {
         let Some(value) = value else {
             return Err(malformed(
                 device,
-                format!("{} of {target} is not a finite number", self.pointers.value),
+                format!(
+                    "{} for {} is not a finite number",
+                    self.pointers.value,
+                    Quoted(target)
+                ),
             ));
         };
         if bound.min.is_some_and(|min| value < min) || bound.max.is_some_and(|max| value > max) {
@@ -279,28 +319,32 @@ impl Settings {
                 Severity::Critical,
                 "setpoint-out-of-bounds",
                 format!(
-                    "{target} = {value} for device {} is outside {} ({origin})",
+                    "{} = {value} for device {} is outside {} ({origin})",
+                    Quoted(target),
                     Quoted(device),
                     bound.range()
                 ),
             ));
         }
         if let Some(step) = bound.max_step {
-            let last = state::get_record::<LastValue>(&last_key(target))
-                .ok()
-                .flatten();
-            if let Some(LastValue(last)) = last {
-                if (value - last).abs() > step {
-                    return Err(Hold::new(
-                        Severity::High,
-                        "setpoint-step",
-                        format!(
-                            "{target} = {value} for device {} moves {} from the last {last}, over max-step {step} ({origin})",
-                            Quoted(device),
-                            (value - last).abs()
-                        ),
-                    ));
-                }
+            let last = state::get_record::<LastValue>(&last_key(target)).unwrap_or_else(|_| {
+                log::warn(&format!(
+                    "command-guard: discarding the undecodable last {} of device {}",
+                    Quoted(target),
+                    Quoted(device)
+                ));
+                None
+            });
+            if let Some((last, moved)) = step_over(last.map(|l| l.0), value, step) {
+                return Err(Hold::new(
+                    Severity::High,
+                    "setpoint-step",
+                    format!(
+                        "{} = {value} for device {} moves {moved} from the last accepted {last}, over max-step {step} ({origin})",
+                        Quoted(target),
+                        Quoted(device),
+                    ),
+                ));
             }
         }
         Ok(Some((target, value)))
@@ -310,25 +354,16 @@ impl Settings {
     /// rate. A bucket that cannot be stored holds the command (fail closed): without it every
     /// command would find a full bucket.
     fn take_token(&self, msg: &Message, device: &str) -> Result<(), Hold> {
-        let now = msg.received_at_ms();
         let size = self.max_per_minute;
-        let mut bucket = match state::get_record::<Bucket>(BUCKET_KEY) {
-            Ok(Some(b)) => b,
-            // A device's first command, or state this version cannot read: a full bucket.
-            _ => Bucket {
-                tokens: size,
-                last_ms: now,
-            },
-        };
-        // A clock going backwards refills nothing; the latest time is kept.
-        #[allow(clippy::cast_precision_loss)] // milliseconds well within f64's exact range
-        let elapsed_s = now.saturating_sub(bucket.last_ms) as f64 / 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed_s * size / 60.0).min(size);
-        bucket.last_ms = bucket.last_ms.max(now);
-        let flooding = bucket.tokens < 1.0;
-        if !flooding {
-            bucket.tokens -= 1.0;
-        }
+        // A device's first command, or state this version cannot read: a full bucket.
+        let previous = state::get_record::<Bucket>(BUCKET_KEY).unwrap_or_else(|_| {
+            log::warn(&format!(
+                "command-guard: discarding the undecodable command bucket of device {}",
+                Quoted(device)
+            ));
+            None
+        });
+        let (bucket, flooding) = Bucket::take(previous, msg.received_at_ms(), size);
         state::set_record(BUCKET_KEY, &bucket)
             .map_err(|err| state_hold(device, "cannot store the command rate", &err))?;
         if flooding {
@@ -353,6 +388,14 @@ impl Settings {
     }
 }
 
+/// The last accepted value and how far `value` moves from it, when that is over `max_step`;
+/// `None` when it is not, or when there is no last value (the first command).
+fn step_over(last: Option<f64>, value: f64, max_step: f64) -> Option<(f64, f64)> {
+    let last = last?;
+    let moved = (value - last).abs();
+    (moved > max_step).then_some((last, moved))
+}
+
 fn last_key(target: &str) -> String {
     format!("last:{target}")
 }
@@ -370,7 +413,8 @@ fn state_hold(device: &str, what: &str, err: &StateError) -> Hold {
         Severity::High,
         "state-error",
         format!(
-            "{what} of device {}: {err}; held because the next check would be blind",
+            "{what} of device {}: the host refused to store it ({err}); held because the next \
+             check would be blind",
             Quoted(device)
         ),
     )

@@ -102,15 +102,23 @@ impl Settings {
         let mut per_class = Vec::new();
         let mut bounds = Vec::new();
         let mut windows = Vec::new();
-        for (key, value) in config.iter() {
+        // A key given twice counts once, with its last value (as `Config::get` reads it).
+        let mut seen: Vec<&str> = Vec::new();
+        for key in config.keys() {
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let value = config.get(key).unwrap_or_default();
             if let Some(class) = key.strip_prefix("commands.") {
                 per_class.push((named(key, class)?.to_owned(), list(value)));
             } else if let Some(target) = key.strip_prefix("bounds.") {
-                let bound = Bound::parse(value).map_err(|why| format!("config `{key}`: {why}"))?;
+                let bound = Bound::parse(value)
+                    .map_err(|why| format!("config `{key}` = {value:?}: {why}"))?;
                 bounds.push((named(key, target)?.to_owned(), bound));
             } else if let Some(command) = key.strip_prefix("window.") {
-                let mut window =
-                    Window::parse(value).map_err(|why| format!("config `{key}`: {why}"))?;
+                let mut window = Window::parse(value)
+                    .map_err(|why| format!("config `{key}` = {value:?}: {why}"))?;
                 window.command = named(key, command)?.to_owned();
                 windows.push(window);
             }
