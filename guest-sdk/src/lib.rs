@@ -30,8 +30,8 @@
 //!   [`Config::pointers`], [`pointer`](mod@pointer)), per-metric
 //!   `"/pointer" = "name=value,..."` keys ([`Config::metric_keys`], [`metric`]) and
 //!   `alert | quarantine` choices ([`Config::action`]);
-//! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and field values
-//!   by kind ([`Value::describe`]);
+//! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and payload values
+//!   described, never quoted ([`Value::describe`], [`text::Described`]);
 //! - look at every field of a JSON or CBOR payload, not just the named ones, with [`walk`]
 //!   (every string value, or the object members, each with its JSON Pointer).
 //!

@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::bindings::{host, wit};
 use crate::declare::{Field, Last};
-use crate::text::Quoted;
+use crate::text::Described;
 
 /// One device message, as the policy sees it.
 ///
@@ -411,15 +411,18 @@ impl Value {
         }
     }
 
-    /// The value for a reason or an alert detail: its kind with an article, then the value when
-    /// it is a short scalar or the size otherwise. Text is quoted and cut short with
-    /// [`Quoted`](crate::Quoted): it comes from the device.
+    /// The value for a reason or an alert detail: its kind with an article and its size, never
+    /// what it holds. Reasons and alerts leave past every redacting policy of the chain, so a
+    /// value quoted there would leak what they remove; text is [`Described`], a number gives its
+    /// digits, not its value. Print a number yourself where it is what a check is about.
     ///
     /// ```
     /// use twinguard_guest::Value;
     ///
-    /// assert_eq!(Value::Integer(3).describe(), "an integer (3)");
-    /// assert_eq!(Value::Text("on".into()).describe(), "a string (\"on\")");
+    /// let mail = Value::Text("ada.lovelace@example.com".into());
+    /// assert_eq!(mail.describe(), "a string (24 characters, \"…@…\")");
+    /// assert_eq!(Value::Text("1042".into()).describe(), "a string (4 characters, \"1…\")");
+    /// assert_eq!(Value::Integer(4_915_112_345_678).describe(), "an integer (13 digits)");
     /// assert_eq!(Value::Array(2).describe(), "an array (2 elements)");
     /// assert_eq!(Value::Null.describe(), "null");
     /// ```
@@ -427,10 +430,13 @@ impl Value {
         let kind = self.kind();
         match self {
             Self::Null => kind.to_owned(),
-            Self::Boolean(b) => format!("a {kind} ({b})"),
-            Self::Integer(i) => format!("an {kind} ({i})"),
-            Self::Float(f) => format!("a {kind} ({f})"),
-            Self::Text(text) => format!("a {kind} ({})", Quoted(text)),
+            Self::Boolean(_) | Self::Float(_) => format!("a {kind}"),
+            Self::Integer(i) => {
+                let digits = i.unsigned_abs().checked_ilog10().unwrap_or(0) + 1;
+                let plural = if digits == 1 { "" } else { "s" };
+                format!("an {kind} ({digits} digit{plural})")
+            }
+            Self::Text(text) => Described(text).to_string(),
             Self::Bytes(bytes) => format!("a {kind} ({} bytes)", bytes.len()),
             Self::Array(n) => format!("an {kind} ({n} elements)"),
             Self::Object(n) => format!("an {kind} ({n} members)"),
@@ -561,22 +567,37 @@ mod tests {
     fn values_are_described_by_kind() {
         for (value, kind, described) in [
             (Value::Null, "null", "null".to_owned()),
+            (Value::Boolean(true), "boolean", "a boolean".to_owned()),
             (
-                Value::Boolean(true),
-                "boolean",
-                "a boolean (true)".to_owned(),
+                Value::Integer(-3),
+                "integer",
+                "an integer (1 digit)".to_owned(),
             ),
-            (Value::Integer(-3), "integer", "an integer (-3)".to_owned()),
-            (Value::Float(2.5), "float", "a float (2.5)".to_owned()),
+            (
+                Value::Integer(0),
+                "integer",
+                "an integer (1 digit)".to_owned(),
+            ),
+            (
+                Value::Integer(i64::MIN),
+                "integer",
+                "an integer (19 digits)".to_owned(),
+            ),
+            (Value::Float(2.5), "float", "a float".to_owned()),
             (
                 Value::Text("x".into()),
                 "string",
-                "a string (\"x\")".to_owned(),
+                "a string (1 character, \"…\")".to_owned(),
             ),
             (
                 Value::Text("y".repeat(81)),
                 "string",
-                format!("a string ({:?}... (81 bytes))", "y".repeat(80)),
+                "a string (81 characters, \"y…\")".to_owned(),
+            ),
+            (
+                Value::Text("ada.lovelace@example.com".into()),
+                "string",
+                "a string (24 characters, \"…@…\")".to_owned(),
             ),
             (
                 Value::Bytes(vec![0; 4]),

@@ -8,7 +8,7 @@
 mod settings;
 
 use twinguard_guest::state::{self, Reader, Record, Writer};
-use twinguard_guest::text::Clipped;
+use twinguard_guest::text::{Clipped, Described};
 use twinguard_guest::{
     export_configured, log, Decision, Message, Quoted, Severity, StateError, Value,
 };
@@ -145,51 +145,20 @@ impl Settings {
             }
         };
         let Some(entry) = msg.device() else {
-            return Err(Hold::new(
-                Severity::High,
-                "command-unknown-device",
-                format!(
-                    "command {} for device {} which the device registry does not know",
-                    Quoted(command),
-                    Quoted(device)
-                ),
-            ));
+            return Err(unknown_device(command, device));
         };
         let class = entry.class();
         let allowed = self.allowed(entry.attribute("commands"), class);
         if !allowed.contains(&command) {
-            return Err(Hold::new(
-                Severity::High,
-                "command-not-allowed",
-                format!(
-                    "command {} is not allowed for device {} (class {}; allowed: {})",
-                    Quoted(command),
-                    Quoted(device),
-                    Quoted(class),
-                    if allowed.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        allowed.join(", ")
-                    }
-                ),
-            ));
+            return Err(not_allowed(command, device, class, &allowed));
         }
+        // From here on the command is one of the allowed names, so quoting it quotes the
+        // configuration or the registry, not the twin.
         if self.two_person.iter().any(|c| c == command) {
             let issuer = msg.get_str(self.fields.issuer).unwrap_or("");
             let approver = msg.get_str(self.fields.approver).unwrap_or("");
             if approver.is_empty() || approver == issuer {
-                return Err(Hold::new(
-                    Severity::High,
-                    "command-unapproved",
-                    format!(
-                        "command {} to device {} needs a second person's approval at {} (issued by {}, approved by {})",
-                        Quoted(command),
-                        Quoted(device),
-                        self.pointers.approver,
-                        Quoted(issuer),
-                        if approver.is_empty() { "nobody".to_owned() } else { Quoted(approver).to_string() }
-                    ),
-                ));
+                return Err(self.unapproved(command, device, issuer, approver));
             }
         }
         if let Some(window) = self.windows.iter().find(|w| w.command == command) {
@@ -253,6 +222,8 @@ impl Settings {
         entry: &twinguard_guest::Device,
     ) -> Result<Option<(&'m str, f64)>, Hold> {
         let target = match msg.get(self.fields.target) {
+            // Quoted in the holds below only once bounds are known for it: then it is a name
+            // from the registry or the settings.
             Ok(Some(Value::Text(t))) if !t.is_empty() => t.as_str(),
             Ok(None) => return Ok(None),
             Ok(Some(other)) => {
@@ -298,7 +269,7 @@ impl Settings {
                     "setpoint-unbounded",
                     format!(
                         "no bounds are known for {} of device {} (registry <target>.min/.max/.max-step, setting bounds.<target>); unbounded = quarantine",
-                        Quoted(target),
+                        Described(target),
                         Quoted(device)
                     ),
                 ))
@@ -379,6 +350,32 @@ impl Settings {
         Ok(())
     }
 
+    /// The hold of a two-person command with no approver, or the issuer as approver. Who issued
+    /// it is personal data: described, never quoted.
+    fn unapproved(&self, command: &str, device: &str, issuer: &str, approver: &str) -> Hold {
+        let approver = if approver.is_empty() {
+            "nobody"
+        } else {
+            "the issuer"
+        };
+        let issuer = if issuer.is_empty() {
+            "nobody".to_owned()
+        } else {
+            Described(issuer).to_string()
+        };
+        Hold::new(
+            Severity::High,
+            "command-unapproved",
+            format!(
+                "command {} to device {} needs a second person's approval at {} (issued by \
+                 {issuer}, approved by {approver})",
+                Quoted(command),
+                Quoted(device),
+                self.pointers.approver,
+            ),
+        )
+    }
+
     /// Minute of the day at `ms` in the configured `utc-offset`.
     fn minute_of_day(&self, ms: u64) -> u32 {
         let minutes =
@@ -394,6 +391,39 @@ fn step_over(last: Option<f64>, value: f64, max_step: f64) -> Option<(f64, f64)>
     let last = last?;
     let moved = (value - last).abs();
     (moved > max_step).then_some((last, moved))
+}
+
+/// The holds of a command not checked against any name yet: described, since the twin may
+/// write anything there.
+fn unknown_device(command: &str, device: &str) -> Hold {
+    Hold::new(
+        Severity::High,
+        "command-unknown-device",
+        format!(
+            "command {} for device {} which the device registry does not know",
+            Described(command),
+            Quoted(device)
+        ),
+    )
+}
+
+/// See [`unknown_device`].
+fn not_allowed(command: &str, device: &str, class: &str, allowed: &[&str]) -> Hold {
+    Hold::new(
+        Severity::High,
+        "command-not-allowed",
+        format!(
+            "command {} is not allowed for device {} (class {}; allowed: {})",
+            Described(command),
+            Quoted(device),
+            Quoted(class),
+            if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        ),
+    )
 }
 
 fn last_key(target: &str) -> String {

@@ -243,3 +243,46 @@ fn registry_bounds_may_give_any_subset_and_replace_the_setting_whole() {
         "bounds from the device registry"
     );
 }
+
+#[test]
+fn holds_describe_what_the_twin_wrote_instead_of_quoting_it() {
+    let s = settings(&[("two-person", "firmware")]).unwrap();
+    let mail = "ada.lovelace@example.com";
+    let holds = [
+        (
+            s.unapproved("firmware", "hvac-1", mail, ""),
+            "command-guard: command \"firmware\" to device \"hvac-1\" needs a second person's \
+             approval at /approved_by (issued by a string (24 characters, \"…@…\"), approved by \
+             nobody)",
+        ),
+        (
+            s.unapproved("firmware", "hvac-1", mail, mail),
+            "command-guard: command \"firmware\" to device \"hvac-1\" needs a second person's \
+             approval at /approved_by (issued by a string (24 characters, \"…@…\"), approved by \
+             the issuer)",
+        ),
+        (
+            not_allowed(mail, "meter-1", "power-meter", &[]),
+            "command-guard: command a string (24 characters, \"…@…\") is not allowed for device \
+             \"meter-1\" (class \"power-meter\"; allowed: none)",
+        ),
+        (
+            unknown_device(mail, "ghost-9"),
+            "command-guard: command a string (24 characters, \"…@…\") for device \"ghost-9\" \
+             which the device registry does not know",
+        ),
+    ];
+    for (hold, expected) in holds {
+        for secret in ["ada.lovelace", "example.com"] {
+            assert!(!hold.reason.contains(secret), "{}", hold.reason);
+        }
+        assert_eq!(hold.reason, expected);
+    }
+    let hold = s.unapproved("firmware", "hvac-1", "", "");
+    assert!(
+        hold.reason
+            .ends_with("(issued by nobody, approved by nobody)"),
+        "{}",
+        hold.reason
+    );
+}

@@ -150,35 +150,34 @@ impl Settings {
                 }
                 Some(Violation {
                     code: "spoofed-identity",
-                    detail: format!(
-                        "identity-guard: payload field {pointer} is {} but the sender \
-                         authenticated as {}",
-                        describe(&value),
-                        Quoted(device)
-                    ),
+                    detail: self.claim_detail(pointer, &value, device),
                     on: self.on_mismatch,
                 })
             }
         }
     }
+
+    /// The detail of a payload claim that is not the sender's id. The claim is payload data, so
+    /// it is described, not quoted, unless it is an id of the listed inventory: then it is a
+    /// name from the configuration, and which device was impersonated is what the analyst needs.
+    fn claim_detail(&self, pointer: &str, value: &Value, device: &str) -> String {
+        let listed = match (&self.inventory, value) {
+            (Some(Inventory::Listed(ids)), Value::Text(id)) => ids.get(id.as_str()),
+            _ => None,
+        };
+        let claim = match listed {
+            Some(id) => format!("inventory device {}", Quoted(id)),
+            None => value.describe(),
+        };
+        format!(
+            "identity-guard: payload field {pointer} is {claim} but the sender authenticated as {}",
+            Quoted(device)
+        )
+    }
 }
 
 fn add_alert(decision: Decision, violation: Violation) -> Decision {
     decision.with_alert(Severity::High, violation.code, violation.detail)
-}
-
-/// A field value for an analyst: text quoted, other types by kind (and value where short).
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Boolean(b) => format!("the boolean {b}"),
-        Value::Integer(i) => format!("the integer {i}"),
-        Value::Float(f) => format!("the number {f}"),
-        Value::Text(text) => Quoted(text).to_string(),
-        Value::Bytes(bytes) => format!("a byte string of {} bytes", bytes.len()),
-        Value::Array(n) => format!("an array of {n} elements"),
-        Value::Object(n) => format!("an object of {n} members"),
-    }
 }
 
 /// Where the known devices come from.
@@ -290,14 +289,32 @@ mod tests {
     }
 
     #[test]
-    fn values_are_described_for_analysts() {
-        assert_eq!(describe(&Value::Text("temp-0007".into())), "\"temp-0007\"");
-        assert_eq!(describe(&Value::Integer(7)), "the integer 7");
-        assert_eq!(describe(&Value::Object(2)), "an object of 2 members");
-        let long = "x".repeat(1000);
+    fn a_payload_claim_is_described_unless_it_is_a_listed_device() {
+        let s = settings(&[("inventory", "temp-0007,temp-0008")]).unwrap();
+        let mail = Value::Text("ada.lovelace@example.com".into());
+        let detail = s.claim_detail("/device", &mail, "temp-0007");
         assert_eq!(
-            Quoted(&long).to_string(),
-            format!("{:?}... (1000 bytes)", "x".repeat(80))
+            detail,
+            "identity-guard: payload field /device is a string (24 characters, \"…@…\") but the \
+             sender authenticated as \"temp-0007\""
         );
+        for secret in ["ada.lovelace", "example.com"] {
+            assert!(!detail.contains(secret), "{detail}");
+        }
+        let detail = s.claim_detail("/device", &Value::Text("temp-0008".into()), "temp-0007");
+        assert_eq!(
+            detail,
+            "identity-guard: payload field /device is inventory device \"temp-0008\" but the \
+             sender authenticated as \"temp-0007\""
+        );
+        // Without a listed inventory nothing is known about the claim: described.
+        let s = settings(&[]).unwrap();
+        let detail = s.claim_detail("/device", &Value::Text("temp-0008".into()), "temp-0007");
+        assert!(
+            detail.contains("is a string (9 characters, \"t…\")") && !detail.contains("0008"),
+            "{detail}"
+        );
+        let detail = s.claim_detail("/device", &Value::Integer(3), "vib-0003");
+        assert!(detail.contains("is an integer (1 digit)"), "{detail}");
     }
 }

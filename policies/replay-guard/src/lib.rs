@@ -9,7 +9,8 @@ use twinguard_guest::declare;
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
-    export_configured, Config, Configured, Decision, Message, Quoted, Severity, StateError, Value,
+    export_configured, Config, Configured, Decision, FieldError, Message, Quoted, Severity,
+    StateError, Value,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -232,7 +233,13 @@ fn describe_state_error(err: &StateError) -> String {
 
 /// The integer at `pointer`, or why there is none.
 fn integer(msg: &Message, pointer: &str) -> Result<i64, String> {
-    match msg.field(pointer) {
+    integer_in(pointer, msg.field(pointer))
+}
+
+/// [`integer`] from the field's lookup. Anything but an integer is described, not quoted: the
+/// reason reaches the alerts and the quarantine store unredacted.
+fn integer_in(pointer: &str, field: Result<Option<Value>, FieldError>) -> Result<i64, String> {
+    match field {
         Ok(Some(Value::Integer(i))) => Ok(i),
         Ok(Some(other)) => Err(format!("{pointer} is {}, not an integer", other.describe())),
         Ok(None) => Err(format!("{pointer} is missing")),
@@ -380,5 +387,22 @@ mod tests {
         );
         let r = s.judge(Quoted("d"), last, 0, TS - 60_000, NOW).unwrap_err();
         assert!(r.reason.contains("not a reset"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_seq_that_is_no_integer_is_described_not_quoted() {
+        let mail = Value::Text("ada.lovelace@example.com".into());
+        let why = integer_in("/seq", Ok(Some(mail))).unwrap_err();
+        assert_eq!(
+            why,
+            "/seq is a string (24 characters, \"…@…\"), not an integer"
+        );
+        for secret in ["ada.lovelace", "example.com"] {
+            assert!(!why.contains(secret), "{why}");
+        }
+        let why = integer_in("/ts", Ok(Some(Value::Float(1_764_000_000.5)))).unwrap_err();
+        assert_eq!(why, "/ts is a float, not an integer");
+        assert_eq!(integer_in("/seq", Ok(Some(Value::Integer(7)))), Ok(7));
+        assert_eq!(integer_in("/seq", Ok(None)).unwrap_err(), "/seq is missing");
     }
 }

@@ -446,14 +446,7 @@ impl Settings {
                     );
                 }
                 Some(value) if !kind.matches(&value) => {
-                    return reject(
-                        "schema",
-                        format!(
-                            "schema-guard: field {pointer} from device {device} is {}, \
-                             expected {kind}",
-                            value.describe()
-                        ),
-                    );
+                    return Err(wrong_kind("field", pointer, device, &value, *kind));
                 }
                 Some(_) => {}
             }
@@ -461,31 +454,47 @@ impl Settings {
         for (pointer, kind) in &self.optional {
             match lookup(msg, pointer, device, content_type)? {
                 Some(value) if !kind.matches(&value) => {
-                    return reject(
-                        "schema",
-                        format!(
-                            "schema-guard: optional field {pointer} from device {device} is {}, \
-                             expected {kind}",
-                            value.describe()
-                        ),
-                    );
+                    return Err(wrong_kind("optional field", pointer, device, &value, *kind));
                 }
                 _ => {}
             }
         }
         for pointer in &self.forbid {
             if let Some(value) = lookup(msg, pointer, device, content_type)? {
-                return reject(
-                    "schema",
-                    format!(
-                        "schema-guard: forbidden field {pointer} is present in device {device}'s \
-                         payload ({})",
-                        value.describe()
-                    ),
-                );
+                return Err(forbidden(pointer, device, &value));
             }
         }
         Ok(())
+    }
+}
+
+/// A `required` or `optional` (`which`) field of the wrong kind. The value is described, not
+/// quoted: the reason reaches the alerts and the quarantine store unredacted.
+fn wrong_kind(
+    which: &str,
+    pointer: &str,
+    device: impl fmt::Display,
+    value: &Value,
+    kind: Kind,
+) -> Rejection {
+    Rejection {
+        code: "schema",
+        reason: format!(
+            "schema-guard: {which} {pointer} from device {device} is {}, expected {kind}",
+            value.describe()
+        ),
+    }
+}
+
+/// A `forbid` field that is present, described as [`wrong_kind`] does.
+fn forbidden(pointer: &str, device: impl fmt::Display, value: &Value) -> Rejection {
+    Rejection {
+        code: "schema",
+        reason: format!(
+            "schema-guard: forbidden field {pointer} is present in device {device}'s payload \
+             ({})",
+            value.describe()
+        ),
     }
 }
 
@@ -883,11 +892,60 @@ mod tests {
         assert!(!Kind::String.matches(&Value::Null));
         assert!(Kind::Any.matches(&Value::Null));
         assert!(!Kind::Object.matches(&Value::Array(0)));
-        assert_eq!(Value::Text("x".into()).describe(), "a string (\"x\")");
         let long = "é".repeat(100);
         assert_eq!(
             Quoted(&long).to_string(),
             format!("{:?}... (200 bytes)", "é".repeat(80))
         );
+    }
+
+    #[test]
+    fn reasons_describe_payload_values_instead_of_quoting_them() {
+        let mail = Value::Text("ada.lovelace@example.com".into());
+        for (rejection, expected) in [
+            (
+                wrong_kind("field", "/seq", Quoted("d1"), &mail, Kind::Integer),
+                "schema-guard: field /seq from device \"d1\" is a string (24 characters, \
+                 \"…@…\"), expected integer",
+            ),
+            (
+                wrong_kind(
+                    "optional field",
+                    "/note",
+                    Quoted("d1"),
+                    &mail,
+                    Kind::Boolean,
+                ),
+                "schema-guard: optional field /note from device \"d1\" is a string (24 \
+                 characters, \"…@…\"), expected boolean",
+            ),
+            (
+                forbidden("/owner", Quoted("d1"), &mail),
+                "schema-guard: forbidden field /owner is present in device \"d1\"'s payload (a \
+                 string (24 characters, \"…@…\"))",
+            ),
+            (
+                wrong_kind(
+                    "field",
+                    "/device",
+                    Quoted("d1"),
+                    &Value::Integer(4_915_112_345),
+                    Kind::String,
+                ),
+                "schema-guard: field /device from device \"d1\" is an integer (10 digits), \
+                 expected string",
+            ),
+        ] {
+            let reason = rejection.reason;
+            for secret in [
+                "ada.lovelace@example.com",
+                "ada.lovelace",
+                "example.com",
+                "4915112345",
+            ] {
+                assert!(!reason.contains(secret), "{reason}");
+            }
+            assert_eq!(reason, expected);
+        }
     }
 }

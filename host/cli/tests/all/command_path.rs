@@ -147,10 +147,17 @@ path = "quarantine.db"
     );
     assert!(bounds.reason.contains("28"), "{}", bounds.reason);
     assert_eq!(
-        reason("hvac-1", "firmware").policy.as_deref(),
+        reason("hvac-1", "a string (8 characters, \"f…\") is not allowed")
+            .policy
+            .as_deref(),
         Some("commands")
     );
-    assert_eq!(reason("meter-1", "set").policy.as_deref(), Some("commands"));
+    assert_eq!(
+        reason("meter-1", "a string (3 characters")
+            .policy
+            .as_deref(),
+        Some("commands")
+    );
     // Held by the host before any chain: the registry does not list it.
     let ghost = reason("ghost-9", "ghost-9");
     assert_eq!(ghost.policy, None, "{ghost:?}");
