@@ -58,8 +58,10 @@ pub struct ShadowSample {
     pub device_id: String,
     /// Its topic.
     pub topic: String,
-    /// Its payload (lossy UTF-8, at most 512 bytes).
-    pub payload: String,
+    /// Its payload as the active chain forwarded it, that chain's redactions applied (lossy
+    /// UTF-8, at most 512 bytes); `None` when the active chain held it back, since what a
+    /// redacting policy would have removed from it is unknown (the quarantine store has it).
+    pub payload: Option<String>,
     /// The active version's verdict.
     pub active: String,
     /// The candidate's verdict.
@@ -68,10 +70,14 @@ pub struct ShadowSample {
     pub candidate_reason: Option<String>,
 }
 
+/// A message for the candidate: as the device sent it, the active verdict, and what a sample
+/// may show of it.
+type Judged = (Message, &'static str, Option<String>);
+
 /// A running shadow: the candidate alone in a policy set, and its thread.
 pub(crate) struct Shadow {
     policy: String,
-    queue: SyncSender<(Message, &'static str)>,
+    queue: SyncSender<Judged>,
     report: Arc<Mutex<ShadowReport>>,
     skipped: Arc<AtomicU64>,
 }
@@ -90,16 +96,16 @@ impl Shadow {
             candidate_version,
             ..ShadowReport::default()
         }));
-        let (queue, rx) = mpsc::sync_channel::<(Message, &'static str)>(QUEUE);
+        let (queue, rx) = mpsc::sync_channel::<Judged>(QUEUE);
         let sink = Arc::clone(&report);
         // A thread that cannot start leaves a shadow that compares nothing; the report shows
         // every message skipped, which is the honest answer.
         let _ = std::thread::Builder::new()
             .name("twinguard-shadow".into())
             .spawn(move || {
-                while let Ok((message, active)) = rx.recv() {
+                while let Ok((message, active, shown)) = rx.recv() {
                     let outcome = evaluate_in(&set, &message);
-                    record(&sink, &message, active, &outcome);
+                    record(&sink, &message, active, shown, &outcome);
                 }
             });
         Self {
@@ -121,7 +127,13 @@ impl Shadow {
         else {
             return;
         };
-        match self.queue.try_send((message.clone(), active)) {
+        // Samples leave through the admin API: they show what the active chain let through,
+        // never a value one of its policies redacted.
+        let shown = outcome.action.forwards().then(|| {
+            let end = outcome.payload.len().min(SAMPLE_BYTES);
+            String::from_utf8_lossy(&outcome.payload[..end]).into_owned()
+        });
+        match self.queue.try_send((message.clone(), active, shown)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +157,13 @@ impl Shadow {
     }
 }
 
-fn record(report: &Mutex<ShadowReport>, message: &Message, active: &str, outcome: &Outcome) {
+fn record(
+    report: &Mutex<ShadowReport>,
+    message: &Message,
+    active: &str,
+    shown: Option<String>,
+    outcome: &Outcome,
+) {
     let (candidate, reason) = match outcome.trace.first() {
         Some(t) => (
             t.verdict.name(),
@@ -168,11 +186,10 @@ fn record(report: &Mutex<ShadowReport>, message: &Message, active: &str, outcome
     }
     r.differed += 1;
     if r.samples.len() < SAMPLES {
-        let end = message.payload.len().min(SAMPLE_BYTES);
         r.samples.push(ShadowSample {
             device_id: message.device_id.clone(),
             topic: message.topic.clone(),
-            payload: String::from_utf8_lossy(&message.payload[..end]).into_owned(),
+            payload: shown,
             active: active.to_owned(),
             candidate: candidate.to_owned(),
             candidate_reason: reason,

@@ -61,6 +61,10 @@ pub enum LifecycleError {
         #[source]
         source: std::io::Error,
     },
+    /// The change would take policies off a route (or drop a route) and no waiver was given:
+    /// switching enforcement off must be meant, and is logged when it is.
+    #[error("{0}")]
+    Unwaived(String),
     /// The config file is not valid TOML (it changed under us since it was checked).
     #[error("{}: not valid TOML", path.display())]
     Toml {
@@ -349,15 +353,19 @@ impl Lifecycle {
     }
 
     /// Removes policy `name` and takes it out of every chain (a route whose chain empties
-    /// stays, and forwards what it matches).
-    pub fn remove(&self, name: &str) -> Result<Change, LifecycleError> {
+    /// stays, and forwards what it matches). When it sat in a chain, `waiver` must say why
+    /// (see [`LifecycleError::Unwaived`]).
+    pub fn remove(&self, name: &str, waiver: Option<&str>) -> Result<Change, LifecycleError> {
         check_name(name)?;
         let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut doc = self.read_doc()?;
+        let before = enforcement(&doc);
         if !remove_policy(&mut doc, name) {
             return Err(LifecycleError::NotFound(name.to_owned()));
         }
-        let generation = self.activate(&doc, &format!("removal of {name:?}"))?;
+        let what = format!("removal of {name:?}");
+        self.waived(&what, &before, &doc, waiver)?;
+        let generation = self.activate(&doc, &what)?;
         Ok(Change {
             generation,
             policy: Some(name.to_owned()),
@@ -365,10 +373,16 @@ impl Lifecycle {
         })
     }
 
-    /// Replaces every route, in order.
-    pub fn set_routes(&self, routes: &[crate::RouteConfig]) -> Result<Change, LifecycleError> {
+    /// Replaces every route, in order. A change that takes a policy off a route's chain, or
+    /// drops a route, needs a `waiver` saying why (see [`LifecycleError::Unwaived`]).
+    pub fn set_routes(
+        &self,
+        routes: &[crate::RouteConfig],
+        waiver: Option<&str>,
+    ) -> Result<Change, LifecycleError> {
         let _one = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut doc = self.read_doc()?;
+        let before = enforcement(&doc);
         let mut array = toml_edit::ArrayOfTables::new();
         for route in routes {
             let mut t = toml_edit::Table::new();
@@ -390,6 +404,7 @@ impl Lifecycle {
         } else {
             doc["route"] = toml_edit::Item::ArrayOfTables(array);
         }
+        self.waived("route change", &before, &doc, waiver)?;
         let generation = self.activate(&doc, "route change")?;
         Ok(Change {
             generation,
@@ -454,6 +469,41 @@ impl Lifecycle {
             .ok_or_else(|| LifecycleError::NotFound(format!("{name} (no candidate)")))
     }
 
+    /// Refuses a change that weakens a route unless `waiver` says why; logs it when it does.
+    /// Signatures cover modules, not which routes run them: without this, emptying a chain
+    /// would switch enforcement off under `require-signatures` with no signature involved.
+    fn waived(
+        &self,
+        what: &str,
+        before: &[(String, Vec<String>)],
+        after: &toml_edit::DocumentMut,
+        waiver: Option<&str>,
+    ) -> Result<(), LifecycleError> {
+        let weakened = weakened(before, &enforcement(after));
+        if weakened.is_empty() {
+            return Ok(());
+        }
+        let weakened = weakened.join("; ");
+        match waiver.map(str::trim).filter(|w| !w.is_empty()) {
+            Some(reason) => {
+                let reason: String = reason.chars().take(200).collect();
+                tracing::warn!(
+                    reason = %twinguard_core::text::escape_controls(&reason),
+                    "{what} removes enforcement on purpose: {weakened}"
+                );
+                Ok(())
+            }
+            None => {
+                let e = LifecycleError::Unwaived(format!(
+                    "{what} would remove enforcement ({weakened}); to mean it, give a reason: \
+                     header x-twinguard-remove-enforcement (CLI: --remove-enforcement REASON)"
+                ));
+                self.note_refusal(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// Builds and activates the generation `doc` describes, then writes it to the file.
     fn activate(&self, doc: &toml_edit::DocumentMut, what: &str) -> Result<u64, LifecycleError> {
         let text = doc.to_string();
@@ -478,15 +528,18 @@ impl Lifecycle {
             what: what.to_owned(),
             cause,
         };
+        self.note_refusal(crate::error_chain(&e));
+        e
+    }
+
+    fn note_refusal(&self, text: String) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        let text = crate::error_chain(&e);
         tracing::error!("{text}");
         *self
             .stats
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(text);
-        e
     }
 
     fn read_doc(&self) -> Result<toml_edit::DocumentMut, LifecycleError> {
@@ -721,6 +774,58 @@ fn set_policy_path(doc: &mut toml_edit::DocumentMut, name: &str, path: &Path) {
 }
 
 /// Removes the policy and its name from every chain; false when there was no such policy.
+/// Each route's chain, keyed by what it matches, and the default chain.
+fn enforcement(doc: &toml_edit::DocumentMut) -> Vec<(String, Vec<String>)> {
+    let names = |item: Option<&toml_edit::Item>| -> Vec<String> {
+        item.and_then(toml_edit::Item::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if let Some(routes) = doc.get("route").and_then(|r| r.as_array_of_tables()) {
+        for r in routes {
+            let mut key = String::from("route");
+            if let Some(f) = r.get("filter").and_then(|f| f.as_str()) {
+                key.push_str(&format!(" {f:?}"));
+            }
+            if let Some(c) = r.get("class").and_then(|c| c.as_str()) {
+                key.push_str(&format!(" class {c:?}"));
+            }
+            out.push((key, names(r.get("chain"))));
+        }
+    }
+    if let Some(chain) = doc.get("defaults").and_then(|d| d.get("chain")) {
+        out.push(("the default chain".to_owned(), names(Some(chain))));
+    }
+    out
+}
+
+/// What `after` takes away from `before`: routes gone, policies gone from a chain.
+fn weakened(before: &[(String, Vec<String>)], after: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, chain) in before {
+        match after.iter().find(|(k, _)| k == key) {
+            None if chain.is_empty() => {}
+            None => out.push(format!("{key} dropped")),
+            Some((_, now)) => {
+                let lost: Vec<&str> = chain
+                    .iter()
+                    .filter(|p| !now.contains(p))
+                    .map(String::as_str)
+                    .collect();
+                if !lost.is_empty() {
+                    out.push(format!("{key} loses {}", lost.join(", ")));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn remove_policy(doc: &mut toml_edit::DocumentMut, name: &str) -> bool {
     let Some(policies) = policies_mut(doc) else {
         return false;
@@ -759,6 +864,32 @@ fn remove_policy(doc: &mut toml_edit::DocumentMut, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weakening_is_a_policy_off_a_chain_or_a_route_gone() {
+        let doc = |text: &str| text.parse::<toml_edit::DocumentMut>().unwrap();
+        let before = enforcement(&doc(
+            "[defaults]\nchain = [\"a\"]\n[[route]]\nfilter = \"x/#\"\nchain = [\"a\", \"b\"]\n\
+             [[route]]\nclass = \"meter\"\nchain = [\"c\"]\n",
+        ));
+        // Adding, reordering and adding routes weaken nothing.
+        let stronger = enforcement(&doc(
+            "[defaults]\nchain = [\"a\", \"d\"]\n[[route]]\nfilter = \"x/#\"\nchain = [\"b\", \"a\"]\n\
+             [[route]]\nclass = \"meter\"\nchain = [\"c\"]\n[[route]]\nfilter = \"y/#\"\nchain = [\"a\"]\n",
+        ));
+        assert!(weakened(&before, &stronger).is_empty());
+        let weaker = enforcement(&doc(
+            "[defaults]\nchain = []\n[[route]]\nfilter = \"x/#\"\nchain = [\"b\"]\n",
+        ));
+        assert_eq!(
+            weakened(&before, &weaker),
+            [
+                "route \"x/#\" loses a",
+                "route class \"meter\" dropped",
+                "the default chain loses a"
+            ]
+        );
+    }
 
     const CONFIG: &str = r#"# operator's comment
 [[policy]]

@@ -43,7 +43,7 @@ pub enum ApiSub {
     /// Activate the version before the current one.
     Rollback(Named),
     /// Remove a policy (and take it out of every chain).
-    Remove(Named),
+    Remove(RemoveArgs),
     /// Replace every route with those of a JSON file: [{"filter": "…", "chain": ["…"]}].
     Routes(RoutesArgs),
     /// Run a module beside the active version of a policy, enforcing nothing.
@@ -102,6 +102,26 @@ pub struct RoutesArgs {
     conn: Connection,
     /// JSON file with the routes, in order.
     file: PathBuf,
+    #[command(flatten)]
+    waiver: Waiver,
+}
+
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The policy's name.
+    name: String,
+    #[command(flatten)]
+    waiver: Waiver,
+}
+
+/// Switching enforcement off is refused unless meant; the reason goes to the server's log.
+#[derive(clap::Args)]
+pub struct Waiver {
+    /// Why a policy may come off a route, or a route go (needed when the change does that).
+    #[arg(long, value_name = "REASON")]
+    remove_enforcement: Option<String>,
 }
 
 pub fn run(sub: &ApiSub) -> Result<ExitCode> {
@@ -117,7 +137,7 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
             format!("/v1/policies/{}/candidate", a.name),
         ),
         ApiSub::Rollback(a) => (&a.conn, Method::POST, policy(a, "/rollback")),
-        ApiSub::Remove(a) => (&a.conn, Method::DELETE, policy(a, "")),
+        ApiSub::Remove(a) => (&a.conn, Method::DELETE, format!("/v1/policies/{}", a.name)),
         ApiSub::Diff(a) => (&a.conn, Method::GET, policy(a, "/candidate")),
         ApiSub::Promote(a) => (&a.conn, Method::POST, policy(a, "/candidate/promote")),
         ApiSub::Discard(a) => (&a.conn, Method::DELETE, policy(a, "/candidate")),
@@ -128,7 +148,13 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
             format!("/v1/policies/{}/breaker/reset", a.name),
         ),
     };
-    let (body, headers) = match sub {
+    let waiver = match sub {
+        ApiSub::Remove(RemoveArgs { waiver, .. }) | ApiSub::Routes(RoutesArgs { waiver, .. }) => {
+            waiver.remove_enforcement.clone()
+        }
+        _ => None,
+    };
+    let (body, mut headers) = match sub {
         ApiSub::Push(a) | ApiSub::Shadow(a) => {
             let module = std::fs::read(&a.module)
                 .with_context(|| format!("cannot read {}", a.module.display()))?;
@@ -158,6 +184,9 @@ pub fn run(sub: &ApiSub) -> Result<ExitCode> {
         ),
         _ => (Vec::new(), Vec::new()),
     };
+    if let Some(reason) = waiver {
+        headers.push(("x-twinguard-remove-enforcement", reason));
+    }
     let token = match &conn.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)

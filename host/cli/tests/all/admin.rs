@@ -112,6 +112,23 @@ impl Api {
             .block_on(client::request(client, method, path, body, &[]))
     }
 
+    /// [`Api::call`] with a reason to take enforcement off a route.
+    fn call_waived(
+        &self,
+        client: &ClientConfig,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let waiver = [(
+            "x-twinguard-remove-enforcement",
+            "maintenance window CHG-1234".to_owned(),
+        )];
+        self.rt
+            .block_on(client::request(client, method, path, body, &waiver))
+            .unwrap()
+    }
+
     /// What the running runtime does to `{"secret":1,"a":2}` on `topic`.
     fn judge(&self, topic: &str) -> (Action, Value) {
         let outcome = self.runtime.evaluate(&Message::new(
@@ -122,6 +139,25 @@ impl Api {
         ));
         let payload = serde_json::from_slice(&outcome.payload).unwrap_or(Value::Null);
         (outcome.action, payload)
+    }
+
+    /// p's shadow report once the candidate has seen (compared or skipped) `n` messages, or
+    /// the last one after a generous wait.
+    fn shadow_report(&self, client: &ClientConfig, n: u64) -> Value {
+        let mut report = Value::Null;
+        for _ in 0..500 {
+            report = self
+                .call(client, Method::GET, "/v1/policies/p/candidate", Vec::new())
+                .unwrap()
+                .1;
+            let seen =
+                report["compared"].as_u64().unwrap_or(0) + report["skipped"].as_u64().unwrap_or(0);
+            if seen >= n {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        report
     }
 
     fn generation(&self) -> u64 {
@@ -159,6 +195,18 @@ fn mutual_tls_refuses_callers_without_a_certificate_or_from_another_ca() {
             "/v1/policies",
             Vec::new(),
         )
+        .unwrap_err();
+    assert!(err.contains(&api.url), "{err}");
+
+    // A certificate from the right CA issued for something else (here the server's own, with
+    // no clientAuth extended key usage) is no operator credential.
+    let server_as_client = ClientConfig {
+        cert: Some(pki.server_cert.clone()),
+        key: Some(pki.server_key.clone()),
+        ..api.client(&pki, true, None)
+    };
+    let err = api
+        .call(&server_as_client, Method::GET, "/v1/policies", Vec::new())
         .unwrap_err();
     assert!(err.contains(&api.url), "{err}");
 
@@ -295,15 +343,22 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
-    // Routes: x/… is no longer routed (quarantined by default), y/… is.
+    // Routes: x/… is no longer routed (quarantined by default), y/… is. Dropping x/#'s
+    // route takes its policy off it: refused unless a reason is given, and nothing changes.
+    let routes = br#"[{"filter":"y/#","chain":["p"]}]"#;
+    let before = std::fs::read(&api.config).unwrap();
     let (status, body) = api
-        .call(
-            &c,
-            Method::PUT,
-            "/v1/routes",
-            br#"[{"filter":"y/#","chain":["p"]}]"#.to_vec(),
-        )
+        .call(&c, Method::PUT, "/v1/routes", routes.to_vec())
         .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("route \"x/#\" dropped") && message.contains("remove-enforcement"),
+        "{body}"
+    );
+    assert_eq!(std::fs::read(&api.config).unwrap(), before);
+    assert_eq!(api.judge("x/1").0, Action::Allow);
+    let (status, body) = api.call_waived(&c, Method::PUT, "/v1/routes", routes.to_vec());
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(matches!(api.judge("x/1").0, Action::Quarantine { .. }));
     assert_eq!(api.judge("y/1").0, Action::Allow);
@@ -323,9 +378,8 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ] {
-        let (status, body) = api
-            .call(&c, Method::PUT, "/v1/routes", bad.to_vec())
-            .unwrap();
+        // Each takes p off y/#: given a reason, what is wrong with it is what answers.
+        let (status, body) = api.call_waived(&c, Method::PUT, "/v1/routes", bad.to_vec());
         assert_eq!(status, want, "{body}");
     }
 
@@ -333,11 +387,14 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
     let restarted = Runtime::new(Config::from_file(&api.config).unwrap()).unwrap();
     assert_eq!(restarted.policy_set().policies()[0].version(), allow);
 
-    // Remove: refused while it is a route's whole chain (the route would forward everything
-    // unjudged), naming the route; the set is unchanged.
+    // Remove: it sits in a chain, so without a reason it is refused as removing enforcement;
+    // with one, still refused while it is a route's whole chain (the route would forward
+    // everything unjudged), naming the route; the set is unchanged.
     let (status, body) = api
         .call(&c, Method::DELETE, "/v1/policies/p", Vec::new())
         .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api.call_waived(&c, Method::DELETE, "/v1/policies/p", Vec::new());
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
         body["error"]
@@ -351,6 +408,8 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
     let (status, body) = api
         .call(&c, Method::PUT, "/v1/routes", b"[]".to_vec())
         .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api.call_waived(&c, Method::PUT, "/v1/routes", b"[]".to_vec());
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = api
         .call(&c, Method::DELETE, "/v1/policies/p", Vec::new())
@@ -370,6 +429,116 @@ fn push_rollback_remove_and_routes_change_what_the_runtime_does() {
         .call(&c, Method::PUT, "/v1/policies/..%2Fetc", b"x".to_vec())
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn a_reader_token_only_reads_and_samples_show_what_the_chain_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    // The active version of p redacts /secret; the candidate lets everything through.
+    std::fs::write(
+        dir.path().join("twinguard.toml"),
+        CONFIG.replace(
+            "{allow}",
+            &fixtures::wasm("pii-redact").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let operator = "operator-token-0123456789abcdef";
+    let reader = "reader-token-0123456789abcdef!!";
+    std::fs::write(dir.path().join("reader.token"), format!("{reader}\n")).unwrap();
+    let limits = AdminConfig {
+        read_token_file: Some(dir.path().join("reader.token")),
+        ..AdminConfig::new(pki.server_cert.clone(), pki.server_key.clone())
+    };
+    let api = start_with(dir.path(), &pki, None, Some(operator), Some(limits));
+    let op = api.client(&pki, false, Some(operator));
+    let rd = api.client(&pki, false, Some(reader));
+
+    let (status, report) = api
+        .call(
+            &op,
+            Method::PUT,
+            "/v1/policies/p/candidate",
+            std::fs::read(fixtures::wasm("allow-all")).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{report}");
+    for _ in 0..40 {
+        assert_eq!(api.judge("x/1"), (Action::Redact, json!({"a":2})));
+    }
+    let report = api.shadow_report(&op, 40);
+    assert!(report["differed"].as_u64().unwrap() > 0, "{report}");
+    // The sample is the payload as the active chain forwarded it: /secret is gone.
+    let sample = report["samples"][0]["payload"].as_str().unwrap();
+    assert!(
+        sample.contains("\"a\":2") && !sample.contains("secret"),
+        "{report}"
+    );
+
+    // The reader sees the counts, never a sample, and changes nothing.
+    let (status, seen) = api
+        .call(&rd, Method::GET, "/v1/policies/p/candidate", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert!(seen["differed"].as_u64().unwrap() > 0, "{seen}");
+    assert_eq!(seen["samples"], json!([]), "{seen}");
+    for (method, path) in [(Method::GET, "/v1/status"), (Method::GET, "/v1/policies")] {
+        let (status, body) = api.call(&rd, method, path, Vec::new()).unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let generation = api.generation();
+    for (method, path, body) in [
+        (Method::PUT, "/v1/routes", b"[]".to_vec()),
+        (Method::POST, "/v1/reload", Vec::new()),
+        (Method::DELETE, "/v1/policies/p/candidate", Vec::new()),
+        (Method::PUT, "/v1/policies/p", b"\0asm".to_vec()),
+    ] {
+        let (status, answer) = api.call(&rd, method.clone(), path, body).unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("may only read"),
+            "{answer}"
+        );
+    }
+    assert_eq!(api.generation(), generation);
+    assert_eq!(
+        api.call(&op, Method::GET, "/v1/policies/p/candidate", Vec::new())
+            .unwrap()
+            .0,
+        StatusCode::OK,
+        "the candidate is still there"
+    );
+
+    // Guessing: five wrong tokens are answered 401, the sixth locks this address out for a
+    // second, during which even the right token gets 429 with Retry-After.
+    let guess = api.client(&pki, false, Some("guess-guess-guess-guess-guess-00"));
+    for _ in 0..5 {
+        let (status, _) = api
+            .call(&guess, Method::GET, "/v1/status", Vec::new())
+            .unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = api
+        .call(&guess, Method::GET, "/v1/status", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed authentications"),
+        "{body}"
+    );
+    let (status, _) = api
+        .call(&op, Method::GET, "/v1/status", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let (status, body) = api
+        .call(&op, Method::GET, "/v1/status", Vec::new())
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[test]
@@ -401,18 +570,7 @@ fn a_shadow_candidate_is_compared_on_live_traffic_then_promoted_or_discarded() {
     for _ in 0..5 {
         api.judge("elsewhere/1");
     }
-    let mut report = Value::Null;
-    for _ in 0..200 {
-        report = api
-            .call(&c, Method::GET, "/v1/policies/p/candidate", Vec::new())
-            .unwrap()
-            .1;
-        if report["compared"].as_u64().unwrap_or(0) + report["skipped"].as_u64().unwrap_or(0) >= 40
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let report = api.shadow_report(&c, 40);
     let compared = report["compared"].as_u64().unwrap();
     assert_eq!(
         compared + report["skipped"].as_u64().unwrap(),
@@ -623,14 +781,12 @@ fn a_change_keeps_the_configs_mode_owner_and_symlink() {
     let token = "0123456789abcdef-modes";
     let api = start(dir.path(), &pki, None, Some(token));
     let c = api.client(&pki, false, Some(token));
-    let (status, body) = api
-        .call(
-            &c,
-            Method::PUT,
-            "/v1/routes",
-            br#"[{"filter":"y/#","chain":["p"]}]"#.to_vec(),
-        )
-        .unwrap();
+    let (status, body) = api.call_waived(
+        &c,
+        Method::PUT,
+        "/v1/routes",
+        br#"[{"filter":"y/#","chain":["p"]}]"#.to_vec(),
+    );
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(std::fs::symlink_metadata(&link)
         .unwrap()

@@ -2,28 +2,32 @@
 //! and reload, over HTTPS (rustls) with JSON answers. Every change goes through
 //! [`Lifecycle`](crate::lifecycle::Lifecycle): built and validated before it is activated.
 //!
-//! Callers are authenticated by a client certificate from `client-ca` (mutual TLS, checked in
-//! the handshake) and/or a bearer token from `token-file`; each one configured is required,
-//! and at least one must be. It listens on loopback unless told otherwise.
+//! Callers are authenticated by a client certificate from `client-ca` with the clientAuth
+//! extended key usage (mutual TLS, checked in the handshake) and/or a bearer token from
+//! `token-file`; each one configured is required, and at least one must be. A second token,
+//! `read-token-file`, gives the reader role: the `GET` endpoints only, and a shadow's diff
+//! without its sample payloads. Wrong tokens are throttled per peer address (the `auth` module).
+//! It listens on loopback unless told otherwise, and warns when told to listen everywhere.
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /v1/status` | generation, counters, last refusal |
-//! | `GET /v1/policies` | every policy: name, version, file, kept versions |
+//! | `GET /v1/status` | generation, counters, last refusal (reader too) |
+//! | `GET /v1/policies` | every policy: name, version, file, kept versions (reader too) |
 //! | `PUT /v1/policies/{name}` | body: the component; header `x-twinguard-signature`: its `.sig` file, base64 |
 //! | `POST /v1/policies/{name}/rollback` | back to the previous version |
-//! | `DELETE /v1/policies/{name}` | remove it, and from every chain |
-//! | `PUT /v1/routes` | body: `[{"filter": "…", "class": "…", "chain": ["…"]}]` (filter, class or both) |
+//! | `DELETE /v1/policies/{name}` | remove it, and from every chain (a chain it sat in needs header `x-twinguard-remove-enforcement: <reason>`) |
+//! | `PUT /v1/routes` | body: `[{"filter": "…", "class": "…", "chain": ["…"]}]` (filter, class or both); taking a policy off a route or dropping a route needs header `x-twinguard-remove-enforcement: <reason>` |
 //! | `POST /v1/policies/{name}/breaker/reset` | body: empty (every held device and the policy-wide breaker) or `{"device": "…"}` |
 //! | `POST /v1/reload` | reload the config file from disk |
 //! | `PUT /v1/policies/{name}/candidate` | body: a component to shadow the active version with |
-//! | `GET /v1/policies/{name}/candidate` | the shadow's diff: counts by verdict pair, samples |
+//! | `GET /v1/policies/{name}/candidate` | the shadow's diff: counts by verdict pair, samples (reader too, without samples) |
 //! | `POST /v1/policies/{name}/candidate/promote` | make the candidate the active version |
 //! | `DELETE /v1/policies/{name}/candidate` | discard it (returns the last diff) |
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +47,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::listener::Guarded;
 
+mod auth;
+use auth::{Role, Throttle};
+
 /// Largest request body: a component of up to 32 MiB.
 const MAX_BODY: usize = 32 << 20;
 
@@ -55,6 +62,7 @@ const MAX_BODY: usize = 32 << 20;
 /// key = "admin.key"
 /// client-ca = "operators-ca.pem"   # mutual TLS
 /// token-file = "admin.token"       # and/or a bearer token
+/// read-token-file = "reader.token"  # optional: a token that may only read
 /// state-dir = "twinguard-state"
 /// keep-versions = 5
 /// # Against floods (defaults shown):
@@ -77,6 +85,10 @@ pub struct AdminConfig {
     pub client_ca: Option<PathBuf>,
     /// A file whose first line is the bearer token callers must send.
     pub token_file: Option<PathBuf>,
+    /// A file whose first line is a second token, for the reader role: status, the policy
+    /// list and a shadow's counts, never a payload or a change. Needs `token-file`.
+    #[serde(default)]
+    pub read_token_file: Option<PathBuf>,
     /// Where pushed modules and version histories are kept (default `twinguard-state`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -115,6 +127,7 @@ impl AdminConfig {
             key: key.into(),
             client_ca: None,
             token_file: None,
+            read_token_file: None,
             state_dir: default_state_dir(),
             keep_versions: default_keep(),
             max_connections: default_max_connections(),
@@ -170,6 +183,13 @@ impl AdminConfig {
                     .into(),
             );
         }
+        if self.read_token_file.is_some() && self.token_file.is_none() {
+            return Err(
+                "admin.read-token-file needs token-file too: with certificates alone every \
+                 caller is an operator, so a reader token would grant nothing less"
+                    .into(),
+            );
+        }
         for (key, value) in [
             ("max-connections", self.max_connections as u64),
             ("handshake-timeout-ms", self.handshake_timeout_ms),
@@ -199,40 +219,135 @@ pub struct AdminError(String);
 pub struct AdminServer {
     listener: Guarded,
     acceptor: TlsAcceptor,
-    token: Option<Arc<str>>,
+    gate: Arc<Gate>,
     lifecycle: Arc<Lifecycle>,
     handshake_timeout: Duration,
     request_timeout: Duration,
     uploads: Arc<Semaphore>,
 }
 
+/// The tokens and the failures counted against them.
+struct Gate {
+    operator: Option<String>,
+    reader: Option<String>,
+    throttle: Throttle,
+    /// Refused TLS handshakes so far, for sparse logging.
+    refused_handshakes: AtomicU64,
+}
+
+impl Gate {
+    /// The caller's role, from its `Authorization` header (mutual TLS, when configured, was
+    /// checked in the handshake); an answer when it has none.
+    #[allow(clippy::result_large_err)] // the error is the answer, built once on a refusal
+    fn admit(
+        &self,
+        peer: IpAddr,
+        header: Option<&hyper::header::HeaderValue>,
+    ) -> Result<Role, Answer> {
+        let Some(operator) = &self.operator else {
+            return Ok(Role::Operator);
+        };
+        if let Some(locked) = self.throttle.locked(peer) {
+            return Err(too_many(locked));
+        }
+        let given = header
+            .and_then(|v| v.to_str().ok())
+            // The scheme is case-insensitive (RFC 7235).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, given)| given.trim());
+        // Both compared in full whichever matches, so timing tells nothing about either.
+        let is_operator = same(given.as_bytes(), operator.as_bytes());
+        let is_reader = self
+            .reader
+            .as_ref()
+            .is_some_and(|r| same(given.as_bytes(), r.as_bytes()));
+        if is_operator || is_reader {
+            self.throttle.succeeded(peer);
+            return Ok(if is_operator {
+                Role::Operator
+            } else {
+                Role::Reader
+            });
+        }
+        let what = if header.is_none() {
+            "no Authorization header"
+        } else {
+            "wrong bearer token"
+        };
+        Err(match self.throttle.failed(peer, what) {
+            Some(locked) => too_many(locked),
+            None => error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer …)",
+            ),
+        })
+    }
+}
+
+fn too_many(locked: auth::Locked) -> Answer {
+    let mut answer = error(StatusCode::TOO_MANY_REQUESTS, locked);
+    answer.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(locked.0.as_secs().max(1)),
+    );
+    answer
+}
+
+fn read_token(path: &std::path::Path, key: &str) -> Result<String, AdminError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AdminError(format!("admin.{key} {}: {e}", path.display())))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 {
+        return Err(AdminError(format!(
+            "admin.{key} {}: the token must be at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
 impl AdminServer {
-    /// Reads the TLS material and the token, and binds the address.
+    /// Reads the TLS material and the tokens, and binds the address.
     pub async fn bind(config: &AdminConfig, lifecycle: Arc<Lifecycle>) -> Result<Self, AdminError> {
         config.validate().map_err(|e| AdminError(e.into()))?;
         let tls = server_tls(config).map_err(AdminError)?;
-        let token = match &config.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| AdminError(format!("admin.token-file {}: {e}", path.display())))?;
-                let token = text.lines().next().unwrap_or("").trim().to_owned();
-                if token.len() < 16 {
-                    return Err(AdminError(format!(
-                        "admin.token-file {}: the token must be at least 16 characters",
-                        path.display()
-                    )));
-                }
-                Some(Arc::from(token))
-            }
+        let operator = match &config.token_file {
+            Some(path) => Some(read_token(path, "token-file")?),
             None => None,
         };
+        let reader = match &config.read_token_file {
+            Some(path) => Some(read_token(path, "read-token-file")?),
+            None => None,
+        };
+        if reader.is_some() && reader == operator {
+            return Err(AdminError(
+                "admin.read-token-file holds the operator's token: give the reader a token of \
+                 its own"
+                    .into(),
+            ));
+        }
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| AdminError(format!("admin.listen {}: {e}", config.listen)))?;
+        if let Ok(addr) = listener.local_addr() {
+            if addr.ip().is_unspecified() {
+                tracing::warn!(
+                    "admin API: listening on {addr}, every interface: anyone who can reach this \
+                     host may try its credentials; prefer loopback or one management address \
+                     (admin.listen)"
+                );
+            }
+        }
         Ok(Self {
             listener: Guarded::new(listener, config.max_connections, "admin API"),
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            token,
+            gate: Arc::new(Gate {
+                operator,
+                reader,
+                throttle: Throttle::default(),
+                refused_handshakes: AtomicU64::new(0),
+            }),
             lifecycle,
             handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
@@ -257,7 +372,7 @@ impl AdminServer {
             };
             let acceptor = self.acceptor.clone();
             let lifecycle = Arc::clone(&self.lifecycle);
-            let token = self.token.clone();
+            let gate = Arc::clone(&self.gate);
             let uploads = Arc::clone(&self.uploads);
             let (handshake_timeout, request_timeout) =
                 (self.handshake_timeout, self.request_timeout);
@@ -267,7 +382,10 @@ impl AdminServer {
                 {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
-                        tracing::warn!(%peer, "admin API: TLS handshake refused: {e}");
+                        let n = gate.refused_handshakes.fetch_add(1, Ordering::Relaxed) + 1;
+                        if auth::worth_logging(n) {
+                            tracing::warn!(%peer, refused = n, "admin API: TLS handshake refused: {e}");
+                        }
                         return;
                     }
                     Err(_) => {
@@ -277,14 +395,20 @@ impl AdminServer {
                 };
                 let service = hyper::service::service_fn(move |req| {
                     let lifecycle = Arc::clone(&lifecycle);
-                    let token = token.clone();
+                    let gate = Arc::clone(&gate);
                     let uploads = Arc::clone(&uploads);
                     async move {
                         let limits = Limits {
                             uploads: &uploads,
                             body_timeout: request_timeout,
                         };
-                        Ok::<_, Infallible>(handle(req, &lifecycle, token.as_deref(), limits).await)
+                        let answer = match gate
+                            .admit(peer.ip(), req.headers().get(hyper::header::AUTHORIZATION))
+                        {
+                            Ok(role) => handle(req, &lifecycle, role, limits).await,
+                            Err(refusal) => refusal,
+                        };
+                        Ok::<_, Infallible>(answer)
                     }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -348,7 +472,7 @@ fn server_tls(c: &AdminConfig) -> Result<rustls::ServerConfig, String> {
             )
             .build()
             .map_err(|e| format!("admin.client-ca {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(auth::ClientAuthOnly(verifier)))
         }
         None => builder.with_no_client_auth(),
     };
@@ -382,31 +506,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 async fn handle(
     req: Request<Incoming>,
     lifecycle: &Arc<Lifecycle>,
-    token: Option<&str>,
+    role: Role,
     limits: Limits<'_>,
 ) -> Answer {
-    if let Some(token) = token {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 7235).
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, given)| given.trim());
-        if !same(given.as_bytes(), token.as_bytes()) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token (Authorization: Bearer …)",
-            );
-        }
-    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let signature = req
         .headers()
         .get("x-twinguard-signature")
         .map(|v| v.as_bytes().to_vec());
+    let waiver = req
+        .headers()
+        .get("x-twinguard-remove-enforcement")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // An upload holds up to 32 MiB while it is read: only `max-uploads` at once, each within
     // the request timeout. A request without a body takes no slot.
     let _upload = if req.body().is_end_stream() {
@@ -442,6 +554,15 @@ async fn handle(
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if role == Role::Reader && method != Method::GET {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{method} {path}: the reader token (admin.read-token-file) may only read; \
+                 changes need the operator token"
+            ),
+        );
+    }
     let l = Arc::clone(lifecycle);
     let op = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "status"]) => {
@@ -509,7 +630,7 @@ async fn handle(
         }
         (&Method::DELETE, ["v1", "policies", name]) => {
             let name = (*name).to_owned();
-            Box::new(move || l.remove(&name))
+            Box::new(move || l.remove(&name, waiver.as_deref()))
         }
         (&Method::PUT, ["v1", "routes"]) => {
             // The config file's own route type: `filter`, `class`, `chain`, unknown keys refused.
@@ -525,7 +646,7 @@ async fn handle(
                     )
                 }
             };
-            Box::new(move || l.set_routes(&routes))
+            Box::new(move || l.set_routes(&routes, waiver.as_deref()))
         }
         (&Method::POST, ["v1", "reload"]) => Box::new(move || l.reload_from_disk()),
         (&Method::PUT, ["v1", "policies", name, "candidate"]) => {
@@ -538,7 +659,17 @@ async fn handle(
         }
         (&Method::GET, ["v1", "policies", name, "candidate"]) => {
             let name = (*name).to_owned();
-            return report(move || l.shadow_report(&name)).await;
+            // Samples carry payloads (redacted as the chain forwards them, but still device
+            // data): the reader sees the counts only.
+            let keep_samples = role == Role::Operator;
+            return report(move || {
+                let mut r = l.shadow_report(&name)?;
+                if !keep_samples {
+                    r.samples.clear();
+                }
+                Ok(r)
+            })
+            .await;
         }
         (&Method::DELETE, ["v1", "policies", name, "candidate"]) => {
             let name = (*name).to_owned();
@@ -569,6 +700,7 @@ async fn report<T: serde::Serialize + Send + 'static>(
             let status = match &e {
                 LifecycleError::NotFound(_) => StatusCode::NOT_FOUND,
                 LifecycleError::Invalid(_) => StatusCode::BAD_REQUEST,
+                LifecycleError::Unwaived(_) => StatusCode::CONFLICT,
                 LifecycleError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 LifecycleError::Io { .. } | LifecycleError::Toml { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
