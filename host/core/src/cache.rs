@@ -12,10 +12,10 @@
 //! | bytes | field |
 //! |---|---|
 //! | 8 | magic `twgcwasm` |
-//! | 4 | format version, little endian (1) |
+//! | 4 | format version, little endian (2) |
 //! | 32 | the key (must equal the file's expected key) |
 //! | 8 | body length, little endian |
-//! | 32 | SHA-256 of the body |
+//! | 32 | HMAC-SHA256 of the key, the length and the body, under this host's cache key |
 //!
 //! Entries are written to a temporary file and renamed into place, so a reader sees a whole
 //! entry or none. On load every header field and the body's digest are checked before
@@ -23,9 +23,14 @@
 //! logged, deleted and rebuilt from source, never loaded. A failure to write the cache is
 //! logged and otherwise ignored: the cache only ever saves time.
 //!
-//! Trust: wasmtime runs a deserialized artifact's machine code as it is, so the cache
-//! directory must be writable only by the operator. The digest catches damage, not an
-//! attacker who can write there; a world-writable directory is refused.
+//! Trust: wasmtime runs a deserialized artifact's machine code as it is. Each entry is
+//! therefore authenticated with a key of this host's (`[engine] cache-key-file`, default
+//! `<cache-dir>/cache.key`: 32 random bytes made on first use, mode 0600). An entry swapped
+//! in from another module, another host or another cache, or edited in place, fails the check
+//! and is rebuilt; a forger would need the key. Kept inside the cache directory the key stops
+//! copied and swapped entries; against someone who can write that directory (and so replace
+//! the key too), keep the key file elsewhere, readable by twinguard only. A world-writable
+//! directory is refused either way.
 //!
 //! Why not wasmtime's own cache (`wasmtime-cache`, `Config::cache`): it keys entries by the
 //! module and engine too, but it is a crate of its own with a config file format, compression
@@ -45,7 +50,10 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 const MAGIC: &[u8; 8] = b"twgcwasm";
-const FORMAT: u32 = 1;
+/// 2: the body's SHA-256 became an HMAC under the host's cache key.
+const FORMAT: u32 = 2;
+/// The cache key's file name inside the cache directory, when no other is configured.
+pub(crate) const KEY_FILE: &str = "cache.key";
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 
 /// What the cache did since the runtime started.
@@ -67,6 +75,8 @@ pub struct CacheStats {
 pub(crate) struct Cache {
     dir: PathBuf,
     fingerprint: [u8; 32],
+    /// Authenticates entries; `None` (and the cache unusable) when it could not be read.
+    mac: Option<ring::hmac::Key>,
     /// False when the directory is not safe to load code from (world-writable).
     usable: bool,
     hits: AtomicU64,
@@ -113,9 +123,11 @@ enum Lookup {
 }
 
 impl Cache {
-    /// The cache in `dir` for `engine`. Creates the directory (mode 0700) if need be; never
-    /// fails: an unusable directory is logged, and loads go on without the cache.
-    pub(crate) fn open(dir: &Path, engine: &Engine) -> Self {
+    /// The cache in `dir` for `engine`, its entries authenticated with the key in `key_file`
+    /// (default `dir/cache.key`, made if missing). Creates the directory (mode 0700) if need
+    /// be; never fails: an unusable directory or key is logged, and loads go on without the
+    /// cache.
+    pub(crate) fn open(dir: &Path, key_file: Option<&Path>, engine: &Engine) -> Self {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -130,10 +142,19 @@ impl Cache {
             }
             _ => true,
         };
+        let key_file = key_file.map_or_else(|| dir.join(KEY_FILE), Path::to_path_buf);
+        let mac = match load_or_make_key(&key_file) {
+            Ok(key) => Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
+            Err(e) => {
+                tracing::warn!(file = %key_file.display(), error = %e, "compile cache: no usable cache key; compiling without the cache");
+                None
+            }
+        };
         Self {
             dir: dir.to_path_buf(),
             fingerprint: fingerprint(engine),
-            usable,
+            usable: usable && mac.is_some(),
+            mac,
             hits: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -177,8 +198,8 @@ impl Cache {
     ) -> wasmtime::Result<Component> {
         let key = self.key(digest);
         let path = self.entry_path(digest);
-        if self.usable {
-            match read_entry(&path, &key, engine) {
+        if let (true, Some(mac)) = (self.usable, &self.mac) {
+            match read_entry(&path, &key, mac, engine) {
                 Lookup::Hit(component) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(file = %path.display(), "compile cache: hit");
@@ -198,8 +219,8 @@ impl Cache {
         }
         let component = Component::new(engine, bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        if self.usable {
-            match self.write_entry(&path, &key, &component) {
+        if let (true, Some(mac)) = (self.usable, &self.mac) {
+            match self.write_entry(&path, &key, mac, &component) {
                 Ok(()) => {
                     self.written.fetch_add(1, Ordering::Relaxed);
                 }
@@ -216,16 +237,11 @@ impl Cache {
         &self,
         path: &Path,
         key: &[u8; 32],
+        mac: &ring::hmac::Key,
         component: &Component,
     ) -> Result<(), String> {
         let body = component.serialize().map_err(|e| format!("{e:#}"))?;
-        let mut entry = Vec::with_capacity(HEADER_LEN + body.len());
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&FORMAT.to_le_bytes());
-        entry.extend_from_slice(key);
-        entry.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        entry.extend_from_slice(&Sha256::digest(&body));
-        entry.extend_from_slice(&body);
+        let entry = seal(key, mac, &body);
         // A name of its own per writer, so two loads of the same module never share a file.
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let temp = self.dir.join(format!(
@@ -243,15 +259,71 @@ impl Cache {
     }
 }
 
+/// An entry: the header (its code covering key, length and body), then the body.
+fn seal(key: &[u8; 32], mac: &ring::hmac::Key, body: &[u8]) -> Vec<u8> {
+    let len = (body.len() as u64).to_le_bytes();
+    let mut entry = Vec::with_capacity(HEADER_LEN + body.len());
+    entry.extend_from_slice(MAGIC);
+    entry.extend_from_slice(&FORMAT.to_le_bytes());
+    entry.extend_from_slice(key);
+    entry.extend_from_slice(&len);
+    entry.extend_from_slice(code(mac, key, &len, body).as_ref());
+    entry.extend_from_slice(body);
+    entry
+}
+
+fn code(mac: &ring::hmac::Key, key: &[u8; 32], len: &[u8], body: &[u8]) -> ring::hmac::Tag {
+    let mut ctx = ring::hmac::Context::with_key(mac);
+    ctx.update(key);
+    ctx.update(len);
+    ctx.update(body);
+    ctx.sign()
+}
+
+/// The host's cache key from `path`: 64 hex digits. Made (32 random bytes, mode 0600) when
+/// the file does not exist; two processes making it at once agree on the first one written.
+fn load_or_make_key(path: &Path) -> Result<[u8; 32], String> {
+    let parse = |text: &str| -> Result<[u8; 32], String> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key)
+            .map_err(|e| format!("not 64 hex digits ({e}); delete it to have a new key made"))?;
+        Ok(key)
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => return parse(&text),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+        Err(_) => {}
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| "the system's random source failed".to_owned())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| e.to_string())?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            parse(&std::fs::read_to_string(path).map_err(|e| e.to_string())?)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Reads and checks an entry; only a sound one reaches wasmtime.
-fn read_entry(path: &Path, key: &[u8; 32], engine: &Engine) -> Lookup {
+fn read_entry(path: &Path, key: &[u8; 32], mac: &ring::hmac::Key, engine: &Engine) -> Lookup {
     let data = match std::fs::read(path) {
         Ok(data) => data,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Lookup::Miss,
         Err(e) => return Lookup::Refused(format!("cannot read it: {e}")),
     };
-    let body = match check_entry(&data, key) {
+    let body = match check_entry(&data, key, mac) {
         Ok(body) => body,
         Err(reason) => return Lookup::Refused(reason),
     };
@@ -261,8 +333,12 @@ fn read_entry(path: &Path, key: &[u8; 32], engine: &Engine) -> Lookup {
     }
 }
 
-/// Checks the header against the expected key and the body against its digest.
-fn check_entry<'a>(data: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], String> {
+/// Checks the header against the expected key and the whole against its code.
+fn check_entry<'a>(
+    data: &'a [u8],
+    key: &[u8; 32],
+    mac: &ring::hmac::Key,
+) -> Result<&'a [u8], String> {
     let Some((header, body)) = data.split_at_checked(HEADER_LEN) else {
         return Err(format!(
             "{} bytes, shorter than the {HEADER_LEN}-byte header (truncated)",
@@ -272,7 +348,7 @@ fn check_entry<'a>(data: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], String> {
     let (magic, rest) = header.split_at(8);
     let (format, rest) = rest.split_at(4);
     let (entry_key, rest) = rest.split_at(32);
-    let (len, digest) = rest.split_at(8);
+    let (len_bytes, tag) = rest.split_at(8);
     if magic != MAGIC {
         return Err("not a twinguard cache entry (bad magic)".into());
     }
@@ -287,15 +363,26 @@ fn check_entry<'a>(data: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], String> {
             hex::encode(entry_key)
         ));
     }
-    let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
+    let len = u64::from_le_bytes(len_bytes.try_into().unwrap_or_default());
     if len != body.len() as u64 {
         return Err(format!(
             "the body is {} bytes but the header says {len} (truncated or appended to)",
             body.len()
         ));
     }
-    if Sha256::digest(body).as_slice() != digest {
-        return Err("the body's SHA-256 does not match the header (corrupted)".into());
+    let expected = code(mac, key, len_bytes, body);
+    // Without an early exit, so timing does not tell how much of a forged code was right.
+    let differs = expected
+        .as_ref()
+        .iter()
+        .zip(tag)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if differs != 0 {
+        return Err(
+            "its authentication code does not match (corrupted, swapped in from another module \
+             or cache, or written under another cache key)"
+                .into(),
+        );
     }
     Ok(body)
 }
@@ -304,10 +391,10 @@ fn check_entry<'a>(data: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], String> {
 fn deserialize(engine: &Engine, body: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize` runs the machine code it is given, so the bytes must
     // come from wasmtime's own `Component::serialize`. These do: `check_entry` verified that
-    // the entry carries this engine's and this module's key and that the body's SHA-256 is
-    // the one written beside it by `write_entry`, which stores only `serialize`'s output; the
-    // directory is one the operator controls (documented; world-writable ones are refused),
-    // and wasmtime checks its own header (version, engine settings) on top of that.
+    // the entry carries this engine's and this module's key and an HMAC over key, length and
+    // body under this host's secret cache key, which only `write_entry` computes, and only
+    // over `serialize`'s output; world-writable directories are refused, and wasmtime checks
+    // its own header (version, engine settings) on top of that.
     unsafe { Component::deserialize(engine, body) }
 }
 
@@ -347,7 +434,7 @@ mod tests {
     fn second_load_is_a_hit_and_entries_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(true);
-        let cache = Cache::open(dir.path(), &engine);
+        let cache = Cache::open(dir.path(), None, &engine);
         let d = digest(EMPTY);
         cache.component(&engine, &d, EMPTY).unwrap();
         assert_eq!((cache.stats().compiled, cache.stats().written), (1, 1));
@@ -357,28 +444,29 @@ mod tests {
         let path = cache.entry_path(&d);
         let good = std::fs::read(&path).unwrap();
         let key = cache.key(&d);
-        assert!(check_entry(&good, &key).is_ok());
+        let mac = cache.mac.as_ref().unwrap();
+        assert!(check_entry(&good, &key, mac).is_ok());
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(check_entry(&flipped, &key)
+        assert!(check_entry(&flipped, &key, mac)
             .unwrap_err()
-            .contains("corrupted"));
-        assert!(check_entry(&good[..good.len() - 1], &key)
+            .contains("does not match"));
+        assert!(check_entry(&good[..good.len() - 1], &key, mac)
             .unwrap_err()
             .contains("truncated"));
-        assert!(check_entry(&good[..10], &key)
+        assert!(check_entry(&good[..10], &key, mac)
             .unwrap_err()
             .contains("header"));
-        assert!(check_entry(b"garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage", &key)
+        assert!(check_entry(b"garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage", &key, mac)
             .unwrap_err()
             .contains("magic"));
         let mut version = good.clone();
         version[8] = 9;
-        assert!(check_entry(&version, &key)
+        assert!(check_entry(&version, &key, mac)
             .unwrap_err()
             .contains("format version 9"));
-        assert!(check_entry(&good, &cache.key(&digest(b"other")))
+        assert!(check_entry(&good, &cache.key(&digest(b"other")), mac)
             .unwrap_err()
             .contains("another module"));
     }
@@ -388,22 +476,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = (engine(true), engine(false));
         assert_ne!(fingerprint(&ours), fingerprint(&theirs));
-        let cache = Cache::open(dir.path(), &ours);
+        let cache = Cache::open(dir.path(), None, &ours);
         let d = digest(EMPTY);
         // Another engine's artifact under our name and with our header and a right digest:
         // only wasmtime's own check can tell, and it must.
         let body = Component::new(&theirs, EMPTY).unwrap().serialize().unwrap();
         let key = cache.key(&d);
-        let mut entry = Vec::new();
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&FORMAT.to_le_bytes());
-        entry.extend_from_slice(&key);
-        entry.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        entry.extend_from_slice(&Sha256::digest(&body));
-        entry.extend_from_slice(&body);
-        std::fs::write(cache.entry_path(&d), &entry).unwrap();
+        let mac = cache.mac.as_ref().unwrap();
+        std::fs::write(cache.entry_path(&d), seal(&key, mac, &body)).unwrap();
         assert!(
-            matches!(read_entry(&cache.entry_path(&d), &key, &ours), Lookup::Refused(r) if r.contains("wasmtime refused"))
+            matches!(read_entry(&cache.entry_path(&d), &key, mac, &ours), Lookup::Refused(r) if r.contains("wasmtime refused"))
         );
 
         cache.component(&ours, &d, EMPTY).unwrap();
@@ -420,8 +502,69 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_unused(dir.path());
+    }
+
+    /// The attack the code stops: another module's compiled code put under a signed module's
+    /// name, its header rewritten to match (what a plain digest would have accepted), or an
+    /// entry made with another host's key.
+    #[test]
+    fn a_swapped_or_foreign_entry_is_refused_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
         let engine = engine(true);
-        let cache = Cache::open(dir.path(), &engine);
+        let cache = Cache::open(dir.path(), None, &engine);
+        let key_text = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(key_text.trim().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let signed = digest(b"the signed module");
+        let other = digest(EMPTY);
+        cache.component(&engine, &other, EMPTY).unwrap();
+        // The forger rewrites the key field and the old format's body digest.
+        let mut forged = std::fs::read(cache.entry_path(&other)).unwrap();
+        forged[12..44].copy_from_slice(&cache.key(&signed));
+        let body_digest = Sha256::digest(&forged[HEADER_LEN..]);
+        forged[52..84].copy_from_slice(&body_digest);
+        std::fs::write(cache.entry_path(&signed), &forged).unwrap();
+        let mac = cache.mac.as_ref().unwrap();
+        assert!(matches!(
+            read_entry(&cache.entry_path(&signed), &cache.key(&signed), mac, &engine),
+            Lookup::Refused(r) if r.contains("does not match")
+        ));
+
+        // Another cache (another key file) with the same engine refuses our entries.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let key_file = elsewhere.path().join("host-b.key");
+        let other_cache = Cache::open(dir.path(), Some(&key_file), &engine);
+        assert!(key_file.exists());
+        other_cache.component(&engine, &other, EMPTY).unwrap();
+        let stats = other_cache.stats();
+        assert_eq!((stats.refused, stats.compiled, stats.hits), (1, 1, 0));
+        // Rebuilt under its own key: the next load is a hit there, a refusal for the first.
+        other_cache.component(&engine, &other, EMPTY).unwrap();
+        assert_eq!(other_cache.stats().hits, 1);
+        cache.component(&engine, &other, EMPTY).unwrap();
+        assert_eq!(cache.stats().refused, 1);
+    }
+
+    #[test]
+    fn a_damaged_key_file_turns_the_cache_off_rather_than_trusting_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "not hex\n").unwrap();
+        assert_unused(dir.path());
+    }
+
+    /// Two loads from a cache in `dir` both compile, and nothing is written there.
+    fn assert_unused(dir: &Path) {
+        let engine = engine(true);
+        let cache = Cache::open(dir, None, &engine);
         let d = digest(EMPTY);
         cache.component(&engine, &d, EMPTY).unwrap();
         cache.component(&engine, &d, EMPTY).unwrap();

@@ -118,6 +118,10 @@ pub struct EngineConfig {
     /// Where compiled components are kept between runs (relative to the config file); no
     /// cache when unset. Must be writable only by the operator: see `docs/signing-and-cache.md`.
     pub cache_dir: Option<PathBuf>,
+    /// The key that authenticates cache entries (relative to the config file); default
+    /// `<cache-dir>/cache.key`, made on first use. Keep it outside the cache directory when
+    /// others may write there: see `docs/signing-and-cache.md`.
+    pub cache_key_file: Option<PathBuf>,
     /// Bytes of code in one component (see [`CompileLimits`]).
     pub max_code_bytes: u64,
     /// Bytes of one function body (see [`CompileLimits`]).
@@ -148,6 +152,7 @@ impl Default for EngineConfig {
             epoch_tick_ms: 1,
             idle_instances: 0,
             cache_dir: None,
+            cache_key_file: None,
             max_code_bytes: CompileLimits::default().max_code_bytes,
             max_function_bytes: CompileLimits::default().max_function_bytes,
             max_function_locals: CompileLimits::default().max_function_locals,
@@ -340,6 +345,7 @@ impl Config {
             rebase(&mut policy.path);
         }
         self.engine.cache_dir.as_mut().map(rebase);
+        self.engine.cache_key_file.as_mut().map(rebase);
         if let Some(r) = self.registry.as_mut() {
             rebase(&mut r.path);
         }

@@ -281,7 +281,7 @@ impl Runtime {
             .engine
             .cache_dir
             .as_deref()
-            .map(|dir| Cache::open(dir, &engine));
+            .map(|dir| Cache::open(dir, config.engine.cache_key_file.as_deref(), &engine));
         let inner = Inner {
             cache,
             engine,
