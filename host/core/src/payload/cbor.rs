@@ -158,6 +158,10 @@ fn untag_head(b: &[u8], mut at: usize) -> Result<(usize, Head, usize), DecodeErr
         if h.major != 6 {
             return Ok((at, h, tags));
         }
+        // Not well-formed (RFC 8949 3.2.4): refused here, where lookups and redaction meet.
+        if h.indefinite() {
+            return fail("indefinite length on a tag", at);
+        }
         at = h.next;
         tags = tags.saturating_add(1);
     }

@@ -425,6 +425,10 @@ fn number(raw: &[u8]) -> Option<FieldValue> {
     let text = std::str::from_utf8(raw).ok()?;
     if !raw.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         if let Ok(i) = text.parse::<i64>() {
+            // `-0` is the float -0.0, as serde_json reads it, not the integer 0.
+            if i == 0 && raw.first() == Some(&b'-') {
+                return Some(FieldValue::Float(-0.0));
+            }
             return Some(FieldValue::Integer(i));
         }
     }
@@ -704,6 +708,7 @@ impl Scanner<'_> {
     }
 
     fn number(&mut self) -> Result<(), SyntaxError> {
+        let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
@@ -728,8 +733,28 @@ impl Scanner<'_> {
             if self.digits() == 0 {
                 return self.fail("invalid number");
             }
+            return self.in_range(start);
+        }
+        // Only an exponent or more than 308 digits can leave f64's range.
+        if self.pos - start > 300 {
+            return self.in_range(start);
         }
         Ok(())
+    }
+
+    /// A number beyond f64's range (`1e400`) is malformed, as serde_json has it: a lookup of
+    /// it and a redaction of its payload must agree, so the whole payload is refused.
+    fn in_range(&mut self, start: usize) -> Result<(), SyntaxError> {
+        let finite = std::str::from_utf8(self.b.get(start..self.pos).unwrap_or_default())
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(f64::is_finite);
+        if finite {
+            Ok(())
+        } else {
+            self.pos = start;
+            self.fail("number out of range")
+        }
     }
 
     fn digits(&mut self) -> usize {

@@ -178,7 +178,7 @@ fn json_numbers() {
     let mut doc = json(
         r#"{"max": 9223372036854775807, "min": -9223372036854775808,
                 "big": 9223372036854775808, "small": -9223372036854775809,
-                "exp": 1e3, "frac": -0.25, "zero": 0, "huge": 1e400}"#,
+                "exp": 1e3, "frac": -0.25, "zero": 0}"#,
     );
     assert_eq!(get(&mut doc, "/max"), Some(FieldValue::Integer(i64::MAX)));
     assert_eq!(get(&mut doc, "/min"), Some(FieldValue::Integer(i64::MIN)));
@@ -193,10 +193,12 @@ fn json_numbers() {
     assert_eq!(get(&mut doc, "/exp"), Some(FieldValue::Float(1000.0)));
     assert_eq!(get(&mut doc, "/frac"), Some(FieldValue::Float(-0.25)));
     assert_eq!(get(&mut doc, "/zero"), Some(FieldValue::Integer(0)));
-    // Like serde_json, a number beyond f64 is an error, with its position.
-    let why = malformed(doc.field("/huge"));
+    // Like serde_json, a number beyond f64 is an error, with its position, and it makes the
+    // whole payload malformed (see lookups_and_redaction_agree_on_what_is_malformed).
+    let mut doc = json("{\"ok\": 1,\n \"huge\": 1e400}");
+    let why = malformed(doc.field("/ok"));
     assert!(
-        why.contains("number out of range at line 3 column"),
+        why.contains("number out of range at line 2 column"),
         "{why}"
     );
 }
@@ -1018,4 +1020,57 @@ fn redaction_of_a_hundred_thousand_look_alike_keys_is_linear() {
         get(&mut doc, ""),
         Some(FieldValue::Object(u32::try_from(n).unwrap()))
     );
+}
+
+/// One definition of well-formed (issue 19, finding 13): what a lookup refuses, a redaction
+/// refuses too, and the other way round, so a payload cannot be unreadable to a policy yet
+/// forwarded by the redaction of another field.
+#[test]
+fn lookups_and_redaction_agree_on_what_is_malformed() {
+    let long_integer = format!("[{}]", "9".repeat(400));
+    for text in [
+        "[1e400]",
+        r#"{"a":1e400,"b":1}"#,
+        r#"{"a":-1.5E+999,"b":1}"#,
+        long_integer.as_str(),
+    ] {
+        let mut doc = json(text);
+        let why = malformed(doc.field("/b"));
+        assert!(why.contains("number out of range"), "{text}: {why}");
+        assert!(
+            matches!(
+                redact(Format::Json, text.as_bytes(), &[remove("/b")]),
+                Err(RedactError::Malformed(_))
+            ),
+            "{text}"
+        );
+        assert!(serde_json::from_str::<JsonValue>(text).is_err(), "{text}");
+    }
+    // Large but finite numbers stay numbers.
+    let mut doc = json(r#"{"a":1.7e308,"b":-1e-400}"#);
+    assert_eq!(get(&mut doc, "/a"), Some(FieldValue::Float(1.7e308)));
+    assert_eq!(get(&mut doc, "/b"), Some(FieldValue::Float(-0.0)));
+
+    // A tag with indefinite length is not well-formed CBOR: refused by both.
+    for bytes in [&[0xdf, 0x02][..], &[0xa1, 0x61, b'a', 0xdf, 0x02][..]] {
+        let mut doc = Document::new(Some(Format::Cbor), bytes.to_vec());
+        let why = malformed(doc.field("/a"));
+        assert!(why.contains("indefinite length on a tag"), "{why}");
+        assert!(matches!(
+            redact(Format::Cbor, bytes, &[remove("/a")]),
+            Err(RedactError::Malformed(_))
+        ));
+    }
+}
+
+#[test]
+fn minus_zero_is_the_float_minus_zero_as_serde_json_reads_it() {
+    let mut doc = json(r#"{"a":-0,"b":0}"#);
+    match get(&mut doc, "/a") {
+        Some(FieldValue::Float(f)) => assert!(f == 0.0 && f.is_sign_negative()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(get(&mut doc, "/b"), Some(FieldValue::Integer(0)));
+    let theirs: JsonValue = serde_json::from_str(r#"{"a":-0}"#).unwrap();
+    assert!(theirs["a"].is_f64());
 }

@@ -37,6 +37,16 @@ impl Template {
                 {
                     return Err(format!("bad variable {level:?} in template {text:?}: use {{name}} with letters, digits, '_' or '-'"));
                 }
+                // Twice in an input it would capture two levels under one name, and which
+                // one a route or the device id then sees is anyone's guess.
+                if levels
+                    .iter()
+                    .any(|l| matches!(l, Level::Var(v) if v == name))
+                {
+                    return Err(format!(
+                        "variable {level:?} appears twice in template {text:?}: each variable names one level"
+                    ));
+                }
                 levels.push(Level::Var(name.to_owned()));
             } else if level.contains(['{', '}', '+', '#']) {
                 return Err(format!(
@@ -136,6 +146,8 @@ mod tests {
             ("devices/dev{id}/x", "whole level"),
             ("devices/{}/x", "bad variable"),
             ("devices/{a b}/x", "bad variable"),
+            ("{x}/{x}", "appears twice"),
+            ("devices/{device}/{kind}/{device}", "appears twice"),
         ] {
             let err = Template::parse(t).unwrap_err();
             assert!(err.contains(want), "{t}: {err}");
