@@ -278,7 +278,8 @@ impl Telemetry {
             .with_description(
                 "Gateway messages by stage: received from the broker, forwarded (acknowledged \
                  by it), quarantined (committed to the store), refused (by the broker, then \
-                 quarantined), store_failed (left unacknowledged, delivered again)",
+                 quarantined), store_failed (left unacknowledged, delivered again), \
+                 retained_skipped (a retained message replayed on subscribing, not judged)",
             )
             .with_callback(move |o| {
                 for (stage, n) in [
@@ -287,6 +288,7 @@ impl Telemetry {
                     ("quarantined", &s.quarantined),
                     ("refused", &s.refused),
                     ("store_failed", &s.store_errors),
+                    ("retained_skipped", &s.retained_skipped),
                 ] {
                     o.observe(
                         n.load(Relaxed),

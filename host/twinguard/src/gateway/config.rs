@@ -65,6 +65,10 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Topic where each security event is published as JSON (QoS 1); none when unset.
     pub alerts_topic: Option<String>,
+    /// What a retained message the broker replays on (re)subscribing is: `"skip"` (default)
+    /// or `"judge"`. See [`Retained`].
+    #[serde(default)]
+    pub retained: Retained,
     /// TLS settings, required by an `mqtts://` broker.
     pub tls: Option<TlsConfig>,
     /// What to read, and where each message goes when it passes.
@@ -109,6 +113,25 @@ pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 fn default_max_message_bytes() -> usize {
     DEFAULT_MAX_MESSAGE_BYTES
+}
+
+/// A delivery with the retain flag set is the broker replaying the last message it stored for
+/// a topic, because the gateway (re)subscribed: not a new reading. Live messages reach a
+/// subscriber with the flag clear (MQTT 3.1.1 3.3.1.3; MQTT 5 unless retain-as-published),
+/// and the persistent session queues what devices send while the gateway is away, so skipping
+/// replays loses no reading. Judged again, one retained reading would reach the twin once per
+/// restart or reconnect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Retained {
+    /// Acknowledge and count it (`twinguard_gateway_messages_total{stage="retained_skipped"}`),
+    /// judge and forward nothing.
+    #[default]
+    Skip,
+    /// Judge it like any message: for twins that want a device's stored last value when the
+    /// gateway first subscribes, at the price of a copy per reconnect (replay-guard, with a
+    /// sequence number in the payload, quarantines the repeats).
+    Judge,
 }
 
 /// TLS towards the broker: hostname verification is always on.

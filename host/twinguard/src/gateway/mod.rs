@@ -80,6 +80,9 @@ pub struct GatewayStats {
     /// Publishes (forwards and alerts) handed to the client and not yet acknowledged by the
     /// broker, on the current connection.
     pub in_flight: AtomicU64,
+    /// Retained messages the broker replayed on subscribing, acknowledged unjudged
+    /// (`retained = "skip"`).
+    pub retained_skipped: AtomicU64,
 }
 
 /// A gateway to one broker, ready to run. Clones share everything, counters included.
@@ -331,6 +334,14 @@ impl Gateway {
                 }
                 Event::Message(input) => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    if input.retained() && self.config.retained == config::Retained::Skip {
+                        self.stats.retained_skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(gateway = %self.name(), topic = %input.topic(), "a retained message replayed on subscribing: acknowledged, not judged (retained = \"skip\")");
+                        // Acknowledged in its turn, like any other.
+                        ack_tx.send((seq, input)).map_err(|_| ConnError::Closed)?;
+                        seq += 1;
+                        continue;
+                    }
                     let route = self.route(&input);
                     let shard = match &route {
                         Ok(r) => shard_of(&r.device, shards.len()),

@@ -143,6 +143,14 @@ impl Received {
         }
     }
 
+    /// Whether the broker replayed it from its retained store (see [`super::config::Retained`]).
+    pub fn retained(&self) -> bool {
+        match self {
+            Self::V4(p) => p.retain,
+            Self::V5(p) => p.retain,
+        }
+    }
+
     /// MQTT 5 user properties, in order (none for 3.1.1).
     pub fn user_properties(&self) -> &[(String, String)] {
         match self {
