@@ -227,6 +227,17 @@ pub(super) struct Peer {
 
 impl Peer {
     pub(super) fn connect(id: &str, port: u16, subscribe: &[&str], persistent: bool) -> Self {
+        Self::connect_as(id, port, subscribe, persistent, None)
+    }
+
+    /// [`Peer::connect`] with a username and password.
+    pub(super) fn connect_as(
+        id: &str,
+        port: u16,
+        subscribe: &[&str],
+        persistent: bool,
+        credentials: Option<(&str, &str)>,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -238,6 +249,9 @@ impl Peer {
             .set_inflight(100)
             // Room for the oversized messages some tests publish.
             .set_max_packet_size(16 << 20, 16 << 20);
+        if let Some((user, password)) = credentials {
+            o.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(o, 1000);
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -1641,6 +1655,15 @@ fn retained_across_restarts(id: &str, extra: &str) -> Vec<u64> {
         let serve = Serve::start(&config);
         assert!(
             serve.wait_for("subscribed", Duration::from_secs(30)),
+            "{}",
+            serve.text()
+        );
+        // This test broker lets anyone in: said once per start.
+        assert!(
+            serve.wait_for(
+                "accepts clients without credentials",
+                Duration::from_secs(30)
+            ),
             "{}",
             serve.text()
         );

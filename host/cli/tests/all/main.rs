@@ -1,6 +1,7 @@
 //! The `twinguard` command's integration tests: the built binary run as a user would, `serve`
 //! against a real Mosquitto, and the admin API through the command's own client.
 
+mod acl;
 mod admin;
 mod audit;
 mod cli;

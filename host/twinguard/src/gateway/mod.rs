@@ -314,6 +314,11 @@ impl Gateway {
         loop {
             match events.poll().await? {
                 Event::Connected => {
+                    if !*ever_connected {
+                        // Once per run: a broker that lets anyone in is worth one warning.
+                        let (config, broker) = (Arc::clone(&self.config), self.broker.clone());
+                        tokio::spawn(async move { warn_if_anonymous(&config, &broker).await });
+                    }
                     *ever_connected = true;
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(true, Ordering::Relaxed);
@@ -535,6 +540,60 @@ fn settings<'a>(
             .as_deref()
             .map(|u| (u, config.password.as_deref().unwrap_or_default())),
         tls,
+    }
+}
+
+/// Whether the broker lets a client in with no credentials and, over TLS, no client
+/// certificate: `None` when the probe could not tell (the broker went away, a timeout).
+pub async fn accepts_anonymous(config: &GatewayConfig, within: Duration) -> Option<bool> {
+    let (broker, _) = config.validate().ok()?;
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(
+            crate::tls::client_config(&t.ca, None, None, "gateway.tls.").ok()?,
+        )),
+        None => None,
+    };
+    let client_id = format!("{}-anonymous-probe", config.client_id);
+    let mut settings = settings(config, &broker, &client_id, tls, false);
+    settings.credentials = None;
+    let (client, mut events) = mqtt::client(&settings, 4);
+    let answer = tokio::time::timeout(within, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Connected) => return Some(true),
+                Ok(_) => {}
+                // Refused at CONNECT, or no handshake without a certificate.
+                Err(e) if e.fatal() => return Some(false),
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    client.try_disconnect();
+    answer
+}
+
+async fn warn_if_anonymous(config: &GatewayConfig, broker: &BrokerAddr) {
+    match accepts_anonymous(config, Duration::from_secs(10)).await {
+        Some(true) => tracing::warn!(
+            gateway = %config.name(),
+            "the broker at {}:{} accepts clients without credentials: unless its ACL confines \
+             each client to its own device's topics, anyone can publish as any device, and \
+             straight to the twin and alert topics (README: \"The broker's ACL\"; \
+             examples/mosquitto-acl)",
+            broker.host,
+            broker.port
+        ),
+        Some(false) => tracing::info!(
+            gateway = %config.name(),
+            "the broker refuses clients without credentials"
+        ),
+        None => tracing::debug!(
+            gateway = %config.name(),
+            "could not tell whether the broker accepts clients without credentials"
+        ),
     }
 }
 
