@@ -153,7 +153,7 @@ impl Cache {
         Self {
             dir: dir.to_path_buf(),
             fingerprint: fingerprint(engine),
-            usable: usable && mac.is_some(),
+            usable,
             mac,
             hits: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
@@ -219,8 +219,13 @@ impl Cache {
         }
         let component = Component::new(engine, bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        if let (true, Some(mac)) = (self.usable, &self.mac) {
-            match self.write_entry(&path, &key, mac, &component) {
+        if self.usable {
+            // Without a key nothing can be written that a later load would trust.
+            let written = match &self.mac {
+                Some(mac) => self.write_entry(&path, &key, mac, &component),
+                None => Err("no cache key".to_owned()),
+            };
+            match written {
                 Ok(()) => {
                     self.written.fetch_add(1, Ordering::Relaxed);
                 }

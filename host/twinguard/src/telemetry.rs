@@ -279,7 +279,8 @@ impl Telemetry {
                 "Gateway messages by stage: received from the broker, forwarded (acknowledged \
                  by it), quarantined (committed to the store), refused (by the broker, then \
                  quarantined), store_failed (left unacknowledged, delivered again), \
-                 retained_skipped (a retained message replayed on subscribing, not judged)",
+                 retained_skipped (a retained message replayed on subscribing, not judged), \
+                 shed (a device over its budget, dropped before judgement)",
             )
             .with_callback(move |o| {
                 for (stage, n) in [
@@ -289,6 +290,7 @@ impl Telemetry {
                     ("refused", &s.refused),
                     ("store_failed", &s.store_errors),
                     ("retained_skipped", &s.retained_skipped),
+                    ("shed", &s.shed),
                 ] {
                     o.observe(
                         n.load(Relaxed),

@@ -59,7 +59,7 @@ struct Request {
 /// `[quarantine]`, `[alerts]` and `[admin]` (those compiled in). A reload applies policies and
 /// routes only; comparing these with the ones a process started with tells which edits wait
 /// for a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceTables {
     #[cfg(feature = "gateway")]
     gateways: Vec<crate::gateway::GatewayConfig>,

@@ -167,13 +167,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     for g in &gateways {
         let stats = g.stats();
         eprintln!(
-            "twinguard serve: {} stopped; received {}, forwarded {}, quarantined {} ({} refused by the broker), alerts {}",
+            "twinguard serve: {} stopped; received {}, forwarded {}, quarantined {} ({} refused by the broker), alerts {}, shed over budget {}, retained skipped {}",
             g.name(),
             stats.received.load(Ordering::Relaxed),
             stats.forwarded.load(Ordering::Relaxed),
             stats.quarantined.load(Ordering::Relaxed),
             stats.refused.load(Ordering::Relaxed),
             stats.alerts.load(Ordering::Relaxed),
+            stats.shed.load(Ordering::Relaxed),
+            stats.retained_skipped.load(Ordering::Relaxed),
         );
     }
     result??;

@@ -222,6 +222,8 @@ impl Drop for Serve {
 pub(super) struct Peer {
     client: AsyncClient,
     received: mpsc::Receiver<(String, Vec<u8>)>,
+    /// PUBACKs received: the broker has that many of this peer's QoS 1 publishes.
+    acked: Arc<std::sync::atomic::AtomicU64>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -257,6 +259,8 @@ impl Peer {
         let (ready_tx, ready_rx) = mpsc::channel();
         let topics: Vec<String> = subscribe.iter().map(|s| (*s).to_owned()).collect();
         let sub = client.clone();
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let acks = Arc::clone(&acked);
         rt.spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
@@ -279,6 +283,9 @@ impl Peer {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
                     }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -290,8 +297,21 @@ impl Peer {
         Self {
             client,
             received: rx,
+            acked,
             _rt: rt,
         }
+    }
+
+    /// Waits until the broker has acknowledged `n` publishes of this peer in all.
+    pub(super) fn wait_acked(&self, n: u64, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.acked.load(std::sync::atomic::Ordering::Relaxed) >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     pub(super) fn publish(&self, topic: &str, payload: Vec<u8>) {
@@ -1689,4 +1709,74 @@ fn a_retained_reading_is_not_replayed_to_the_twin_on_restarts() {
     // default), and the restarts would have carried it to the twin three times.
     let judged = retained_across_restarts("tg-retained-judge", "retained = \"judge\"\n");
     assert_eq!(judged.iter().filter(|s| **s == 1).count(), 3, "{judged:?}");
+}
+
+#[test]
+fn a_flooding_device_is_shed_and_every_other_devices_message_arrives() {
+    let (_tmp, s) = setup();
+    // One message a second, five at once: 300 published back to back exceed it whatever the
+    // machine's speed (within budget they would take five minutes).
+    let rig = rig_with(
+        &s,
+        "tg-budget",
+        false,
+        "workers = 1\n[gateway.device-budget]\nrate = 1\nburst = 5\n",
+    );
+    let flood = Peer::connect("flood", rig.broker.port, &[], false);
+    let calm = Peer::connect("calm", rig.broker.port, &[], false);
+    for seq in 1..=300u64 {
+        flood.publish(
+            "devices/flood/telemetry",
+            format!(r#"{{"seq":{seq},"temp":20}}"#).into_bytes(),
+        );
+    }
+    // The broker has the whole flood before the calm device says a word: the gateway meets
+    // all of it first, in order, on its one worker, so when calm's last message reaches the
+    // twin every flood message that passed has too.
+    assert!(flood.wait_acked(300, Duration::from_secs(60)));
+    for seq in 1..=5u64 {
+        calm.publish(
+            "devices/calm/telemetry",
+            format!(r#"{{"seq":{seq},"temp":20}}"#).into_bytes(),
+        );
+    }
+    let got = rig.twin.collect(Duration::from_secs(60), |got| {
+        got.iter()
+            .any(|(t, p)| t == "twin/calm/telemetry" && seq_of(p) == Some(5))
+    });
+    let of = |device: &str| -> Vec<u64> {
+        got.iter()
+            .filter(|(t, _)| *t == format!("twin/{device}/telemetry"))
+            .filter_map(|(_, p)| seq_of(p))
+            .collect()
+    };
+    // The calm device loses nothing; the flood got its burst and little more.
+    assert_eq!(of("calm"), [1, 2, 3, 4, 5], "{}", rig.serve.text());
+    let flooded = of("flood");
+    assert!(
+        flooded.len() >= 5 && flooded.len() < 300,
+        "{} of the flood forwarded: {got:?}\n{}",
+        flooded.len(),
+        rig.serve.text()
+    );
+    assert_eq!(&flooded[..5], [1, 2, 3, 4, 5]);
+    assert!(rig
+        .serve
+        .wait_for("sends faster than its budget", Duration::from_secs(30)));
+    let exit = rig.serve.stop();
+    // Every flood message was either forwarded (all of those reached the twin before calm's
+    // last, on the one worker) or shed.
+    let shed_line = format!("shed over budget {}", 300 - flooded.len());
+    assert!(exit.contains(&shed_line), "{shed_line}: {exit}");
+    // One security event for the episode, action "shed", in the alerts file.
+    let alerts = std::fs::read_to_string(&s.alerts_file).unwrap();
+    let shed: Vec<Value> = alerts
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["code"] == "device-over-budget")
+        .collect();
+    assert!(!shed.is_empty(), "{alerts}");
+    assert!(shed
+        .iter()
+        .all(|e| e["action"] == "shed" && e["device_id"] == "flood" && e["schema_version"] == 2));
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Action, Alert, Message, Outcome, Severity};
 
 /// The version of the [`SecurityEvent`] schema; raised on any change a consumer could notice
-/// other than a new field.
-pub const SCHEMA_VERSION: u32 = 1;
+/// other than a new field. 2: `action` may be `shed` (a device over its budget).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The action taken on the message that raised the alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +20,8 @@ pub enum EventAction {
     Redact,
     Alert,
     Quarantine,
+    /// Acknowledged and dropped before judgement: the device was over its budget.
+    Shed,
 }
 
 impl From<&Action> for EventAction {
@@ -38,13 +40,14 @@ impl From<&Action> for EventAction {
 }
 
 impl EventAction {
-    /// `allow`, `redact`, `alert` or `quarantine`.
+    /// `allow`, `redact`, `alert`, `quarantine` or `shed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Redact => "redact",
             Self::Alert => "alert",
             Self::Quarantine => "quarantine",
+            Self::Shed => "shed",
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::TopicFilter;
 /// template = "devices/{device}/telemetry"
 /// output = "twin/{device}/telemetry"
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The name quarantined records carry, so that a release goes back to the broker the
@@ -69,6 +69,11 @@ pub struct GatewayConfig {
     /// or `"judge"`. See [`Retained`].
     #[serde(default)]
     pub retained: Retained,
+    /// Each device's share of the gateway (`[gateway.device-budget]`, on by default: 1,000
+    /// messages/s sustained, 10,000 at once); past it a device's messages are shed with an
+    /// alert. See [`super::budget`].
+    #[serde(default)]
+    pub device_budget: super::budget::DeviceBudget,
     /// TLS settings, required by an `mqtts://` broker.
     pub tls: Option<TlsConfig>,
     /// What to read, and where each message goes when it passes.
@@ -250,6 +255,7 @@ impl GatewayConfig {
         if self.max_message_bytes == 0 {
             return Err("gateway.max-message-bytes must be at least 1".into());
         }
+        self.device_budget.check()?;
         let mut inputs = Vec::new();
         for (i, input) in self.inputs.iter().enumerate() {
             let at = format!("gateway.input #{} ({:?})", i + 1, input.filter);

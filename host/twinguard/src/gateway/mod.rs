@@ -19,6 +19,7 @@
 //! are bounded by the broker's in-flight window: nothing is acknowledged before its outcome,
 //! so the broker never has more than its window outstanding towards the gateway.
 
+pub mod budget;
 mod config;
 mod mqtt;
 mod template;
@@ -29,7 +30,7 @@ pub use mqtt::Protocol;
 pub use template::Template;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +84,9 @@ pub struct GatewayStats {
     /// Retained messages the broker replayed on subscribing, acknowledged unjudged
     /// (`retained = "skip"`).
     pub retained_skipped: AtomicU64,
+    /// Messages of a device over its budget (`[gateway.device-budget]`), acknowledged and
+    /// dropped before any worker saw them.
+    pub shed: AtomicU64,
 }
 
 /// A gateway to one broker, ready to run. Clones share everything, counters included.
@@ -98,6 +102,8 @@ pub struct Gateway {
     process: Option<opentelemetry::metrics::BoundHistogram<f64>>,
     /// Message spans, when they are exported.
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Seeds the hash that places devices on workers.
+    shard_seed: Arc<std::collections::hash_map::RandomState>,
 }
 
 /// A forwarded message waiting for the broker's PUBACK.
@@ -175,6 +181,7 @@ impl Gateway {
             stats: Arc::new(GatewayStats::default()),
             process: None,
             tracer: None,
+            shard_seed: Arc::new(std::collections::hash_map::RandomState::new()),
         })
     }
 
@@ -311,6 +318,7 @@ impl Gateway {
             ))));
         }
         let mut seq = 0_u64;
+        let mut budgets = budget::Budgets::new(&self.config.device_budget);
         loop {
             match events.poll().await? {
                 Event::Connected => {
@@ -348,8 +356,23 @@ impl Gateway {
                         continue;
                     }
                     let route = self.route(&input);
+                    if let Some(budgets) = budgets.as_mut() {
+                        // Unplaced messages share one budget: they have no device to own one.
+                        let device = route.as_ref().map_or("\0unrouted", |r| r.device.as_str());
+                        if let budget::Verdict::Shed { first } =
+                            budgets.take(device, std::time::Instant::now())
+                        {
+                            self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                            if first {
+                                self.over_budget(device, &input.topic(), &out_tx);
+                            }
+                            ack_tx.send((seq, input)).map_err(|_| ConnError::Closed)?;
+                            seq += 1;
+                            continue;
+                        }
+                    }
                     let shard = match &route {
-                        Ok(r) => shard_of(&r.device, shards.len()),
+                        Ok(r) => shard_of(&self.shard_seed, &r.device, shards.len()),
                         Err(_) => 0,
                     };
                     let job = Job { seq, input, route };
@@ -404,6 +427,53 @@ impl Gateway {
     }
 
     /// Which input a message fits, its device and its output topic.
+    /// A device went over its budget: one warning and one security event per episode (the
+    /// alert sinks' dedup window folds repeats), on the alerts topic too when there is room.
+    fn over_budget(&self, device: &str, topic: &str, out: &mpsc::Sender<Out>) {
+        let b = &self.config.device_budget;
+        let detail = format!(
+            "device {device:?} sends faster than its budget ({} messages/s, {} at once): its \
+             excess is shed before judgement so that other devices keep their share \
+             ([gateway.device-budget])",
+            b.rate,
+            b.burst.unwrap_or(b.rate * 10.0)
+        );
+        tracing::warn!(gateway = %self.name(), device = %twinguard_core::text::escape_controls(device), "{detail}");
+        let Some(alerts) = self.judge.alerts() else {
+            return;
+        };
+        let alert = twinguard_core::Alert::new(
+            "twinguard",
+            env!("CARGO_PKG_VERSION"),
+            twinguard_core::Severity::Medium,
+            "device-over-budget",
+            detail,
+        );
+        let event = crate::alerts::SecurityEvent::from_alert(
+            device,
+            topic,
+            crate::alerts::EventAction::Shed,
+            self.judge.runtime().policy_set().generation(),
+            &alert,
+            crate::alerts::Clock::now_ms(&crate::alerts::SystemClock),
+        );
+        for event in alerts.send_all(&[event]) {
+            self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+            if let Some(alerts_topic) = &self.config.alerts_topic {
+                // Never waits: the connection's task must keep reading.
+                let _ = out.try_send(Out {
+                    topic: alerts_topic.clone(),
+                    payload: event.to_json_bytes(),
+                    properties: Some(OutProperties {
+                        content_type: Some("application/json".into()),
+                        ..OutProperties::default()
+                    }),
+                    then: None,
+                });
+            }
+        }
+    }
+
     fn route(&self, input: &Received) -> Result<Route, String> {
         let topic = input.topic();
         for i in self.inputs.iter() {
@@ -650,12 +720,12 @@ pub async fn publish_all(
     })?
 }
 
-/// The worker a device's messages go to: the same one every time.
-fn shard_of(device: &str, shards: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    device.hash(&mut h);
+/// The worker a device's messages go to: the same one every time within a process, and not
+/// predictable from its id from outside (`seed` is random per gateway), so nobody can pick ids
+/// that share a worker with a victim.
+fn shard_of(seed: &std::collections::hash_map::RandomState, device: &str, shards: usize) -> usize {
     // The remainder is below `shards`, a usize.
-    (h.finish() % shards as u64) as usize
+    (seed.hash_one(device) % shards as u64) as usize
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -442,7 +442,7 @@ fn file_sink_writes_one_json_object_per_line() {
     ids.dedup();
     assert_eq!(ids.len(), 5, "ids are unique");
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.schema_version, 1);
+        assert_eq!(e.schema_version, 2);
         assert_eq!(e.device_id, format!("dev-{i}"));
         assert_eq!(e.topic, format!("plant/dev-{i}/telemetry"));
         assert_eq!(e.policy, "replay-guard");

@@ -1,0 +1,221 @@
+//! Each device's fair share of the gateway, enforced before any worker sees a message.
+//!
+//! Messages of one device go to one worker (its order must hold), so a device that floods
+//! fills its worker's queue, and every device sharing that worker waits behind it; past the
+//! gateway's throughput the broker's queue for the gateway's session overflows and drops
+//! messages of *other* devices. A token bucket per device, checked in the connection's task
+//! as messages arrive, sheds a device's excess there: acknowledged, counted and alerted
+//! (`device-over-budget`, once per episode), never queued ahead of others. Storing the excess
+//! instead would spend the store's write rate, which every device shares, on the flood.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+/// `[gateway.device-budget]`: messages per second one device may send (sustained) and at once.
+///
+/// ```toml
+/// [gateway.device-budget]
+/// rate = 1000      # per second, sustained (default)
+/// burst = 10000    # at once above the rate (default: 10 s of rate)
+/// ```
+///
+/// A device of a plant sends a reading every few seconds; the default leaves three orders of
+/// magnitude of room and still stops one device from taking the gateway. `rate = 0` turns the
+/// budget off.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeviceBudget {
+    /// Messages per second, sustained; 0 turns the budget off.
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    /// Messages at once above the rate (default: 10 s of `rate`).
+    pub burst: Option<f64>,
+}
+
+fn default_rate() -> f64 {
+    1000.0
+}
+
+impl Default for DeviceBudget {
+    fn default() -> Self {
+        Self {
+            rate: default_rate(),
+            burst: None,
+        }
+    }
+}
+
+impl DeviceBudget {
+    /// Checks the numbers; the error names the key.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(format!(
+                "gateway.device-budget.rate {}: a number of messages per second, 0 or more (0 turns the budget off)",
+                self.rate
+            ));
+        }
+        if let Some(burst) = self.burst {
+            if !burst.is_finite() || burst < 1.0 {
+                return Err(format!(
+                    "gateway.device-budget.burst {burst}: at least 1 message"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn burst(&self) -> f64 {
+        self.burst.unwrap_or(self.rate * 10.0).max(1.0)
+    }
+}
+
+/// What [`Budgets::take`] says of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Within budget.
+    Pass,
+    /// Over budget: shed. `first` for the first shed message since the device was last
+    /// within budget (the one to raise an alert for).
+    Shed { first: bool },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// Shedding since the last message that passed.
+    shedding: bool,
+}
+
+/// Buckets tracked at most before idle ones are forgotten (a full bucket and a missing one
+/// are the same).
+const TRACKED: usize = 100_000;
+
+/// The token buckets of every device seen, owned by one task (no lock).
+pub(crate) struct Budgets {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<Box<str>, Bucket>,
+    /// When to sweep next: grows when a sweep frees little, so sweeps stay amortised.
+    sweep_at: usize,
+}
+
+impl Budgets {
+    /// Buckets for `budget`; `None` when it is off.
+    pub(crate) fn new(budget: &DeviceBudget) -> Option<Self> {
+        (budget.rate > 0.0).then(|| Self {
+            rate: budget.rate,
+            burst: budget.burst(),
+            buckets: HashMap::new(),
+            sweep_at: TRACKED,
+        })
+    }
+
+    /// One message of `device` at `now`.
+    pub(crate) fn take(&mut self, device: &str, now: Instant) -> Verdict {
+        if self.buckets.len() >= self.sweep_at {
+            self.sweep(now);
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let bucket = match self.buckets.get_mut(device) {
+            Some(b) => b,
+            None => self.buckets.entry(device.into()).or_insert(Bucket {
+                tokens: burst,
+                last: now,
+                shedding: false,
+            }),
+        };
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            bucket.shedding = false;
+            Verdict::Pass
+        } else {
+            let first = !bucket.shedding;
+            bucket.shedding = true;
+            Verdict::Shed { first }
+        }
+    }
+
+    /// Forgets the devices whose bucket has refilled.
+    fn sweep(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+        });
+        self.sweep_at = (self.buckets.len() * 2).max(TRACKED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn budgets(rate: f64, burst: f64) -> Budgets {
+        Budgets::new(&DeviceBudget {
+            rate,
+            burst: Some(burst),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_device_over_its_budget_is_shed_and_others_are_not() {
+        let mut b = budgets(10.0, 5.0);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(b.take("flood", t0), Verdict::Pass);
+        }
+        assert_eq!(b.take("flood", t0), Verdict::Shed { first: true });
+        assert_eq!(b.take("flood", t0), Verdict::Shed { first: false });
+        // Another device has its own bucket.
+        assert_eq!(b.take("calm", t0), Verdict::Pass);
+        // 100 ms later one token has come back: one passes, the next is a new episode.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.take("flood", t1), Verdict::Pass);
+        assert_eq!(b.take("flood", t1), Verdict::Shed { first: true });
+        // A second of quiet refills the burst, never beyond it.
+        let t2 = t1 + Duration::from_secs(10);
+        for _ in 0..5 {
+            assert_eq!(b.take("flood", t2), Verdict::Pass);
+        }
+        assert!(matches!(b.take("flood", t2), Verdict::Shed { .. }));
+    }
+
+    #[test]
+    fn rate_zero_is_off_and_bad_numbers_are_named() {
+        assert!(Budgets::new(&DeviceBudget {
+            rate: 0.0,
+            burst: None
+        })
+        .is_none());
+        for (rate, burst, key) in [
+            (-1.0, None, "rate"),
+            (f64::NAN, None, "rate"),
+            (10.0, Some(0.5), "burst"),
+        ] {
+            let e = DeviceBudget { rate, burst }.check().unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
+        assert_eq!(DeviceBudget::default().burst(), 10_000.0);
+    }
+
+    #[test]
+    fn refilled_buckets_are_forgotten() {
+        let mut b = budgets(1.0, 2.0);
+        let t0 = Instant::now();
+        b.sweep_at = 10;
+        for i in 0..10 {
+            b.take(&format!("d{i}"), t0);
+        }
+        // Ten seconds on, all ten are full again: the next device's arrival sweeps them.
+        b.take("late", t0 + Duration::from_secs(10));
+        assert_eq!(b.buckets.len(), 1);
+        assert_eq!(b.sweep_at, TRACKED);
+    }
+}
