@@ -37,6 +37,7 @@ ctrl addRoleACL twinguard publishClientSend 'twin/+/telemetry' allow
 ctrl addRoleACL twinguard publishClientSend 'twinguard/alerts' allow
 ctrl addRoleACL twinguard subscribePattern 'twin/+/commands' allow
 ctrl addRoleACL twinguard publishClientSend 'devices/+/commands' allow
+ctrl addRoleACL twinguard subscribeLiteral '$SYS/broker/publish/messages/dropped' allow
 
 # The twin application reads what twinguard forwarded and the alerts, and sends commands
 # through twinguard.

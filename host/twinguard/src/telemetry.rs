@@ -330,6 +330,18 @@ impl Telemetry {
                 o.observe(s.in_flight.load(Relaxed), std::slice::from_ref(&g));
             })
             .build();
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
+            .u64_observable_gauge("twinguard.gateway.broker_dropped")
+            .with_unit("{message}")
+            .with_description(
+                "The broker's own count of messages it dropped on full queues since it started, \
+                 all clients (gateway.broker-drops-topic)",
+            )
+            .with_callback(move |o| {
+                o.observe(s.broker_dropped.load(Relaxed), std::slice::from_ref(&g));
+            })
+            .build();
         meter
             .u64_observable_gauge("twinguard.gateway.connected")
             .with_description("1 while the broker connection is up, else 0")

@@ -1780,3 +1780,39 @@ fn a_flooding_device_is_shed_and_every_other_devices_message_arrives() {
         .iter()
         .all(|e| e["action"] == "shed" && e["device_id"] == "flood" && e["schema_version"] == 2));
 }
+
+#[test]
+fn drops_the_broker_reports_are_surfaced() {
+    let (_tmp, s) = setup();
+    // $SYS every second, and room for five queued messages per client.
+    let broker = Broker::start_with(&s.dir, None, "sys_interval 1\nmax_queued_messages 5\n");
+    // A subscriber with a persistent session that goes away: its queue fills and overflows.
+    drop(Peer::connect("sleepy", broker.port, &["devices/#"], true));
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-drops",
+        "",
+    );
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-drops", broker.port, &[], false);
+    for seq in 1..=20u64 {
+        device.publish(
+            "devices/d1/telemetry",
+            format!(r#"{{"seq":{seq}}}"#).into_bytes(),
+        );
+    }
+    assert!(device.wait_acked(20, Duration::from_secs(30)));
+    // The broker's counter reaches the gateway's log (the first report, or a rise).
+    assert!(
+        serve.wait_for("since it started", Duration::from_secs(60)),
+        "{}",
+        serve.text()
+    );
+}

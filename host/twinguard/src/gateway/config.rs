@@ -74,6 +74,12 @@ pub struct GatewayConfig {
     /// alert. See [`super::budget`].
     #[serde(default)]
     pub device_budget: super::budget::DeviceBudget,
+    /// The broker's counter of messages it dropped on full queues, watched on a connection of
+    /// its own (default Mosquitto's `$SYS/broker/publish/messages/dropped`; `""` turns it
+    /// off). A rise is logged as a warning and shown as `twinguard_gateway_broker_dropped`:
+    /// drops the gateway cannot otherwise see.
+    #[serde(default = "default_broker_drops_topic")]
+    pub broker_drops_topic: String,
     /// TLS settings, required by an `mqtts://` broker.
     pub tls: Option<TlsConfig>,
     /// What to read, and where each message goes when it passes.
@@ -103,6 +109,10 @@ where
         }
     }
     d.deserialize_any(Visitor)
+}
+
+fn default_broker_drops_topic() -> String {
+    "$SYS/broker/publish/messages/dropped".into()
 }
 
 fn default_keep_alive() -> u64 {

@@ -87,6 +87,9 @@ pub struct GatewayStats {
     /// Messages of a device over its budget (`[gateway.device-budget]`), acknowledged and
     /// dropped before any worker saw them.
     pub shed: AtomicU64,
+    /// The broker's own count of messages it dropped on full queues, all clients together
+    /// (`broker-drops-topic`); 0 until the broker reports it.
+    pub broker_dropped: AtomicU64,
 }
 
 /// A gateway to one broker, ready to run. Clones share everything, counters included.
@@ -237,6 +240,14 @@ impl Gateway {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         let mut ever_connected = false;
+        let _drops = (!self.config.broker_drops_topic.is_empty()).then(|| {
+            AbortOnDrop(tokio::spawn(watch_broker_drops(
+                Arc::clone(&self.config),
+                self.broker.clone(),
+                self.tls.clone(),
+                Arc::clone(&self.stats),
+            )))
+        });
         loop {
             let (client, eventloop) = mqtt::client(
                 &settings(
@@ -610,6 +621,69 @@ fn settings<'a>(
             .as_deref()
             .map(|u| (u, config.password.as_deref().unwrap_or_default())),
         tls,
+    }
+}
+
+/// Follows the broker's dropped-messages counter on a connection of its own (clean session,
+/// `<client-id>-sys`), so that a broker refusing the topic or going away never touches the
+/// message flow. The broker counts drops for every client: a rise says some queue overflowed,
+/// perhaps the gateway's (README: the broker settings that keep it from doing so).
+async fn watch_broker_drops(
+    config: Arc<GatewayConfig>,
+    broker: BrokerAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stats: Arc<GatewayStats>,
+) {
+    let client_id = format!("{}-sys", config.client_id);
+    let topic = config.broker_drops_topic.as_str();
+    let mut last: Option<u64> = None;
+    loop {
+        let (client, mut events) = mqtt::client(
+            &settings(&config, &broker, &client_id, tls.clone(), false),
+            8,
+        );
+        loop {
+            match events.poll().await {
+                Ok(Event::Connected) => {
+                    if client.try_subscribe(topic).is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Subscribed(Err(codes))) => {
+                    tracing::info!(gateway = %config.name(), %topic, "the broker does not report dropped messages here ({codes}); not watching them (gateway.broker-drops-topic)");
+                    client.try_disconnect();
+                    return;
+                }
+                Ok(Event::Message(m)) => {
+                    let Some(now) = std::str::from_utf8(m.payload())
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    stats.broker_dropped.store(now, Ordering::Relaxed);
+                    match last {
+                        Some(before) if now > before => tracing::warn!(
+                            gateway = %config.name(),
+                            "the broker dropped {} more messages (now {now} since it started): a \
+                             client's queue overflowed; if it was the gateway's, messages were lost \
+                             before judgement (raise the broker's max_queued_messages; README: \
+                             \"Each device gets its share\")",
+                            now - before
+                        ),
+                        None if now > 0 => tracing::info!(
+                            gateway = %config.name(),
+                            "the broker has dropped {now} messages since it started"
+                        ),
+                        _ => {}
+                    }
+                    last = Some(now);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 
