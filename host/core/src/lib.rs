@@ -122,6 +122,15 @@ pub use message::{
     now_ms, Action, Alert, ContentType, Device, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
 pub use payload::Pointer;
+
+/// The payload index and redaction, for the fuzz targets in `fuzz/` only: not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::payload::{
+        redact, Document, Edit, EditAction, FieldError, FieldValue, Format, RedactError,
+    };
+}
 pub use pipeline::{FilterError, TopicFilter};
 pub use policy::{ComponentInfo, Policy, PolicyStatus, WIT_VERSION};
 pub use runtime::{PolicySet, Runtime};
