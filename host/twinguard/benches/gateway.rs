@@ -18,6 +18,10 @@
 //! to tell the cost of the policy from the cost of what happens to its messages.
 //! `BENCH_NODELAY=1` starts the broker with `set_tcp_nodelay true` (Mosquitto's default is
 //! false: Nagle on its sends), for every case.
+//!
+//! `BENCH_ONLY=flood` measures the good route beside one device of the same route flooding as
+//! fast as it can (issue 19: one device must not starve the others): without the flood, with it
+//! under the default `[gateway.device-budget]`, and with it and the budget off.
 
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker;
@@ -198,13 +202,17 @@ async fn measure(
     }
     let mut saturated = Arrivals::new(SATURATION_MESSAGES);
     let mut last = start;
+    // Gives up 30 s after the last new arrival (not the last message: a flood's own messages,
+    // which are not counted, would keep it waiting for lost ones forever).
     while saturated.distinct < SATURATION_MESSAGES {
-        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        let until = last.max(start) + Duration::from_secs(30);
+        match tokio::time::timeout_at(until.into(), rx.recv()).await {
             Ok(Some(p)) => {
                 if saturated.first(seq_of(&p)) {
                     last = Instant::now();
                 }
             }
+            Ok(None) => break,
             _ => {
                 eprintln!(
                     "{tag}: only {} of {SATURATION_MESSAGES} arrived within 30 s of the last",
@@ -241,16 +249,20 @@ async fn measure(
     // sent (seq = milliseconds into the paced run), to tell a periodic stall from noise.
     let mut tails = Vec::new();
     let mut paced = Arrivals::new(total);
+    let mut progress = Instant::now();
     while paced.distinct < total {
-        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        match tokio::time::timeout_at((progress + Duration::from_secs(30)).into(), rx.recv()).await
+        {
             Ok(Some(p)) => {
                 let l = sent_ns(&p).map(|s| now().saturating_sub(s));
                 let seq = seq_of(&p);
                 if let (Some(l), true) = (l, paced.first(seq)) {
                     latencies.push(l);
                     tails.push((l, seq.unwrap_or(0)));
+                    progress = Instant::now();
                 }
             }
+            Ok(None) => break,
             _ => {
                 eprintln!("{tag}: paced run stalled at {} of {total}", paced.distinct);
                 break;
@@ -696,13 +708,117 @@ fn hostile(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
     }
 }
 
+/// One device on the good route publishing as fast as QoS 1 with 100 in flight allows, until
+/// stopped. Its payloads carry no `sent_ns` and a sequence number beyond any measured one, so
+/// [`measure`] never counts them; says how many it sent.
+fn flood_device(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    tag: &str,
+    topic: &'static str,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let (c, _) = rt.block_on(client(&format!("flood-{tag}"), port, None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let task = rt.spawn(async move {
+        let mut sent = 0_u64;
+        while !stopped.load(Ordering::Relaxed) {
+            let body = format!(
+                r#"{{"seq":{},"readings":{{"flood":true}}}}"#,
+                1_000_000_000 + sent
+            );
+            c.publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        sent
+    });
+    (stop, task)
+}
+
+/// The good route without a flood, beside one flooding device under the default device
+/// budget, and with the budget off; each on a fresh gateway.
+fn flooded(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base: Instant) {
+    // (name, the flood's topic, gateway extra). The control floods a topic the gateway does
+    // not read: what the broker and the machine's CPU alone cost the good route.
+    let cases: [(&str, Option<&'static str>, &str); 4] = [
+        ("no flood (baseline)", None, ""),
+        (
+            "one device flooding, default budget (1,000/s)",
+            Some("devices/flooder/telemetry"),
+            "",
+        ),
+        (
+            "one device flooding, budget off",
+            Some("devices/flooder/telemetry"),
+            "[gateway.device-budget]\nrate = 0\n",
+        ),
+        (
+            "control: the same flood on a topic twinguard does not read",
+            Some("elsewhere/flooder/telemetry"),
+            "",
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (i, (name, flood, extra)) in cases.iter().enumerate() {
+        let client_id = format!("bench-flood-{i}");
+        let config = gateway_config(
+            port,
+            r#"["schema", "pii"]"#,
+            &schema_pii(),
+            &client_id,
+            extra,
+        );
+        let running = start_gateway(rt, config, &tmp.join(format!("f{i}.db")), &client_id);
+        let stats = running.gateway.stats();
+        let tag = format!("flood{i}");
+        let flooding = flood.map(|topic| flood_device(rt, port, &tag, topic));
+        let f = rt.block_on(measure(
+            port,
+            |seq| format!("devices/d{}/telemetry", seq % DEVICES),
+            "twin/#",
+            &tag,
+            base,
+        ));
+        let sent = flooding.map_or(0, |(stop, task)| {
+            stop.store(true, Ordering::Relaxed);
+            rt.block_on(task).unwrap()
+        });
+        let shed = stats.shed.load(Ordering::Relaxed);
+        running.stop(rt, port);
+        rows.push((name, f, sent, shed));
+    }
+    let (_, baseline, _, _) = &rows[0];
+    println!(
+        "\nGood route devices/+/telemetry (schema + pii-redact, {DEVICES} devices) beside one \
+         device of the same route publishing as fast as it can"
+    );
+    println!(
+        "\n| case | messages/s (QoS 1, 100 in flight) | p50 at {PACED_RATE}/s | p99 at {PACED_RATE}/s | \
+         p99 vs baseline | good lost | flood sent / shed |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, f, sent, shed) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2}× | {} | {sent} / {shed} |",
+            f.per_second,
+            f.p50_ms,
+            f.p99_ms,
+            f.p99_ms / baseline.p99_ms,
+            f.lost,
+        );
+    }
+}
+
 fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
-    let (run_paths, run_hostile) = match only.as_deref() {
-        None | Some("") => (true, true),
-        Some("paths") => (true, false),
-        Some("hostile") => (false, true),
-        Some(other) => panic!("BENCH_ONLY={other}: expected `paths` or `hostile`"),
+    let (run_paths, run_hostile, run_flood) = match only.as_deref() {
+        None | Some("") => (true, true, true),
+        Some("paths") => (true, false, false),
+        Some("hostile") => (false, true, false),
+        Some("flood") => (false, false, true),
+        Some(other) => panic!("BENCH_ONLY={other}: expected `paths`, `hostile` or `flood`"),
     };
     let tmp = tempfile::tempdir().unwrap();
     let broker = broker::Broker::start_with(
@@ -725,5 +841,8 @@ fn main() {
     }
     if run_hostile {
         hostile(&rt, port, tmp.path(), base);
+    }
+    if run_flood {
+        flooded(&rt, port, tmp.path(), base);
     }
 }
