@@ -516,28 +516,32 @@ output = "held/{{device}}/telemetry"
     FileConfig::from_toml(&text, ".").unwrap()
 }
 
-/// Publishes to the hostile route at `rate` messages/s until stopped; says how many it sent.
-fn flood(
+/// A stop flag and a task publishing `message(n)` for n = 0, 1, … (QoS 1) from client
+/// `client_id`, at `rate` messages/s or, without one, as fast as 100 in flight allow; the task
+/// says how many it sent.
+fn publish_until_stopped(
     rt: &tokio::runtime::Runtime,
     port: u16,
-    tag: &str,
-    rate: u64,
+    client_id: &str,
+    rate: Option<u64>,
+    message: impl Fn(u64) -> (String, Vec<u8>) + Send + 'static,
 ) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
-    let (c, _) = rt.block_on(client(&format!("hostile-{tag}"), port, None));
+    let (c, _) = rt.block_on(client(client_id, port, None));
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let task = rt.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = rate.map(|r| {
+            let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / r));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut sent = 0_u64;
         while !stopped.load(Ordering::Relaxed) {
-            tick.tick().await;
-            let topic = format!("hostile/h{}/telemetry", sent % HOSTILE_DEVICES);
-            let sent_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            let body = format!(r#"{{"seq":{sent},"side":"hostile","sent_ms":{sent_ms}}}"#);
-            c.publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
+            if let Some(t) = tick.as_mut() {
+                t.tick().await;
+            }
+            let (topic, body) = message(sent);
+            c.publish(topic, QoS::AtLeastOnce, false, body)
                 .await
                 .unwrap();
             sent += 1;
@@ -545,6 +549,24 @@ fn flood(
         sent
     });
     (stop, task)
+}
+
+/// Publishes to the hostile route at `rate` messages/s until stopped.
+fn flood(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    tag: &str,
+    rate: u64,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    publish_until_stopped(rt, port, &format!("hostile-{tag}"), Some(rate), |sent| {
+        let sent_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        (
+            format!("hostile/h{}/telemetry", sent % HOSTILE_DEVICES),
+            format!(r#"{{"seq":{sent},"side":"hostile","sent_ms":{sent_ms}}}"#).into_bytes(),
+        )
+    })
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -717,24 +739,13 @@ fn flood_device(
     tag: &str,
     topic: &'static str,
 ) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
-    let (c, _) = rt.block_on(client(&format!("flood-{tag}"), port, None));
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::clone(&stop);
-    let task = rt.spawn(async move {
-        let mut sent = 0_u64;
-        while !stopped.load(Ordering::Relaxed) {
-            let body = format!(
-                r#"{{"seq":{},"readings":{{"flood":true}}}}"#,
-                1_000_000_000 + sent
-            );
-            c.publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
-                .await
-                .unwrap();
-            sent += 1;
-        }
-        sent
-    });
-    (stop, task)
+    publish_until_stopped(rt, port, &format!("flood-{tag}"), None, move |sent| {
+        let body = format!(
+            r#"{{"seq":{},"readings":{{"flood":true}}}}"#,
+            1_000_000_000 + sent
+        );
+        (topic.to_owned(), body.into_bytes())
+    })
 }
 
 /// The good route without a flood, beside one flooding device under the default device

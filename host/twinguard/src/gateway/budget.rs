@@ -66,7 +66,8 @@ impl DeviceBudget {
         Ok(())
     }
 
-    fn burst(&self) -> f64 {
+    /// Messages at once: `burst`, or 10 s of `rate`.
+    pub(crate) fn burst(&self) -> f64 {
         self.burst.unwrap_or(self.rate * 10.0).max(1.0)
     }
 }

@@ -151,6 +151,21 @@ struct Out {
     then: Option<Forward>,
 }
 
+impl Out {
+    /// A security event for the alerts topic, as JSON; nothing waits for its PUBACK.
+    fn alert(topic: &str, event: &crate::alerts::SecurityEvent) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            payload: event.to_json_bytes(),
+            properties: Some(OutProperties {
+                content_type: Some("application/json".into()),
+                ..OutProperties::default()
+            }),
+            then: None,
+        }
+    }
+}
+
 impl Gateway {
     /// Validates the configuration and reads the TLS material; nothing touches the network.
     pub fn new(
@@ -447,7 +462,7 @@ impl Gateway {
              excess is shed before judgement so that other devices keep their share \
              ([gateway.device-budget])",
             b.rate,
-            b.burst.unwrap_or(b.rate * 10.0)
+            b.burst()
         );
         tracing::warn!(gateway = %self.name(), device = %twinguard_core::text::escape_controls(device), "{detail}");
         let Some(alerts) = self.judge.alerts() else {
@@ -472,15 +487,7 @@ impl Gateway {
             self.stats.alerts.fetch_add(1, Ordering::Relaxed);
             if let Some(alerts_topic) = &self.config.alerts_topic {
                 // Never waits: the connection's task must keep reading.
-                let _ = out.try_send(Out {
-                    topic: alerts_topic.clone(),
-                    payload: event.to_json_bytes(),
-                    properties: Some(OutProperties {
-                        content_type: Some("application/json".into()),
-                        ..OutProperties::default()
-                    }),
-                    then: None,
-                });
+                let _ = out.try_send(Out::alert(alerts_topic, &event));
             }
         }
     }
@@ -930,18 +937,9 @@ async fn judge(
 
     if let Some(alerts_topic) = &w.alerts_topic {
         for event in &events {
-            let properties = Some(OutProperties {
-                content_type: Some("application/json".into()),
-                ..OutProperties::default()
-            });
-            out.send(Out {
-                topic: alerts_topic.clone(),
-                payload: event.to_json_bytes(),
-                properties,
-                then: None,
-            })
-            .await
-            .map_err(|_| Teardown)?;
+            out.send(Out::alert(alerts_topic, event))
+                .await
+                .map_err(|_| Teardown)?;
         }
     }
 
