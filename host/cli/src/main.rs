@@ -67,6 +67,9 @@ enum Command {
     Check(commands::check::Args),
     /// Evaluate NDJSON messages through the configured policies; print NDJSON outcomes.
     Eval(commands::eval::Args),
+    /// Run test cases (sequences of messages and the outcomes they must have) against a
+    /// policy or a config; exit 1 on any failure.
+    Test(commands::test::Args),
     /// Attack a simulated plant and score what the shipped policy pack catches (no broker).
     Demo(commands::demo::Args),
     /// Run the MQTT gateway: device topics in, twin topics out, quarantine kept durably.
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
+        Command::Test(args) => commands::test::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Status(args) => commands::status::run(&args),

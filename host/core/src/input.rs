@@ -11,6 +11,9 @@
 //!
 //! A line may carry the device's registry entry, for policies that ask for it:
 //! `"registry": {"class": "power-meter", "attributes": {"period-s": "5"}}`.
+//!
+//! Test cases (module self-tests, `twinguard test`) use the same fields plus `expect`, `case`,
+//! `after` and `config`: see [`crate::cases`].
 
 use std::collections::BTreeMap;
 
@@ -35,14 +38,20 @@ struct InputLine {
     /// The payload bytes, base64 (standard alphabet), for any content type.
     payload_base64: Option<String>,
     received_at_ms: Option<u64>,
+    /// RFC 3339, e.g. `2026-03-29T00:59:30Z` or `2026-03-29T02:59:30+02:00`.
+    received_at: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
     /// The device's registry entry, as a policy asking for it sees it.
     registry: Option<RegistryEntry>,
-    /// Self-tests: the verdict the policy must give.
-    expect: Option<String>,
-    /// Self-tests: the policy's config for this case (the configured one when absent).
+    /// Tests: the outcome the message must have.
+    expect: Option<crate::cases::Expect>,
+    /// Tests: the policy's config for this case (the configured one when absent).
     config: Option<BTreeMap<String, Value>>,
+    /// Tests: the sequence this step belongs to (steps of one case share state).
+    case: Option<String>,
+    /// Tests: received this long after the previous step (`61s`, `5m`, `1h 30m`, `250ms`).
+    after: Option<String>,
 }
 
 /// `registry`: `{"class": "power-meter", "attributes": {"period-s": "5"}}`.
@@ -59,24 +68,78 @@ fn default_content_type() -> String {
     "json".into()
 }
 
-/// A parsed line: the message, and for a self-test case what it expects.
+/// A parsed line: the message, and for a test step what it expects.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Parsed {
-    /// The message.
+    /// The message. Its received time is now unless `received_at_ms` or `received_at` says.
     pub message: Message,
-    /// `expect`: the verdict a self-test case requires.
-    pub expect: Option<String>,
-    /// `config`: the policy settings a self-test case runs with, as `init` receives them.
+    /// `expect`: the outcome a test step requires.
+    pub expect: Option<crate::cases::Expect>,
+    /// `config`: the policy settings a test case runs with, as `init` receives them.
     pub config: Option<Vec<(String, String)>>,
+    /// `case`: the name of the sequence a test step belongs to.
+    pub case: Option<String>,
+    /// `after`: received this long after the previous step of its case.
+    pub after: Option<std::time::Duration>,
+    /// Whether the line set the received time (`received_at_ms` or `received_at`).
+    pub timed: bool,
+}
+
+impl Parsed {
+    /// The fields only tests use, present on this line: `eval` refuses them rather than
+    /// ignore an expectation.
+    pub fn test_fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.expect.is_some() {
+            out.push("expect");
+        }
+        if self.config.is_some() {
+            out.push("config");
+        }
+        if self.case.is_some() {
+            out.push("case");
+        }
+        if self.after.is_some() {
+            out.push("after");
+        }
+        out
+    }
 }
 
 /// Parses one line; the error says which field is wrong.
 pub fn parse_line(line: &str) -> Result<Parsed, crate::Invalid> {
-    parse(line).map_err(crate::Invalid::from)
+    serde_json::from_str(line)
+        .map_err(|e| e.to_string())
+        .and_then(parse)
+        .map_err(crate::Invalid::from)
 }
 
-fn parse(line: &str) -> Result<Parsed, String> {
-    let input: InputLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
+/// Parses one message given as a JSON value (a TOML test step converted): the fields of a line.
+pub fn parse_value(value: Value) -> Result<Parsed, crate::Invalid> {
+    serde_json::from_value(value)
+        .map_err(|e| e.to_string())
+        .and_then(parse)
+        .map_err(crate::Invalid::from)
+}
+
+/// `after`: a duration in jiff's friendly format (`61s`, `1h 30m`, `250ms`), not negative.
+fn parse_after(text: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = text.parse().map_err(|e| {
+        format!("after {text:?}: not a duration like \"61s\", \"5m\" or \"1h 30m\" ({e})")
+    })?;
+    std::time::Duration::try_from(d).map_err(|_| format!("after {text:?}: must not be negative"))
+}
+
+/// `received_at`: an RFC 3339 instant with its offset.
+fn parse_instant(text: &str) -> Result<u64, String> {
+    let t: jiff::Timestamp = text.parse().map_err(|e| {
+        format!("received_at {text:?}: not an RFC 3339 time like \"2026-03-29T00:59:30Z\" ({e})")
+    })?;
+    u64::try_from(t.as_millisecond()).map_err(|_| format!("received_at {text:?}: before 1970"))
+}
+
+fn parse(input: InputLine) -> Result<Parsed, String> {
     let ct: ContentType = input.content_type.parse()?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = match (input.payload, input.payload_base64) {
@@ -98,8 +161,23 @@ fn parse(line: &str) -> Result<Parsed, String> {
         },
     };
     let mut message = Message::new(input.device_id, input.topic, ct, payload);
-    if let Some(t) = input.received_at_ms {
-        message.received_at_ms = t;
+    let timed = match (input.received_at_ms, input.received_at.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err("give either received_at_ms or received_at, not both".into())
+        }
+        (Some(ms), None) => {
+            message.received_at_ms = ms;
+            true
+        }
+        (None, Some(text)) => {
+            message.received_at_ms = parse_instant(text)?;
+            true
+        }
+        (None, None) => false,
+    };
+    let after = input.after.as_deref().map(parse_after).transpose()?;
+    if after.is_some() && timed {
+        return Err("give either after or a received time, not both".into());
     }
     message.attributes = input.attributes.into_iter().collect();
     if let Some(entry) = input.registry {
@@ -122,5 +200,8 @@ fn parse(line: &str) -> Result<Parsed, String> {
         message,
         expect: input.expect,
         config,
+        case: input.case,
+        after,
+        timed,
     })
 }

@@ -85,6 +85,7 @@
 
 pub mod breaker;
 mod cache;
+pub mod cases;
 mod compile;
 mod config;
 pub mod convert;

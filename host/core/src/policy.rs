@@ -810,7 +810,7 @@ impl Policy {
         )
     }
 
-    fn from_pre(
+    pub(crate) fn from_pre(
         ctx: &LoadContext<'_>,
         spec: PolicySpec,
         state: Arc<StateStore>,

@@ -591,6 +591,32 @@ impl Runtime {
         policy::link(&self.inner.load_context(None), None, path.as_ref()).map(|(_, info)| info)
     }
 
+    /// Runs the self-test cases a component ships (see [`crate::cases`]), each on an instance
+    /// of its own initialised with the case's settings (none when it names none), under
+    /// `limits`: what `twinguard check` does. `Ok(None)` when it ships none; the first failing
+    /// step is the error.
+    pub fn check_selftests(
+        &self,
+        path: impl AsRef<Path>,
+        limits: crate::Limits,
+    ) -> Result<Option<usize>, Error> {
+        crate::selftest::run_unconfigured(&self.inner.load_context(None), path.as_ref(), limits)
+    }
+
+    /// Reloads `config` with everything policies remember forgotten: per-device and
+    /// policy-wide state and the last forwarded values. Between the cases of a test run
+    /// (`twinguard test`), so each starts as a fresh deployment would; compiled components are
+    /// reused. A live deployment has no use for it.
+    pub fn reset(&self, config: &Config) -> Result<u64, Error> {
+        self.inner
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.inner.twin.clear();
+        self.reload(config)
+    }
+
     /// What the compile cache did so far; `None` when `[engine] cache-dir` is not set.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.inner.cache.as_ref().map(Cache::stats)

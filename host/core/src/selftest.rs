@@ -1,22 +1,22 @@
-//! Self-tests a module ships: NDJSON cases (the `eval` input format plus `expect`, and an
-//! optional per-case `config`) in a custom section named `twinguard-selftest`, anywhere in the
-//! component (the guest SDK's `selftest!` puts it in the core module). Before a generation is
-//! activated, every case runs on a fresh instance with state of its own, so the cases never
-//! touch live per-device state; one verdict other than the expected refuses the module.
+//! Self-tests a module ships: test cases in NDJSON (see [`crate::cases`]: the `eval` input
+//! format plus `expect`, and optionally `case`, `after` and `config`) in a custom section named
+//! `twinguard-selftest`, anywhere in the component (the guest SDK's `selftest!` puts it in the
+//! core module). Before a generation is activated, every case runs on a fresh instance with
+//! state of its own, its steps in order, so the cases never touch live per-device state; one
+//! outcome other than the expected refuses the module, naming the case and step.
 
+use crate::cases;
 use crate::error::{Error, LoadError};
-use crate::input;
-use crate::policy::{LoadContext, Policy};
+use crate::policy::{LoadContext, Policy, PolicySpec};
 use crate::runtime::{evaluate_in, PolicySet};
+use std::path::Path;
 
 /// The custom section's name.
 pub const SECTION: &str = "twinguard-selftest";
 
-/// Cases a module may ship: each runs at every load, so a flood of them would make a load (and
+/// Steps a module may ship: each runs at every load, so a flood of them would make a load (and
 /// a reload) as slow as its author likes.
 pub const MAX_CASES: usize = 256;
-/// Distinct per-case configs: each needs a probe instance of its own, alive until the cases end.
-pub const MAX_CONFIGS: usize = 8;
 /// Fuel all cases together may use, in multiples of the policy's per-message fuel limit: a
 /// deterministic bound on the time self-tests take (~100 ms of guest work at the default).
 pub const FUEL_BUDGET: u64 = 100;
@@ -40,80 +40,114 @@ pub(crate) fn cases_in(bytes: &[u8]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Runs a module's cases; returns how many passed, or the first failure as a load error.
+/// Runs a loaded module's cases, each on a probe of it; returns how many steps passed, or the
+/// first failure as a load error.
 pub(crate) fn run(ctx: &LoadContext<'_>, policy: &Policy, text: &str) -> Result<usize, Error> {
-    let spec = policy.spec();
+    run_on(policy.spec(), |config| policy.probe(ctx, config), text)
+}
+
+/// Runs the cases a component on disk ships, without loading it with a config of its own
+/// (`twinguard check`): each case's probe starts from the linked component. `Ok(None)` when it
+/// ships none.
+pub(crate) fn run_unconfigured(
+    ctx: &LoadContext<'_>,
+    path: &Path,
+    limits: crate::Limits,
+) -> Result<Option<usize>, Error> {
+    let (pre, info) = crate::policy::link(ctx, None, path)?;
+    let Some(text) = info.selftest else {
+        return Ok(None);
+    };
+    let defaults = crate::config::Defaults::default();
+    let spec = PolicySpec {
+        name: path
+            .file_stem()
+            .map_or_else(|| "policy".into(), |s| s.to_string_lossy().into_owned()),
+        path: path.to_path_buf(),
+        config: Vec::new(),
+        limits,
+        isolation: crate::Isolation::Reuse,
+        on_fault: crate::OnFault::Quarantine,
+        breaker: crate::breaker::BreakerSettings {
+            threshold: defaults.breaker_threshold,
+            rate: defaults.breaker_rate,
+            cooldown_ms: defaults.breaker_cooldown_ms,
+        },
+    };
+    let digest: std::sync::Arc<str> = info.digest.into();
+    run_on(
+        &spec,
+        |config| {
+            let mut spec = spec.clone();
+            spec.config = config;
+            Policy::from_pre(
+                ctx,
+                spec,
+                std::sync::Arc::default(),
+                pre.clone(),
+                digest.clone(),
+                info.size,
+                None,
+            )
+        },
+        &text,
+    )
+    .map(Some)
+}
+
+fn run_on(
+    spec: &PolicySpec,
+    probe: impl Fn(Vec<(String, String)>) -> Result<Policy, Error>,
+    text: &str,
+) -> Result<usize, Error> {
     let fail = |detail: String| Error::Load {
         policy: spec.name.clone(),
         path: spec.path.clone(),
         cause: LoadError::SelfTest(detail),
     };
-    let cases = text.lines().filter(|l| !l.trim().is_empty()).count();
-    if cases > MAX_CASES {
+    let steps = text.lines().filter(|l| !l.trim().is_empty()).count();
+    if steps > MAX_CASES {
         return Err(fail(format!(
-            "the module ships {cases} cases; at most {MAX_CASES} run at load"
+            "the module ships {steps} steps; at most {MAX_CASES} run at load"
         )));
     }
+    let cases = cases::from_ndjson(text).map_err(|e| fail(e.to_string()))?;
     let budget = spec.limits.fuel.saturating_mul(FUEL_BUDGET);
     let mut fuel = 0_u64;
-    // One probe instance per distinct config, each with fresh state.
-    let mut probes: Vec<(Vec<(String, String)>, PolicySet)> = Vec::new();
     let mut passed = 0;
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let case = input::parse_line(line).map_err(|e| fail(format!("case {line_no}: {e}")))?;
-        let Some(expect) = case.expect else {
-            return Err(fail(format!(
-                "case {line_no}: no \"expect\" (allow, redact, quarantine, alert or fault)"
-            )));
-        };
-        if !["allow", "redact", "quarantine", "alert", "fault"].contains(&expect.as_str()) {
-            return Err(fail(format!(
-                "case {line_no}: expect {expect:?} is not allow, redact, quarantine, alert or fault"
-            )));
-        }
-        let config = case.config.unwrap_or_else(|| spec.config.clone());
-        let index = match probes.iter().position(|(c, _)| *c == config) {
-            Some(i) => i,
-            None if probes.len() >= MAX_CONFIGS => {
-                return Err(fail(format!(
-                    "case {line_no}: more than {MAX_CONFIGS} distinct configs (each needs an \
-                     instance of its own)"
-                )));
+    for case in &cases {
+        let config = case.config.clone().unwrap_or_else(|| spec.config.clone());
+        // An instance and state of its own per case, dropped when the case ends.
+        let probe = probe(config)
+            .map_err(|e| fail(format!("case {:?}: the probe instance: {e}", case.name)))?;
+        let set = PolicySet::alone(probe, 0, crate::Unrouted::default());
+        let mut over = None;
+        let results = cases::run(case, |message| {
+            let outcome = evaluate_in(&set, message);
+            fuel = fuel.saturating_add(outcome.trace.iter().map(|t| t.fuel_used).sum());
+            if fuel > budget && over.is_none() {
+                over = Some(fuel);
             }
-            None => {
-                let probe = policy
-                    .probe(ctx, config.clone())
-                    .map_err(|e| fail(format!("case {line_no}: the probe instance: {e}")))?;
-                probes.push((
-                    config,
-                    PolicySet::alone(probe, 0, crate::Unrouted::default()),
-                ));
-                probes.len() - 1
+            outcome
+        });
+        if let Some(fuel) = over {
+            return Err(fail(format!(
+                "case {:?}: the cases used {fuel} fuel units, over their budget of {budget} \
+                 ({FUEL_BUDGET} messages' worth)",
+                case.name
+            )));
+        }
+        for r in results {
+            if let Some(m) = r.mismatches.first() {
+                let at = if case.steps.len() == 1 {
+                    format!("case {:?}", case.name)
+                } else {
+                    format!("case {:?}, {}", case.name, r.label)
+                };
+                return Err(fail(format!("{at}: {m}")));
             }
-        };
-        let outcome = evaluate_in(&probes[index].1, &case.message);
-        fuel = fuel.saturating_add(outcome.trace.iter().map(|t| t.fuel_used).sum());
-        if fuel > budget {
-            return Err(fail(format!(
-                "case {line_no}: the cases used {fuel} fuel units, over their budget of {budget} \
-                 ({FUEL_BUDGET} messages' worth)"
-            )));
+            passed += 1;
         }
-        let got = outcome.trace.first().map_or("none", |t| t.verdict.name());
-        if got != expect {
-            let why = match &outcome.action {
-                crate::Action::Quarantine { reason, .. } => format!(" ({reason})"),
-                _ => String::new(),
-            };
-            return Err(fail(format!(
-                "case {line_no}: expected {expect}, got {got}{why}"
-            )));
-        }
-        passed += 1;
     }
     Ok(passed)
 }

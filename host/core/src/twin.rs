@@ -22,6 +22,11 @@ pub(crate) struct LastValues {
 }
 
 impl LastValues {
+    /// Forgets every device.
+    pub(crate) fn clear(&self) {
+        self.devices.clear();
+    }
+
     /// The last values of `pointers` for `device`, in that order.
     pub(crate) fn get(&self, device: &str, pointers: &[Pointer]) -> Vec<Option<FieldValue>> {
         let Some(known) = self.devices.get(device) else {

@@ -1,4 +1,4 @@
-//! `twinguard check <component>`: validate a component without configuring it.
+//! `twinguard check <component>`: validate a component and run the self-tests it ships.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,16 +14,32 @@ pub struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Memory cap for the self-tests' instances, in MiB (the default policy limit when
+    /// absent). Python and JavaScript policies need more than the default.
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<u64>,
+    /// Fuel per self-test message (the default policy limit when absent).
+    #[arg(long)]
+    fuel: Option<u64>,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let runtime = Runtime::new(Config::default())?;
+    let mut config = Config::default();
+    if let Some(mib) = args.memory_mib {
+        config.defaults.limits.memory_bytes = mib << 20;
+        config.engine.max_memory_bytes = config.engine.max_memory_bytes.max(mib << 20);
+    }
+    if let Some(fuel) = args.fuel {
+        config.defaults.limits.fuel = fuel;
+    }
+    let runtime = Runtime::new(config.clone())?;
     let info = runtime.check_component(&args.component)?;
-    // Cases are run when the module is loaded with its config (they need it); here, counted.
-    let cases = info
-        .selftest
-        .as_deref()
-        .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count());
+    // Each case runs on an instance of its own, with the settings it names (none otherwise).
+    let selftest = runtime.check_selftests(&args.component, config.defaults.limits);
+    let (cases, failure) = match &selftest {
+        Ok(n) => (n.unwrap_or(0), None),
+        Err(e) => (0, Some(twinguard::error_chain(e))),
+    };
     let mut out = crate::Out::stdout();
     if args.json {
         let report = serde_json::json!({
@@ -34,8 +50,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             "host_wit_version": WIT_VERSION,
             "exports": info.exports,
             "imports": info.imports,
-            "selftest_cases": cases,
-            "ok": true,
+            "selftest_steps_passed": cases,
+            "selftest_failure": failure,
+            "ok": failure.is_none(),
         });
         writeln!(out, "{report}")?;
     } else {
@@ -49,9 +66,18 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         )?;
         writeln!(out, "exports:   {}", info.exports.join(", "))?;
         writeln!(out, "imports:   {}", info.imports.join(", "))?;
-        writeln!(out, "selftest:  {cases} cases")?;
-        writeln!(out, "ok")?;
+        match &failure {
+            None => {
+                writeln!(out, "selftest:  {cases} steps passed")?;
+                writeln!(out, "ok")?;
+            }
+            Some(why) => writeln!(out, "selftest:  FAILED: {why}")?,
+        }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if failure.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -41,9 +41,18 @@ fn to_message(line: &[u8]) -> Result<Message, String> {
     if text.trim().is_empty() {
         return Err("blank line: expected one JSON message per line".into());
     }
-    twinguard::input::parse_line(text)
-        .map(|l| l.message)
-        .map_err(String::from)
+    let parsed = twinguard::input::parse_line(text).map_err(String::from)?;
+    // An expectation eval would ignore reads as checked when it is not: refused instead.
+    let test = parsed.test_fields();
+    if !test.is_empty() {
+        return Err(format!(
+            "{} belong{} to test cases, which eval does not check: run them with \
+             `twinguard test --config <config> <file.ndjson>`",
+            test.join(", "),
+            if test.len() == 1 { "s" } else { "" }
+        ));
+    }
+    Ok(parsed.message)
 }
 
 /// The payload as JSON fields: `payload` (readable) and/or `payload_base64` (exact bytes).

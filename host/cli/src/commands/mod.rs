@@ -9,3 +9,4 @@ pub mod policy_api;
 pub mod quarantine;
 pub mod serve;
 pub mod status;
+pub mod test;

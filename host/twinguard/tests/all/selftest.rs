@@ -78,13 +78,15 @@ fn failing_cases_refuse_the_module_at_start_and_on_reload() {
     assert!(
         err.contains("\"p\"")
             && err.contains("bad.wasm")
-            && err.contains("self-test failed: case 2: expected quarantine, got allow"),
+            && err.contains(
+                "self-test failed: case \"line 2\": verdict: expected quarantine, got allow"
+            ),
         "{err}"
     );
 
     let runtime = Runtime::new(config(&good, "")).unwrap();
     let err = runtime.reload(&config(&bad, "")).unwrap_err().to_string();
-    assert!(err.contains("case 2"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
     assert_eq!(
         runtime.policy_set().generation(),
         1,
@@ -102,13 +104,13 @@ fn malformed_cases_are_named_by_line() {
     for (cases, want) in [
         (
             "\n{\"device\":\"d\",\"topic\":\"t\",\"payload\":1}\n",
-            "case 2: no \"expect\"",
+            "case \"line 2\": no step has \"expect\"",
         ),
         (
             "{\"device\":\"d\",\"topic\":\"t\",\"payload\":1,\"expect\":\"maybe\"}",
-            "case 1: expect \"maybe\"",
+            "line 1: expect: verdict \"maybe\" is not allow",
         ),
-        ("{not json", "case 1:"),
+        ("{not json", "line 1:"),
     ] {
         let module = with_cases(&allow, cases, dir.path(), "m.wasm");
         let err = Runtime::new(config(&module, "")).err().unwrap().to_string();
@@ -147,9 +149,45 @@ fn cases_run_on_state_of_their_own_never_the_live_one() {
     ));
 }
 
+/// A case is a sequence on state of its own: its steps see each other's state, other cases do
+/// not. replay-guard refuses a sequence number it has seen: the second step of "replayed" is a
+/// replay; "fresh" sends the same number on new state and passes. A failing step is named.
+#[test]
+fn a_case_is_a_sequence_on_state_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = |case: &str, after: &str, expect: &str| {
+        let time = if after.is_empty() {
+            r#""received_at":"2026-11-02T10:00:00Z""#.to_owned()
+        } else {
+            format!(r#""after":"{after}""#)
+        };
+        format!(
+            r#"{{"case":"{case}","device":"d1","topic":"t/d1","payload":{{"seq":5,"ts":1793613600000}},{time},"expect":{expect}}}"#
+        ) + "\n"
+    };
+    let passing = step("replayed", "", r#""allow""#)
+        + &step(
+            "replayed",
+            "1s",
+            r#"{"action":"quarantine","reason":"seq 5 <= last accepted 5","alerts":["replay"]}"#,
+        )
+        + &step("fresh", "", r#""allow""#);
+    let replay = fixtures::wasm("replay-guard");
+    let module = with_cases(&replay, &passing, dir.path(), "seq.wasm");
+    Runtime::new(config(&module, "")).unwrap();
+
+    // The same sequence expecting the replay to pass fails at its second step.
+    let failing = step("replayed", "", r#""allow""#) + &step("replayed", "1s", r#""allow""#);
+    let module = with_cases(&replay, &failing, dir.path(), "seq-bad.wasm");
+    let err = Runtime::new(config(&module, "")).err().unwrap().to_string();
+    assert!(
+        err.contains("case \"replayed\", line 2: verdict: expected allow, got quarantine"),
+        "{err}"
+    );
+}
+
 /// Self-tests run at every load, so a module cannot make a load as slow or as big as it likes:
-/// too many cases, too many distinct configs (an instance each) and too much work are refused,
-/// each naming its bound.
+/// too many steps and too much work are refused, each naming its bound.
 #[test]
 fn a_self_test_flood_is_refused_naming_the_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,11 +208,12 @@ fn a_self_test_flood_is_refused_naming_the_bound() {
     };
     let many: String = (0..2_000).map(|_| case(None)).collect();
     let e = refused(many, &allow, "");
-    assert!(e.contains("ships 2000 cases; at most 256"), "{e}");
+    assert!(e.contains("ships 2000 steps; at most 256"), "{e}");
 
+    // Each case has an instance of its own, dropped when it ends: many configs are fine.
     let configs: String = (0..200).map(|n| case(Some(n))).collect();
-    let e = refused(configs, &allow, "");
-    assert!(e.contains("case 9: more than 8 distinct configs"), "{e}");
+    let module = with_cases(&allow, &configs, dir.path(), "configs.wasm");
+    Runtime::new(config(&module, "")).unwrap();
 
     // Slow cases: each burns ~5.1 M fuel (half the per-message limit); 256 of them are over
     // the budget of 100 messages' worth.
