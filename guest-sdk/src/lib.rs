@@ -185,6 +185,8 @@ pub mod metric;
 pub mod pointer;
 pub mod state;
 pub mod text;
+#[cfg(feature = "time")]
+pub mod time;
 pub mod walk;
 
 pub use config::Config;
