@@ -70,6 +70,8 @@ enum Command {
     /// Run test cases (sequences of messages and the outcomes they must have) against a
     /// policy or a config; exit 1 on any failure.
     Test(commands::test::Args),
+    /// Create a policy project (Rust) that builds and passes `twinguard test` as created.
+    New(commands::new::Args),
     /// Attack a simulated plant and score what the shipped policy pack catches (no broker).
     Demo(commands::demo::Args),
     /// Run the MQTT gateway: device topics in, twin topics out, quarantine kept durably.
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
         Command::Test(args) => commands::test::run(&args),
+        Command::New(args) => commands::new::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Status(args) => commands::status::run(&args),

@@ -37,8 +37,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     // Each case runs on an instance of its own, with the settings it names (none otherwise).
     let selftest = runtime.check_selftests(&args.component, config.defaults.limits);
     let (cases, failure) = match &selftest {
-        Ok(n) => (n.unwrap_or(0), None),
-        Err(e) => (0, Some(twinguard::error_chain(e))),
+        Ok(n) => (*n, None),
+        Err(e) => (None, Some(twinguard::error_chain(e))),
     };
     let mut out = crate::Out::stdout();
     if args.json {
@@ -66,12 +66,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         )?;
         writeln!(out, "exports:   {}", info.exports.join(", "))?;
         writeln!(out, "imports:   {}", info.imports.join(", "))?;
-        match &failure {
-            None => {
-                writeln!(out, "selftest:  {cases} steps passed")?;
-                writeln!(out, "ok")?;
-            }
-            Some(why) => writeln!(out, "selftest:  FAILED: {why}")?,
+        match (&failure, cases) {
+            (None, Some(n)) => writeln!(out, "selftest:  {n} steps passed\nok")?,
+            (None, None) => writeln!(out, "selftest:  none shipped\nok")?,
+            (Some(why), _) => writeln!(out, "selftest:  FAILED: {why}")?,
         }
     }
     out.flush()?;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod check;
 pub mod demo;
 pub mod eval;
+pub mod new;
 pub mod policy;
 pub mod policy_api;
 pub mod quarantine;

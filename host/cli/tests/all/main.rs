@@ -4,6 +4,7 @@
 mod acl;
 mod admin;
 mod audit;
+mod authoring;
 mod cli;
 mod command_path;
 mod demo;

@@ -7,33 +7,9 @@ use std::path::{Path, PathBuf};
 
 use twinguard::{Config, Runtime};
 
-fn leb(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = u8::try_from(n & 0x7f).unwrap();
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A copy of `module` with a `twinguard-selftest` custom section appended: what a build
-/// step may do instead of the SDK's `selftest!`.
+/// A copy of `module` with the cases as its self-tests.
 fn with_cases(module: &Path, cases: &str, dir: &Path, name: &str) -> PathBuf {
-    let mut bytes = std::fs::read(module).unwrap();
-    let section_name = b"twinguard-selftest";
-    let mut body = Vec::new();
-    leb(section_name.len(), &mut body);
-    body.extend_from_slice(section_name);
-    body.extend_from_slice(cases.as_bytes());
-    bytes.push(0);
-    leb(body.len(), &mut bytes);
-    bytes.extend(body);
-    let out = dir.join(name);
-    std::fs::write(&out, bytes).unwrap();
-    out
+    fixtures::with_selftest(module, cases, &dir.join(name))
 }
 
 fn config(module: &Path, policy_config: &str) -> Config {
