@@ -33,7 +33,9 @@
 //! - write device-supplied text into reasons cut short ([`Quoted`], [`text`]), and payload values
 //!   described, never quoted ([`Value::describe`], [`text::Described`]);
 //! - look at every field of a JSON or CBOR payload, not just the named ones, with [`walk`]
-//!   (every string value, or the object members, each with its JSON Pointer).
+//!   (every string value, or the object members, each with its JSON Pointer);
+//! - with the `time` feature, read a message's local time in a named IANA zone, daylight saving
+//!   included (`time::zone`, `time::local`, `time::TimeOfDay`).
 //!
 //! # What 0.2 asks of a policy: declare in `init`
 //!
@@ -138,9 +140,9 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! # Not published to a registry yet: depend on the repository at a release tag (or `rev` =
-//! # a commit), or on a checkout by path.
-//! twinguard-guest = { git = "https://github.com/twinguard/twinguard", tag = "<tag>" }
+//! # Not published to a registry yet: depend on the repository at the SDK's release tag (or
+//! # `rev` = a commit), or on a checkout by path. `twinguard new` writes this for you.
+//! twinguard-guest = { git = "https://github.com/twinguard/twinguard", tag = "guest-sdk-v0.2.0" }
 //! # twinguard-guest = { path = "../twinguard/guest-sdk" }
 //!
 //! # Small, fast components. In a workspace, profiles belong in the root Cargo.toml.
@@ -210,7 +212,7 @@ pub use text::Quoted;
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "policy",
         pub_export_macro: true,
         default_bindings_module: "twinguard_guest::bindings",
