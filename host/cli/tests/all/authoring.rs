@@ -438,3 +438,21 @@ fn a_new_rust_project_builds_checks_and_passes_its_tests() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("FAIL  a reading within bounds passes"), "{t}");
 }
+
+/// The test files shipped beside the pack's policies pass against them: the cases a port to
+/// another language is held to.
+#[test]
+fn the_pack_test_files_pass() {
+    for policy in ["pii-redact", "schema-guard"] {
+        let out = twinguard()
+            .arg("test")
+            .arg("--policy")
+            .arg(fixtures::wasm(policy))
+            .arg(fixtures::workspace().join("policies").join(policy))
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{policy}: {t}");
+        assert!(t.contains(" passed, 0 failed"), "{policy}: {t}");
+    }
+}
