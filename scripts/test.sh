@@ -25,7 +25,7 @@ fi
 # first gives a clear error before any test starts.
 CARGO_TARGET_DIR=target/guest-fixtures cargo build --release --target wasm32-wasip2 \
     -p allow-all -p pii-redact -p identity-guard -p schema-guard -p replay-guard \
-    -p rate-guard -p range-guard -p anomaly-guard -p command-guard -p hostile -p wrong-version -p wrong-world -p wrong-signature
+    -p rate-guard -p range-guard -p anomaly-guard -p command-guard -p door-hours -p hostile -p wrong-version -p wrong-world -p wrong-signature
 
 # Everything, the SDK's and policies' own unit and doc tests included (their bindings compile
 # natively; the host imports are unreachable there). The test-only guests have no tests.
