@@ -84,7 +84,7 @@ class Detectors:
 
     def find(self, text):
         """Every match in `text` as `(start, end, kind)`, sorted by position, none overlapping
-        a match of an earlier detector."""
+        another: on overlapping matches the first found wins."""
         may = self._may_start
         if may is None or may(text) is None:
             firsts = self._firsts
@@ -96,23 +96,18 @@ class Detectors:
                     break
             else:
                 return ()
-        spans = None
+        spans = []
         for detector in self._run:
-            found = detector(text)
-            if not found:
-                continue
-            if spans is None:
-                spans = found
-                continue
-            earlier = spans[:]
-            for span in found:
+            for span in detector(text):
                 start, end = span[0], span[1]
-                for s in earlier:
+                # Against every match kept so far, this detector's own included: two e-mail
+                # matches may share characters (`a@b.cc@d.ee`).
+                for s in spans:
                     if s[0] < end and start < s[1]:
                         break
                 else:
                     spans.append(span)
-        if spans is None:
+        if not spans:
             return ()
         if len(spans) > 1:
             # No two spans start at the same place: sorting the tuples sorts by start.
