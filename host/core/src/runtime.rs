@@ -97,7 +97,7 @@ impl Inner {
             idle_instances: self.idle_instances,
             cache: self.cache.as_ref(),
             trust,
-            compiled,
+            compiled: Mutex::new(compiled),
             compilations: &self.compilations,
             compile: &self.compile,
         }

@@ -149,7 +149,7 @@ fn a_hundred_reloads_under_load_lose_nothing_and_never_mix_generations() {
 
 /// A reload compiles only modules whose digest the active generation does not have: changing
 /// a policy's config, limits or routes reuses the compiled code, and so does a second policy
-/// made of the same module. A new module is compiled.
+/// made of the same module, in a reload or in the same load. A new module is compiled.
 #[test]
 fn a_reload_compiles_only_new_modules() {
     // `second`: the other policy's guest, and its config lines.
@@ -167,6 +167,15 @@ fn a_reload_compiles_only_new_modules() {
         )
         .unwrap()
     };
+    // Two entries of one module in a first load: compiled once (the first load has no active
+    // generation to reuse from).
+    let twice = Runtime::new(with(
+        "mask = \"/owner/name\"",
+        ("pii-redact", "mask = \"/x\""),
+    ))
+    .unwrap();
+    assert_eq!(twice.compilations(), 1);
+
     let runtime = Runtime::new(with("mask = \"/owner/name\"", ("allow-all", ""))).unwrap();
     assert_eq!(runtime.compilations(), 2);
     let masked = |rt: &Runtime| {
