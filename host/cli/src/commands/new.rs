@@ -31,6 +31,7 @@ pub struct Args {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Lang {
     Rust,
+    Python,
 }
 
 /// The repository the SDK is fetched from by default, and the tag of this contract version.
@@ -39,6 +40,135 @@ const SDK_TAG: &str = "guest-sdk-v0.2.0";
 
 /// (path in the project, template text).
 type Files = Vec<(String, String)>;
+
+/// The contract, copied into projects whose toolchain reads it.
+const WIT: &str = include_str!("../../../../wit/policy.wit");
+
+/// The componentize-py version the Python SDK is built and tested with
+/// (`scripts/python-tools.sh` pins the same).
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The Python SDK, copied into Python projects (componentize-py bundles what is on the path).
+const PYTHON_SDK: &[(&str, &str)] = &[
+    (
+        "__init__.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/__init__.py"),
+    ),
+    (
+        "_rustchar_tables.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/_rustchar_tables.py"),
+    ),
+    (
+        "config.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/config.py"),
+    ),
+    (
+        "decision.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/decision.py"),
+    ),
+    (
+        "declare.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/declare.py"),
+    ),
+    (
+        "errors.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/errors.py"),
+    ),
+    (
+        "global_state.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/global_state.py"),
+    ),
+    (
+        "log.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/log.py"),
+    ),
+    (
+        "message.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/message.py"),
+    ),
+    (
+        "pointer.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/pointer.py"),
+    ),
+    (
+        "policy.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/policy.py"),
+    ),
+    (
+        "rustchar.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/rustchar.py"),
+    ),
+    (
+        "state.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/state.py"),
+    ),
+    (
+        "text.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/text.py"),
+    ),
+    (
+        "walk.py",
+        include_str!("../../../../guest-sdk-python/twinguard_policy/walk.py"),
+    ),
+];
+
+/// Test files of interpreted languages keep compiled code between runs: their components
+/// are ~20 MB and take seconds to compile.
+const ENGINE_CACHE: &str = "\n# The component is large: keep its compiled code between runs.\n[engine]\ncache-dir = \"build/cache\"\n";
+
+/// Fills a template's `{{…}}` placeholders.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(template.to_owned(), |t, (k, v)| {
+        t.replace(&format!("{{{{{k}}}}}"), v)
+    })
+}
+
+fn python(name: &str) -> Files {
+    let krate = name.replace('-', "_");
+    let wasm = format!("build/{krate}.wasm");
+    let values = [
+        ("name", name),
+        ("crate", krate.as_str()),
+        ("wasm", wasm.as_str()),
+        ("componentize_py", COMPONENTIZE_PY),
+        ("engine", ENGINE_CACHE),
+    ];
+    let mut files = vec![
+        (
+            "app.py".to_owned(),
+            fill(include_str!("../../templates/python/app.py.tmpl"), &values),
+        ),
+        (
+            "build.sh".to_owned(),
+            fill(
+                include_str!("../../templates/python/build.sh.tmpl"),
+                &values,
+            ),
+        ),
+        (
+            format!("{name}.test.toml"),
+            fill(include_str!("../../templates/test.toml.tmpl"), &values),
+        ),
+        (
+            "README.md".to_owned(),
+            fill(
+                include_str!("../../templates/python/README.md.tmpl"),
+                &values,
+            ),
+        ),
+        (
+            ".gitignore".to_owned(),
+            include_str!("../../templates/python/gitignore.tmpl").to_owned(),
+        ),
+        ("wit/policy.wit".to_owned(), WIT.to_owned()),
+    ];
+    files.extend(
+        PYTHON_SDK
+            .iter()
+            .map(|(file, text)| (format!("twinguard_policy/{file}"), (*text).to_owned())),
+    );
+    files
+}
 
 fn rust(name: &str, sdk: Option<&Path>) -> Result<Files> {
     let krate = name.replace('-', "_");
@@ -60,11 +190,15 @@ fn rust(name: &str, sdk: Option<&Path>) -> Result<Files> {
         }
         None => format!("twinguard-guest = {{ git = \"{REPOSITORY}\", tag = \"{SDK_TAG}\" }}"),
     };
-    let fill = |t: &str| {
-        t.replace("{{name}}", name)
-            .replace("{{crate}}", &krate)
-            .replace("{{sdk}}", &dependency)
-    };
+    let wasm = format!("target/wasm32-wasip2/release/{krate}.wasm");
+    let values = [
+        ("name", name),
+        ("crate", krate.as_str()),
+        ("sdk", dependency.as_str()),
+        ("wasm", wasm.as_str()),
+        ("engine", ""),
+    ];
+    let fill = |t: &str| fill(t, &values);
     Ok(vec![
         (
             "Cargo.toml".into(),
@@ -80,7 +214,7 @@ fn rust(name: &str, sdk: Option<&Path>) -> Result<Files> {
         ),
         (
             format!("{name}.test.toml"),
-            fill(include_str!("../../templates/rust/test.toml.tmpl")),
+            fill(include_str!("../../templates/test.toml.tmpl")),
         ),
         (
             "README.md".into(),
@@ -122,6 +256,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let files = match args.lang {
         Lang::Rust => rust(&args.name, args.sdk.as_deref())?,
+        Lang::Python if args.sdk.is_some() => {
+            bail!("--sdk is for Rust projects: a Python project carries its SDK")
+        }
+        Lang::Python => python(&args.name),
     };
     for (path, text) in &files {
         let path = root.join(path);
@@ -130,11 +268,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "sh") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot make {} executable", path.display()))?;
+        }
     }
     let mut out = crate::Out::stdout();
     writeln!(out, "created {} ({} files)", root.display(), files.len())?;
     let next = match args.lang {
         Lang::Rust => "cargo build --release && twinguard test",
+        Lang::Python => "./build.sh && twinguard test",
     };
     writeln!(out, "next: cd {} && {next}", root.display())?;
     out.flush()?;
