@@ -98,7 +98,7 @@ class Detectors:
                 return ()
         spans = []
         for detector in self._run:
-            for span in detector(text):
+            for span in detector(text) or ():
                 start, end = span[0], span[1]
                 # Against every match kept so far, this detector's own included: two e-mail
                 # matches may share characters (`a@b.cc@d.ee`).
