@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need first:
 # the wasm32-wasip2 target (guests are built from source by the tests), Mosquitto (for the
-# broker tests) and Prometheus (for the metrics tests).
+# broker tests), Prometheus (for the metrics tests) and componentize-py (Python policies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq >/dev/null
     $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# Policies in Python: componentize-py, pinned, in a venv under target/tools (the authoring tests
+# build Python components with it), and the Python SDK's and port's own unit tests.
+./scripts/python-tools.sh
+./guest-sdk-python/tests/run.sh
 
 # Guests are built once by the test helper into target/guest-fixtures; building them here
 # first gives a clear error before any test starts.

@@ -456,3 +456,113 @@ fn the_pack_test_files_pass() {
         assert!(t.contains(" passed, 0 failed"), "{policy}: {t}");
     }
 }
+
+/// componentize-py from `scripts/python-tools.sh` (which `scripts/test.sh` runs): a missing tool
+/// fails the test, naming the script, never skips it.
+fn componentize_py() -> PathBuf {
+    let tool = fixtures::workspace().join("target/tools/python/bin/componentize-py");
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/python-tools.sh (scripts/test.sh does)",
+        tool.display()
+    );
+    tool
+}
+
+/// `twinguard new --lang python`: the project carries the SDK and the contract, builds with
+/// componentize-py, `check`s and passes its test file; a wrong case then fails it.
+#[test]
+fn a_new_python_project_builds_checks_and_passes_its_tests() {
+    let tool = componentize_py();
+    let dir = tempfile::tempdir().unwrap();
+    let out = twinguard()
+        .args(["new", "door-hours", "--lang", "python", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let project = dir.path().join("door-hours");
+    assert!(project.join("wit/policy.wit").is_file());
+    assert!(project.join("twinguard_policy/__init__.py").is_file());
+    let build = Command::new(project.join("build.sh"))
+        .env("COMPONENTIZE_PY", &tool)
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let out = twinguard()
+        .arg("check")
+        .arg(project.join("build/door_hours.wasm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = twinguard()
+        .arg("test")
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("3 cases: 3 passed, 0 failed"),
+        "{t}"
+    );
+
+    let file = project.join("door-hours.test.toml");
+    let wrong = std::fs::read_to_string(&file).unwrap().replace(
+        "reason = \"/temp_c = 95 is over 80\"",
+        "reason = \"/temp_c = 95 is over 90\"",
+    );
+    std::fs::write(&file, wrong).unwrap();
+    let out = twinguard()
+        .arg("test")
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("reason: expected to contain \"/temp_c = 95 is over 90\""),
+        "{t}"
+    );
+}
+
+/// The Python port of pii-redact passes the Rust policy's test file, and agrees with it on
+/// every message and configuration of its agreement set (`agree.sh`).
+#[test]
+fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
+    componentize_py();
+    let root = fixtures::workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("pii_redact_py.wasm");
+    let build = Command::new(root.join("scripts/build-python-policy.sh"))
+        .arg(root.join("policies/pii-redact-py"))
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let out = twinguard()
+        .arg("test")
+        .arg("--policy")
+        .arg(&wasm)
+        .arg(root.join("policies/pii-redact"))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains(" passed, 0 failed"),
+        "{t}"
+    );
+
+    let agree = Command::new(root.join("policies/pii-redact-py/agree.sh"))
+        .env("TWINGUARD", env!("CARGO_BIN_EXE_twinguard"))
+        .env("RUST_WASM", fixtures::wasm("pii-redact"))
+        .env("PY_WASM", &wasm)
+        .output()
+        .unwrap();
+    let t = text(&agree);
+    assert!(agree.status.success(), "{t}");
+    assert!(
+        t.contains("230 agree, 0 differ") && t.contains("30 agree, 0 differ"),
+        "{t}"
+    );
+}
