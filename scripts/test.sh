@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need first:
 # the wasm32-wasip2 target (guests are built from source by the tests), Mosquitto (for the
-# broker tests), Prometheus (for the metrics tests) and componentize-py (Python policies).
+# broker tests), Prometheus (for the metrics tests), componentize-py (Python policies) and
+# componentize-js (JavaScript policies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,9 @@ rustup target add wasm32-wasip2 >/dev/null
 missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv python3-pip)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}..." >&2
     SUDO=""
@@ -25,6 +29,9 @@ fi
 # build Python components with it), and the Python SDK's and port's own unit tests.
 ./scripts/python-tools.sh
 ./guest-sdk-python/tests/run.sh
+# Policies in JavaScript: componentize-js, pinned, under target/tools (npm). The agreement
+# scripts compare outcomes with jq.
+./scripts/js-tools.sh
 
 # Guests are built once by the test helper into target/guest-fixtures; building them here
 # first gives a clear error before any test starts.

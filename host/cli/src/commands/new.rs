@@ -32,6 +32,7 @@ pub struct Args {
 enum Lang {
     Rust,
     Python,
+    Js,
 }
 
 /// The repository the SDK is fetched from by default, and the tag of this contract version.
@@ -47,6 +48,14 @@ const WIT: &str = include_str!("../../../../wit/policy.wit");
 /// The componentize-py version the Python SDK is built and tested with
 /// (`scripts/python-tools.sh` pins the same).
 const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The componentize-js version the JavaScript SDK is built and tested with
+/// (`scripts/js-tools.sh` pins the same).
+const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// The JavaScript SDK, copied into JavaScript projects (componentize-js bundles what the policy
+/// imports).
+const JS_SDK: &str = include_str!("../../../../guest-sdk-js/twinguard-policy.js");
 
 /// The Python SDK, copied into Python projects (componentize-py bundles what is on the path).
 const PYTHON_SDK: &[(&str, &str)] = &[
@@ -121,6 +130,47 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
     values.iter().fold(template.to_owned(), |t, (k, v)| {
         t.replace(&format!("{{{{{k}}}}}"), v)
     })
+}
+
+fn js(name: &str) -> Files {
+    let krate = name.replace('-', "_");
+    let wasm = format!("build/{krate}.wasm");
+    let values = [
+        ("name", name),
+        ("crate", krate.as_str()),
+        ("wasm", wasm.as_str()),
+        ("componentize_js", COMPONENTIZE_JS),
+        ("engine", ENGINE_CACHE),
+    ];
+    let t = |text: &str| fill(text, &values);
+    vec![
+        (
+            "policy.js".into(),
+            t(include_str!("../../templates/js/policy.js.tmpl")),
+        ),
+        (
+            "build.sh".into(),
+            t(include_str!("../../templates/js/build.sh.tmpl")),
+        ),
+        (
+            "package.json".into(),
+            t(include_str!("../../templates/js/package.json.tmpl")),
+        ),
+        (
+            format!("{name}.test.toml"),
+            t(include_str!("../../templates/test.toml.tmpl")),
+        ),
+        (
+            "README.md".into(),
+            t(include_str!("../../templates/js/README.md.tmpl")),
+        ),
+        (
+            ".gitignore".into(),
+            include_str!("../../templates/js/gitignore.tmpl").into(),
+        ),
+        ("twinguard-policy.js".into(), JS_SDK.into()),
+        ("wit/policy.wit".into(), WIT.into()),
+    ]
 }
 
 fn python(name: &str) -> Files {
@@ -260,6 +310,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             bail!("--sdk is for Rust projects: a Python project carries its SDK")
         }
         Lang::Python => python(&args.name),
+        Lang::Js if args.sdk.is_some() => {
+            bail!("--sdk is for Rust projects: a JavaScript project carries its SDK")
+        }
+        Lang::Js => js(&args.name),
     };
     for (path, text) in &files {
         let path = root.join(path);
@@ -279,6 +333,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let next = match args.lang {
         Lang::Rust => "cargo build --release && twinguard test",
         Lang::Python => "./build.sh && twinguard test",
+        Lang::Js => "npm install && ./build.sh && twinguard test",
     };
     writeln!(out, "next: cd {} && {next}", root.display())?;
     out.flush()?;

@@ -566,3 +566,111 @@ fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
         "{t}"
     );
 }
+
+/// componentize-js from `scripts/js-tools.sh` (which `scripts/test.sh` runs).
+fn componentize_js() -> PathBuf {
+    let tool = fixtures::workspace().join("target/tools/js/node_modules/.bin/componentize-js");
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/js-tools.sh (scripts/test.sh does)",
+        tool.display()
+    );
+    tool
+}
+
+/// `twinguard new --lang js`: the project carries the SDK and the contract, builds with
+/// componentize-js, `check`s and passes its test file; a wrong case then fails it.
+#[test]
+fn a_new_javascript_project_builds_checks_and_passes_its_tests() {
+    let tool = componentize_js();
+    let dir = tempfile::tempdir().unwrap();
+    let out = twinguard()
+        .args(["new", "door-hours", "--lang", "js", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let project = dir.path().join("door-hours");
+    assert!(project.join("wit/policy.wit").is_file());
+    assert!(project.join("twinguard-policy.js").is_file());
+    // Run from elsewhere: the script finds its own folder.
+    let build = Command::new(project.join("build.sh"))
+        .env("COMPONENTIZE_JS", &tool)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let out = twinguard()
+        .arg("check")
+        .arg(project.join("build/door_hours.wasm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = twinguard()
+        .arg("test")
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("3 cases: 3 passed, 0 failed"),
+        "{t}"
+    );
+
+    let file = project.join("door-hours.test.toml");
+    let wrong = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("alerts = [\"over-max\"]", "alerts = [\"too-hot\"]");
+    std::fs::write(&file, wrong).unwrap();
+    let out = twinguard()
+        .arg("test")
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("alerts differs")
+            && t.contains("-   \"too-hot\"")
+            && t.contains("+   \"over-max\""),
+        "{t}"
+    );
+}
+
+/// The JavaScript port of schema-guard passes the Rust policy's test file, and agrees with it
+/// on every message and configuration of its agreement set (`agree.sh`).
+#[test]
+fn the_javascript_port_of_schema_guard_agrees_with_the_rust_policy() {
+    componentize_js();
+    let root = fixtures::workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("schema_guard_js.wasm");
+    let build = Command::new(root.join("scripts/build-js-policy.sh"))
+        .arg(root.join("policies/schema-guard-js"))
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let out = twinguard()
+        .arg("test")
+        .arg("--policy")
+        .arg(&wasm)
+        .arg(root.join("policies/schema-guard"))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("12 cases: 12 passed, 0 failed"),
+        "{t}"
+    );
+
+    let agree = Command::new(root.join("policies/schema-guard-js/agree.sh"))
+        .env("TWINGUARD", env!("CARGO_BIN_EXE_twinguard"))
+        .env("RUST_WASM", fixtures::wasm("schema-guard"))
+        .env("JS_WASM", &wasm)
+        .output()
+        .unwrap();
+    let t = text(&agree);
+    assert!(agree.status.success(), "{t}");
+    assert!(t.contains("41 messages x 5 configurations"), "{t}");
+}
