@@ -39,4 +39,16 @@ esac
 # WASI HTTP is left out: the host links none, and a policy has no use for it.
 "$tool" "$entry" -w "$root/wit" -n policy -d http fetch-event -o "$out" ||
     fail "componentize-js failed for $src/$module (see above: an exception at the top level of the module is reported there)"
+# Self-tests: a selftest.ndjson beside the policy goes into the component as the
+# `twinguard-selftest` custom section, which the host runs at every load (and `check` runs).
+if [ -f "$src_abs/selftest.ndjson" ]; then
+    node -e '
+const fs = require("fs");
+const [out, cases] = process.argv.slice(1);
+const leb = (n) => { const b = []; do { let x = n & 0x7f; n >>>= 7; if (n) x |= 0x80; b.push(x); } while (n); return b; };
+const name = Buffer.from("twinguard-selftest");
+const body = Buffer.concat([Buffer.from(leb(name.length)), name, fs.readFileSync(cases)]);
+fs.appendFileSync(out, Buffer.concat([Buffer.from([0]), Buffer.from(leb(body.length)), body]));
+' "$out" "$src_abs/selftest.ndjson"
+fi
 echo "build-js-policy: $out ($(stat -c %s "$out") bytes)"

@@ -65,5 +65,24 @@ cd "$work/app"
 "$componentize" --quiet -d "$root/wit" -w policy componentize \
     -p "$work/app" -p "$work/sdk" "$module" -o "$out_abs" ||
     fail "componentize-py failed for '$src' (see above: an exception while importing $module.py is reported there)"
+# Self-tests: a selftest.ndjson beside the policy goes into the component as the
+# `twinguard-selftest` custom section, which the host runs at every load (and `check` runs).
+if [ -f "$src_abs/selftest.ndjson" ]; then
+    python3 - "$out_abs" "$src_abs/selftest.ndjson" <<'PY'
+import sys
+out, cases = sys.argv[1:]
+def leb(n):
+    b = bytearray()
+    while True:
+        x, n = n & 0x7F, n >> 7
+        b.append(x | (0x80 if n else 0))
+        if not n:
+            return bytes(b)
+name = b"twinguard-selftest"
+body = leb(len(name)) + name + open(cases, "rb").read()
+with open(out, "ab") as f:
+    f.write(b"\0" + leb(len(body)) + body)
+PY
+fi
 size=$(stat -c %s "$out_abs" 2>/dev/null || wc -c <"$out_abs")
 echo "build-python-policy: $out ($size bytes)"

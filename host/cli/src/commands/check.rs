@@ -67,7 +67,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         writeln!(out, "exports:   {}", info.exports.join(", "))?;
         writeln!(out, "imports:   {}", info.imports.join(", "))?;
         match (&failure, cases) {
-            (None, Some(n)) => writeln!(out, "selftest:  {n} steps passed\nok")?,
+            (None, Some(n)) => writeln!(
+                out,
+                "selftest:  {n} step{} passed\nok",
+                if n == 1 { "" } else { "s" }
+            )?,
             (None, None) => writeln!(out, "selftest:  none shipped\nok")?,
             (Some(why), _) => writeln!(out, "selftest:  FAILED: {why}")?,
         }

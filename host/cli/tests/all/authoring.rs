@@ -651,6 +651,13 @@ fn the_javascript_port_of_schema_guard_agrees_with_the_rust_policy() {
         .output()
         .unwrap();
     assert!(build.status.success(), "{}", text(&build));
+    // It ships the Rust policy's self-tests too (the build script embeds selftest.ndjson).
+    let out = twinguard().arg("check").arg(&wasm).output().unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("selftest:  6 steps passed"),
+        "{t}"
+    );
     let out = twinguard()
         .arg("test")
         .arg("--policy")
