@@ -511,7 +511,8 @@ export class Decision {
 
 const ENCODER = new TextEncoder();
 
-/** Why a state write was refused: `over-limit`, `too-many-devices` or `no-message`. */
+/** Why a state write was refused: `over-limit`, `too-many-devices`, `no-message`, or
+ * `contended` (`globalState.update` gave up). */
 export class StateError extends Error {
   constructor(wit, scope) {
     const limit = wit.val;
@@ -519,6 +520,7 @@ export class StateError extends Error {
       'over-limit': `the ${scope} state would exceed its limit of ${limit} bytes`,
       'too-many-devices': `state is kept for ${limit} devices already (the state-devices limit)`,
       'no-message': 'state is only reachable while a message is evaluated',
+      contended: `another worker changed the value on each of ${limit} attempts`,
     }[wit.tag];
     super(text);
     this.kind = wit.tag;
@@ -568,7 +570,7 @@ export const globalState = {
       const next = fn(old ?? undefined);
       if (globalState.swap(key, old ?? undefined, next)) return next;
     }
-    throw new StateError({ tag: 'over-limit', val: 0n }, 'contended policy-wide');
+    throw new StateError({ tag: 'contended', val: 100 }, 'policy-wide');
   },
   getJson(key, fallback = undefined) {
     const b = host.globalGet(key);

@@ -31,6 +31,12 @@ use serde_json::Value;
 use crate::input::{self, Parsed};
 use crate::{Action, ContentType, Invalid, Message, Outcome, Verdict};
 
+/// The self-test cases a component's bytes ship (every `twinguard-selftest` section, NDJSON),
+/// read without compiling it; `None` when there are none.
+pub fn shipped(bytes: &[u8]) -> Option<String> {
+    crate::selftest::cases_in(bytes)
+}
+
 /// Verdict names a policy can give (`fault`: it failed).
 pub const VERDICTS: [&str; 5] = ["allow", "redact", "quarantine", "alert", "fault"];
 /// Action names an outcome can have.

@@ -591,15 +591,17 @@ impl Runtime {
         policy::link(&self.inner.load_context(None), None, path.as_ref()).map(|(_, info)| info)
     }
 
-    /// Runs the self-test cases a component ships (see [`crate::cases`]), each on an instance
-    /// of its own initialised with the case's settings (none when it names none), under
-    /// `limits`: what `twinguard check` does. `Ok(None)` when it ships none; the first failing
-    /// step is the error.
+    /// [`check_component`](Self::check_component), then the self-test cases the component
+    /// ships (see [`crate::cases`]), each on an instance of its own initialised with the case's
+    /// settings (none when it names none), under `limits`: what `twinguard check` does, with
+    /// one compilation. The outer error refuses the component; the inner result is the
+    /// self-tests': `Ok(None)` when it ships none, else the steps passed or the first failure.
+    #[allow(clippy::type_complexity)]
     pub fn check_selftests(
         &self,
         path: impl AsRef<Path>,
         limits: crate::Limits,
-    ) -> Result<Option<usize>, Error> {
+    ) -> Result<(policy::ComponentInfo, Result<Option<usize>, Error>), Error> {
         crate::selftest::run_unconfigured(&self.inner.load_context(None), path.as_ref(), limits)
     }
 

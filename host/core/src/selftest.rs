@@ -21,7 +21,7 @@ pub const MAX_CASES: usize = 256;
 /// deterministic bound on the time self-tests take (~100 ms of guest work at the default).
 pub const FUEL_BUDGET: u64 = 100;
 
-/// The cases a module ships, as text: every `twinguard-selftest` section, in order. `None`
+/// The cases a module ships, as text (see [`crate::cases::shipped`]): every `twinguard-selftest` section, in order. `None`
 /// when there is none, or when the binary cannot be parsed (compilation reports that).
 pub(crate) fn cases_in(bytes: &[u8]) -> Option<String> {
     let mut text = String::new();
@@ -46,17 +46,18 @@ pub(crate) fn run(ctx: &LoadContext<'_>, policy: &Policy, text: &str) -> Result<
     run_on(policy.spec(), |config| policy.probe(ctx, config), text)
 }
 
-/// Runs the cases a component on disk ships, without loading it with a config of its own
-/// (`twinguard check`): each case's probe starts from the linked component. `Ok(None)` when it
-/// ships none.
+/// Links a component on disk (compiling it once) and runs the cases it ships, without loading
+/// it with a config of its own (`twinguard check`): each case's probe starts from the linked
+/// component. The outer error: the component itself is refused; the inner one: a case failed;
+/// `Ok(None)` when it ships none.
 pub(crate) fn run_unconfigured(
     ctx: &LoadContext<'_>,
     path: &Path,
     limits: crate::Limits,
-) -> Result<Option<usize>, Error> {
+) -> Result<(crate::ComponentInfo, Result<Option<usize>, Error>), Error> {
     let (pre, info) = crate::policy::link(ctx, None, path)?;
-    let Some(text) = info.selftest else {
-        return Ok(None);
+    let Some(text) = info.selftest.clone() else {
+        return Ok((info, Ok(None)));
     };
     let defaults = crate::config::Defaults::default();
     let spec = PolicySpec {
@@ -74,8 +75,8 @@ pub(crate) fn run_unconfigured(
             cooldown_ms: defaults.breaker_cooldown_ms,
         },
     };
-    let digest: std::sync::Arc<str> = info.digest.into();
-    run_on(
+    let digest: std::sync::Arc<str> = info.digest.as_str().into();
+    let passed = run_on(
         &spec,
         |config| {
             let mut spec = spec.clone();
@@ -92,7 +93,8 @@ pub(crate) fn run_unconfigured(
         },
         &text,
     )
-    .map(Some)
+    .map(Some);
+    Ok((info, passed))
 }
 
 fn run_on(

@@ -33,9 +33,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         config.defaults.limits.fuel = fuel;
     }
     let runtime = Runtime::new(config.clone())?;
-    let info = runtime.check_component(&args.component)?;
     // Each case runs on an instance of its own, with the settings it names (none otherwise).
-    let selftest = runtime.check_selftests(&args.component, config.defaults.limits);
+    let (info, selftest) = runtime.check_selftests(&args.component, config.defaults.limits)?;
     let (cases, failure) = match &selftest {
         Ok(n) => (*n, None),
         Err(e) => (None, Some(twinguard::error_chain(e))),

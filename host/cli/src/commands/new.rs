@@ -132,96 +132,105 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
     })
 }
 
-fn js(name: &str) -> Files {
+/// The project of `name`: `templates` (path, text), both filled with the placeholders every
+/// template may use, then `copies` as they are. `sdk` is the Rust dependency line; `wasm` where
+/// the build writes the component; `engine` the test file's `[engine]` table, if any.
+fn project(
+    name: &str,
+    sdk: &str,
+    wasm_dir: &str,
+    engine: &str,
+    templates: &[(&str, &str)],
+    copies: impl IntoIterator<Item = (String, String)>,
+) -> Files {
     let krate = name.replace('-', "_");
-    let wasm = format!("build/{krate}.wasm");
+    let wasm = format!("{wasm_dir}/{krate}.wasm");
     let values = [
         ("name", name),
         ("crate", krate.as_str()),
+        ("sdk", sdk),
         ("wasm", wasm.as_str()),
+        ("engine", engine),
+        ("componentize_py", COMPONENTIZE_PY),
         ("componentize_js", COMPONENTIZE_JS),
-        ("engine", ENGINE_CACHE),
     ];
-    let t = |text: &str| fill(text, &values);
-    vec![
-        (
-            "policy.js".into(),
-            t(include_str!("../../templates/js/policy.js.tmpl")),
-        ),
-        (
-            "build.sh".into(),
-            t(include_str!("../../templates/js/build.sh.tmpl")),
-        ),
-        (
-            "package.json".into(),
-            t(include_str!("../../templates/js/package.json.tmpl")),
-        ),
-        (
-            format!("{name}.test.toml"),
-            t(include_str!("../../templates/test.toml.tmpl")),
-        ),
-        (
-            "README.md".into(),
-            t(include_str!("../../templates/js/README.md.tmpl")),
-        ),
-        (
-            ".gitignore".into(),
-            include_str!("../../templates/js/gitignore.tmpl").into(),
-        ),
-        ("twinguard-policy.js".into(), JS_SDK.into()),
-        ("wit/policy.wit".into(), WIT.into()),
-    ]
+    templates
+        .iter()
+        .map(|(path, text)| (fill(path, &values), fill(text, &values)))
+        .chain(copies)
+        .collect()
+}
+
+/// The test file every language's project starts with.
+const TEST_FILE: (&str, &str) = (
+    "{{name}}.test.toml",
+    include_str!("../../templates/test.toml.tmpl"),
+);
+
+fn js(name: &str) -> Files {
+    project(
+        name,
+        "",
+        "build",
+        ENGINE_CACHE,
+        &[
+            (
+                "policy.js",
+                include_str!("../../templates/js/policy.js.tmpl"),
+            ),
+            ("build.sh", include_str!("../../templates/js/build.sh.tmpl")),
+            (
+                "package.json",
+                include_str!("../../templates/js/package.json.tmpl"),
+            ),
+            TEST_FILE,
+            (
+                "README.md",
+                include_str!("../../templates/js/README.md.tmpl"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../templates/js/gitignore.tmpl"),
+            ),
+        ],
+        [
+            ("twinguard-policy.js".into(), JS_SDK.into()),
+            ("wit/policy.wit".into(), WIT.into()),
+        ],
+    )
 }
 
 fn python(name: &str) -> Files {
-    let krate = name.replace('-', "_");
-    let wasm = format!("build/{krate}.wasm");
-    let values = [
-        ("name", name),
-        ("crate", krate.as_str()),
-        ("wasm", wasm.as_str()),
-        ("componentize_py", COMPONENTIZE_PY),
-        ("engine", ENGINE_CACHE),
-    ];
-    let mut files = vec![
-        (
-            "app.py".to_owned(),
-            fill(include_str!("../../templates/python/app.py.tmpl"), &values),
-        ),
-        (
-            "build.sh".to_owned(),
-            fill(
+    project(
+        name,
+        "",
+        "build",
+        ENGINE_CACHE,
+        &[
+            ("app.py", include_str!("../../templates/python/app.py.tmpl")),
+            (
+                "build.sh",
                 include_str!("../../templates/python/build.sh.tmpl"),
-                &values,
             ),
-        ),
-        (
-            format!("{name}.test.toml"),
-            fill(include_str!("../../templates/test.toml.tmpl"), &values),
-        ),
-        (
-            "README.md".to_owned(),
-            fill(
+            TEST_FILE,
+            (
+                "README.md",
                 include_str!("../../templates/python/README.md.tmpl"),
-                &values,
             ),
+            (
+                ".gitignore",
+                include_str!("../../templates/python/gitignore.tmpl"),
+            ),
+        ],
+        std::iter::once(("wit/policy.wit".to_owned(), WIT.to_owned())).chain(
+            PYTHON_SDK
+                .iter()
+                .map(|(file, text)| (format!("twinguard_policy/{file}"), (*text).to_owned())),
         ),
-        (
-            ".gitignore".to_owned(),
-            include_str!("../../templates/python/gitignore.tmpl").to_owned(),
-        ),
-        ("wit/policy.wit".to_owned(), WIT.to_owned()),
-    ];
-    files.extend(
-        PYTHON_SDK
-            .iter()
-            .map(|(file, text)| (format!("twinguard_policy/{file}"), (*text).to_owned())),
-    );
-    files
+    )
 }
 
 fn rust(name: &str, sdk: Option<&Path>) -> Result<Files> {
-    let krate = name.replace('-', "_");
     let dependency = match sdk {
         Some(path) => {
             let path =
@@ -240,41 +249,36 @@ fn rust(name: &str, sdk: Option<&Path>) -> Result<Files> {
         }
         None => format!("twinguard-guest = {{ git = \"{REPOSITORY}\", tag = \"{SDK_TAG}\" }}"),
     };
-    let wasm = format!("target/wasm32-wasip2/release/{krate}.wasm");
-    let values = [
-        ("name", name),
-        ("crate", krate.as_str()),
-        ("sdk", dependency.as_str()),
-        ("wasm", wasm.as_str()),
-        ("engine", ""),
-    ];
-    let fill = |t: &str| fill(t, &values);
-    Ok(vec![
-        (
-            "Cargo.toml".into(),
-            fill(include_str!("../../templates/rust/Cargo.toml.tmpl")),
-        ),
-        (
-            ".cargo/config.toml".into(),
-            include_str!("../../templates/rust/cargo-config.toml").into(),
-        ),
-        (
-            "src/lib.rs".into(),
-            fill(include_str!("../../templates/rust/lib.rs.tmpl")),
-        ),
-        (
-            format!("{name}.test.toml"),
-            fill(include_str!("../../templates/test.toml.tmpl")),
-        ),
-        (
-            "README.md".into(),
-            fill(include_str!("../../templates/rust/README.md.tmpl")),
-        ),
-        (
-            ".gitignore".into(),
-            include_str!("../../templates/rust/gitignore.tmpl").into(),
-        ),
-    ])
+    Ok(project(
+        name,
+        &dependency,
+        "target/wasm32-wasip2/release",
+        "",
+        &[
+            (
+                "Cargo.toml",
+                include_str!("../../templates/rust/Cargo.toml.tmpl"),
+            ),
+            (
+                ".cargo/config.toml",
+                include_str!("../../templates/rust/cargo-config.toml"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("../../templates/rust/lib.rs.tmpl"),
+            ),
+            TEST_FILE,
+            (
+                "README.md",
+                include_str!("../../templates/rust/README.md.tmpl"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../templates/rust/gitignore.tmpl"),
+            ),
+        ],
+        [],
+    ))
 }
 
 /// A name every language and tool takes as is: a crate, a Python module, a file name.

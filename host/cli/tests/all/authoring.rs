@@ -370,75 +370,6 @@ fn eval_refuses_expectations_rather_than_ignore_them() {
     assert_eq!(lines[1]["action"], "allow");
 }
 
-/// `twinguard new` in a folder outside the repository: the project builds against the SDK,
-/// `check`s, and passes the test file it comes with; a wrong expectation then fails it.
-#[test]
-fn a_new_rust_project_builds_checks_and_passes_its_tests() {
-    let dir = tempfile::tempdir().unwrap();
-    let sdk = fixtures::workspace().join("guest-sdk");
-    let out = twinguard()
-        .args(["new", "door-hours", "--dir"])
-        .arg(dir.path())
-        .arg("--sdk")
-        .arg(&sdk)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let project = dir.path().join("door-hours");
-    // Never over an existing project.
-    let again = twinguard()
-        .args(["new", "door-hours", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
-    assert!(text(&again).contains("already exists"), "{}", text(&again));
-
-    // The build shares a target folder across runs (the SDK and wit-bindgen compile once),
-    // reached through the project's own `target`, so the paths the project names hold.
-    let shared = fixtures::workspace().join("target/new-project");
-    std::fs::create_dir_all(&shared).unwrap();
-    std::os::unix::fs::symlink(&shared, project.join("target")).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = Command::new(cargo)
-        .args(["build", "--release"])
-        .current_dir(&project)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", text(&build));
-    let wasm = project.join("target/wasm32-wasip2/release/door_hours.wasm");
-    let out = twinguard().arg("check").arg(&wasm).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-
-    let out = twinguard()
-        .arg("test")
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
-    assert!(t.contains("3 cases: 3 passed, 0 failed"), "{t}");
-
-    let file = project.join("door-hours.test.toml");
-    let wrong = std::fs::read_to_string(&file).unwrap().replace(
-        "payload = { temp_c = 71.5 }",
-        "payload = { temp_c = 171.5 }",
-    );
-    std::fs::write(&file, wrong).unwrap();
-    let out = twinguard()
-        .arg("test")
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("FAIL  a reading within bounds passes"), "{t}");
-}
-
 /// The test files shipped beside the pack's policies pass against them: the cases a port to
 /// another language is held to.
 #[test]
@@ -457,50 +388,42 @@ fn the_pack_test_files_pass() {
     }
 }
 
-/// componentize-py from `scripts/python-tools.sh` (which `scripts/test.sh` runs): a missing tool
-/// fails the test, naming the script, never skips it.
-fn componentize_py() -> PathBuf {
-    let tool = fixtures::workspace().join("target/tools/python/bin/componentize-py");
-    assert!(
-        tool.exists(),
-        "{} is missing: run scripts/python-tools.sh (scripts/test.sh does)",
-        tool.display()
-    );
-    tool
+/// `twinguard new door-hours` with `args` in `dir`: the project's folder. A second run never
+/// writes over it.
+fn new_project(dir: &Path, args: &[&str]) -> PathBuf {
+    let new = || {
+        twinguard()
+            .args(["new", "door-hours", "--dir"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = new();
+    assert!(out.status.success(), "{}", text(&out));
+    let again = new();
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    dir.join("door-hours")
 }
 
-/// `twinguard new --lang python`: the project carries the SDK and the contract, builds with
-/// componentize-py, `check`s and passes its test file; a wrong case then fails it.
-#[test]
-fn a_new_python_project_builds_checks_and_passes_its_tests() {
-    let tool = componentize_py();
-    let dir = tempfile::tempdir().unwrap();
-    let out = twinguard()
-        .args(["new", "door-hours", "--lang", "python", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let project = dir.path().join("door-hours");
-    assert!(project.join("wit/policy.wit").is_file());
-    assert!(project.join("twinguard_policy/__init__.py").is_file());
-    let build = Command::new(project.join("build.sh"))
-        .env("COMPONENTIZE_PY", &tool)
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", text(&build));
+/// A built project `check`s and passes the test file it came with; with `edit` made to that
+/// file, the run fails and says each of `wants`.
+fn passes_then_fails(project: &Path, wasm: &str, edit: (&str, &str), wants: &[&str]) {
     let out = twinguard()
         .arg("check")
-        .arg(project.join("build/door_hours.wasm"))
+        .arg(project.join(wasm))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = twinguard()
-        .arg("test")
-        .current_dir(&project)
-        .output()
-        .unwrap();
+    let test = || {
+        twinguard()
+            .arg("test")
+            .current_dir(project)
+            .output()
+            .unwrap()
+    };
+    let out = test();
     let t = text(&out);
     assert!(
         out.status.success() && t.contains("3 cases: 3 passed, 0 failed"),
@@ -508,34 +431,33 @@ fn a_new_python_project_builds_checks_and_passes_its_tests() {
     );
 
     let file = project.join("door-hours.test.toml");
-    let wrong = std::fs::read_to_string(&file).unwrap().replace(
-        "reason = \"/temp_c = 95 is over 80\"",
-        "reason = \"/temp_c = 95 is over 90\"",
-    );
-    std::fs::write(&file, wrong).unwrap();
-    let out = twinguard()
-        .arg("test")
-        .current_dir(&project)
-        .output()
-        .unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    assert!(original.contains(edit.0), "{original}");
+    std::fs::write(&file, original.replace(edit.0, edit.1)).unwrap();
+    let out = test();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("reason: expected to contain \"/temp_c = 95 is over 90\""),
-        "{t}"
-    );
+    for want in wants {
+        assert!(t.contains(want), "{want}: {t}");
+    }
 }
 
-/// The Python port of pii-redact passes the Rust policy's test file, and agrees with it on
-/// every message and configuration of its agreement set (`agree.sh`).
-#[test]
-fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
-    componentize_py();
+/// A port built by `script` from `src` into `dir` passes the Rust policy's test file, and its
+/// agreement script (run with `env`, the port as `port_env`) prints each of `wants`. Returns
+/// the component.
+fn port_agrees(
+    dir: &Path,
+    script: &str,
+    src: &str,
+    rust_policy: &str,
+    port_env: &str,
+    env: &[(&str, PathBuf)],
+    wants: &[&str],
+) -> PathBuf {
     let root = fixtures::workspace();
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("pii_redact_py.wasm");
-    let build = Command::new(root.join("scripts/build-python-policy.sh"))
-        .arg(root.join("policies/pii-redact-py"))
+    let wasm = dir.join("port.wasm");
+    let build = Command::new(root.join("scripts").join(script))
+        .arg(root.join(src))
         .arg(&wasm)
         .output()
         .unwrap();
@@ -544,7 +466,7 @@ fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
         .arg("test")
         .arg("--policy")
         .arg(&wasm)
-        .arg(root.join("policies/pii-redact"))
+        .arg(root.join("policies").join(rust_policy))
         .output()
         .unwrap();
     let t = text(&out);
@@ -553,131 +475,165 @@ fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
         "{t}"
     );
 
-    let agree = Command::new(root.join("policies/pii-redact-py/agree.sh"))
+    let agree = Command::new(root.join(src).join("agree.sh"))
         .env("TWINGUARD", env!("CARGO_BIN_EXE_twinguard"))
-        .env("RUST_WASM", fixtures::wasm("pii-redact"))
-        .env("PY_WASM", &wasm)
+        .env(port_env, &wasm)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .unwrap();
     let t = text(&agree);
     assert!(agree.status.success(), "{t}");
-    assert!(
-        t.contains("230 agree, 0 differ") && t.contains("30 agree, 0 differ"),
-        "{t}"
-    );
+    for want in wants {
+        assert!(t.contains(want), "{want}: {t}");
+    }
+    wasm
 }
 
-/// componentize-js from `scripts/js-tools.sh` (which `scripts/test.sh` runs).
-fn componentize_js() -> PathBuf {
-    let tool = fixtures::workspace().join("target/tools/js/node_modules/.bin/componentize-js");
+/// A tool a language's build needs, installed by `script` (which `scripts/test.sh` runs): a
+/// missing tool fails the test, naming the script, never skips it.
+fn tool(path: &str, script: &str) -> PathBuf {
+    let tool = fixtures::workspace().join(path);
     assert!(
         tool.exists(),
-        "{} is missing: run scripts/js-tools.sh (scripts/test.sh does)",
+        "{} is missing: run scripts/{script} (scripts/test.sh does)",
         tool.display()
     );
     tool
 }
 
+fn componentize_py() -> PathBuf {
+    tool("target/tools/python/bin/componentize-py", "python-tools.sh")
+}
+
+fn componentize_js() -> PathBuf {
+    tool(
+        "target/tools/js/node_modules/.bin/componentize-js",
+        "js-tools.sh",
+    )
+}
+
+/// `twinguard new` in a folder outside the repository: the project builds against the SDK,
+/// `check`s, and passes the test file it comes with; a wrong expectation then fails it.
+#[test]
+fn a_new_rust_project_builds_checks_and_passes_its_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = fixtures::workspace().join("guest-sdk");
+    let sdk = sdk.to_str().unwrap();
+    let project = new_project(dir.path(), &["--sdk", sdk]);
+    // The build shares a target folder across runs (the SDK and wit-bindgen compile once),
+    // reached through the project's own `target`, so the paths the project names hold.
+    let shared = fixtures::workspace().join("target/new-project");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, project.join("target")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = Command::new(cargo)
+        .args(["build", "--release"])
+        .current_dir(&project)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    passes_then_fails(
+        &project,
+        "target/wasm32-wasip2/release/door_hours.wasm",
+        (
+            "payload = { temp_c = 71.5 }",
+            "payload = { temp_c = 171.5 }",
+        ),
+        &["FAIL  a reading within bounds passes"],
+    );
+}
+
+/// `twinguard new --lang python`: the project carries the SDK and the contract, builds with
+/// componentize-py, `check`s and passes its test file; a wrong case then fails it.
+#[test]
+fn a_new_python_project_builds_checks_and_passes_its_tests() {
+    let tool = componentize_py();
+    let dir = tempfile::tempdir().unwrap();
+    let project = new_project(dir.path(), &["--lang", "python"]);
+    assert!(project.join("wit/policy.wit").is_file());
+    assert!(project.join("twinguard_policy/__init__.py").is_file());
+    let build = Command::new(project.join("build.sh"))
+        .env("COMPONENTIZE_PY", &tool)
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    passes_then_fails(
+        &project,
+        "build/door_hours.wasm",
+        (
+            "reason = \"/temp_c = 95 is over 80\"",
+            "reason = \"/temp_c = 95 is over 90\"",
+        ),
+        &["reason: expected to contain \"/temp_c = 95 is over 90\""],
+    );
+}
+
 /// `twinguard new --lang js`: the project carries the SDK and the contract, builds with
-/// componentize-js, `check`s and passes its test file; a wrong case then fails it.
+/// componentize-js (its script run from another folder), `check`s and passes its test file; a
+/// wrong case then fails it.
 #[test]
 fn a_new_javascript_project_builds_checks_and_passes_its_tests() {
     let tool = componentize_js();
     let dir = tempfile::tempdir().unwrap();
-    let out = twinguard()
-        .args(["new", "door-hours", "--lang", "js", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let project = dir.path().join("door-hours");
+    let project = new_project(dir.path(), &["--lang", "js"]);
     assert!(project.join("wit/policy.wit").is_file());
     assert!(project.join("twinguard-policy.js").is_file());
-    // Run from elsewhere: the script finds its own folder.
     let build = Command::new(project.join("build.sh"))
         .env("COMPONENTIZE_JS", &tool)
         .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(build.status.success(), "{}", text(&build));
-    let out = twinguard()
-        .arg("check")
-        .arg(project.join("build/door_hours.wasm"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let out = twinguard()
-        .arg("test")
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(
-        out.status.success() && t.contains("3 cases: 3 passed, 0 failed"),
-        "{t}"
-    );
-
-    let file = project.join("door-hours.test.toml");
-    let wrong = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("alerts = [\"over-max\"]", "alerts = [\"too-hot\"]");
-    std::fs::write(&file, wrong).unwrap();
-    let out = twinguard()
-        .arg("test")
-        .current_dir(&project)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("alerts differs")
-            && t.contains("-   \"too-hot\"")
-            && t.contains("+   \"over-max\""),
-        "{t}"
+    passes_then_fails(
+        &project,
+        "build/door_hours.wasm",
+        ("alerts = [\"over-max\"]", "alerts = [\"too-hot\"]"),
+        &["alerts differs", "-   \"too-hot\"", "+   \"over-max\""],
     );
 }
 
-/// The JavaScript port of schema-guard passes the Rust policy's test file, and agrees with it
-/// on every message and configuration of its agreement set (`agree.sh`).
+/// The Python port of pii-redact passes the Rust policy's test file, and agrees with it on
+/// every message and configuration of its agreement set (`agree.sh`).
+#[test]
+fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
+    componentize_py();
+    let dir = tempfile::tempdir().unwrap();
+    port_agrees(
+        dir.path(),
+        "build-python-policy.sh",
+        "policies/pii-redact-py",
+        "pii-redact",
+        "PY_WASM",
+        &[("RUST_WASM", fixtures::wasm("pii-redact"))],
+        &["230 agree, 0 differ", "30 agree, 0 differ"],
+    );
+}
+
+/// The JavaScript port of schema-guard passes the Rust policy's test file, agrees with it on
+/// every message and configuration of its agreement set (`agree.sh`), and ships the Rust
+/// policy's self-tests (the build script embeds selftest.ndjson).
 #[test]
 fn the_javascript_port_of_schema_guard_agrees_with_the_rust_policy() {
     componentize_js();
-    let root = fixtures::workspace();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("schema_guard_js.wasm");
-    let build = Command::new(root.join("scripts/build-js-policy.sh"))
-        .arg(root.join("policies/schema-guard-js"))
-        .arg(&wasm)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", text(&build));
-    // It ships the Rust policy's self-tests too (the build script embeds selftest.ndjson).
+    let wasm = port_agrees(
+        dir.path(),
+        "build-js-policy.sh",
+        "policies/schema-guard-js",
+        "schema-guard",
+        "JS_WASM",
+        &[("RUST_WASM", fixtures::wasm("schema-guard"))],
+        &["41 messages x 5 configurations"],
+    );
     let out = twinguard().arg("check").arg(&wasm).output().unwrap();
     let t = text(&out);
     assert!(
         out.status.success() && t.contains("selftest:  6 steps passed"),
         "{t}"
     );
-    let out = twinguard()
-        .arg("test")
-        .arg("--policy")
-        .arg(&wasm)
-        .arg(root.join("policies/schema-guard"))
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(
-        out.status.success() && t.contains("12 cases: 12 passed, 0 failed"),
-        "{t}"
-    );
-
-    let agree = Command::new(root.join("policies/schema-guard-js/agree.sh"))
-        .env("TWINGUARD", env!("CARGO_BIN_EXE_twinguard"))
-        .env("RUST_WASM", fixtures::wasm("schema-guard"))
-        .env("JS_WASM", &wasm)
-        .output()
-        .unwrap();
-    let t = text(&agree);
-    assert!(agree.status.success(), "{t}");
-    assert!(t.contains("41 messages x 5 configurations"), "{t}");
 }
