@@ -77,17 +77,24 @@ impl DeviceBudget {
 pub(crate) enum Verdict {
     /// Within budget.
     Pass,
-    /// Over budget: shed. `first` for the first shed message since the device was last
-    /// within budget (the one to raise an alert for).
+    /// Over budget: shed. `first` for the first shed message of an episode (the one to raise
+    /// an alert for).
     Shed { first: bool },
+    /// Within budget, and the end of an episode: the device's bucket has refilled, so it kept
+    /// to its rate for as long as the burst lasts. `shed` messages were shed in the episode.
+    Resumed { shed: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     last: Instant,
-    /// Shedding since the last message that passed.
-    shedding: bool,
+    /// Messages shed in the current episode; 0 outside one. An episode ends only when the
+    /// bucket is full again: a device held at its rate passes one message per refilled
+    /// token, and ending the episode on each of those would raise an alert per token (at a
+    /// steady 10,000/s against 1,000/s, a thousand alerts and warnings a second, which cost
+    /// the connection's task more than the shedding saved).
+    shed: u64,
 }
 
 /// Buckets tracked at most before idle ones are forgotten (a full bucket and a missing one
@@ -125,19 +132,27 @@ impl Budgets {
             None => self.buckets.entry(device.into()).or_insert(Bucket {
                 tokens: burst,
                 last: now,
-                shedding: false,
+                shed: 0,
             }),
         };
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.last = now;
+        let ended = if bucket.shed > 0 && bucket.tokens >= burst {
+            std::mem::take(&mut bucket.shed)
+        } else {
+            0
+        };
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
-            bucket.shedding = false;
-            Verdict::Pass
+            if ended > 0 {
+                Verdict::Resumed { shed: ended }
+            } else {
+                Verdict::Pass
+            }
         } else {
-            let first = !bucket.shedding;
-            bucket.shedding = true;
+            let first = bucket.shed == 0;
+            bucket.shed += 1;
             Verdict::Shed { first }
         }
     }
@@ -176,16 +191,25 @@ mod tests {
         assert_eq!(b.take("flood", t0), Verdict::Shed { first: false });
         // Another device has its own bucket.
         assert_eq!(b.take("calm", t0), Verdict::Pass);
-        // 100 ms later one token has come back: one passes, the next is a new episode.
+        // 100 ms later one token has come back: one passes, and the episode goes on (no new
+        // alert for the next shed message).
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(b.take("flood", t1), Verdict::Pass);
-        assert_eq!(b.take("flood", t1), Verdict::Shed { first: true });
-        // A second of quiet refills the burst, never beyond it.
-        let t2 = t1 + Duration::from_secs(10);
-        for _ in 0..5 {
+        assert_eq!(b.take("flood", t1), Verdict::Shed { first: false });
+        // Held at its rate for a long time: still one episode.
+        for ms in 1..=1000 {
+            let t = t1 + Duration::from_millis(100 * ms);
+            assert_eq!(b.take("flood", t), Verdict::Pass);
+            assert_eq!(b.take("flood", t), Verdict::Shed { first: false });
+        }
+        // Quiet long enough to refill the burst, never beyond it: the episode ends with the
+        // first message after it, which says how many were shed.
+        let t2 = t1 + Duration::from_secs(200);
+        assert_eq!(b.take("flood", t2), Verdict::Resumed { shed: 1003 });
+        for _ in 0..4 {
             assert_eq!(b.take("flood", t2), Verdict::Pass);
         }
-        assert!(matches!(b.take("flood", t2), Verdict::Shed { .. }));
+        assert_eq!(b.take("flood", t2), Verdict::Shed { first: true });
     }
 
     #[test]

@@ -385,16 +385,20 @@ impl Gateway {
                     if let Some(budgets) = budgets.as_mut() {
                         // Unplaced messages share one budget: they have no device to own one.
                         let device = route.as_ref().map_or("\0unrouted", |r| r.device.as_str());
-                        if let budget::Verdict::Shed { first } =
-                            budgets.take(device, std::time::Instant::now())
-                        {
-                            self.stats.shed.fetch_add(1, Ordering::Relaxed);
-                            if first {
-                                self.over_budget(device, &input.topic(), &out_tx);
+                        match budgets.take(device, std::time::Instant::now()) {
+                            budget::Verdict::Pass => {}
+                            budget::Verdict::Resumed { shed } => {
+                                tracing::info!(gateway = %self.name(), device = %twinguard_core::text::escape_controls(device), "device back within its budget; {shed} of its messages were shed");
                             }
-                            ack_tx.send((seq, input)).map_err(|_| ConnError::Closed)?;
-                            seq += 1;
-                            continue;
+                            budget::Verdict::Shed { first } => {
+                                self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                                if first {
+                                    self.over_budget(device, &input.topic(), &out_tx);
+                                }
+                                ack_tx.send((seq, input)).map_err(|_| ConnError::Closed)?;
+                                seq += 1;
+                                continue;
+                            }
                         }
                     }
                     let shard = match &route {
@@ -452,7 +456,6 @@ impl Gateway {
         }
     }
 
-    /// Which input a message fits, its device and its output topic.
     /// A device went over its budget: one warning and one security event per episode (the
     /// alert sinks' dedup window folds repeats), on the alerts topic too when there is room.
     fn over_budget(&self, device: &str, topic: &str, out: &mpsc::Sender<Out>) {
@@ -492,6 +495,7 @@ impl Gateway {
         }
     }
 
+    /// Which input a message fits, its device and its output topic.
     fn route(&self, input: &Received) -> Result<Route, String> {
         let topic = input.topic();
         for i in self.inputs.iter() {
