@@ -752,6 +752,9 @@ fn flood_device(
     })
 }
 
+/// A flood's topic, and its rate in messages/s (`None`: as fast as it can).
+type Flood = (&'static str, Option<u64>);
+
 /// The good route without a flood, then beside one device flooding it, at a steady rate (the
 /// issue's 10,000 messages/s; `BENCH_FLOOD_RATE`) and as fast as it can: under the default
 /// device budget, with the budget off, and a control flooding a topic the gateway does not
@@ -763,7 +766,7 @@ fn flooded(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
     let off = "[gateway.device-budget]\nrate = 0\n";
     let elsewhere = "elsewhere/flooder/telemetry";
     // (name, the flood's topic and rate, gateway extra)
-    let cases: Vec<(String, Option<(&'static str, Option<u64>)>, &str)> = vec![
+    let cases: Vec<(String, Option<Flood>, &str)> = vec![
         ("no flood (baseline)".into(), None, ""),
         (
             format!("{steady}/s from one device, default budget (1,000/s)"),
