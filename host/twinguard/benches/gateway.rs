@@ -20,9 +20,11 @@
 //! false: Nagle on its sends), for every case. `BENCH_BROKER` appends settings to the broker's
 //! config, `;` between lines (e.g. `BENCH_BROKER="max_inflight_messages 100"`).
 //!
-//! `BENCH_ONLY=flood` measures the good route beside one device of the same route flooding as
-//! fast as it can (issue 19: one device must not starve the others): without the flood, with it
-//! under the default `[gateway.device-budget]`, and with it and the budget off.
+//! `BENCH_ONLY=flood` measures the good route beside one device of the same route flooding
+//! (issue 19: one device must not starve the others), at a steady `BENCH_FLOOD_RATE` (default
+//! 10,000/s) and as fast as it can: without the flood, with it under the default
+//! `[gateway.device-budget]`, with it and the budget off, and a control flooding a topic the
+//! gateway does not read.
 
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker;
