@@ -134,4 +134,5 @@ pub mod fuzzing {
 }
 pub use pipeline::{FilterError, TopicFilter};
 pub use policy::{ComponentInfo, Policy, PolicyStatus, WIT_VERSION};
-pub use runtime::{PolicySet, Runtime};
+pub use runtime::{PolicySet, Runtime, RuntimeBuilder};
+pub use state::{Scope, StateChange, StateJournal};

@@ -25,7 +25,7 @@ use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpe
 use crate::registry::{Registry, UnknownDevice};
 use crate::shadow::{Shadow, ShadowReport};
 use crate::signing::Trust;
-use crate::state::StateStore;
+use crate::state::{Scope, StateChange, StateJournal, StateStore};
 use crate::telemetry::{Instruments, RouteInstruments};
 use crate::twin::LastValues;
 
@@ -60,6 +60,8 @@ struct Inner {
     states: Mutex<HashMap<String, Arc<StateStore>>>,
     /// The last forwarded values policies asked for (`keep-last`), kept across reloads.
     twin: Arc<LastValues>,
+    /// Where changes to policies' state and the last values are reported, if anywhere.
+    journal: Option<Arc<dyn StateJournal>>,
     epoch_tick_ms: u64,
     /// What the host agrees to compile. Set at start (a reload keeps it: the engine's
     /// settings do not change while it runs).
@@ -80,6 +82,21 @@ struct Inner {
 }
 
 impl Inner {
+    /// The state of the policy named `name`, created (journaled, if there is a journal) on
+    /// first use.
+    fn state_of(&self, name: &str) -> Arc<StateStore> {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = states.get(name) {
+            return s.clone();
+        }
+        let store = Arc::new(match &self.journal {
+            Some(j) => StateStore::journaled(name, j.clone()),
+            None => StateStore::default(),
+        });
+        states.insert(name.to_owned(), store.clone());
+        store
+    }
+
     /// What loading a policy needs; `trust` is `None` only for `check`. Every load reuses the active generation's compiled components: only a digest none of
     /// them has is compiled (or read from the cache).
     fn load_context<'a>(&'a self, trust: Option<&'a Trust>) -> LoadContext<'a> {
@@ -237,7 +254,46 @@ impl Runtime {
     /// Builds the runtime: the engine, the epoch ticker, and the first generation with every
     /// policy compiled, instantiated and initialised. Any failure names the policy and file.
     pub fn new(config: Config) -> Result<Self, Error> {
-        Self::build(config, None)
+        Self::builder(config).build()
+    }
+
+    /// A runtime with more than a config: a meter, a state journal. See [`RuntimeBuilder`].
+    pub fn builder(config: Config) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            meter: None,
+            journal: None,
+        }
+    }
+
+    /// Puts back one change a [`StateJournal`] recorded earlier (typically before a
+    /// restart), before traffic flows: nothing is reported to the journal again, and the
+    /// state limits are not applied (they bound what policies write, and they wrote it).
+    /// State of a policy not in the current config is kept for when it is loaded. A last
+    /// value whose bytes this build cannot read is skipped; the result says so.
+    ///
+    /// ```no_run
+    /// use twinguard_core::{Runtime, Scope, StateChange};
+    /// let runtime = Runtime::from_config_file("twinguard.toml")?;
+    /// runtime.restore_state(StateChange {
+    ///     scope: Scope::Device { policy: "replay", device: "press-7" },
+    ///     key: "seq",
+    ///     value: Some(&41u64.to_le_bytes()),
+    /// });
+    /// # Ok::<(), twinguard_core::Error>(())
+    /// ```
+    pub fn restore_state(&self, change: StateChange<'_>) -> bool {
+        let (policy, device) = match change.scope {
+            Scope::LastValue { device } => {
+                return self.inner.twin.restore(device, change.key, change.value)
+            }
+            Scope::Device { policy, device } => (policy, Some(device)),
+            Scope::Global { policy } => (policy, None),
+        };
+        self.inner
+            .state_of(policy)
+            .restore(device, change.key, change.value);
+        true
     }
 
     /// [`new`](Self::new), recording the runtime's metrics through `meter` (see
@@ -261,10 +317,14 @@ impl Runtime {
     /// # Ok::<(), twinguard_core::Error>(())
     /// ```
     pub fn with_meter(config: Config, meter: opentelemetry::metrics::Meter) -> Result<Self, Error> {
-        Self::build(config, Some(meter))
+        Self::builder(config).meter(meter).build()
     }
 
-    fn build(config: Config, meter: Option<opentelemetry::metrics::Meter>) -> Result<Self, Error> {
+    fn build(
+        config: Config,
+        meter: Option<opentelemetry::metrics::Meter>,
+        journal: Option<Arc<dyn StateJournal>>,
+    ) -> Result<Self, Error> {
         config.validate().map_err(|e| invalid(e.into()))?;
         let engine = engine(&config)?;
         let mut linker = Linker::new(&engine);
@@ -297,7 +357,8 @@ impl Runtime {
                 registry: None,
             }),
             states: Mutex::new(HashMap::new()),
-            twin: Arc::default(),
+            twin: Arc::new(LastValues::journaled(journal.clone())),
+            journal,
             epoch_tick_ms: config.engine.epoch_tick_ms,
             compile: config.engine.compile_limits(),
             idle_instances,
@@ -368,13 +429,7 @@ impl Runtime {
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut index = HashMap::new();
         for p in &config.policies {
-            let state = inner
-                .states
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(p.name.clone())
-                .or_default()
-                .clone();
+            let state = inner.state_of(&p.name);
             let spec = PolicySpec {
                 name: p.name.clone(),
                 path: p.path.clone(),
@@ -622,6 +677,52 @@ impl Runtime {
     /// What the compile cache did so far; `None` when `[engine] cache-dir` is not set.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.inner.cache.as_ref().map(Cache::stats)
+    }
+}
+
+/// Builds a [`Runtime`] with what [`Runtime::new`] leaves out.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use twinguard_core::{Config, Runtime, StateChange, StateJournal};
+/// struct Log;
+/// impl StateJournal for Log {
+///     fn record(&self, change: StateChange<'_>) {
+///         println!("{:?} {} changed", change.scope, change.key);
+///     }
+/// }
+/// let runtime = Runtime::builder(Config::from_file("twinguard.toml")?)
+///     .journal(Arc::new(Log))
+///     .build()?;
+/// # let _ = runtime;
+/// # Ok::<(), twinguard_core::Error>(())
+/// ```
+#[must_use]
+pub struct RuntimeBuilder {
+    config: Config,
+    meter: Option<opentelemetry::metrics::Meter>,
+    journal: Option<Arc<dyn StateJournal>>,
+}
+
+impl RuntimeBuilder {
+    /// Records the runtime's metrics through `meter` (see [`Runtime::with_meter`]).
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Reports every change to policies' per-device and policy-wide state and to the last
+    /// forwarded values to `journal`, so they can be kept across restarts and put back with
+    /// [`Runtime::restore_state`]. Shadow candidates and self-test probes keep state of their
+    /// own, which is not reported.
+    pub fn journal(mut self, journal: Arc<dyn StateJournal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Builds the runtime, as [`Runtime::new`] does.
+    pub fn build(self) -> Result<Runtime, Error> {
+        Runtime::build(self.config, self.meter, self.journal)
     }
 }
 

@@ -2,9 +2,87 @@
 //! device, with a byte budget per device; and the policy-wide namespace behind `global-*`.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
+
+/// One change to what the runtime remembers between messages, as a [`StateJournal`] sees it
+/// and as [`Runtime::restore_state`](crate::Runtime::restore_state) takes it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange<'a> {
+    /// Whose state.
+    pub scope: Scope<'a>,
+    /// The key: a policy's state key, or for [`Scope::LastValue`] the field's JSON Pointer.
+    pub key: &'a str,
+    /// The new value; `None` when the key was removed. For [`Scope::LastValue`], the core's
+    /// own encoding of the field's value: store it as bytes and hand it back unchanged.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Whose state a [`StateChange`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope<'a> {
+    /// A policy's state for one device (`state-set`, `state-delete`).
+    Device {
+        /// The policy's configured name.
+        policy: &'a str,
+        /// The device.
+        device: &'a str,
+    },
+    /// A policy's policy-wide state (`global-set`, `global-swap`, `global-delete`).
+    Global {
+        /// The policy's configured name.
+        policy: &'a str,
+    },
+    /// The last forwarded value of a field some policy keeps (`keep-last`), shared by every
+    /// policy.
+    LastValue {
+        /// The device.
+        device: &'a str,
+    },
+}
+
+/// Where the runtime reports every change to per-device, policy-wide and last-value state,
+/// so an embedder can keep it across restarts (twinguard's `store` feature keeps it in
+/// SQLite). Hand it to [`RuntimeBuilder::journal`](crate::RuntimeBuilder::journal).
+///
+/// `record` is called on the evaluating thread, while the changed entry is locked: for any
+/// one key, calls come in the order the changes took effect. It must therefore be quick and
+/// must not call back into the runtime; queue the change and write it elsewhere.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use twinguard_core::{StateChange, StateJournal};
+///
+/// #[derive(Default)]
+/// struct Count(Mutex<u64>);
+/// impl StateJournal for Count {
+///     fn record(&self, _change: StateChange<'_>) {
+///         *self.0.lock().unwrap() += 1;
+///     }
+/// }
+/// let journal: Arc<dyn StateJournal> = Arc::new(Count::default());
+/// # let _ = journal;
+/// ```
+pub trait StateJournal: Send + Sync {
+    /// Called once per change, in order per key (see the trait's documentation).
+    fn record(&self, change: StateChange<'_>);
+}
+
+/// A store's journal and the policy name its changes are reported under.
+#[derive(Clone)]
+struct Journal {
+    sink: Arc<dyn StateJournal>,
+    policy: Arc<str>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The state of one policy for all devices. Sharded (dashmap), so threads evaluating
 /// different devices do not contend; it outlives instances, and is keyed by policy name so a
@@ -15,6 +93,8 @@ pub(crate) struct StateStore {
     /// Policy-wide state. One lock per policy, taken only by the policy's `global-*` calls:
     /// a compare-and-swap must see and replace a value in one step, whichever worker runs it.
     global: Mutex<DeviceState>,
+    /// Where changes are reported, for the policy's own store (never a shadow's or a probe's).
+    journal: Option<Journal>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +130,44 @@ fn cost(key: &str, value: &[u8]) -> u64 {
 }
 
 impl StateStore {
+    /// An empty store whose changes are reported to `sink` under `policy`.
+    pub fn journaled(policy: &str, sink: Arc<dyn StateJournal>) -> Self {
+        Self {
+            journal: Some(Journal {
+                sink,
+                policy: policy.into(),
+            }),
+            ..Self::default()
+        }
+    }
+
+    fn note<'a>(
+        &'a self,
+        scope: impl FnOnce(&'a str) -> Scope<'a>,
+        key: &str,
+        value: Option<&[u8]>,
+    ) {
+        if let Some(j) = &self.journal {
+            j.sink.record(StateChange {
+                scope: scope(&j.policy),
+                key,
+                value,
+            });
+        }
+    }
+
+    /// Puts back a change read from a journal: neither reported again nor held to the limits
+    /// (they bound what policies write; a restart must not lose what they wrote before).
+    pub fn restore(&self, device: Option<&str>, key: &str, value: Option<&[u8]>) {
+        let put = |state: &mut DeviceState| {
+            let _ = state.put(key, value.map(<[u8]>::to_vec), u64::MAX);
+        };
+        match device {
+            Some(device) => put(&mut self.devices.entry(device.to_owned()).or_default()),
+            None => put(&mut self.global_lock()),
+        }
+    }
+
     pub fn get(&self, device: &str, key: &str) -> Option<Vec<u8>> {
         self.devices.get(device)?.entries.get(key).cloned()
     }
@@ -78,6 +196,8 @@ impl StateStore {
         if new_total > limits.bytes {
             return Err(StateRefusal::OverLimit(limits.bytes));
         }
+        // Under the device's entry lock: the journal sees changes to a key in their order.
+        self.note(|policy| Scope::Device { policy, device }, key, Some(&value));
         state.bytes = new_total;
         state.entries.insert(key.to_string(), value);
         Ok(())
@@ -87,6 +207,7 @@ impl StateStore {
         if let Some(mut state) = self.devices.get_mut(device) {
             if let Some(v) = state.entries.remove(key) {
                 state.bytes -= cost(key, &v);
+                self.note(|policy| Scope::Device { policy, device }, key, None);
             }
         }
     }
@@ -111,6 +232,7 @@ impl StateStore {
             return Ok(false);
         }
         state.put(key, new, limit)?;
+        self.note_global(&state, key);
         Ok(true)
     }
 
@@ -121,7 +243,18 @@ impl StateStore {
         value: Option<Vec<u8>>,
         limit: u64,
     ) -> Result<(), StateRefusal> {
-        self.global_lock().put(key, value, limit)
+        let mut state = self.global_lock();
+        state.put(key, value, limit)?;
+        self.note_global(&state, key);
+        Ok(())
+    }
+
+    /// Reports the policy-wide entry `key` as `state` now holds it; called under its lock.
+    fn note_global(&self, state: &DeviceState, key: &str) {
+        if self.journal.is_some() {
+            let value = state.entries.get(key).map(Vec::as_slice);
+            self.note(|policy| Scope::Global { policy }, key, value);
+        }
     }
 
     fn global_lock(&self) -> std::sync::MutexGuard<'_, DeviceState> {
@@ -221,6 +354,69 @@ mod tests {
         assert_eq!(s.global_swap("n", Some(&[2]), None, limit), Ok(true));
         assert_eq!(s.global_put("m", Some(vec![0; 9]), limit), Ok(()));
         assert_eq!(s.global_get("n"), None);
+    }
+
+    /// Keeps what it is told, as owned text.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, Option<Vec<u8>>)>>);
+
+    impl StateJournal for Recorder {
+        fn record(&self, c: StateChange<'_>) {
+            let scope = match c.scope {
+                Scope::Device { policy, device } => format!("{policy}/{device}"),
+                Scope::Global { policy } => format!("{policy}/*"),
+                Scope::LastValue { device } => format!("last/{device}"),
+            };
+            let mut log = self.0.lock().unwrap();
+            log.push((scope, c.key.to_owned(), c.value.map(<[u8]>::to_vec)));
+        }
+    }
+
+    #[test]
+    fn the_journal_sees_every_change_that_took_effect_and_restoring_replays_it() {
+        let rec = Arc::new(Recorder::default());
+        let s = StateStore::journaled("p", rec.clone());
+        s.set("d", "k", vec![1], TEN).unwrap();
+        // Refused writes change nothing, so they are not reported.
+        assert!(s.set("d", "k", vec![0; 11], TEN).is_err());
+        s.set("d", "k", vec![2], TEN).unwrap();
+        s.set("e", "j", vec![3], TEN).unwrap();
+        s.delete("e", "j");
+        // Deleting what is not there changes nothing.
+        s.delete("e", "j");
+        s.global_put("g", Some(vec![4]), 1 << 10).unwrap();
+        assert_eq!(s.global_swap("g", Some(&[9]), None, 1 << 10), Ok(false));
+        assert_eq!(
+            s.global_swap("g", Some(&[4]), Some(vec![5]), 1 << 10),
+            Ok(true)
+        );
+        let log = rec.0.lock().unwrap().clone();
+        let t = |scope: &str, key: &str, v: Option<u8>| {
+            (scope.to_owned(), key.to_owned(), v.map(|b| vec![b]))
+        };
+        assert_eq!(
+            log,
+            vec![
+                t("p/d", "k", Some(1)),
+                t("p/d", "k", Some(2)),
+                t("p/e", "j", Some(3)),
+                t("p/e", "j", None),
+                t("p/*", "g", Some(4)),
+                t("p/*", "g", Some(5)),
+            ]
+        );
+        // Replaying the journal into an empty store gives the same state, without reporting.
+        let rec2 = Arc::new(Recorder::default());
+        let r = StateStore::journaled("p", rec2.clone());
+        for (scope, key, value) in &log {
+            let device = scope.strip_prefix("p/").filter(|d| *d != "*");
+            r.restore(device, key, value.as_deref());
+        }
+        assert!(rec2.0.lock().unwrap().is_empty());
+        assert_eq!(r.get("d", "k"), Some(vec![2]));
+        assert_eq!(r.get("e", "j"), None);
+        assert_eq!(r.global_get("g"), Some(vec![5]));
+        assert_eq!(r.bytes("d"), s.bytes("d"));
     }
 
     #[test]

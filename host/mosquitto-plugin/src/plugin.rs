@@ -54,11 +54,13 @@ impl Plugin {
             })?),
             None => None,
         };
-        let runtime = match &telemetry {
-            Some(t) => Runtime::with_meter(config.runtime, t.meter()),
-            None => Runtime::new(config.runtime),
-        }
-        .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
+        let builder = Runtime::builder(config.runtime);
+        let runtime = services
+            .runtime(match &telemetry {
+                Some(t) => builder.meter(t.meter()),
+                None => builder,
+            })
+            .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
         let metrics = match (options.metrics_listen, telemetry) {
             (Some(listen), Some(t)) => {
                 t.observe_store(services.store.clone());
@@ -90,7 +92,8 @@ impl Plugin {
                 services.store.clone(),
                 Some(services.alerts.clone()),
             )
-            .with_decision_log(services.decision_log.clone()),
+            .with_decision_log(services.decision_log.clone())
+            .with_state(services.state.clone()),
             watcher,
             _services: services,
             logged: Cell::new((0, 0)),

@@ -51,6 +51,10 @@ pub struct FileConfig {
     /// Where quarantined messages are kept (`serve` and the Mosquitto plugin need it).
     #[cfg(feature = "store")]
     pub quarantine: Option<crate::store::QuarantineConfig>,
+    /// Where policies' state is kept across restarts (`[state]`; by default beside the
+    /// quarantine store).
+    #[cfg(feature = "store")]
+    pub state: Option<crate::state::StateConfig>,
     /// Where security events go besides the outcome (file, syslog).
     #[cfg(feature = "alerts")]
     pub alerts: Option<crate::alerts::AlertsConfig>,
@@ -83,6 +87,8 @@ struct Raw {
     gateways: Vec<crate::gateway::GatewayConfig>,
     #[cfg(feature = "store")]
     quarantine: Option<crate::store::QuarantineConfig>,
+    #[cfg(feature = "store")]
+    state: Option<crate::state::StateConfig>,
     #[cfg(feature = "alerts")]
     alerts: Option<crate::alerts::AlertsConfig>,
     #[cfg(feature = "admin")]
@@ -135,6 +141,8 @@ impl FileConfig {
             gateways: raw.gateways,
             #[cfg(feature = "store")]
             quarantine: raw.quarantine,
+            #[cfg(feature = "store")]
+            state: raw.state,
             #[cfg(feature = "alerts")]
             alerts: raw.alerts,
             #[cfg(feature = "admin")]
@@ -166,6 +174,10 @@ impl FileConfig {
         #[cfg(feature = "store")]
         if let Some(q) = self.quarantine.as_mut() {
             rebase(&mut q.path);
+        }
+        #[cfg(feature = "store")]
+        if let Some(p) = self.state.as_mut().and_then(|s| s.path.as_mut()) {
+            rebase(p);
         }
         #[cfg(feature = "alerts")]
         if let Some(file) = self.alerts.as_mut().and_then(|a| a.file.as_mut()) {

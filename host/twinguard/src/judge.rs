@@ -14,6 +14,12 @@
 //! client sends it again when it reconnects). [`Judgement::stored`] is
 //! [`Stored::Failed`] in that case, and the error names the device and topic.
 //!
+//! # Policies' state
+//!
+//! With [`Judge::with_state`], a message is settled only after the state its evaluation
+//! changed is committed to the state file, so a front end that acknowledges a settled message
+//! never acknowledges one whose lessons a restart would forget.
+//!
 //! # The decision log
 //!
 //! With [`Judge::with_decision_log`], every settled message is also recorded in the
@@ -24,6 +30,7 @@ use std::sync::Arc;
 
 use crate::alerts::{Alerts, SecurityEvent};
 use crate::decision_log::DecisionLog;
+use crate::state::StateDb;
 use crate::store::{QuarantineStore, StoreError};
 use crate::{Action, Message, Outcome, Runtime};
 
@@ -55,6 +62,7 @@ pub struct Judge {
     alerts: Option<Alerts>,
     source: Option<Arc<str>>,
     decision_log: Option<DecisionLog>,
+    state: Option<StateDb>,
 }
 
 /// What the flow did with one message.
@@ -105,7 +113,17 @@ impl Judge {
             alerts,
             source: None,
             decision_log: None,
+            state: None,
         }
+    }
+
+    /// Waits, after each evaluation that changed policies' state, until `state` has
+    /// committed the change: a message is acknowledged only once a restart would remember
+    /// what judging it taught the policies. `state` must be the runtime's journal (see
+    /// [`Services::runtime`](crate::services::Services::runtime)).
+    pub fn with_state(mut self, state: Option<StateDb>) -> Self {
+        self.state = state;
+        self
     }
 
     /// Records `source` (a gateway's configured name) with every quarantined message: where a
@@ -147,6 +165,11 @@ impl Judge {
     /// call it off any async executor's threads.
     pub fn judge(&self, message: &Message, destination: Option<&str>) -> Judgement {
         let outcome = self.runtime.evaluate(message);
+        if let Some(state) = &self.state {
+            // A failed commit is logged by the writer; the state is whole in memory, so the
+            // message is still settled (see `crate::state`).
+            let _ = state.sync();
+        }
         self.settle(message, outcome, destination)
     }
 

@@ -10,7 +10,7 @@
 //!
 //! | feature   | what it adds                                                            |
 //! |-----------|-------------------------------------------------------------------------|
-//! | `store`   | [`store`]: the crash-safe quarantine store (SQLite, WAL)                |
+//! | `store`   | [`store`]: the crash-safe quarantine store (SQLite, WAL); [`state`]: policies' state kept across restarts |
 //! | `alerts`  | [`alerts`]: security events to an NDJSON file or syslog, rate-limited   |
 //! | `watch`   | [`watch`]: hot reload when the config file or a policy file changes      |
 //! | `admin`   | [`admin`], [`lifecycle`]: the HTTPS admin API and signed policy changes |
@@ -79,6 +79,8 @@ pub mod lifecycle;
 mod listener;
 #[cfg(all(feature = "store", feature = "alerts"))]
 pub mod services;
+#[cfg(feature = "store")]
+pub mod state;
 #[cfg(feature = "store")]
 pub mod store;
 #[cfg(feature = "telemetry")]

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::alerts::{Alerts, AlertsError};
 use crate::decision_log::{DecisionLog, DecisionLogError};
+use crate::state::{StateConfig, StateDb, StateDbError};
 use crate::store::{QuarantineStore, StoreError, Sweeper};
 use crate::FileConfig;
 
@@ -20,6 +21,9 @@ pub struct Services {
     /// The hash-chained log of every decision (`[decision-log]`), when configured: hand it to
     /// the judge with [`Judge::with_decision_log`](crate::judge::Judge::with_decision_log).
     pub decision_log: Option<DecisionLog>,
+    /// Where policies' state is kept across restarts (`[state]`; `None` with `persist =
+    /// false`): build the runtime with [`Services::runtime`], which journals and restores it.
+    pub state: Option<StateDb>,
     _sweeper: Option<Sweeper>,
 }
 
@@ -42,6 +46,12 @@ pub enum ServiceError {
     /// The decision log could not be opened (or continued).
     #[error("[decision-log]")]
     DecisionLog(#[source] DecisionLogError),
+    /// The state file could not be opened.
+    #[error("[state]")]
+    State(#[source] StateDbError),
+    /// The runtime could not be built.
+    #[error(transparent)]
+    Runtime(#[from] crate::Error),
     /// The retention thread could not be started.
     #[error("cannot start the quarantine retention thread")]
     Sweeper(#[source] std::io::Error),
@@ -62,6 +72,10 @@ impl Services {
             Some(c) => Some(DecisionLog::open(c).map_err(ServiceError::DecisionLog)?),
             None => None,
         };
+        let state = match StateConfig::file(file.state.as_ref(), &quarantine.path) {
+            Some(path) => Some(StateDb::open(path).map_err(ServiceError::State)?),
+            None => None,
+        };
         let sweeper = match quarantine.retention() {
             Some(r) => Some(Sweeper::start(store.clone(), r).map_err(ServiceError::Sweeper)?),
             None => None,
@@ -70,7 +84,35 @@ impl Services {
             store,
             alerts,
             decision_log,
+            state,
             _sweeper: sweeper,
         })
+    }
+
+    /// Builds the runtime `builder` describes, its state journaled to [`state`](Self::state)
+    /// and restored from it before any message is judged.
+    ///
+    /// ```no_run
+    /// use twinguard::services::Services;
+    /// use twinguard::{FileConfig, Runtime};
+    /// let file = FileConfig::from_file("twinguard.toml")?;
+    /// let services = Services::open(&file)?;
+    /// let runtime = services.runtime(Runtime::builder(file.runtime.clone()))?;
+    /// # let _ = runtime;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn runtime(&self, builder: crate::RuntimeBuilder) -> Result<crate::Runtime, ServiceError> {
+        let Some(db) = &self.state else {
+            return Ok(builder.build()?);
+        };
+        let runtime = builder.journal(std::sync::Arc::new(db.clone())).build()?;
+        let restored = db.restore(&runtime).map_err(ServiceError::State)?;
+        tracing::info!(
+            file = %db.path().display(),
+            entries = restored.entries,
+            skipped = restored.skipped,
+            "policy state restored"
+        );
+        Ok(runtime)
     }
 }

@@ -485,25 +485,11 @@ impl QuarantineStore {
         // The store holds raw payloads, personal data included: a new database is created
         // readable by the service's user only (SQLite gives its -wal and -shm files the
         // database's permissions).
-        #[cfg(unix)]
-        if create && !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt;
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path);
-            match created {
-                // Another process made it meanwhile: SQLite opens it as it is.
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(StoreError::Create {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                }
-            }
+        if create {
+            create_owner_only(path).map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         let writer = Connection::open_with_flags(path, flags).map_err(sql("open"))?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(sql("open"))?;
@@ -992,6 +978,20 @@ pub struct WriteStats {
     pub failures: u64,
     /// Time callers waited for their commits, summed.
     pub waited: std::time::Duration,
+}
+
+/// Creates `path`, empty and readable by its owner only, unless it exists; what SQLite then
+/// opens keeps those permissions (and gives them to its -wal and -shm files).
+pub(crate) fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // Another process made it meanwhile: SQLite opens it as it is.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// A put's columns, encoded on the caller's thread.

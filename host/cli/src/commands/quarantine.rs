@@ -140,7 +140,14 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
     };
     let store = QuarantineStore::open_existing(&quarantine.path)?;
     let runtime = if replay {
-        Some(twinguard::Runtime::new(config.runtime)?)
+        let runtime = twinguard::Runtime::new(config.runtime)?;
+        // Judged with the devices' current state, read from the file `serve` keeps (read
+        // only: what replays teach the policies is not written back beside a running serve).
+        let state = twinguard::state::StateConfig::file(config.state.as_ref(), &quarantine.path);
+        if let Some(path) = state.filter(|p| p.exists()) {
+            twinguard::state::restore_from(&path, &runtime)?;
+        }
+        Some(runtime)
     } else {
         None
     };

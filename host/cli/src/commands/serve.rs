@@ -42,10 +42,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Some(t) => Some((t.clone(), Telemetry::from_config(t)?)),
         None => None,
     };
-    let runtime = match &telemetry {
-        Some((_, t)) => Runtime::with_meter(config.runtime.clone(), t.meter())?,
-        None => Runtime::new(config.runtime.clone())?,
-    };
+    // Its state journaled to, and restored from, the state file (`[state]`).
+    let builder = Runtime::builder(config.runtime.clone());
+    let runtime = services
+        .runtime(match &telemetry {
+            Some((_, t)) => builder.meter(t.meter()),
+            None => builder,
+        })
+        .with_context(|| args.config.display().to_string())?;
     let set = runtime.policy_set();
     tracing::info!(
         config = %args.config.display(),
@@ -82,7 +86,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 Some(services.alerts.clone()),
             )
             .map(|g| {
-                let g = g.with_decision_log(services.decision_log.clone());
+                let g = g
+                    .with_decision_log(services.decision_log.clone())
+                    .with_state(services.state.clone());
                 match &telemetry {
                     Some((_, t)) => {
                         let g = g.with_meter(&t.meter());

@@ -13,3 +13,4 @@ mod isolation;
 mod observe;
 mod quarantine;
 mod signing;
+mod state;

@@ -240,6 +240,13 @@ impl Gateway {
         self.config.name()
     }
 
+    /// Keeps policies' state in `state` before acknowledging a message (see
+    /// [`Judge::with_state`]); `state` must be the runtime's journal.
+    pub fn with_state(mut self, state: Option<crate::state::StateDb>) -> Self {
+        self.judge = self.judge.with_state(state);
+        self
+    }
+
     /// Records every decision of this gateway in `log` (`[decision-log]`).
     pub fn with_decision_log(mut self, log: Option<crate::decision_log::DecisionLog>) -> Self {
         self.judge = self.judge.with_decision_log(log);

@@ -1,0 +1,134 @@
+//! Policies' state across a `kill -9` of `serve`: a replay sent right after the restart is
+//! still caught, because the state the first message taught replay-guard was committed to the
+//! state file before the message was acknowledged. The same run with `[state] persist =
+//! false` lets the replay through: what the test guards could fail.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use twinguard::store::{QuarantineStore, Query};
+
+use super::gateway::{setup, Peer, Serve, Setup};
+use twinguard_fixtures as fixtures;
+use twinguard_fixtures::broker::Broker;
+
+/// replay-guard alone on the device topics, with a window wide enough for a slow restart.
+fn write_config(s: &Setup, port: u16, state: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[[policy]]
+name = "replay"
+path = "{replay}"
+[policy.config]
+max-age-ms = 600000
+
+[[route]]
+filter = "devices/+/telemetry"
+chain = ["replay"]
+
+[gateway]
+broker = "mqtt://127.0.0.1:{port}"
+client-id = "tg-state"
+
+[[gateway.input]]
+filter = "devices/+/telemetry"
+template = "devices/{{device}}/telemetry"
+output = "twin/{{device}}/telemetry"
+
+[quarantine]
+path = "quarantine.db"
+{state}
+"#,
+        replay = fixtures::wasm("replay-guard").display(),
+    );
+    let path = s.dir.join("serve.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn quarantined_replays(store: &Path) -> usize {
+    let Ok(store) = QuarantineStore::open(store) else {
+        return 0;
+    };
+    store
+        .list(&Query::default())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.reason.contains("replay-guard: seq 7 <= last accepted 7"))
+        .count()
+}
+
+/// Sends one reading, kills `serve` with SIGKILL once the twin has it, restarts `serve`, sends
+/// the same reading again. Returns whether the reading reached the twin after the restart,
+/// and how many copies were quarantined as replays.
+///
+/// The kill may come before the gateway acknowledged the first reading; the broker then
+/// delivers it again after the restart. With state kept, that copy is a replay too (the twin
+/// has it already); without, it passes. Either way the answer to "did seq 7 reach the twin
+/// after the restart" is what state decides, so that is what the tests assert.
+fn replay_across_a_kill(state: &str) -> (bool, usize) {
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let config = write_config(&s, broker.port, state);
+    let twin = Peer::connect("twin-state", broker.port, &["twin/#"], true);
+    let mut serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    let device = Peer::connect("d-state", broker.port, &[], true);
+    let now = twinguard::now_ms();
+    let reading = format!(r#"{{"seq":7,"ts":{now},"v":1}}"#).into_bytes();
+    device.publish("devices/d7/telemetry", reading.clone());
+    let first = twin.collect(Duration::from_secs(30), |g| !g.is_empty());
+    assert_eq!(first.len(), 1, "the first reading passes: {}", serve.text());
+    serve.kill9();
+
+    let restarted = Serve::start(&config);
+    assert!(
+        restarted.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        restarted.text()
+    );
+    device.publish("devices/d7/telemetry", reading);
+    // Settled when the twin has it or the store has it; a marker after it shows the gateway
+    // is past it either way.
+    let marker = format!(r#"{{"seq":8,"ts":{now},"v":2}}"#).into_bytes();
+    device.publish("devices/d7/telemetry", marker);
+    let got = twin.collect(Duration::from_secs(30), |g| {
+        g.iter().any(|(_, p)| p.starts_with(br#"{"seq":8"#))
+    });
+    assert!(
+        got.iter().any(|(_, p)| p.starts_with(br#"{"seq":8"#)),
+        "the reading after the replay passes: {}",
+        restarted.text()
+    );
+    let replay_forwarded = got.iter().any(|(_, p)| p.starts_with(br#"{"seq":7"#));
+    // The store commit precedes the acknowledgement that precedes the marker's judging.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut held = quarantined_replays(&s.store);
+    while held == 0 && !replay_forwarded && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        held = quarantined_replays(&s.store);
+    }
+    (replay_forwarded, held)
+}
+
+#[test]
+fn a_replay_right_after_a_kill_9_of_serve_is_still_caught() {
+    let (forwarded, held) = replay_across_a_kill("");
+    assert!(!forwarded, "the replay reached the twin");
+    assert!(held >= 1, "the replay was not quarantined as one");
+}
+
+/// The control: with state in memory only, the restart forgot the device and the replay
+/// passes, which is what persisting state is for.
+#[test]
+fn without_persisted_state_the_same_replay_passes() {
+    let (forwarded, _) = replay_across_a_kill("[state]\npersist = false\n");
+    assert!(
+        forwarded,
+        "the replay should pass when state is not persisted"
+    );
+}
