@@ -481,6 +481,57 @@ fn identity_from_the_username() {
     assert_eq!(records[0].alerts[0].code, "unknown-device");
 }
 
+/// Sends a reading, SIGKILLs the broker once the reading is acknowledged (the plugin judged it
+/// and committed the state it taught replay-guard before the PUBACK), restarts it, and sends
+/// the same reading again. Returns whether the replay reached the subscriber, and the
+/// quarantine records that name it a replay.
+fn replay_across_a_broker_kill(state: &str) -> (bool, usize) {
+    let policies = policy("replay", "replay-guard", &["max-age-ms = 600000"])
+        + &route("devices/+/telemetry", &["replay"])
+        + state;
+    let mut rig = Rig::start(&policies, "");
+    let topic = "devices/d7/telemetry";
+    let reading = json!({"seq": 7, "ts": twinguard::now_ms(), "v": 1});
+    {
+        let twin = rig.client("twin", None, &["devices/#"]);
+        let device = rig.client("d7", None, &[]);
+        device.publish(topic, &reading);
+        device.acks(1);
+        assert_eq!(twin.next(), (topic.into(), reading.clone()));
+    }
+    rig.broker.kill9();
+    rig.broker.restart();
+    let twin = rig.client("twin", None, &["devices/#"]);
+    let device = rig.client("d7", None, &[]);
+    device.publish(topic, &reading);
+    let marker = json!({"seq": 8, "ts": twinguard::now_ms(), "v": 2});
+    device.publish(topic, &marker);
+    device.acks(2);
+    // The broker delivers in order: the replay, if it passed, comes before the marker.
+    let (_, first) = twin.next();
+    let replays = rig
+        .quarantined()
+        .iter()
+        .filter(|r| r.reason.contains("seq 7 <= last accepted 7"))
+        .count();
+    (first == reading, replays)
+}
+
+#[test]
+fn a_replay_right_after_a_kill_9_of_the_broker_is_still_caught() {
+    let (forwarded, held) = replay_across_a_broker_kill("");
+    assert!(!forwarded, "the replay reached the subscriber");
+    assert_eq!(held, 1);
+}
+
+/// The control: state in memory only, so the restarted broker's plugin forgot the device.
+#[test]
+fn without_persisted_state_the_brokers_restart_lets_the_replay_pass() {
+    let (forwarded, held) = replay_across_a_broker_kill("[state]\npersist = false\n");
+    assert!(forwarded, "the replay should pass when state is not persisted");
+    assert_eq!(held, 0);
+}
+
 /// Runs mosquitto on a config whose plugin cannot start; returns its exit status and stderr.
 fn failed_start(dir: &Path, plugin_opts: &str) -> (std::process::ExitStatus, String) {
     let port = broker::free_port();
