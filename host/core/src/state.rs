@@ -356,9 +356,12 @@ mod tests {
         assert_eq!(s.global_get("n"), None);
     }
 
+    /// One recorded change: scope as text, key, value.
+    type Recorded = (String, String, Option<Vec<u8>>);
+
     /// Keeps what it is told, as owned text.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(String, String, Option<Vec<u8>>)>>);
+    struct Recorder(Mutex<Vec<Recorded>>);
 
     impl StateJournal for Recorder {
         fn record(&self, c: StateChange<'_>) {

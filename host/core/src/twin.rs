@@ -262,7 +262,7 @@ mod tests {
             t.record("d", [(temp.clone(), Some(FieldValue::Integer(v)))]);
         }
         t.record("d", [(temp.clone(), None)]);
-        t.record("d", [(temp.clone(), None)]);
+        t.record("d", [(temp, None)]);
         let seen = count.0.lock().unwrap().clone();
         let enc = |v| Some(encode(&FieldValue::Integer(v)));
         assert_eq!(seen, vec![enc(1), enc(2), None]);

@@ -93,7 +93,7 @@ impl Plugin {
                 Some(services.alerts.clone()),
             )
             .with_decision_log(services.decision_log.clone())
-            .with_state(services.state.clone()),
+            .with_state(services.state_for_acks()),
             watcher,
             _services: services,
             logged: Cell::new((0, 0)),

@@ -528,7 +528,10 @@ fn a_replay_right_after_a_kill_9_of_the_broker_is_still_caught() {
 #[test]
 fn without_persisted_state_the_brokers_restart_lets_the_replay_pass() {
     let (forwarded, held) = replay_across_a_broker_kill("[state]\npersist = false\n");
-    assert!(forwarded, "the replay should pass when state is not persisted");
+    assert!(
+        forwarded,
+        "the replay should pass when state is not persisted"
+    );
     assert_eq!(held, 0);
 }
 

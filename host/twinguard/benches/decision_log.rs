@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo bench -p twinguard --bench decision_log`.
 
+mod support;
 use twinguard_fixtures as fixtures;
 
 use std::time::Instant;
@@ -20,18 +21,10 @@ const PER_THREAD: usize = 40_000;
 const ROUNDS: usize = 3;
 
 fn payload(device: &str, seq: u64) -> Vec<u8> {
-    let mut doc = format!(
-        r#"{{"device":"{device}","seq":{seq},"ts":{},"readings":{{"#,
+    support::telemetry(&format!(
+        r#""device":"{device}","seq":{seq},"ts":{},"#,
         1_764_000_000_000 + seq
-    );
-    for s in 0..36 {
-        doc.push_str(&format!(
-            r#""sensor_{s:02}":{:.2},"#,
-            20.0 + f64::from(s) * 0.37
-        ));
-    }
-    doc.push_str(r#""status":"running"},"owner":{"name":"Ada Lovelace","badge":4711}}"#);
-    doc.into_bytes()
+    ))
 }
 
 fn runtime() -> Runtime {

@@ -26,6 +26,7 @@
 //! `[gateway.device-budget]`, with it and the budget off, and a control flooding a topic the
 //! gateway does not read.
 
+mod support;
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker;
 
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use twinguard::gateway::{Gateway, GatewayConfig};
+use twinguard::state::StateDb;
 use twinguard::store::QuarantineStore;
 use twinguard::{FileConfig, Runtime};
 
@@ -48,15 +50,9 @@ const DEVICES: u64 = 50;
 
 /// A ~1 KB telemetry document carrying its sequence number and send time.
 fn payload(seq: u64, sent_ns: u64) -> Vec<u8> {
-    let mut doc = format!(r#"{{"seq":{seq},"sent_ns":{sent_ns},"device":"press-07","readings":{{"#);
-    for s in 0..36 {
-        doc.push_str(&format!(
-            r#""sensor_{s:02}":{:.2},"#,
-            20.0 + f64::from(s) * 0.37
-        ));
-    }
-    doc.push_str(r#""status":"running"},"owner":{"name":"Ada Lovelace","badge":4711}}"#);
-    doc.into_bytes()
+    support::telemetry(&format!(
+        r#""seq":{seq},"sent_ns":{sent_ns},"device":"press-07","#
+    ))
 }
 
 fn sent_ns(p: &[u8]) -> Option<u64> {
@@ -335,22 +331,25 @@ struct Running {
     client_id: String,
 }
 
+/// `state`: keep policies' state in a file beside `store`, as `serve` does.
 fn start_gateway(
     rt: &tokio::runtime::Runtime,
     config: FileConfig,
     store: &std::path::Path,
     client_id: &str,
+    state: bool,
 ) -> Running {
     let gateway_config: GatewayConfig = config.gateways[0].clone();
+    let db = state.then(|| StateDb::open(store.with_extension("state.db")).unwrap());
     let store = QuarantineStore::open(store).unwrap();
+    let mut runtime = Runtime::builder(config.runtime);
+    if let Some(db) = &db {
+        runtime = runtime.journal(Arc::new(db.clone()));
+    }
     let gateway = Arc::new(
-        Gateway::new(
-            Runtime::new(config.runtime).unwrap(),
-            gateway_config,
-            store,
-            None,
-        )
-        .unwrap(),
+        Gateway::new(runtime.build().unwrap(), gateway_config, store, None)
+            .unwrap()
+            .with_state(db),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let g = Arc::clone(&gateway);
@@ -397,42 +396,74 @@ fn paths(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base: I
         allow.display()
     );
     let schema_pii = schema_pii();
+    // rate-guard writes the device's bucket on every message: what a state file has to keep.
+    let stateful = format!(
+        "{schema_pii}[[policy]]\nname = \"rate\"\npath = \"{}\"\n[policy.config]\n\
+         rate = 1000000.0\nburst = 1000000\n",
+        fixtures::wasm("rate-guard").display()
+    );
+    let with_rate = "[\"schema\", \"rate\", \"pii\"]";
     let cases = [
         (
             "twinguard 3.1.1, allow-all, 1 worker",
             &pass,
             "[\"pass\"]",
             "workers = 1",
+            false,
         ),
         (
             "twinguard 3.1.1, allow-all, 2 workers",
             &pass,
             "[\"pass\"]",
             "workers = 2",
+            false,
         ),
         (
             "twinguard 3.1.1, schema + pii-redact, 1 worker",
             &schema_pii,
             "[\"schema\", \"pii\"]",
             "workers = 1",
+            false,
         ),
         (
             "twinguard 3.1.1, schema + pii-redact, 2 workers",
             &schema_pii,
             "[\"schema\", \"pii\"]",
             "workers = 2",
+            false,
         ),
         (
             "twinguard 5, schema + pii-redact, 2 workers",
             &schema_pii,
             "[\"schema\", \"pii\"]",
             "workers = 2\nprotocol = \"5\"",
+            false,
+        ),
+        (
+            "twinguard 3.1.1, schema + rate-guard + pii-redact, 1 worker, state in memory",
+            &stateful,
+            with_rate,
+            "workers = 1",
+            false,
+        ),
+        (
+            "twinguard 3.1.1, schema + rate-guard + pii-redact, 1 worker, state file",
+            &stateful,
+            with_rate,
+            "workers = 1",
+            true,
         ),
     ];
-    for (i, (name, policies, chain, extra)) in cases.iter().enumerate() {
+    for (i, (name, policies, chain, extra, state)) in cases.iter().enumerate() {
         let client_id = format!("bench-gw-{i}");
         let config = gateway_config(port, chain, policies, &client_id, extra);
-        let running = start_gateway(rt, config, &tmp.join(format!("q{i}.db")), &client_id);
+        let running = start_gateway(
+            rt,
+            config,
+            &tmp.join(format!("q{i}.db")),
+            &client_id,
+            *state,
+        );
         let f = rt.block_on(measure(
             port,
             |seq| format!("devices/d{}/telemetry", seq % DEVICES),
@@ -612,7 +643,7 @@ fn hostile(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
         let client_id = format!("bench-hostile-{i}");
         let config = hostile_config(port, &client_id, workers, hostile.unwrap_or(""));
         let store = tmp.join(format!("h{i}.db"));
-        let running = start_gateway(rt, config, &store, &client_id);
+        let running = start_gateway(rt, config, &store, &client_id, false);
         let stats = running.gateway.stats();
         let tag = format!("hostile{i}");
         let flooding = hostile.map(|_| flood(rt, port, &tag, rate));
@@ -811,7 +842,7 @@ fn flooded(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
             &client_id,
             extra,
         );
-        let running = start_gateway(rt, config, &tmp.join(format!("f{i}.db")), &client_id);
+        let running = start_gateway(rt, config, &tmp.join(format!("f{i}.db")), &client_id, false);
         let stats = running.gateway.stats();
         let tag = format!("flood{i}");
         let flooding = flood.map(|(topic, rate)| flood_device(rt, port, &tag, topic, rate));

@@ -24,6 +24,8 @@ pub struct Services {
     /// Where policies' state is kept across restarts (`[state]`; `None` with `persist =
     /// false`): build the runtime with [`Services::runtime`], which journals and restores it.
     pub state: Option<StateDb>,
+    /// `[state] ack-after-commit`.
+    acks_after_commit: bool,
     _sweeper: Option<Sweeper>,
 }
 
@@ -85,8 +87,15 @@ impl Services {
             alerts,
             decision_log,
             state,
+            acks_after_commit: StateConfig::acks_after_commit(file.state.as_ref()),
             _sweeper: sweeper,
         })
+    }
+
+    /// The state file a front end waits for before acknowledging: [`state`](Self::state),
+    /// unless `[state] ack-after-commit = false` (hand it to `with_state`).
+    pub fn state_for_acks(&self) -> Option<StateDb> {
+        self.state.clone().filter(|_| self.acks_after_commit)
     }
 
     /// Builds the runtime `builder` describes, its state journaled to [`state`](Self::state)

@@ -26,7 +26,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +42,7 @@ use crate::{Runtime, Scope, StateChange, StateJournal};
 /// [state]
 /// path = "state.db"   # default: beside the quarantine store, "<its name>.state.db"
 /// persist = true      # false: state lives in memory only, and a restart forgets it
+/// ack-after-commit = true  # false: acknowledge without waiting; a kill may forget the last ms
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -51,6 +52,12 @@ pub struct StateConfig {
     /// Whether state is kept at all (default `true`).
     #[serde(default = "yes")]
     pub persist: bool,
+    /// Whether a message is acknowledged only once the state its judging changed is committed
+    /// (default `true`). `false` spares the plugin's broker thread a wait per message (see
+    /// `BENCHMARKS.md`); the writer still commits continuously, so a killed process forgets
+    /// only what changed in its last moments.
+    #[serde(default = "yes")]
+    pub ack_after_commit: bool,
 }
 
 fn yes() -> bool {
@@ -58,6 +65,12 @@ fn yes() -> bool {
 }
 
 impl StateConfig {
+    /// Whether front ends wait for state commits before acknowledging (`[state]
+    /// ack-after-commit`, default `true`).
+    pub fn acks_after_commit(config: Option<&Self>) -> bool {
+        config.is_none_or(|c| c.ack_after_commit)
+    }
+
     /// The file state goes to, given the quarantine store's file (`None`: not persisted).
     pub fn file(config: Option<&Self>, quarantine: &Path) -> Option<PathBuf> {
         match config {
@@ -184,6 +197,8 @@ struct Inner {
     queue: Option<Sender<Op>>,
     writer: Option<JoinHandle<()>>,
     stats: Arc<Stats>,
+    /// Changes queued since the file was opened, counted after each is sent.
+    queued: AtomicU64,
 }
 
 #[derive(Default)]
@@ -202,7 +217,7 @@ enum Op {
         value: Option<Box<[u8]>>,
     },
     /// Answered once every change queued before it is committed.
-    Barrier(SyncSender<Result<(), String>>),
+    Barrier(Box<dyn FnOnce(Result<(), String>) + Send>),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -244,6 +259,7 @@ impl StateDb {
                 queue: Some(queue),
                 writer: Some(writer),
                 stats,
+                queued: AtomicU64::new(0),
             }),
         })
     }
@@ -273,14 +289,46 @@ impl StateDb {
         if !unsynced {
             return Ok(());
         }
+        self.sync_all()
+    }
+
+    /// Returns once every change queued so far, by any thread, is committed: [`sync`]
+    /// for changes other threads made (a message judged on another thread and handed over).
+    ///
+    /// [`sync`]: Self::sync
+    pub fn sync_all(&self) -> Result<(), StateDbError> {
         let (answer, answered) = mpsc::sync_channel(1);
-        let stopped = || self.write_error("the writer thread has stopped".into());
-        let queue = self.inner.queue.as_ref().ok_or_else(stopped)?;
-        queue.send(Op::Barrier(answer)).map_err(|_| stopped())?;
+        self.after_commit(move |result| {
+            let _ = answer.send(result);
+        });
         answered
             .recv()
-            .map_err(|_| stopped())?
-            .map_err(|detail| self.write_error(detail))
+            .unwrap_or_else(|_| Err(self.write_error("the writer thread has stopped".into())))
+    }
+
+    /// Changes queued since the file was opened, by every thread. A front end that
+    /// acknowledges in batches skips [`after_commit`](Self::after_commit) when it is the
+    /// figure its last commit covered: nothing new to wait for.
+    pub fn queued(&self) -> u64 {
+        self.inner.queued.load(Ordering::Acquire)
+    }
+
+    /// Calls `done` once every change queued so far, by any thread, is committed (or the
+    /// commit failed), on the writer thread: keep it short. What a front end that
+    /// acknowledges in batches uses, off the evaluating threads: a change queued before this
+    /// call (it happened before, e.g. through a channel) is covered.
+    pub fn after_commit(&self, done: impl FnOnce(Result<(), StateDbError>) + Send + 'static) {
+        let path = self.inner.path.clone();
+        let answer = move |result: Result<(), String>| {
+            done(result.map_err(|detail| StateDbError::Write { path, detail }));
+        };
+        let Some(queue) = &self.inner.queue else {
+            return answer(Err("the writer thread has stopped".into()));
+        };
+        if let Err(mpsc::SendError(Op::Barrier(answer))) = queue.send(Op::Barrier(Box::new(answer)))
+        {
+            answer(Err("the writer thread has stopped".into()));
+        }
     }
 
     /// What the writer did so far.
@@ -305,6 +353,8 @@ impl StateDb {
         if let Some(queue) = &self.inner.queue {
             let _ = queue.send(op);
         }
+        // Release: whoever reads the count after this also finds the change in the queue.
+        self.inner.queued.fetch_add(1, Ordering::Release);
         let id = self.inner.id;
         UNSYNCED.with_borrow_mut(|ids| {
             if !ids.contains(&id) {
@@ -467,6 +517,13 @@ fn open_file(path: &Path, create: bool) -> Result<Connection, StateDbError> {
         // the last commits.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql("setting synchronous = NORMAL"))?;
+        // A checkpoint (copying the WAL into the file, with an fsync) every 8,192 pages
+        // instead of SQLite's 1,000: small commits come often here, and each checkpoint costs
+        // the writer an fsync. The WAL file is cut back to 64 MiB after one.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192_i64)
+            .map_err(sql("open"))?;
+        conn.pragma_update(None, "journal_size_limit", 64_i64 << 20)
+            .map_err(sql("open"))?;
         if version == 0 {
             conn.execute_batch(SCHEMA)
                 .map_err(sql("creating the schema"))?;
@@ -516,7 +573,7 @@ fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Sta
         }
         for op in batch.drain(..) {
             if let Op::Barrier(answer) = op {
-                let _ = answer.send(result.clone());
+                answer(result.clone());
             }
         }
     }
@@ -710,12 +767,16 @@ mod tests {
         let off = StateConfig {
             path: None,
             persist: false,
+            ack_after_commit: true,
         };
         assert_eq!(StateConfig::file(Some(&off), q), None);
         let own = StateConfig {
             path: Some("/x/s.db".into()),
             persist: true,
+            ack_after_commit: false,
         };
+        assert!(StateConfig::acks_after_commit(None));
+        assert!(!StateConfig::acks_after_commit(Some(&own)));
         assert_eq!(
             StateConfig::file(Some(&own), q).unwrap(),
             Path::new("/x/s.db")

@@ -88,7 +88,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .map(|g| {
                 let g = g
                     .with_decision_log(services.decision_log.clone())
-                    .with_state(services.state.clone());
+                    .with_state(services.state_for_acks());
                 match &telemetry {
                     Some((_, t)) => {
                         let g = g.with_meter(&t.meter());

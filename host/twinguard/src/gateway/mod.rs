@@ -107,6 +107,8 @@ pub struct Gateway {
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     /// Seeds the hash that places devices on workers.
     shard_seed: Arc<std::collections::hash_map::RandomState>,
+    /// Policies' state, committed before acknowledging.
+    state: Option<crate::state::StateDb>,
 }
 
 /// A forwarded message waiting for the broker's PUBACK.
@@ -200,6 +202,7 @@ impl Gateway {
             process: None,
             tracer: None,
             shard_seed: Arc::new(std::collections::hash_map::RandomState::new()),
+            state: None,
         })
     }
 
@@ -240,10 +243,12 @@ impl Gateway {
         self.config.name()
     }
 
-    /// Keeps policies' state in `state` before acknowledging a message (see
-    /// [`Judge::with_state`]); `state` must be the runtime's journal.
+    /// Acknowledges a message only once `state` has committed what judging it changed;
+    /// `state` must be the runtime's journal. Unlike [`Judge::with_state`], no worker waits:
+    /// the acknowledging task waits once for every acknowledgement that is due, so one
+    /// commit covers as many messages as arrived meanwhile.
     pub fn with_state(mut self, state: Option<crate::state::StateDb>) -> Self {
-        self.judge = self.judge.with_state(state);
+        self.state = state;
         self
     }
 
@@ -335,7 +340,11 @@ impl Gateway {
         // Acknowledgements go through their own task, in arrival order: this task drives the
         // event loop, so it must not wait for room in the client's request queue.
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, Received)>();
-        let _acker = AbortOnDrop(tokio::spawn(acknowledger(client.clone(), ack_rx)));
+        let _acker = AbortOnDrop(tokio::spawn(acknowledger(
+            client.clone(),
+            ack_rx,
+            self.state.clone(),
+        )));
         let worker = Arc::new(self.worker());
         let mut shards = Vec::new();
         let mut _shard_tasks = Vec::new();
@@ -866,16 +875,45 @@ async fn publisher(
 }
 
 /// Sends acknowledgements in arrival order: one that is ready early waits for those before it.
-async fn acknowledger(client: Client, mut rx: mpsc::UnboundedReceiver<(u64, Received)>) {
+/// With a state file, a batch of due acknowledgements first waits for one commit covering the
+/// state their judging changed (it was queued before they reached this task).
+async fn acknowledger(
+    client: Client,
+    mut rx: mpsc::UnboundedReceiver<(u64, Received)>,
+    state: Option<crate::state::StateDb>,
+) {
     let mut next = 0_u64;
     let mut ready = BTreeMap::new();
+    let mut due = Vec::new();
+    // Changes the last awaited commit covered: with none since, there is nothing to wait for.
+    let mut covered = 0;
     while let Some((seq, input)) = rx.recv().await {
         ready.insert(seq, input);
+        while let Ok((seq, input)) = rx.try_recv() {
+            ready.insert(seq, input);
+        }
         while let Some(input) = ready.remove(&next) {
+            due.push(input);
+            next += 1;
+        }
+        if due.is_empty() {
+            continue;
+        }
+        if let Some(db) = state.as_ref().filter(|db| db.queued() != covered) {
+            // Read before the barrier is sent: the barrier covers at least this many.
+            covered = db.queued();
+            let (done, committed) = tokio::sync::oneshot::channel();
+            db.after_commit(move |result| {
+                let _ = done.send(result);
+            });
+            // A failed commit is logged by the writer; the state is whole in memory, so the
+            // messages are acknowledged (see `crate::state`).
+            let _ = committed.await;
+        }
+        for input in due.drain(..) {
             if client.ack(&input).await.is_err() {
                 return;
             }
-            next += 1;
         }
     }
 }

@@ -16,7 +16,16 @@ fn write_config(path: &Path, remove: &str) {
          [[route]]\nfilter = \"#\"\nchain = [\"pii\"]\n",
         fixtures::wasm("pii-redact").display()
     );
-    std::fs::write(path, text).unwrap();
+    replace(path, &text);
+}
+
+/// Replaces the file whole (write a sibling, rename it over): the test must not depend on the
+/// machine's speed, and a busy machine can stall a plain write between its truncation and its
+/// bytes for longer than the watcher's debounce, which then loads an empty file.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn redacted(runtime: &Runtime) -> Vec<u8> {
@@ -54,7 +63,7 @@ fn reloads_a_changed_config_and_keeps_the_last_good_generation() {
     assert_eq!(redacted(&runtime), br#"{"a":1}"#);
 
     // A broken file: counted, named, and the generation that works stays.
-    std::fs::write(&path, "[[policy]]\nname = \"pii\"\npath = \n").unwrap();
+    replace(&path, "[[policy]]\nname = \"pii\"\npath = \n");
     let s = wait_for(&watcher, |s| s.failures >= 1);
     assert_eq!((s.generation, s.reloads, s.failures), (2, 1, 1), "{s:?}");
     let error = s.last_error.unwrap_or_default();
