@@ -67,6 +67,8 @@ pub struct ServiceTables {
     // shows every field.
     #[cfg(feature = "store")]
     quarantine: Option<String>,
+    #[cfg(feature = "store")]
+    state: Option<String>,
     #[cfg(feature = "alerts")]
     alerts: Option<String>,
     #[cfg(feature = "admin")]
@@ -83,6 +85,8 @@ impl ServiceTables {
             gateways: file.gateways.clone(),
             #[cfg(feature = "store")]
             quarantine: file.quarantine.as_ref().map(|q| format!("{q:?}")),
+            #[cfg(feature = "store")]
+            state: file.state.as_ref().map(|s| format!("{s:?}")),
             #[cfg(feature = "alerts")]
             alerts: file.alerts.as_ref().map(|a| format!("{a:?}")),
             #[cfg(feature = "admin")]
@@ -91,7 +95,7 @@ impl ServiceTables {
     }
 
     /// The tables that differ in `now`, named as in the file (`[gateway]`, `[quarantine]`,
-    /// `[alerts]`, `[admin]`); empty when none does.
+    /// `[state]`, `[alerts]`, `[admin]`); empty when none does.
     pub fn changed(&self, now: &Self) -> Vec<&'static str> {
         let _ = now;
         #[allow(unused_mut)]
@@ -103,6 +107,10 @@ impl ServiceTables {
         #[cfg(feature = "store")]
         if self.quarantine != now.quarantine {
             changed.push("[quarantine]");
+        }
+        #[cfg(feature = "store")]
+        if self.state != now.state {
+            changed.push("[state]");
         }
         #[cfg(feature = "alerts")]
         if self.alerts != now.alerts {
@@ -392,6 +400,14 @@ mod tests {
         let started = tables("");
         assert!(started.changed(&tables("")).is_empty());
         assert_eq!(started.changed(&tables("inflight = 8")), ["[gateway]"]);
+        let with_state = |extra: &str| {
+            let text = format!("[quarantine]\npath = \"q.db\"\n{extra}");
+            ServiceTables::of(&FileConfig::from_toml(&text, ".").unwrap())
+        };
+        assert_eq!(
+            with_state("").changed(&with_state("[state]\npersist = false\n")),
+            ["[state]"]
+        );
         let both = FileConfig::from_toml(
             "[gateway]\nbroker = \"mqtt://h:1883\"\nclient-id = \"tg\"\nmax-message-bytes = 9\n\
              [[gateway.input]]\nfilter = \"d/+\"\ntemplate = \"d/{device}\"\noutput = \"t/{device}\"\n\

@@ -846,7 +846,7 @@ fn tls_with_client_certificates_and_its_refusals() {
     );
 }
 
-fn quarantine_cmd(args: &[&str], config: &Path) -> std::process::Output {
+pub(super) fn quarantine_cmd(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_twinguard"))
         .arg("quarantine")
         .arg(args[0])

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use twinguard::store::{QuarantineStore, Query};
 
-use super::gateway::{setup, Peer, Serve, Setup};
+use super::gateway::{quarantine_cmd, setup, Peer, Serve, Setup};
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::broker::Broker;
 
@@ -46,28 +46,30 @@ path = "quarantine.db"
     path
 }
 
-fn quarantined_replays(store: &Path) -> usize {
+/// The ids of the records held as replays of seq 7.
+fn quarantined_replays(store: &Path) -> Vec<u64> {
     let Ok(store) = QuarantineStore::open(store) else {
-        return 0;
+        return Vec::new();
     };
     store
         .list(&Query::default())
         .unwrap_or_default()
         .iter()
         .filter(|r| r.reason.contains("replay-guard: seq 7 <= last accepted 7"))
-        .count()
+        .map(|r| r.id)
+        .collect()
 }
 
 /// Sends one reading, kills `serve` with SIGKILL once the twin has it, restarts `serve`, sends
-/// the same reading again. Returns whether the reading reached the twin after the restart,
-/// and how many copies were quarantined as replays.
+/// the same reading again. Returns whether the reading reached the twin after the restart and
+/// the records held as replays, with the broker and the restarted `serve` still running.
 ///
 /// The kill may come before the gateway acknowledged the first reading; the broker then
 /// delivers it again after the restart. With state kept, that copy is a replay too (the twin
 /// has it already); without, it passes. Either way the answer to "did seq 7 reach the twin
 /// after the restart" is what state decides, so that is what the tests assert.
-fn replay_across_a_kill(state: &str) -> (bool, usize) {
-    let (_tmp, s) = setup();
+fn replay_across_a_kill(state: &str) -> Outcome {
+    let (tmp, s) = setup();
     let broker = Broker::start(&s.dir, None);
     let config = write_config(&s, broker.port, state);
     let twin = Peer::connect("twin-state", broker.port, &["twin/#"], true);
@@ -108,27 +110,62 @@ fn replay_across_a_kill(state: &str) -> (bool, usize) {
     // The store commit precedes the acknowledgement that precedes the marker's judging.
     let end = Instant::now() + Duration::from_secs(10);
     let mut held = quarantined_replays(&s.store);
-    while held == 0 && !replay_forwarded && Instant::now() < end {
+    while held.is_empty() && !replay_forwarded && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
         held = quarantined_replays(&s.store);
     }
-    (replay_forwarded, held)
+    Outcome {
+        forwarded: replay_forwarded,
+        held,
+        config,
+        serve: restarted,
+        _broker: broker,
+        _tmp: tmp,
+    }
+}
+
+/// What [`replay_across_a_kill`] saw, with the broker and `serve` still running.
+struct Outcome {
+    forwarded: bool,
+    held: Vec<u64>,
+    config: std::path::PathBuf,
+    serve: Serve,
+    _broker: Broker,
+    _tmp: tempfile::TempDir,
 }
 
 #[test]
 fn a_replay_right_after_a_kill_9_of_serve_is_still_caught() {
-    let (forwarded, held) = replay_across_a_kill("");
-    assert!(!forwarded, "the replay reached the twin");
-    assert!(held >= 1, "the replay was not quarantined as one");
+    // Bound whole: the broker, serve and the folder must outlive the command below.
+    let outcome = replay_across_a_kill("");
+    let Outcome {
+        forwarded,
+        held,
+        config,
+        serve,
+        ..
+    } = &outcome;
+    assert!(!*forwarded, "the replay reached the twin");
+    assert!(!held.is_empty(), "the replay was not quarantined as one");
+    // `quarantine replay`, beside the running serve, judges with the state serve committed:
+    // the replay is still one.
+    let out = quarantine_cmd(&["replay", &held[0].to_string()], config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("still quarantined by replay"),
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.text()
+    );
 }
 
 /// The control: with state in memory only, the restart forgot the device and the replay
 /// passes, which is what persisting state is for.
 #[test]
 fn without_persisted_state_the_same_replay_passes() {
-    let (forwarded, _) = replay_across_a_kill("[state]\npersist = false\n");
+    let outcome = replay_across_a_kill("[state]\npersist = false\n");
     assert!(
-        forwarded,
+        outcome.forwarded,
         "the replay should pass when state is not persisted"
     );
 }
