@@ -9,6 +9,7 @@
 //! process) on the other cores; `BENCH_PIN=0` lets the scheduler place everything.
 //! `BENCH_CHAIN=schema,pii` runs a part of the pack (empty: none), and
 //! `BENCH_PACK_ONLY_SECONDS=N` only evaluates the pack in process for N seconds (to profile).
+//! `BENCH_STATE=file|nowait|memory` sets where policies' state goes (see [`state_table`]).
 
 use twinguard_fixtures::broker;
 #[path = "../tests/support/mod.rs"]
@@ -71,6 +72,18 @@ fn chain() -> Vec<String> {
     }
 }
 
+/// `BENCH_STATE`: `file` (the default config: policies' state in a file, each PUBACK after
+/// its commit), `nowait` (the file, `ack-after-commit = false`) or `memory` (`persist =
+/// false`).
+fn state_table() -> String {
+    match std::env::var("BENCH_STATE").as_deref() {
+        Err(_) | Ok("file") => String::new(),
+        Ok("nowait") => "[state]\nack-after-commit = false\n".into(),
+        Ok("memory") => "[state]\npersist = false\n".into(),
+        Ok(other) => panic!("BENCH_STATE={other}: expected file, nowait or memory"),
+    }
+}
+
 /// The pack: every field the load carries is checked, and the owner's name is masked.
 fn pack(dir: &Path) -> PathBuf {
     let chain = chain();
@@ -102,6 +115,7 @@ fn pack(dir: &Path) -> PathBuf {
             route("devices/+/telemetry", &chain)
         },
         "[quarantine]\npath = \"quarantine.db\"\n".to_string(),
+        state_table(),
     ]
     .concat();
     let path = dir.join("twinguard.toml");
@@ -450,7 +464,10 @@ fn main() {
     }
     // Where the time goes: the pack's cost per message on its own, in this process, on the
     // same documents (what the broker's thread spends in the plugin for each PUBLISH).
-    let runtime = twinguard::Runtime::from_config_file(&config).unwrap();
+    // The whole file's runtime part: it has a [quarantine] table, which Runtime's reader refuses.
+    let runtime =
+        twinguard::Runtime::new(twinguard::FileConfig::from_file(&config).unwrap().runtime)
+            .unwrap();
     let n = messages.min(20_000);
     let docs: Vec<Vec<u8>> = (0..n).map(|i| document(1_000_000 + i, 0)).collect();
     let start = Instant::now();

@@ -481,11 +481,12 @@ fn identity_from_the_username() {
     assert_eq!(records[0].alerts[0].code, "unknown-device");
 }
 
-/// Sends a reading, SIGKILLs the broker once the reading is acknowledged (the plugin judged it
-/// and committed the state it taught replay-guard before the PUBACK), restarts it, and sends
-/// the same reading again. Returns whether the replay reached the subscriber, and the
-/// quarantine records that name it a replay.
-fn replay_across_a_broker_kill(state: &str) -> (bool, usize) {
+/// Sends a reading, SIGKILLs the broker once the reading is acknowledged, restarts it, and
+/// sends the same reading again. Returns whether the replay reached the subscriber, and the
+/// quarantine records that name it a replay. With `committed`, the kill waits until the state
+/// file holds the device's entry (the plugin's default acknowledges without waiting for the
+/// commit; the writer commits right after).
+fn replay_across_a_broker_kill(state: &str, committed: bool) -> (bool, usize) {
     let policies = policy("replay", "replay-guard", &["max-age-ms = 600000"])
         + &route("devices/+/telemetry", &["replay"])
         + state;
@@ -498,6 +499,25 @@ fn replay_across_a_broker_kill(state: &str) -> (bool, usize) {
         device.publish(topic, &reading);
         device.acks(1);
         assert_eq!(twin.next(), (topic.into(), reading.clone()));
+    }
+    if committed {
+        let file = rig.dir.path().join("quarantine.state.db");
+        let end = Instant::now() + PATIENCE;
+        let rows = || -> rusqlite::Result<i64> {
+            let conn = rusqlite::Connection::open_with_flags(
+                &file,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.query_row(
+                "SELECT count(*) FROM state WHERE scope = 0 AND device = 'd7'",
+                [],
+                |r| r.get(0),
+            )
+        };
+        while rows().unwrap_or(0) == 0 {
+            assert!(Instant::now() < end, "the state was never committed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     rig.broker.kill9();
     rig.broker.restart();
@@ -517,9 +537,20 @@ fn replay_across_a_broker_kill(state: &str) -> (bool, usize) {
     (first == reading, replays)
 }
 
+/// `ack-after-commit = true`: the PUBACK waits for the commit, so the broker can be killed the
+/// moment it is sent.
 #[test]
 fn a_replay_right_after_a_kill_9_of_the_broker_is_still_caught() {
-    let (forwarded, held) = replay_across_a_broker_kill("");
+    let (forwarded, held) =
+        replay_across_a_broker_kill("[state]\nack-after-commit = true\n", false);
+    assert!(!forwarded, "the replay reached the subscriber");
+    assert_eq!(held, 1);
+}
+
+/// The plugin's default: the state is committed just after the PUBACK, and restored.
+#[test]
+fn with_the_default_state_file_a_replay_after_a_broker_kill_is_caught() {
+    let (forwarded, held) = replay_across_a_broker_kill("", true);
     assert!(!forwarded, "the replay reached the subscriber");
     assert_eq!(held, 1);
 }
@@ -527,7 +558,7 @@ fn a_replay_right_after_a_kill_9_of_the_broker_is_still_caught() {
 /// The control: state in memory only, so the restarted broker's plugin forgot the device.
 #[test]
 fn without_persisted_state_the_brokers_restart_lets_the_replay_pass() {
-    let (forwarded, held) = replay_across_a_broker_kill("[state]\npersist = false\n");
+    let (forwarded, held) = replay_across_a_broker_kill("[state]\npersist = false\n", false);
     assert!(
         forwarded,
         "the replay should pass when state is not persisted"

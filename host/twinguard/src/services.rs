@@ -24,8 +24,8 @@ pub struct Services {
     /// Where policies' state is kept across restarts (`[state]`; `None` with `persist =
     /// false`): build the runtime with [`Services::runtime`], which journals and restores it.
     pub state: Option<StateDb>,
-    /// `[state] ack-after-commit`.
-    acks_after_commit: bool,
+    /// `[state]`, as the file gave it.
+    state_config: Option<StateConfig>,
     _sweeper: Option<Sweeper>,
 }
 
@@ -87,15 +87,17 @@ impl Services {
             alerts,
             decision_log,
             state,
-            acks_after_commit: StateConfig::acks_after_commit(file.state.as_ref()),
+            state_config: file.state.clone(),
             _sweeper: sweeper,
         })
     }
 
-    /// The state file a front end waits for before acknowledging: [`state`](Self::state),
-    /// unless `[state] ack-after-commit = false` (hand it to `with_state`).
-    pub fn state_for_acks(&self) -> Option<StateDb> {
-        self.state.clone().filter(|_| self.acks_after_commit)
+    /// The state file a front end waits for before acknowledging (hand it to `with_state`):
+    /// [`state`](Self::state) when `[state] ack-after-commit` says so, or, unset, when the
+    /// front end's `default` does (see [`StateConfig::ack_after_commit`]).
+    pub fn state_for_acks(&self, default: bool) -> Option<StateDb> {
+        let wait = StateConfig::acks_after_commit(self.state_config.as_ref(), default);
+        self.state.clone().filter(|_| wait)
     }
 
     /// Builds the runtime `builder` describes, its state journaled to [`state`](Self::state)

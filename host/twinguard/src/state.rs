@@ -42,7 +42,7 @@ use crate::{Runtime, Scope, StateChange, StateJournal};
 /// [state]
 /// path = "state.db"   # default: beside the quarantine store, "<its name>.state.db"
 /// persist = true      # false: state lives in memory only, and a restart forgets it
-/// ack-after-commit = true  # false: acknowledge without waiting; a kill may forget the last ms
+/// ack-after-commit = true  # default: true for serve, false for the plugin
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -52,12 +52,12 @@ pub struct StateConfig {
     /// Whether state is kept at all (default `true`).
     #[serde(default = "yes")]
     pub persist: bool,
-    /// Whether a message is acknowledged only once the state its judging changed is committed
-    /// (default `true`). `false` spares the plugin's broker thread a wait per message (see
-    /// `BENCHMARKS.md`); the writer still commits continuously, so a killed process forgets
+    /// Whether a message is acknowledged only once the state its judging changed is committed.
+    /// Unset: yes for `serve` (one commit covers a batch of acknowledgements), no for the
+    /// Mosquitto plugin (each message would wait on the broker's thread: `BENCHMARKS.md`).
+    /// Without the wait the writer still commits continuously, so a killed process forgets
     /// only what changed in its last moments.
-    #[serde(default = "yes")]
-    pub ack_after_commit: bool,
+    pub ack_after_commit: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -65,10 +65,10 @@ fn yes() -> bool {
 }
 
 impl StateConfig {
-    /// Whether front ends wait for state commits before acknowledging (`[state]
-    /// ack-after-commit`, default `true`).
-    pub fn acks_after_commit(config: Option<&Self>) -> bool {
-        config.is_none_or(|c| c.ack_after_commit)
+    /// Whether a front end waits for state commits before acknowledging: `[state]
+    /// ack-after-commit`, else the front end's `default`.
+    pub fn acks_after_commit(config: Option<&Self>, default: bool) -> bool {
+        config.and_then(|c| c.ack_after_commit).unwrap_or(default)
     }
 
     /// The file state goes to, given the quarantine store's file (`None`: not persisted).
@@ -767,16 +767,18 @@ mod tests {
         let off = StateConfig {
             path: None,
             persist: false,
-            ack_after_commit: true,
+            ack_after_commit: None,
         };
         assert_eq!(StateConfig::file(Some(&off), q), None);
         let own = StateConfig {
             path: Some("/x/s.db".into()),
             persist: true,
-            ack_after_commit: false,
+            ack_after_commit: Some(false),
         };
-        assert!(StateConfig::acks_after_commit(None));
-        assert!(!StateConfig::acks_after_commit(Some(&own)));
+        assert!(StateConfig::acks_after_commit(None, true));
+        assert!(!StateConfig::acks_after_commit(None, false));
+        assert!(StateConfig::acks_after_commit(Some(&off), true));
+        assert!(!StateConfig::acks_after_commit(Some(&own), true));
         assert_eq!(
             StateConfig::file(Some(&own), q).unwrap(),
             Path::new("/x/s.db")

@@ -88,7 +88,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .map(|g| {
                 let g = g
                     .with_decision_log(services.decision_log.clone())
-                    .with_state(services.state_for_acks());
+                    // One commit per batch of acknowledgements: cheap enough to wait by default.
+                    .with_state(services.state_for_acks(true));
                 match &telemetry {
                     Some((_, t)) => {
                         let g = g.with_meter(&t.meter());
