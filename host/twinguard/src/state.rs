@@ -3,10 +3,12 @@
 //!
 //! [`StateDb`] is the runtime's [`StateJournal`]: every change is queued on the evaluating
 //! thread (no lock, no I/O) and written by one writer thread, which group-commits whatever
-//! has queued. [`StateDb::sync`] is the barrier a front end passes before it acknowledges a
-//! message: it returns once the changes the calling thread made are committed, so a message
-//! acknowledged to its sender never has state a restart could forget. [`Judge`] calls it
-//! after every evaluation that changed something.
+//! has queued, whether or not anyone waits. Two barriers let a front end acknowledge a message
+//! only once its state is committed: [`StateDb::sync`] (the changes the calling thread made;
+//! [`Judge::with_state`] calls it after every evaluation that changed something) and
+//! [`StateDb::after_commit`] (everything queued so far; the gateway's acknowledging task
+//! waits on it once per batch). Whether a front end waits at all is `[state]
+//! ack-after-commit` (see [`StateConfig::ack_after_commit`]).
 //!
 //! # What survives what
 //!
@@ -21,7 +23,7 @@
 //! memory is whole, only a restart would forget it. The failure is logged (at most every ten
 //! seconds) and counted in [`StateDbStats::failed_commits`].
 //!
-//! [`Judge`]: crate::judge::Judge
+//! [`Judge::with_state`]: crate::judge::Judge::with_state
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
