@@ -42,3 +42,24 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     }
     Cow::Owned(out)
 }
+
+/// `text` for one line of a log: controls escaped as by [`escape_controls`], and cut after
+/// `max` characters with its full length in bytes appended, so that a 64 KiB device id
+/// (MQTT's topic and client-id limit) does not make every line that names it 64 KiB wide.
+///
+/// ```
+/// use twinguard_core::text::bounded;
+/// assert_eq!(bounded("press-7", 16), "press-7");
+/// assert_eq!(bounded(&"x".repeat(70_000), 4), "xxxx… (70000 bytes)");
+/// assert_eq!(bounded("a\nb", 16), "a\\nb");
+/// ```
+pub fn bounded(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => escape_controls(text),
+        Some((cut, _)) => Cow::Owned(format!(
+            "{}… ({} bytes)",
+            escape_controls(&text[..cut]),
+            text.len()
+        )),
+    }
+}

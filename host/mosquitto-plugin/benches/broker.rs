@@ -10,6 +10,8 @@
 //! `BENCH_CHAIN=schema,pii` runs a part of the pack (empty: none), and
 //! `BENCH_PACK_ONLY_SECONDS=N` only evaluates the pack in process for N seconds (to profile).
 //! `BENCH_STATE=file|nowait|memory` sets where policies' state goes (see [`state_table`]).
+//! `BENCH_ONLY=flood` measures, instead, one device flooding beside a paced one, with and
+//! without the plugin's device budget (see [`flood`]).
 
 use twinguard_fixtures::broker;
 #[path = "../tests/support/mod.rs"]
@@ -38,6 +40,11 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// ~1 KB of telemetry that passes the whole pack: integer seq and ts (now), the device's own
 /// name, forty readings, and an owner whose name pii-redact masks.
 fn document(seq: u64, sent_ns: u64) -> Vec<u8> {
+    document_of(DEVICE, seq, sent_ns)
+}
+
+/// [`document`] from `device`.
+fn document_of(device: &str, seq: u64, sent_ns: u64) -> Vec<u8> {
     let readings: Map<String, Value> = (0..40)
         .map(|i| (format!("r{i:02}"), json!(17.25 + f64::from(i) / 8.0)))
         .collect();
@@ -45,7 +52,7 @@ fn document(seq: u64, sent_ns: u64) -> Vec<u8> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     serde_json::to_vec(&json!({
-        "device": DEVICE,
+        "device": device,
         "seq": seq,
         "ts": ts,
         "sent_ns": sent_ns,
@@ -232,10 +239,21 @@ fn connect(
     subscribe: Option<&str>,
     base: Instant,
 ) -> (Client, mpsc::Receiver<(Vec<u8>, u64)>) {
+    connect_as(port, id, DEVICE, subscribe, base)
+}
+
+/// [`connect`] with `user` as the device identity.
+fn connect_as(
+    port: u16,
+    id: &str,
+    user: &str,
+    subscribe: Option<&str>,
+    base: Instant,
+) -> (Client, mpsc::Receiver<(Vec<u8>, u64)>) {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     // The plugin takes the identity from the username, so each run's client id can be new
     // (no session takeover between runs).
-    o.set_credentials(DEVICE, "");
+    o.set_credentials(user, "");
     o.set_keep_alive(Duration::from_secs(60))
         .set_inflight(100)
         .set_max_packet_size(1 << 20, 1 << 20);
@@ -381,6 +399,151 @@ fn pack_only(seconds: u64) {
     println!("{n} messages, {per_message_us:.1} µs/message (document generation included)");
 }
 
+/// `BENCH_ONLY=flood`: one device (`press-08`) publishing as fast as QoS 1 with 100 in flight
+/// allows, beside `press-07` at a steady 1,000 messages/s whose publish→deliver latency is
+/// measured: Mosquitto alone with and without the flood (what the flood costs the broker
+/// itself), then the broker with the pack inline, without the flood, with it under the
+/// default device budget, and with the budget off. A fresh broker for each case;
+/// `BENCH_ROUNDS` rounds.
+fn flood(so: &Path, pinned: Option<&[usize]>, rounds: u64, base: Instant) {
+    const FLOODER: &str = "press-08";
+    // (name, the plugin's extra options (None: no plugin), flood)
+    let cases: [(&str, Option<&str>, bool); 5] = [
+        ("mosquitto alone, no flood", None, false),
+        ("mosquitto alone, flood (control)", None, true),
+        ("+ twinguard (pack, inline), no flood", Some(""), false),
+        (
+            "+ twinguard, flood, default budget (1,000/s)",
+            Some(""),
+            true,
+        ),
+        (
+            "+ twinguard, flood, budget off",
+            Some("plugin_opt_device_budget_rate 0\n"),
+            true,
+        ),
+    ];
+    println!(
+        "\n| round | case | p50 at {PACED_RATE}/s | p99 | p99 vs the same broker without the \
+         flood | lost | flood sent (per second) | flood delivered |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        let mut baseline = f64::NAN;
+        for (i, (name, plugin, flooding)) in cases.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let extra = plugin.map_or(String::new(), |options| {
+                format!(
+                    "plugin {}\nplugin_opt_config {}\nplugin_opt_identity username\n{options}",
+                    so.display(),
+                    pack(dir.path()).display()
+                )
+            });
+            let broker = broker::Broker::start_with(dir.path(), None, &extra);
+            if let Some(others) = pinned {
+                pin_broker(&broker.dir, others);
+            }
+            let port = broker.port;
+            let tag = format!("{round}-{i}");
+            let (_twin, delivered) = connect(port, &format!("twin-{tag}"), Some(TOPIC), base);
+            // A subscriber of the flood, as a twin would be; it only counts.
+            let (_drain, drained) = connect_as(
+                port,
+                &format!("drain-{tag}"),
+                FLOODER,
+                Some("devices/press-08/telemetry"),
+                base,
+            );
+            let drained = std::thread::spawn(move || drained.iter().count());
+            let (device, _) = connect(port, &format!("device-{tag}"), None, base);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flooder = flooding.then(|| {
+                let (client, _acks) =
+                    connect_as(port, &format!("flood-{tag}"), FLOODER, None, base);
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let _acks = _acks;
+                    let (mut sent, start) = (0_u64, Instant::now());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        sent += 1;
+                        let doc = document_of(FLOODER, sent, 0);
+                        if client
+                            .publish("devices/press-08/telemetry", QoS::AtLeastOnce, false, doc)
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = client.disconnect();
+                    #[allow(clippy::cast_precision_loss)]
+                    let rate = sent as f64 / start.elapsed().as_secs_f64();
+                    (sent, rate)
+                })
+            });
+            // The flood at full speed before the measured run starts.
+            std::thread::sleep(Duration::from_secs(1));
+            let total = PACED_RATE * PACED_SECONDS;
+            let pacer = std::thread::spawn(move || {
+                let pace = Duration::from_nanos(1_000_000_000 / PACED_RATE);
+                let begin = Instant::now();
+                for (i, seq) in (1..=total).enumerate() {
+                    let due = begin + pace * u32::try_from(i).unwrap_or(u32::MAX);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let sent = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    device
+                        .publish(TOPIC, QoS::AtLeastOnce, false, document(seq, sent))
+                        .unwrap();
+                }
+            });
+            let (mut latencies, mut sent_at) = (Vec::new(), Vec::new());
+            while latencies.len() < usize::try_from(total).unwrap_or(usize::MAX) {
+                match delivered.recv_timeout(Duration::from_secs(30)) {
+                    Ok((p, at)) => {
+                        let sent = sent_ns(&p);
+                        latencies.push(at.saturating_sub(sent));
+                        sent_at.push(sent);
+                    }
+                    Err(_) => break,
+                }
+            }
+            pacer.join().unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (sent, rate) = flooder.map_or((0, 0.0), |f| f.join().unwrap());
+            drop(broker);
+            let passed = drained.join().unwrap_or(0);
+            if std::env::var_os("TG_BENCH_TAILS").is_some() {
+                // The slowest, with when they were sent (ms into the paced run): one stall or
+                // many?
+                let first = sent_at.iter().copied().min().unwrap_or(0);
+                let mut tails: Vec<(u64, u64)> = latencies
+                    .iter()
+                    .zip(&sent_at)
+                    .map(|(l, s)| (*l, s - first))
+                    .collect();
+                tails.sort_unstable_by(|a, b| b.cmp(a));
+                #[allow(clippy::cast_precision_loss)]
+                let worst: Vec<String> = tails
+                    .iter()
+                    .take(12)
+                    .map(|(l, at)| format!("{:.1}ms@{}", *l as f64 / 1e6, at / 1_000_000))
+                    .collect();
+                eprintln!("{name}: slowest {}", worst.join(" "));
+            }
+            latencies.sort_unstable();
+            let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
+            if !flooding {
+                baseline = p99;
+            }
+            let lost = total - latencies.len() as u64;
+            println!(
+                "| {round} | {name} | {p50:.2} ms | {p99:.2} ms | {:.2}× | {lost} | {sent} \
+                 ({rate:.0}/s) | {passed} |",
+                p99 / baseline
+            );
+        }
+    }
+}
+
 fn main() {
     if let Some(seconds) = std::env::var("BENCH_PACK_ONLY_SECONDS")
         .ok()
@@ -391,13 +554,29 @@ fn main() {
     let so = plugin_so();
     let messages = env_or("BENCH_MESSAGES", 20_000);
     let rounds = env_or("BENCH_ROUNDS", 3);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("flood") {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let others: Vec<usize> = (1..cores).collect();
+        let pinned = env_or("BENCH_PIN", 1) == 1 && cores >= 2;
+        if pinned {
+            pin(0, &others);
+        }
+        return flood(
+            &so,
+            pinned.then_some(others.as_slice()),
+            rounds,
+            Instant::now(),
+        );
+    }
     let plain_dir = tempfile::tempdir().unwrap();
     let plugin_dir = tempfile::tempdir().unwrap();
     let config = pack(plugin_dir.path());
+    // The budget is off: the one publisher carries the load of a plant, far above one
+    // device's default share, and what is measured is the judgement's cost.
     let extra = |config: &Path, workers: usize| {
         format!(
             "plugin {}\nplugin_opt_config {}\nplugin_opt_identity username\n\
-             plugin_opt_workers {workers}\n",
+             plugin_opt_workers {workers}\nplugin_opt_device_budget_rate 0\n",
             so.display(),
             config.display()
         )

@@ -8,6 +8,10 @@
 //! ```
 //!
 //! Per message (`MOSQ_EVT_MESSAGE`, on the broker's only thread):
+//! - first the identity's budget (`plugin_opt_device_budget_rate`, 1,000 messages/s by
+//!   default, [`twinguard::budget`]): its excess is denied unjudged, counted, and raises one
+//!   `device-over-budget` event per episode, so a flooding client cannot take the broker's
+//!   thread from everyone else with judgements;
 //! - the device identity is the client id or the username ([`options::Identity`]); the
 //!   content type is the PUBLISH's MQTT 5 content type, else `plugin_opt_content_type`;
 //!   MQTT 5 user properties become the message's attributes;
@@ -55,7 +59,7 @@ use crate::ffi::{EvtMessage, Opt, PluginId, Property};
 use crate::options::{Identity, Options};
 use twinguard::judge::{Judgement, Stored};
 
-use crate::plugin::Plugin;
+use crate::plugin::{Admission, Plugin};
 use crate::workers::{Done, Job, Workers};
 
 /// The plugin interface version this plugin implements.
@@ -337,7 +341,23 @@ unsafe extern "C" fn on_tick(
 unsafe fn handle_message(state: &State, event: &mut EvtMessage) -> c_int {
     let plugin = &state.plugin;
     // SAFETY: the caller's contract for all reads below.
-    let message = unsafe { message_of(plugin, event) };
+    let identity = unsafe { identity_of(plugin, event) };
+    // SAFETY: as above.
+    let topic = unsafe { text(event.topic) }.unwrap_or_default();
+    // The budget comes first: a flood's excess costs neither a payload copy nor a judgement.
+    match plugin.admit(&identity, &topic) {
+        Admission::Judge => {}
+        Admission::Resumed(line) => log(ffi::MOSQ_LOG_NOTICE, &line),
+        Admission::Shed(first) => {
+            if let Some((warning, events)) = first {
+                log(ffi::MOSQ_LOG_WARNING, &warning);
+                publish_events(plugin, &events);
+            }
+            return ffi::MOSQ_ERR_ACL_DENIED;
+        }
+    }
+    // SAFETY: as above.
+    let message = unsafe { message_of(plugin, event, identity, topic) };
     // SAFETY: as above.
     let message = match &state.workers {
         Some(workers) if unsafe { offloadable(event) } => {
@@ -424,15 +444,21 @@ fn report(plugin: &Plugin, message: &Message, judgement: Result<&Judgement, &Str
             ),
         );
     }
-    if let Some(topic) = &plugin.options.alerts_topic {
-        for e in &judgement.events {
-            let rc = broker_publish(topic, plugin.options.alerts_qos, false, &e.to_json_bytes());
-            if rc != ffi::MOSQ_ERR_SUCCESS {
-                log(
-                    ffi::MOSQ_LOG_WARNING,
-                    &format!("cannot publish a security event on {topic:?} (error {rc})"),
-                );
-            }
+    publish_events(plugin, &judgement.events);
+}
+
+/// Publishes security events on `plugin_opt_alerts_topic`, when set. On the broker's thread.
+fn publish_events(plugin: &Plugin, events: &[twinguard::alerts::SecurityEvent]) {
+    let Some(topic) = &plugin.options.alerts_topic else {
+        return;
+    };
+    for e in events {
+        let rc = broker_publish(topic, plugin.options.alerts_qos, false, &e.to_json_bytes());
+        if rc != ffi::MOSQ_ERR_SUCCESS {
+            log(
+                ffi::MOSQ_LOG_WARNING,
+                &format!("cannot publish a security event on {topic:?} (error {rc})"),
+            );
         }
     }
 }
@@ -505,23 +531,33 @@ impl State {
     }
 }
 
+/// The device identity of the PUBLISH's client (empty when the broker names none).
+///
 /// # Safety
 /// As [`handle_message`].
-unsafe fn message_of(plugin: &Plugin, event: &EvtMessage) -> Message {
+unsafe fn identity_of(plugin: &Plugin, event: &EvtMessage) -> String {
     let client = event.client.cast_const();
-    let identity = if client.is_null() {
-        None
-    } else {
-        // SAFETY: a live client of the broker; the strings it returns are NUL-terminated.
-        unsafe {
-            match plugin.options.identity {
-                Identity::ClientId => text(ffi::mosquitto_client_id(client)),
-                Identity::Username => text(ffi::mosquitto_client_username(client)),
-            }
+    if client.is_null() {
+        return String::new();
+    }
+    // SAFETY: a live client of the broker; the strings it returns are NUL-terminated.
+    unsafe {
+        match plugin.options.identity {
+            Identity::ClientId => text(ffi::mosquitto_client_id(client)),
+            Identity::Username => text(ffi::mosquitto_client_username(client)),
         }
-    };
-    // SAFETY: the broker's topic string.
-    let topic = unsafe { text(event.topic) }.unwrap_or_default();
+    }
+    .unwrap_or_default()
+}
+
+/// # Safety
+/// As [`handle_message`].
+unsafe fn message_of(
+    plugin: &Plugin,
+    event: &EvtMessage,
+    identity: String,
+    topic: String,
+) -> Message {
     let payload = match usize::try_from(event.payloadlen) {
         Ok(n) if n > 0 && !event.payload.is_null() => {
             // SAFETY: `payload` holds `payloadlen` bytes for the duration of the callback.
@@ -532,7 +568,7 @@ unsafe fn message_of(plugin: &Plugin, event: &EvtMessage) -> Message {
     let properties = event.properties.cast_const();
     // SAFETY: the broker's property list (null for MQTT 3.1.1).
     let content_type = unsafe { content_type(properties) }.unwrap_or(plugin.options.content_type);
-    let mut message = Message::new(identity.unwrap_or_default(), topic, content_type, payload);
+    let mut message = Message::new(identity, topic, content_type, payload);
     // SAFETY: as above.
     message.attributes = unsafe { user_properties(properties) };
     message

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use twinguard::budget::DeviceBudget;
 use twinguard::ContentType;
 
 /// Where a message's device identity comes from.
@@ -44,6 +45,14 @@ pub struct Options {
     /// `metrics_service_name`: the `service.name` resource attribute of those metrics
     /// (default `twinguard-mosquitto`).
     pub metrics_service_name: String,
+    /// `device_budget_rate` (messages/s, default 1000; 0 turns it off) and
+    /// `device_budget_burst` (default 10 s of the rate): each identity's share of the broker,
+    /// checked before a message is judged. Its excess is denied unjudged.
+    pub device_budget: DeviceBudget,
+    /// `device_budget_exempt`: identities (comma-separated) the budget does not apply to,
+    /// such as a bridge that carries many devices, or `twinguard serve`'s own client when the
+    /// plugin guards the broker in front of it.
+    pub device_budget_exempt: Vec<String>,
 }
 
 /// The default `metrics_service_name`.
@@ -63,6 +72,9 @@ pub const KEYS: &[&str] = &[
     "workers",
     "metrics_listen",
     "metrics_service_name",
+    "device_budget_rate",
+    "device_budget_burst",
+    "device_budget_exempt",
 ];
 
 impl Options {
@@ -80,6 +92,8 @@ impl Options {
             workers: 0,
             metrics_listen: None,
             metrics_service_name: DEFAULT_SERVICE_NAME.to_string(),
+            device_budget: DeviceBudget::default(),
+            device_budget_exempt: Vec::new(),
         };
         let mut service_name_set = false;
         for (key, value) in pairs {
@@ -137,6 +151,26 @@ impl Options {
                     options.metrics_service_name = value.to_string();
                     service_name_set = true;
                 }
+                "device_budget_rate" => {
+                    options.device_budget.rate = value.parse().map_err(|_| {
+                        bad("messages per second, a number (0 turns the budget off)")
+                    })?;
+                }
+                "device_budget_burst" => {
+                    options.device_budget.burst = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad("messages at once, a number (at least 1)"))?,
+                    );
+                }
+                "device_budget_exempt" => {
+                    options.device_budget_exempt = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                }
                 _ => {
                     return Err(format!(
                         "unknown option plugin_opt_{key} (known: plugin_opt_{})",
@@ -148,6 +182,10 @@ impl Options {
         options.config = config.ok_or_else(|| {
             "plugin_opt_config is missing: give the path of the twinguard config file".to_string()
         })?;
+        options.device_budget.check(
+            "plugin_opt_device_budget_rate",
+            "plugin_opt_device_budget_burst",
+        )?;
         if service_name_set && options.metrics_listen.is_none() {
             return Err("plugin_opt_metrics_service_name has no effect without \
                         plugin_opt_metrics_listen (no metrics are recorded without a listener)"
@@ -172,6 +210,7 @@ mod tests {
         assert_eq!(o.workers, 0);
         assert_eq!(o.metrics_listen, None);
         assert_eq!(o.metrics_service_name, "twinguard-mosquitto");
+        assert_eq!(o.device_budget, DeviceBudget::default());
 
         let o = Options::parse([
             ("config", "c.toml"),
@@ -183,8 +222,19 @@ mod tests {
             ("workers", "3"),
             ("metrics_listen", "127.0.0.1:9465"),
             ("metrics_service_name", "broker-a"),
+            ("device_budget_rate", "50"),
+            ("device_budget_burst", "5"),
+            ("device_budget_exempt", "bridge-1, serve-a,"),
         ])
         .unwrap();
+        assert_eq!(o.device_budget_exempt, ["bridge-1", "serve-a"]);
+        assert_eq!(
+            o.device_budget,
+            DeviceBudget {
+                rate: 50.0,
+                burst: Some(5.0)
+            }
+        );
         assert_eq!(o.identity, Identity::Username);
         assert_eq!(o.alerts_topic.as_deref(), Some("twinguard/alerts"));
         assert_eq!(o.alerts_qos, 0);
@@ -226,6 +276,15 @@ mod tests {
         assert!(e.contains("plugin_opt_metrics_service_name"), "{e}");
         let e = err(&[("config", "c"), ("metrics_service_name", "b")]);
         assert!(e.contains("without plugin_opt_metrics_listen"), "{e}");
+        for (key, bad) in [
+            ("device_budget_rate", "fast"),
+            ("device_budget_rate", "-1"),
+            ("device_budget_burst", "0.5"),
+            ("device_budget_burst", "many"),
+        ] {
+            let e = err(&[("config", "c"), (key, bad)]);
+            assert!(e.starts_with(&format!("plugin_opt_{key} ")), "{e}");
+        }
         let e = err(&[("config", "c"), ("confg", "x")]);
         assert!(e.contains("unknown option plugin_opt_confg"), "{e}");
     }

@@ -1,7 +1,13 @@
 //! The plugin's state and its decision on one message, free of FFI: what the broker thread
 //! does with a PUBLISH is decided here and applied by the callbacks in `lib.rs`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use twinguard::alerts::{Clock, EventAction, SecurityEvent, SystemClock};
+use twinguard::budget::{self, Budgets, Verdict};
 
 use twinguard::judge::{Judge, Stored};
 use twinguard::services::{ServiceError, Services};
@@ -25,6 +31,26 @@ pub struct Plugin {
     _services: Services,
     /// The watcher's counters (reloads, failures) as last reported in the broker's log.
     logged: Cell<(u64, u64)>,
+    /// Each identity's token bucket (`plugin_opt_device_budget_rate`); `None` when off. Only
+    /// the broker's thread touches it, so it takes no lock.
+    budgets: RefCell<Option<Budgets>>,
+    /// `plugin_opt_device_budget_exempt`.
+    exempt: std::collections::HashSet<Box<str>>,
+    /// Messages the budget shed, for the metrics listener.
+    shed: Arc<AtomicU64>,
+}
+
+/// What [`Plugin::admit`] decided for one PUBLISH, with what to tell the broker's log and the
+/// alerts topic.
+pub enum Admission {
+    /// Within its identity's budget: judge it.
+    Judge,
+    /// Within budget again after an episode of shedding: judge it, and log the line.
+    Resumed(String),
+    /// Over budget: deny it unjudged. The first of an episode carries the warning for the
+    /// broker's log and the security events (already handed to the sinks) to publish on the
+    /// alerts topic.
+    Shed(Option<(String, Vec<SecurityEvent>)>),
 }
 
 impl Plugin {
@@ -61,9 +87,11 @@ impl Plugin {
                 None => builder,
             })
             .map_err(|e| format!("{}: {}", path.display(), chain(&e)))?;
+        let shed = Arc::new(AtomicU64::new(0));
         let metrics = match (options.metrics_listen, telemetry) {
             (Some(listen), Some(t)) => {
                 t.observe_store(services.store.clone());
+                t.observe_budget(Arc::clone(&shed));
                 t.observe_alerts(services.alerts.clone());
                 if let Some(log) = &services.decision_log {
                     t.observe_decision_log(log.clone());
@@ -86,6 +114,13 @@ impl Plugin {
         };
         Ok(Self {
             metrics,
+            budgets: RefCell::new(Budgets::new(&options.device_budget)),
+            exempt: options
+                .device_budget_exempt
+                .iter()
+                .map(|id| id.as_str().into())
+                .collect(),
+            shed,
             options,
             judge: Judge::new(
                 runtime,
@@ -101,6 +136,54 @@ impl Plugin {
             _services: services,
             logged: Cell::new((0, 0)),
         })
+    }
+
+    /// Checks one PUBLISH of `device` (the identity the policies see) against its budget, on
+    /// the broker's thread, before anything else is done with it. `topic` goes into the
+    /// security event of an episode's first shed message.
+    pub fn admit(&self, device: &str, topic: &str) -> Admission {
+        let verdict = match self.budgets.borrow_mut().as_mut() {
+            Some(_) if self.exempt.contains(device) => return Admission::Judge,
+            Some(b) => b.take(device, Instant::now()),
+            None => return Admission::Judge,
+        };
+        match verdict {
+            Verdict::Pass => Admission::Judge,
+            Verdict::Resumed { shed } => Admission::Resumed(format!(
+                "device \"{}\" back within its budget; {shed} of its messages were shed",
+                budget::shown(device)
+            )),
+            Verdict::Shed { first } => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                Admission::Shed(first.then(|| self.over_budget(device, topic)))
+            }
+        }
+    }
+
+    /// Messages shed so far by the device budget.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// An episode's warning, and its security event handed to the sinks (the events they
+    /// took, deduplicated and rate-limited, come back for the alerts topic).
+    fn over_budget(&self, device: &str, topic: &str) -> (String, Vec<SecurityEvent>) {
+        let alert = self
+            .options
+            .device_budget
+            .alert(device, "plugin_opt_device_budget_rate");
+        let events = match self.judge.alerts() {
+            Some(alerts) => alerts.send_all(&[SecurityEvent::from_alert(
+                device,
+                topic,
+                EventAction::Shed,
+                self.judge.runtime().policy_set().generation(),
+                &alert,
+                SystemClock.now_ms(),
+            )]),
+            None => Vec::new(),
+        };
+        (alert.detail, events)
     }
 
     /// The judge flow, to clone into worker threads.
@@ -140,7 +223,7 @@ impl Plugin {
         let set = self.judge.runtime().policy_set();
         format!(
             "config {}: {} policies, generation {}; identity {}; content type {} unless \
-             declared; quarantine store {}; alerts topic {}; reload {}",
+             declared; quarantine store {}; alerts topic {}; reload {}; device budget {}",
             o.config.display(),
             set.policies().len(),
             set.generation(),
@@ -155,6 +238,16 @@ impl Plugin {
                 || "off".to_string(),
                 |d| format!("every {} ms", d.as_millis())
             ),
+            if o.device_budget.rate > 0.0 {
+                format!(
+                    "{} messages/s, {} at once, {} identities exempt",
+                    o.device_budget.rate,
+                    o.device_budget.burst(),
+                    o.device_budget_exempt.len()
+                )
+            } else {
+                "off".to_string()
+            },
         ) + &match &self.metrics {
             Some(m) => format!(
                 "; metrics on http://{}/metrics (health on /healthz, /readyz), service {:?}",

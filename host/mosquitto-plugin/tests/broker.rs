@@ -1,8 +1,9 @@
 //! The plugin in a real Mosquitto on an ephemeral port: the four outcomes as a subscriber
 //! sees them (and the store and alerts file behind them), a faulting policy that leaves
 //! everyone else served, hot reload while a client publishes, identity from the username,
-//! a broker that refuses to start on a bad `plugin_opt_config`, and the plugin's metrics
-//! listener (`plugin_opt_metrics_listen`) scraped while the broker judges.
+//! a broker that refuses to start on a bad `plugin_opt_config`, the plugin's metrics
+//! listener (`plugin_opt_metrics_listen`) scraped while the broker judges, and a flooding
+//! client held to its device budget while another loses nothing.
 
 use twinguard_fixtures::broker;
 mod support;
@@ -913,4 +914,148 @@ fn a_bad_or_taken_metrics_listen_stops_the_broker_naming_it() {
         "{stderr}"
     );
     drop(taken);
+}
+
+/// Messages one client floods past its budget, and how many of them reached the twin.
+struct Flooded {
+    passed: usize,
+    /// Seconds from the first flood message to the last acknowledgement: a bucket refills one
+    /// token a second, so a slow machine lets a few more through.
+    seconds: f64,
+    /// `device-over-budget` events on the alerts topic.
+    events: Vec<Value>,
+    rig: Rig,
+}
+
+const FLOOD: usize = 400;
+const CALM: usize = 50;
+/// The budget's burst: room for every calm message (and the marker), not for the flood.
+const BURST: usize = 60;
+
+/// `flood-1` publishes [`FLOOD`] messages as fast as QoS 1 allows while `press-2` publishes
+/// [`CALM`]; a subscriber of both and of the alerts topic collects what the broker passes,
+/// up to a marker `press-2` sends after every acknowledgement (the broker delivers to one
+/// subscriber in the order it judged, so nothing judged before the marker arrives after it).
+fn flood_past(budget: &str, metrics: &str) -> Flooded {
+    let options = format!("plugin_opt_alerts_topic twinguard/alerts\n{budget}\n{metrics}");
+    let rig = Rig::start(&pack(), &options);
+    let twin = rig.client("twin", None, &["devices/#", "twinguard/alerts"]);
+    let flooder = rig.client("flood-1", None, &[]);
+    let calm = rig.client("press-2", None, &[]);
+    let started = Instant::now();
+    for seq in 0..FLOOD {
+        flooder.publish("devices/flood-1/telemetry", &json!({ "seq": seq }));
+        if seq % (FLOOD / CALM) == 0 {
+            calm.publish("devices/press-2/telemetry", &json!({ "seq": seq }));
+        }
+    }
+    flooder.acks(FLOOD);
+    calm.acks(CALM);
+    let seconds = started.elapsed().as_secs_f64();
+    calm.publish("devices/press-2/telemetry", &json!({"seq": -1}));
+    let (mut passed, mut calm_seqs, mut events) = (0, Vec::new(), Vec::new());
+    loop {
+        let (topic, v) = twin.next();
+        match topic.as_str() {
+            "devices/flood-1/telemetry" => passed += 1,
+            "devices/press-2/telemetry" if v["seq"] == -1 => break,
+            "devices/press-2/telemetry" => calm_seqs.push(v["seq"].as_u64().unwrap()),
+            "twinguard/alerts" => events.push(v),
+            other => panic!("unexpected topic {other}"),
+        }
+    }
+    // Every message of the other client was judged and delivered, in order.
+    let sent: Vec<u64> = (0..FLOOD as u64).step_by(FLOOD / CALM).collect();
+    assert_eq!(calm_seqs, sent);
+    Flooded {
+        passed,
+        seconds,
+        events,
+        rig,
+    }
+}
+
+#[test]
+fn a_flooding_client_is_held_to_its_budget_and_others_lose_nothing() {
+    let addr = format!("127.0.0.1:{}", broker::free_port());
+    let f = flood_past(
+        &format!(
+            "plugin_opt_device_budget_rate 1\nplugin_opt_device_budget_burst {BURST}\n\
+             plugin_opt_device_budget_exempt bridge-1"
+        ),
+        &format!("plugin_opt_metrics_listen {addr}"),
+    );
+    // The burst, plus what one token a second brought back while the flood lasted.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let refilled = f.seconds.ceil() as usize;
+    assert!(
+        (BURST..=BURST + refilled).contains(&f.passed),
+        "{} of {FLOOD} flood messages passed in {:.1} s",
+        f.passed,
+        f.seconds
+    );
+    // One event for the episode, naming the device and the setting; none per message.
+    assert_eq!(f.events.len(), 1, "{:?}", f.events);
+    let e = &f.events[0];
+    assert_eq!(e["code"], "device-over-budget", "{e}");
+    assert_eq!(e["action"], "shed", "{e}");
+    assert_eq!(e["device_id"], "flood-1", "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("plugin_opt_device_budget_rate")),
+        "{e}"
+    );
+    let sinks = file_with(
+        &f.rig.dir.path().join("alerts.ndjson"),
+        "device-over-budget",
+    );
+    assert_eq!(sinks.matches("device-over-budget").count(), 1, "{sinks}");
+    // The shed messages were never judged: nothing of them is in the store or the counts.
+    assert!(f.rig.quarantined().is_empty());
+    let shed = (FLOOD - f.passed) as f64;
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let body = twinguard_fixtures::prometheus::http_get(&addr, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let counted = sample(&body, "twinguard_device_budget_shed_total", &[]);
+        let judged = sample(
+            &body,
+            "twinguard_messages_total",
+            &[
+                ("twinguard_route", "devices/+/telemetry"),
+                ("twinguard_action", "allow"),
+            ],
+        );
+        if counted == Some(shed) && judged == Some((f.passed + CALM + 1) as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "shed {counted:?} (want {shed}), judged {judged:?}\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An exempt identity (a bridge carrying many devices) is judged whole.
+    let twin = f.rig.client("twin-2", None, &["devices/#"]);
+    let bridge = f.rig.client("bridge-1", None, &[]);
+    for seq in 0..2 * BURST {
+        bridge.publish("devices/bridge-1/telemetry", &json!({ "seq": seq }));
+    }
+    bridge.acks(2 * BURST);
+    for seq in 0..2 * BURST {
+        let (topic, v) = twin.next();
+        assert_eq!(
+            (topic.as_str(), v["seq"].as_u64()),
+            ("devices/bridge-1/telemetry", Some(seq as u64))
+        );
+    }
+}
+
+#[test]
+fn with_the_budget_off_a_flood_is_judged_whole() {
+    let f = flood_past("plugin_opt_device_budget_rate 0", "");
+    assert_eq!(f.passed, FLOOD);
+    assert!(f.events.is_empty(), "{:?}", f.events);
 }

@@ -66,6 +66,7 @@ pub use twinguard_core::*;
 pub mod admin;
 #[cfg(feature = "alerts")]
 pub mod alerts;
+pub mod budget;
 mod config;
 #[cfg(all(feature = "store", feature = "alerts"))]
 pub mod decision_log;

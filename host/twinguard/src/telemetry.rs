@@ -413,6 +413,21 @@ impl Telemetry {
             .build();
     }
 
+    /// Reports the messages a device budget shed (the Mosquitto plugin's
+    /// `plugin_opt_device_budget_rate`), read at each scrape. The gateway reports its own as
+    /// the `shed` stage of `twinguard.gateway.messages`.
+    pub fn observe_budget(&self, shed: Arc<std::sync::atomic::AtomicU64>) {
+        self.meter()
+            .u64_observable_counter("twinguard.device_budget.shed")
+            .with_unit("{message}")
+            .with_description(
+                "Messages of a device over its budget, dropped before judgement so that other \
+                 devices keep their share",
+            )
+            .with_callback(move |o| o.observe(shed.load(std::sync::atomic::Ordering::Relaxed), &[]))
+            .build();
+    }
+
     /// Reports what the alert sinks sent, failed and dropped, per sink, read at each scrape.
     #[cfg(feature = "alerts")]
     pub fn observe_alerts(&self, alerts: crate::alerts::Alerts) {

@@ -265,7 +265,8 @@ impl GatewayConfig {
         if self.max_message_bytes == 0 {
             return Err("gateway.max-message-bytes must be at least 1".into());
         }
-        self.device_budget.check()?;
+        self.device_budget
+            .check("gateway.device-budget.rate", "gateway.device-budget.burst")?;
         let mut inputs = Vec::new();
         for (i, input) in self.inputs.iter().enumerate() {
             let at = format!("gateway.input #{} ({:?})", i + 1, input.filter);

@@ -19,7 +19,7 @@
 //! are bounded by the broker's in-flight window: nothing is acknowledged before its outcome,
 //! so the broker never has more than its window outstanding towards the gateway.
 
-pub mod budget;
+pub use crate::budget;
 mod config;
 mod mqtt;
 mod template;
@@ -404,7 +404,7 @@ impl Gateway {
                         match budgets.take(device, std::time::Instant::now()) {
                             budget::Verdict::Pass => {}
                             budget::Verdict::Resumed { shed } => {
-                                tracing::info!(gateway = %self.name(), device = %twinguard_core::text::escape_controls(device), "device back within its budget; {shed} of its messages were shed");
+                                tracing::info!(gateway = %self.name(), device = %budget::shown(device), "device back within its budget; {shed} of its messages were shed");
                             }
                             budget::Verdict::Shed { first } => {
                                 self.stats.shed.fetch_add(1, Ordering::Relaxed);
@@ -475,25 +475,14 @@ impl Gateway {
     /// A device went over its budget: one warning and one security event per episode (the
     /// alert sinks' dedup window folds repeats), on the alerts topic too when there is room.
     fn over_budget(&self, device: &str, topic: &str, out: &mpsc::Sender<Out>) {
-        let b = &self.config.device_budget;
-        let detail = format!(
-            "device {device:?} sends faster than its budget ({} messages/s, {} at once): its \
-             excess is shed before judgement so that other devices keep their share \
-             ([gateway.device-budget])",
-            b.rate,
-            b.burst()
-        );
-        tracing::warn!(gateway = %self.name(), device = %twinguard_core::text::escape_controls(device), "{detail}");
+        let alert = self
+            .config
+            .device_budget
+            .alert(device, "[gateway.device-budget]");
+        tracing::warn!(gateway = %self.name(), device = %budget::shown(device), "{}", alert.detail);
         let Some(alerts) = self.judge.alerts() else {
             return;
         };
-        let alert = twinguard_core::Alert::new(
-            "twinguard",
-            env!("CARGO_PKG_VERSION"),
-            twinguard_core::Severity::Medium,
-            "device-over-budget",
-            detail,
-        );
         let event = crate::alerts::SecurityEvent::from_alert(
             device,
             topic,

@@ -1,19 +1,23 @@
-//! Each device's fair share of the gateway, enforced before any worker sees a message.
+//! Each device's fair share, enforced before any policy sees its messages: by the gateway
+//! (`[gateway.device-budget]`) and inside the broker by the Mosquitto plugin
+//! (`plugin_opt_device_budget_rate`).
 //!
-//! Messages of one device go to one worker (its order must hold), so a device that floods
-//! fills its worker's queue, and every device sharing that worker waits behind it; past the
-//! gateway's throughput the broker's queue for the gateway's session overflows and drops
-//! messages of *other* devices. A token bucket per device, checked in the connection's task
-//! as messages arrive, sheds a device's excess there: acknowledged, counted and alerted
-//! (`device-over-budget`, once per episode), never queued ahead of others. Storing the excess
-//! instead would spend the store's write rate, which every device shares, on the flood.
+//! In the gateway, messages of one device go to one worker (its order must hold), so a device
+//! that floods fills its worker's queue, and every device sharing that worker waits behind it;
+//! past the gateway's throughput the broker's queue for the gateway's session overflows and
+//! drops messages of *other* devices. Inside the broker, the plugin judges on the broker's one
+//! thread, so a flood's judgements take every other client's turn. A token bucket per device,
+//! checked as messages arrive, sheds a device's excess there: dropped unjudged, counted and
+//! alerted (`device-over-budget`, once per episode), never queued ahead of others. Storing the
+//! excess instead would spend the store's write rate, which every device shares, on the flood.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::Deserialize;
 
-/// `[gateway.device-budget]`: messages per second one device may send (sustained) and at once.
+/// Messages per second one device may send (sustained) and at once: `[gateway.device-budget]`
+/// for the gateway, `plugin_opt_device_budget_rate` and `_burst` for the Mosquitto plugin.
 ///
 /// ```toml
 /// [gateway.device-budget]
@@ -48,41 +52,74 @@ impl Default for DeviceBudget {
 }
 
 impl DeviceBudget {
-    /// Checks the numbers; the error names the key.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// Checks the numbers; the error names the setting, `rate` and `burst` being the keys'
+    /// names as the front end spells them (`gateway.device-budget.rate`,
+    /// `plugin_opt_device_budget_rate`).
+    pub fn check(&self, rate: &str, burst: &str) -> Result<(), String> {
         if !self.rate.is_finite() || self.rate < 0.0 {
             return Err(format!(
-                "gateway.device-budget.rate {}: a number of messages per second, 0 or more (0 turns the budget off)",
+                "{rate} {}: a number of messages per second, 0 or more (0 turns the budget off)",
                 self.rate
             ));
         }
-        if let Some(burst) = self.burst {
-            if !burst.is_finite() || burst < 1.0 {
-                return Err(format!(
-                    "gateway.device-budget.burst {burst}: at least 1 message"
-                ));
+        if let Some(b) = self.burst {
+            if !b.is_finite() || b < 1.0 {
+                return Err(format!("{burst} {b}: at least 1 message"));
             }
         }
         Ok(())
     }
 
     /// Messages at once: `burst`, or 10 s of `rate`.
-    pub(crate) fn burst(&self) -> f64 {
+    pub fn burst(&self) -> f64 {
         self.burst.unwrap_or(self.rate * 10.0).max(1.0)
     }
+
+    /// The security event's content for a device gone over this budget (`device-over-budget`,
+    /// medium), `setting` naming where the budget is configured. The device id is cut to
+    /// [`SHOWN`] characters: the event carries it whole in its own field.
+    pub fn alert(&self, device: &str, setting: &str) -> twinguard_core::Alert {
+        twinguard_core::Alert::new(
+            "twinguard",
+            env!("CARGO_PKG_VERSION"),
+            twinguard_core::Severity::Medium,
+            "device-over-budget",
+            format!(
+                "device \"{}\" sends faster than its budget ({} messages/s, {} at once): \
+                 its excess is shed before judgement so that other devices keep their share \
+                 ({setting})",
+                shown(device),
+                self.rate,
+                self.burst()
+            ),
+        )
+    }
+}
+
+/// Characters of a device id shown in a budget's log lines and alert details.
+pub const SHOWN: usize = 128;
+
+/// A device id for a budget's log line: controls escaped, at most [`SHOWN`] characters.
+pub fn shown(device: &str) -> std::borrow::Cow<'_, str> {
+    twinguard_core::text::bounded(device, SHOWN)
 }
 
 /// What [`Budgets::take`] says of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Within budget.
     Pass,
-    /// Over budget: shed. `first` for the first shed message of an episode (the one to raise
-    /// an alert for).
-    Shed { first: bool },
+    /// Over budget: shed.
+    Shed {
+        /// The first shed message of an episode: the one to raise an alert for.
+        first: bool,
+    },
     /// Within budget, and the end of an episode: the device's bucket has refilled, so it kept
-    /// to its rate for as long as the burst lasts. `shed` messages were shed in the episode.
-    Resumed { shed: u64 },
+    /// to its rate for as long as the burst lasts.
+    Resumed {
+        /// Messages shed in the episode.
+        shed: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,8 +138,21 @@ struct Bucket {
 /// are the same).
 const TRACKED: usize = 100_000;
 
-/// The token buckets of every device seen, owned by one task (no lock).
-pub(crate) struct Budgets {
+/// The token buckets of every device seen, owned by one task or thread (no lock).
+///
+/// ```
+/// use std::time::Instant;
+/// use twinguard::budget::{Budgets, DeviceBudget, Verdict};
+///
+/// let budget = DeviceBudget { rate: 10.0, burst: Some(2.0) };
+/// let mut budgets = Budgets::new(&budget).expect("rate above 0: on");
+/// let now = Instant::now();
+/// assert_eq!(budgets.take("press-7", now), Verdict::Pass);
+/// assert_eq!(budgets.take("press-7", now), Verdict::Pass);
+/// assert_eq!(budgets.take("press-7", now), Verdict::Shed { first: true });
+/// assert_eq!(budgets.take("press-8", now), Verdict::Pass);
+/// ```
+pub struct Budgets {
     rate: f64,
     burst: f64,
     buckets: HashMap<Box<str>, Bucket>,
@@ -112,7 +162,7 @@ pub(crate) struct Budgets {
 
 impl Budgets {
     /// Buckets for `budget`; `None` when it is off.
-    pub(crate) fn new(budget: &DeviceBudget) -> Option<Self> {
+    pub fn new(budget: &DeviceBudget) -> Option<Self> {
         (budget.rate > 0.0).then(|| Self {
             rate: budget.rate,
             burst: budget.burst(),
@@ -122,7 +172,7 @@ impl Budgets {
     }
 
     /// One message of `device` at `now`.
-    pub(crate) fn take(&mut self, device: &str, now: Instant) -> Verdict {
+    pub fn take(&mut self, device: &str, now: Instant) -> Verdict {
         if self.buckets.len() >= self.sweep_at {
             self.sweep(now);
         }
@@ -224,8 +274,10 @@ mod tests {
             (f64::NAN, None, "rate"),
             (10.0, Some(0.5), "burst"),
         ] {
-            let e = DeviceBudget { rate, burst }.check().unwrap_err();
-            assert!(e.contains(key), "{e}");
+            let e = DeviceBudget { rate, burst }
+                .check("x.rate", "x.burst")
+                .unwrap_err();
+            assert!(e.starts_with(&format!("x.{key} ")), "{e}");
         }
         assert_eq!(DeviceBudget::default().burst(), 10_000.0);
     }
