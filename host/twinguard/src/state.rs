@@ -20,12 +20,16 @@
 //! themselves, does fsync every commit.
 //!
 //! If the file cannot be written (disk full, removed), messages still flow: the state in
-//! memory is whole, only a restart would forget it. The failure is logged (at most every ten
-//! seconds) and counted in [`StateDbStats::failed_commits`].
+//! memory is whole, only a restart before the file takes writes again would forget it. The
+//! failure is logged (at most every ten seconds) and counted in
+//! [`StateDbStats::failed_commits`]; the changes it carried are kept, one per key (the latest),
+//! and written with the next commit or a retry a second later, so the file catches up once it
+//! can be written.
 //!
 //! [`Judge::with_state`]: crate::judge::Judge::with_state
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -89,6 +93,12 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The most changes one commit carries, so that a burst is committed in a few steps and the
 /// first waiting caller is not held behind an unbounded batch.
 const MAX_BATCH: usize = 4096;
+
+/// How long a failed commit's changes wait for a retry when nothing else is queued.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// One row of the file: scope, policy, device, key.
+type RowKey = (u8, Box<str>, Box<str>, Box<str>);
 
 const SCHEMA: &str = "
 CREATE TABLE state (
@@ -161,7 +171,7 @@ pub struct StateDbStats {
     pub changes: u64,
     /// Commits (each carries one batch of changes).
     pub commits: u64,
-    /// Commits that failed; their changes are in memory only.
+    /// Commits that failed; their changes are retried with the next commit.
     pub failed_commits: u64,
 }
 
@@ -536,9 +546,38 @@ fn open_file(path: &Path, create: bool) -> Result<Connection, StateDbError> {
 
 fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Stats) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // A failed commit's changes, the latest per row, written before the next batch's.
+    let mut retry: HashMap<RowKey, Option<Box<[u8]>>> = HashMap::new();
     let mut last_logged: Option<Instant> = None;
-    while let Ok(first) = ops.recv() {
-        batch.push(first);
+    loop {
+        let first = if retry.is_empty() {
+            ops.recv().ok()
+        } else {
+            match ops.recv_timeout(RETRY) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Closing: one last try for what failed.
+                    match commit(&mut conn, &retry, &[]) {
+                        Ok(()) => {
+                            stats.commits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::error!(
+                            file = %path.display(),
+                            "state file: closing with {} changes it could not commit: {e}; \
+                             a restart will not have them",
+                            retry.len()
+                        ),
+                    }
+                    return;
+                }
+            }
+        };
+        match first {
+            Some(op) => batch.push(op),
+            None if retry.is_empty() => return,
+            None => {}
+        }
         while batch.len() < MAX_BATCH {
             match ops.try_recv() {
                 Ok(op) => batch.push(op),
@@ -549,15 +588,18 @@ fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Sta
             .iter()
             .filter(|op| matches!(op, Op::Put { .. }))
             .count();
-        let result = if changes == 0 {
+        let result = if changes + retry.len() == 0 {
             Ok(())
         } else {
-            commit(&mut conn, &batch).map_err(|e| e.to_string())
+            commit(&mut conn, &retry, &batch).map_err(|e| e.to_string())
         };
         match &result {
-            Ok(()) if changes > 0 => {
+            Ok(()) if changes + retry.len() > 0 => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.changes.fetch_add(changes as u64, Ordering::Relaxed);
+                stats
+                    .changes
+                    .fetch_add((changes + retry.len()) as u64, Ordering::Relaxed);
+                retry.clear();
             }
             Ok(()) => {}
             Err(e) => {
@@ -566,22 +608,39 @@ fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Sta
                     last_logged = Some(Instant::now());
                     tracing::error!(
                         file = %path.display(),
-                        "state file: cannot commit {changes} changes: {e}; they are kept in \
-                         memory, a restart would forget them ({} failed commits so far)",
+                        "state file: cannot commit {} changes: {e}; they are kept in memory and \
+                         retried, a restart before the file takes writes again would forget \
+                         them ({} failed commits so far)",
+                        changes + retry.len(),
                         stats.failed.load(Ordering::Relaxed)
                     );
                 }
             }
         }
         for op in batch.drain(..) {
-            if let Op::Barrier(answer) = op {
-                answer(result.clone());
+            match op {
+                Op::Barrier(answer) => answer(result.clone()),
+                Op::Put {
+                    scope,
+                    policy,
+                    device,
+                    key,
+                    value,
+                } if result.is_err() => {
+                    retry.insert((scope, policy, device, key), value);
+                }
+                Op::Put { .. } => {}
             }
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
+/// Writes `retry`'s rows, then `batch`'s (later changes to a row win), in one transaction.
+fn commit(
+    conn: &mut Connection,
+    retry: &HashMap<RowKey, Option<Box<[u8]>>>,
+    batch: &[Op],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut put = tx.prepare_cached(
@@ -591,17 +650,20 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
         let mut delete = tx.prepare_cached(
             "DELETE FROM state WHERE scope = ?1 AND policy = ?2 AND device = ?3 AND key = ?4",
         )?;
-        for op in batch {
-            let Op::Put {
+        let failed = retry
+            .iter()
+            .map(|((scope, policy, device, key), value)| (scope, policy, device, key, value));
+        let queued = batch.iter().filter_map(|op| match op {
+            Op::Put {
                 scope,
                 policy,
                 device,
                 key,
                 value,
-            } = op
-            else {
-                continue;
-            };
+            } => Some((scope, policy, device, key, value)),
+            Op::Barrier(_) => None,
+        });
+        for (scope, policy, device, key, value) in failed.chain(queued) {
             match value {
                 Some(v) => put.execute(params![scope, policy, device, key, v])?,
                 None => delete.execute(params![scope, policy, device, key])?,
@@ -713,6 +775,68 @@ mod tests {
         let again = StateDb::open(&path).unwrap();
         drop(again);
         assert_eq!(rows(&path).len(), 1);
+    }
+
+    #[test]
+    fn a_failed_commits_changes_are_written_once_the_file_takes_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        let scope = Scope::Device {
+            policy: "p",
+            device: "d",
+        };
+        db.record(change(scope, "before", Some(b"1")));
+        db.sync().unwrap();
+        // The file refuses writes, as a full disk would.
+        let breaker = Connection::open(&path).unwrap();
+        breaker
+            .execute_batch(
+                "CREATE TRIGGER no_insert BEFORE INSERT ON state BEGIN SELECT RAISE(ABORT, 'disk full'); END;\
+                 CREATE TRIGGER no_update BEFORE UPDATE ON state BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )
+            .unwrap();
+        db.record(change(scope, "lost?", Some(b"2")));
+        db.record(change(scope, "before", Some(b"3")));
+        let e = db.sync().unwrap_err().to_string();
+        assert!(e.contains("disk full"), "{e}");
+        assert_eq!(db.stats().failed_commits, 1);
+        // Writable again: the failed changes are retried without anything new being queued
+        // (a second later) ...
+        breaker
+            .execute_batch("DROP TRIGGER no_insert; DROP TRIGGER no_update;")
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while db.stats().commits < 2 {
+            assert!(Instant::now() < end, "no retry: {:?}", db.stats());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let want = vec![
+            (
+                0,
+                "p".to_string(),
+                "d".to_string(),
+                "before".to_string(),
+                b"3".to_vec(),
+            ),
+            (
+                0,
+                "p".to_string(),
+                "d".to_string(),
+                "lost?".to_string(),
+                b"2".to_vec(),
+            ),
+        ];
+        assert_eq!(rows(&path), want);
+        // ... and a later change to the same row wins over a retried one.
+        let breaker_again = "CREATE TRIGGER no_update BEFORE UPDATE ON state BEGIN SELECT RAISE(ABORT, 'disk full'); END;";
+        breaker.execute_batch(breaker_again).unwrap();
+        db.record(change(scope, "before", Some(b"4")));
+        assert!(db.sync().is_err());
+        breaker.execute_batch("DROP TRIGGER no_update;").unwrap();
+        db.record(change(scope, "before", Some(b"5")));
+        db.sync().unwrap();
+        assert_eq!(rows(&path)[0].4, b"5".to_vec());
     }
 
     #[test]
