@@ -125,6 +125,21 @@ impl Mqtt {
         }
     }
 
+    /// Whether a PUBACK of this client's publishes arrives within `wait`.
+    fn ack_within(&self, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        loop {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(Got::PubAck) => return true,
+                Ok(Got::Message(..)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Waits for `n` PUBACKs of this client's publishes.
     fn acks(&self, n: usize) {
         let end = Instant::now() + PATIENCE;
@@ -554,6 +569,40 @@ fn with_the_default_state_file_a_replay_after_a_broker_kill_is_caught() {
     let (forwarded, held) = replay_across_a_broker_kill("", true);
     assert!(!forwarded, "the replay reached the subscriber");
     assert_eq!(held, 1);
+}
+
+/// Whether the PUBACK of a message that changes state arrives while another connection holds
+/// the state file's write lock (the writer's commit waits for it), and whether it arrives once
+/// the lock is released.
+fn puback_while_the_state_file_is_locked(state: &str) -> (bool, bool) {
+    let policies = policy("replay", "replay-guard", &["max-age-ms = 600000"])
+        + &route("devices/+/telemetry", &["replay"])
+        + state;
+    let rig = Rig::start(&policies, "");
+    let topic = "devices/d7/telemetry";
+    let device = rig.client("d7", None, &[]);
+    device.publish(topic, &json!({"seq": 7, "ts": twinguard::now_ms()}));
+    device.acks(1);
+    let lock = rusqlite::Connection::open(rig.dir.path().join("quarantine.state.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    device.publish(topic, &json!({"seq": 8, "ts": twinguard::now_ms()}));
+    // Absence is only ever asserted for the waiting case, where no speed makes it arrive;
+    // the writer's busy timeout (5 s) outlasts the wait, so its commit is still pending.
+    let while_locked = device.ack_within(Duration::from_millis(1500));
+    lock.execute_batch("ROLLBACK").unwrap();
+    let after = while_locked || device.ack_within(PATIENCE);
+    (while_locked, after)
+}
+
+/// With `ack-after-commit = true` the PUBACK waits for the state commit (what makes the kill
+/// test above hold at any speed); by default it does not.
+#[test]
+fn ack_after_commit_holds_the_puback_until_the_state_is_committed() {
+    assert_eq!(
+        puback_while_the_state_file_is_locked("[state]\nack-after-commit = true\n"),
+        (false, true)
+    );
+    assert_eq!(puback_while_the_state_file_is_locked(""), (true, true));
 }
 
 /// The control: state in memory only, so the restarted broker's plugin forgot the device.
