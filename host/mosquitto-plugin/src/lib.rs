@@ -323,6 +323,9 @@ unsafe extern "C" fn on_tick(
             workers.may_sleep();
             publish_ready(&state.plugin, workers);
         }
+        if let Some(line) = state.plugin.budget_news() {
+            log(ffi::MOSQ_LOG_NOTICE, &line);
+        }
         for (warning, line) in state.plugin.reload_news() {
             let level = if warning {
                 ffi::MOSQ_LOG_WARNING

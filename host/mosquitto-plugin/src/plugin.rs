@@ -160,6 +160,16 @@ impl Plugin {
         }
     }
 
+    /// The line for the broker's log when episodes ended as their identities were forgotten
+    /// (see [`Budgets::swept`]). On the broker's thread, at its tick.
+    pub fn budget_news(&self) -> Option<String> {
+        let (devices, shed) = self.budgets.borrow_mut().as_mut()?.swept()?;
+        Some(format!(
+            "{devices} identities back within their budgets, forgotten before they sent again; \
+             their episodes shed {shed} messages"
+        ))
+    }
+
     /// Messages shed so far by the device budget.
     pub fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)

@@ -158,6 +158,8 @@ pub struct Budgets {
     buckets: HashMap<Box<str>, Bucket>,
     /// When to sweep next: grows when a sweep frees little, so sweeps stay amortised.
     sweep_at: usize,
+    /// Episodes a sweep ended without a message to say so: devices, and messages they shed.
+    swept: (u64, u64),
 }
 
 impl Budgets {
@@ -168,6 +170,7 @@ impl Budgets {
             burst: budget.burst(),
             buckets: HashMap::new(),
             sweep_at: TRACKED,
+            swept: (0, 0),
         })
     }
 
@@ -207,13 +210,30 @@ impl Budgets {
         }
     }
 
-    /// Forgets the devices whose bucket has refilled.
+    /// Forgets the devices whose bucket has refilled. A device forgotten in an episode ended
+    /// it (it kept to its rate), but no message of its will say so: those are counted for
+    /// [`swept`](Self::swept).
     fn sweep(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
+        let mut swept = self.swept;
         self.buckets.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+            let keep =
+                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst;
+            if !keep && b.shed > 0 {
+                swept.0 += 1;
+                swept.1 += b.shed;
+            }
+            keep
         });
+        self.swept = swept;
         self.sweep_at = (self.buckets.len() * 2).max(TRACKED);
+    }
+
+    /// Episodes that ended when their devices were forgotten since the last call, as
+    /// (devices, messages they shed); `None` when there were none. A front end logs it beside
+    /// the [`Verdict::Resumed`] lines, which these devices will not get.
+    pub fn swept(&mut self) -> Option<(u64, u64)> {
+        (self.swept.0 > 0).then(|| std::mem::take(&mut self.swept))
     }
 }
 
@@ -291,8 +311,28 @@ mod tests {
             b.take(&format!("d{i}"), t0);
         }
         // Ten seconds on, all ten are full again: the next device's arrival sweeps them.
+        assert_eq!(b.swept(), None);
         b.take("late", t0 + Duration::from_secs(10));
         assert_eq!(b.buckets.len(), 1);
         assert_eq!(b.sweep_at, TRACKED);
+        // None of them was shedding: no episode ended unseen.
+        assert_eq!(b.swept(), None);
+    }
+
+    #[test]
+    fn an_episode_the_sweep_ends_is_counted() {
+        let mut b = budgets(1.0, 2.0);
+        let t0 = Instant::now();
+        b.sweep_at = 2;
+        for _ in 0..5 {
+            b.take("flood", t0);
+        }
+        b.take("calm", t0);
+        // Later, both refilled; a third device's arrival sweeps them, so "flood" will never
+        // send the message that would end its episode.
+        b.take("late", t0 + Duration::from_secs(10));
+        assert_eq!(b.swept(), Some((1, 3)));
+        assert_eq!(b.swept(), None);
+        assert_eq!(b.take("flood", t0 + Duration::from_secs(11)), Verdict::Pass);
     }
 }

@@ -401,7 +401,11 @@ impl Gateway {
                     if let Some(budgets) = budgets.as_mut() {
                         // Unplaced messages share one budget: they have no device to own one.
                         let device = route.as_ref().map_or("\0unrouted", |r| r.device.as_str());
-                        match budgets.take(device, std::time::Instant::now()) {
+                        let verdict = budgets.take(device, std::time::Instant::now());
+                        if let Some((devices, shed)) = budgets.swept() {
+                            tracing::info!(gateway = %self.name(), "{devices} devices back within their budgets, forgotten before they sent again; their episodes shed {shed} messages");
+                        }
+                        match verdict {
                             budget::Verdict::Pass => {}
                             budget::Verdict::Resumed { shed } => {
                                 tracing::info!(gateway = %self.name(), device = %budget::shown(device), "device back within its budget; {shed} of its messages were shed");
