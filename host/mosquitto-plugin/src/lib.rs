@@ -345,10 +345,11 @@ unsafe fn handle_message(state: &State, event: &mut EvtMessage) -> c_int {
     let plugin = &state.plugin;
     // SAFETY: the caller's contract for all reads below.
     let identity = unsafe { identity_of(plugin, event) };
-    // SAFETY: as above.
-    let topic = unsafe { text(event.topic) }.unwrap_or_default();
-    // The budget comes first: a flood's excess costs neither a payload copy nor a judgement.
-    match plugin.admit(&identity, &topic) {
+    // SAFETY: as above (the topic is read during the call).
+    let topic = || unsafe { text(event.topic) }.unwrap_or_default();
+    // The budget comes first: a flood's excess costs no copy (of its identity, topic or
+    // payload) and no judgement.
+    match plugin.admit(&identity, topic) {
         Admission::Judge => {}
         Admission::Resumed(line) => log(ffi::MOSQ_LOG_NOTICE, &line),
         Admission::Shed(first) => {
@@ -360,7 +361,7 @@ unsafe fn handle_message(state: &State, event: &mut EvtMessage) -> c_int {
         }
     }
     // SAFETY: as above.
-    let message = unsafe { message_of(plugin, event, identity, topic) };
+    let message = unsafe { message_of(plugin, event, identity.into_owned(), topic()) };
     // SAFETY: as above.
     let message = match &state.workers {
         Some(workers) if unsafe { offloadable(event) } => {
@@ -534,23 +535,29 @@ impl State {
     }
 }
 
-/// The device identity of the PUBLISH's client (empty when the broker names none).
+/// The device identity of the PUBLISH's client (empty when the broker names none), borrowed
+/// from the broker for the call when it is valid UTF-8.
 ///
 /// # Safety
 /// As [`handle_message`].
-unsafe fn identity_of(plugin: &Plugin, event: &EvtMessage) -> String {
+unsafe fn identity_of<'a>(plugin: &Plugin, event: &'a EvtMessage) -> std::borrow::Cow<'a, str> {
     let client = event.client.cast_const();
     if client.is_null() {
-        return String::new();
+        return std::borrow::Cow::Borrowed("");
     }
-    // SAFETY: a live client of the broker; the strings it returns are NUL-terminated.
-    unsafe {
+    // SAFETY: a live client of the broker; the strings it returns are NUL-terminated and
+    // outlive this callback.
+    let id = unsafe {
         match plugin.options.identity {
-            Identity::ClientId => text(ffi::mosquitto_client_id(client)),
-            Identity::Username => text(ffi::mosquitto_client_username(client)),
+            Identity::ClientId => ffi::mosquitto_client_id(client),
+            Identity::Username => ffi::mosquitto_client_username(client),
         }
+    };
+    if id.is_null() {
+        return std::borrow::Cow::Borrowed("");
     }
-    .unwrap_or_default()
+    // SAFETY: as above.
+    unsafe { CStr::from_ptr(id) }.to_string_lossy()
 }
 
 /// # Safety

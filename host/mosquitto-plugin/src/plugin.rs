@@ -139,9 +139,9 @@ impl Plugin {
     }
 
     /// Checks one PUBLISH of `device` (the identity the policies see) against its budget, on
-    /// the broker's thread, before anything else is done with it. `topic` goes into the
-    /// security event of an episode's first shed message.
-    pub fn admit(&self, device: &str, topic: &str) -> Admission {
+    /// the broker's thread, before anything else is done with it. `topic` is read only for
+    /// the security event of an episode's first shed message.
+    pub fn admit(&self, device: &str, topic: impl FnOnce() -> String) -> Admission {
         let verdict = match self.budgets.borrow_mut().as_mut() {
             Some(_) if self.exempt.contains(device) => return Admission::Judge,
             Some(b) => b.take(device, Instant::now()),
@@ -155,7 +155,7 @@ impl Plugin {
             )),
             Verdict::Shed { first } => {
                 self.shed.fetch_add(1, Ordering::Relaxed);
-                Admission::Shed(first.then(|| self.over_budget(device, topic)))
+                Admission::Shed(first.then(|| self.over_budget(device, &topic())))
             }
         }
     }
@@ -168,11 +168,6 @@ impl Plugin {
             "{devices} identities back within their budgets, forgotten before they sent again; \
              their episodes shed {shed} messages"
         ))
-    }
-
-    /// Messages shed so far by the device budget.
-    pub fn shed(&self) -> u64 {
-        self.shed.load(Ordering::Relaxed)
     }
 
     /// An episode's warning, and its security event handed to the sinks (the events they

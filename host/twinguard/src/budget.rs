@@ -155,7 +155,12 @@ const TRACKED: usize = 100_000;
 pub struct Budgets {
     rate: f64,
     burst: f64,
-    buckets: HashMap<Box<str>, Bucket>,
+    /// Keyed by the device id's hash under a per-process random key, not by the id: a bucket
+    /// costs the same for a 64 KiB id as for a short one, so ids a hostile device makes up
+    /// cost memory by their number only (bounded by the sweep), never by their length.
+    /// Colliding with a victim's key needs the process's key.
+    buckets: HashMap<u64, Bucket>,
+    ids: std::collections::hash_map::RandomState,
     /// When to sweep next: grows when a sweep frees little, so sweeps stay amortised.
     sweep_at: usize,
     /// Episodes a sweep ended without a message to say so: devices, and messages they shed.
@@ -169,6 +174,7 @@ impl Budgets {
             rate: budget.rate,
             burst: budget.burst(),
             buckets: HashMap::new(),
+            ids: std::collections::hash_map::RandomState::new(),
             sweep_at: TRACKED,
             swept: (0, 0),
         })
@@ -180,14 +186,14 @@ impl Budgets {
             self.sweep(now);
         }
         let (rate, burst) = (self.rate, self.burst);
-        let bucket = match self.buckets.get_mut(device) {
-            Some(b) => b,
-            None => self.buckets.entry(device.into()).or_insert(Bucket {
+        let bucket = self
+            .buckets
+            .entry(std::hash::BuildHasher::hash_one(&self.ids, device))
+            .or_insert(Bucket {
                 tokens: burst,
                 last: now,
                 shed: 0,
-            }),
-        };
+            });
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.last = now;
