@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine, installing what the tests need first:
 # the wasm32-wasip2 target (guests are built from source by the tests), Mosquitto (for the
-# broker tests), Prometheus (for the metrics tests), componentize-py (Python policies) and
+# broker tests), nats-server (the scale-out tests), Prometheus (for the metrics tests), componentize-py (Python policies) and
 # componentize-js (JavaScript policies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ rustup target add wasm32-wasip2 >/dev/null
 missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# NATS with JetStream: the scale-out tests run a 3-node cluster on loopback.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv python3-pip)

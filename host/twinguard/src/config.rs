@@ -48,6 +48,10 @@ pub struct FileConfig {
     /// `[gateway]` table, or one `[[gateway]]` entry per broker.
     #[cfg(feature = "gateway")]
     pub gateways: Vec<crate::gateway::GatewayConfig>,
+    /// `twinguard serve` scaled out: the NATS JetStream cluster it shares partitions of
+    /// (`[nats]`; see [`crate::nats`]).
+    #[cfg(feature = "nats")]
+    pub nats: Option<crate::nats::NatsConfig>,
     /// Where quarantined messages are kept (`serve` and the Mosquitto plugin need it).
     #[cfg(feature = "store")]
     pub quarantine: Option<crate::store::QuarantineConfig>,
@@ -85,6 +89,8 @@ struct Raw {
     #[cfg(feature = "gateway")]
     #[serde(rename = "gateway", deserialize_with = "crate::gateway::one_or_many")]
     gateways: Vec<crate::gateway::GatewayConfig>,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::nats::NatsConfig>,
     #[cfg(feature = "store")]
     quarantine: Option<crate::store::QuarantineConfig>,
     #[cfg(feature = "store")]
@@ -139,6 +145,8 @@ impl FileConfig {
             runtime,
             #[cfg(feature = "gateway")]
             gateways: raw.gateways,
+            #[cfg(feature = "nats")]
+            nats: raw.nats,
             #[cfg(feature = "store")]
             quarantine: raw.quarantine,
             #[cfg(feature = "store")]
@@ -167,6 +175,12 @@ impl FileConfig {
         };
         #[cfg(feature = "gateway")]
         for tls in self.gateways.iter_mut().filter_map(|g| g.tls.as_mut()) {
+            rebase(&mut tls.ca);
+            tls.cert.as_mut().map(rebase);
+            tls.key.as_mut().map(rebase);
+        }
+        #[cfg(feature = "nats")]
+        if let Some(tls) = self.nats.as_mut().and_then(|n| n.tls.as_mut()) {
             rebase(&mut tls.ca);
             tls.cert.as_mut().map(rebase);
             tls.key.as_mut().map(rebase);
@@ -220,6 +234,10 @@ impl FileConfig {
                     ));
                 }
             }
+        }
+        #[cfg(feature = "nats")]
+        if let Some(n) = &self.nats {
+            n.validate().map_err(String::from)?;
         }
         #[cfg(feature = "alerts")]
         if let Some(a) = &self.alerts {

@@ -78,6 +78,8 @@ pub mod judge;
 pub mod lifecycle;
 #[cfg(any(feature = "admin", feature = "telemetry"))]
 mod listener;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(all(feature = "store", feature = "alerts"))]
 pub mod services;
 #[cfg(feature = "store")]

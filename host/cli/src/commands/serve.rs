@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use twinguard::gateway::{self, Gateway};
+use twinguard::nats::{NatsFront, PartitionJournal};
 use twinguard::services::Services;
 use twinguard::store::QuarantineStore;
 use twinguard::telemetry::{ReadyCheck, Telemetry, TelemetryServer};
@@ -27,9 +28,9 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let config = FileConfig::from_file(&args.config)?;
     let gateway_configs = config.gateways.clone();
-    if gateway_configs.is_empty() {
+    if gateway_configs.is_empty() && config.nats.is_none() {
         bail!(
-            "{}: no [gateway] table: serve needs a broker and inputs (see README, `twinguard serve`)",
+            "{}: no [gateway] table and no [nats] table: serve needs a broker (or a NATS cluster) and inputs (see README, `twinguard serve`)",
             args.config.display()
         );
     }
@@ -42,14 +43,27 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Some(t) => Some((t.clone(), Telemetry::from_config(t)?)),
         None => None,
     };
-    // Its state journaled to, and restored from, the state file (`[state]`).
+    // Its state journaled to, and restored from, the state file (`[state]`); with `[nats]`,
+    // to each partition's checkpoint in the cluster instead.
     let builder = Runtime::builder(config.runtime.clone());
-    let runtime = services
-        .runtime(match &telemetry {
-            Some((_, t)) => builder.meter(t.meter()),
-            None => builder,
-        })
-        .with_context(|| args.config.display().to_string())?;
+    let builder = match &telemetry {
+        Some((_, t)) => builder.meter(t.meter()),
+        None => builder,
+    };
+    let runtime = match &config.nats {
+        Some(_) => {
+            if services.state.is_some() {
+                tracing::info!("[nats]: policies' state is checkpointed to the cluster with each partition; the local state file is not used");
+            }
+            builder
+                .journal(PartitionJournal::new())
+                .build()
+                .with_context(|| args.config.display().to_string())?
+        }
+        None => services
+            .runtime(builder)
+            .with_context(|| args.config.display().to_string())?,
+    };
     let set = runtime.policy_set();
     tracing::info!(
         config = %args.config.display(),
@@ -103,9 +117,24 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let nats = match config.nats {
+        Some(n) => Some(
+            NatsFront::new(
+                runtime.clone(),
+                n,
+                services.store.clone(),
+                Some(services.alerts.clone()),
+            )?
+            .with_decision_log(services.decision_log.clone()),
+        ),
+        None => None,
+    };
     if let Some((_, t)) = &telemetry {
         for g in &gateways {
             t.observe_gateway(g.name(), g.stats());
+        }
+        if let Some(n) = &nats {
+            t.observe_gateway(n.name(), n.stats());
         }
         t.observe_store(services.store.clone());
         t.observe_alerts(services.alerts.clone());
@@ -145,7 +174,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     config,
                     telemetry.clone(),
                     runtime.clone(),
-                    readiness(&gateways, &services.store),
+                    readiness(&gateways, nats.as_ref(), &services.store),
                 )
                 .await?;
                 let addr = server.local_addr().context("telemetry address")?;
@@ -155,7 +184,32 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             None => None,
         };
-        let r = gateway::run_all(&gateways, shutdown_signal()).await;
+        // One signal stops every front end.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let _signal = AbortOnDrop(tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        }));
+        let front = async {
+            match &nats {
+                Some(n) => n
+                    .run(stopped(stop_rx.clone()))
+                    .await
+                    .map_err(anyhow::Error::from),
+                None => Ok(()),
+            }
+        };
+        let brokers = async {
+            if gateways.is_empty() {
+                return Ok(());
+            }
+            gateway::run_all(&gateways, stopped(stop_rx.clone())).await
+        };
+        let (r, n) = tokio::join!(brokers, front);
+        n?;
         for task in admin_task.iter().chain(telemetry_task.iter()) {
             task.abort();
         }
@@ -170,6 +224,18 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         if let Err(e) = log.flush() {
             eprintln!("twinguard serve: decision log: {e}");
         }
+    }
+    if let Some(n) = &nats {
+        let stats = n.stats();
+        eprintln!(
+            "twinguard serve: {} (nats) stopped; received {}, forwarded {}, quarantined {}, alerts {}, shed over budget {}",
+            n.name(),
+            stats.received.load(Ordering::Relaxed),
+            stats.forwarded.load(Ordering::Relaxed),
+            stats.quarantined.load(Ordering::Relaxed),
+            stats.alerts.load(Ordering::Relaxed),
+            stats.shed.load(Ordering::Relaxed),
+        );
     }
     for g in &gateways {
         let stats = g.stats();
@@ -191,7 +257,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 /// What `/readyz` checks besides a loaded generation: every broker connection up, and the
 /// quarantine store taking writes.
-fn readiness(gateways: &[Gateway], store: &QuarantineStore) -> Vec<(String, ReadyCheck)> {
+fn readiness(
+    gateways: &[Gateway],
+    nats: Option<&NatsFront>,
+    store: &QuarantineStore,
+) -> Vec<(String, ReadyCheck)> {
     let mut checks: Vec<(String, ReadyCheck)> = gateways
         .iter()
         .map(|g| {
@@ -206,6 +276,19 @@ fn readiness(gateways: &[Gateway], store: &QuarantineStore) -> Vec<(String, Read
             (format!("gateway {:?}", g.name()), check)
         })
         .collect();
+    if let Some(n) = nats {
+        let stats = n.stats();
+        checks.push((
+            format!("nats {:?}", n.name()),
+            Box::new(move || {
+                if stats.connected.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err("not connected to the NATS cluster".to_owned())
+                }
+            }),
+        ));
+    }
     let store = store.clone();
     checks.push((
         "quarantine store".to_owned(),

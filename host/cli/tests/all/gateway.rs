@@ -314,6 +314,11 @@ impl Peer {
         false
     }
 
+    /// PUBACKs received so far.
+    pub(super) fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn publish(&self, topic: &str, payload: Vec<u8>) {
         self.publish_with(topic, payload, false);
     }

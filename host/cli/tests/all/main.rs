@@ -10,6 +10,7 @@ mod command_path;
 mod demo;
 mod gateway;
 mod isolation;
+mod nats;
 mod observe;
 mod quarantine;
 mod signing;

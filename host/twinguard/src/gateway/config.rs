@@ -184,6 +184,65 @@ pub struct InputConfig {
     pub device_property: Option<String>,
 }
 
+/// Validates `[[<table>.input]]` entries; `v5`: whether the transport carries MQTT 5 user
+/// properties (`device-property` needs them). The error names the entry and the key.
+pub(crate) fn validate_inputs(
+    configs: &[InputConfig],
+    v5: bool,
+    table: &str,
+) -> Result<Vec<Input>, String> {
+    let mut inputs = Vec::new();
+    for (i, input) in configs.iter().enumerate() {
+        let at = format!("{table}.input #{} ({:?})", i + 1, input.filter);
+        let delivers = TopicFilter::parse(strip_share(&input.filter))
+            .map_err(|e| format!("{at}: filter: {e}"))?;
+        let template =
+            Template::parse(&input.template).map_err(|e| format!("{at}: template: {e}"))?;
+        if let Some(p) = &input.device_property {
+            if !v5 {
+                return Err(format!(
+                    "{at}: device-property {p:?} needs MQTT 5 user properties: set protocol = \"5\""
+                ));
+            }
+            if p.is_empty() {
+                return Err(format!("{at}: device-property is empty"));
+            }
+        } else if !template.variables().any(|v| v == "device") {
+            return Err(format!(
+                "{at}: template {:?} has no {{device}}: the device identity comes from it \
+                 (or from an MQTT 5 user property: device-property = \"…\")",
+                input.template
+            ));
+        }
+        let output = Template::parse(&input.output).map_err(|e| format!("{at}: output: {e}"))?;
+        if let Some(missing) = output
+            .variables()
+            // With device-property, {device} comes from the property when the topic
+            // does not name it.
+            .filter(|v| !(*v == "device" && input.device_property.is_some()))
+            .find(|v| !template.variables().any(|t| t == *v))
+        {
+            return Err(format!(
+                "{at}: output {:?} uses {{{missing}}}, which the template does not capture",
+                input.output
+            ));
+        }
+        let content_type = input
+            .content_type
+            .parse()
+            .map_err(|e| format!("{at}: content-type: {e}"))?;
+        inputs.push(Input {
+            filter: input.filter.clone(),
+            delivers,
+            template,
+            output,
+            content_type,
+            device_property: input.device_property.clone(),
+        });
+    }
+    Ok(inputs)
+}
+
 fn default_content_type() -> String {
     "json".into()
 }
@@ -267,56 +326,7 @@ impl GatewayConfig {
         }
         self.device_budget
             .check("gateway.device-budget.rate", "gateway.device-budget.burst")?;
-        let mut inputs = Vec::new();
-        for (i, input) in self.inputs.iter().enumerate() {
-            let at = format!("gateway.input #{} ({:?})", i + 1, input.filter);
-            let delivers = TopicFilter::parse(strip_share(&input.filter))
-                .map_err(|e| format!("{at}: filter: {e}"))?;
-            let template =
-                Template::parse(&input.template).map_err(|e| format!("{at}: template: {e}"))?;
-            if let Some(p) = &input.device_property {
-                if self.protocol != Protocol::V5 {
-                    return Err(format!(
-                        "{at}: device-property {p:?} needs MQTT 5 user properties: set protocol = \"5\""
-                    ));
-                }
-                if p.is_empty() {
-                    return Err(format!("{at}: device-property is empty"));
-                }
-            } else if !template.variables().any(|v| v == "device") {
-                return Err(format!(
-                    "{at}: template {:?} has no {{device}}: the device identity comes from it \
-                     (or from an MQTT 5 user property: device-property = \"…\")",
-                    input.template
-                ));
-            }
-            let output =
-                Template::parse(&input.output).map_err(|e| format!("{at}: output: {e}"))?;
-            if let Some(missing) = output
-                .variables()
-                // With device-property, {device} comes from the property when the topic
-                // does not name it.
-                .filter(|v| !(*v == "device" && input.device_property.is_some()))
-                .find(|v| !template.variables().any(|t| t == *v))
-            {
-                return Err(format!(
-                    "{at}: output {:?} uses {{{missing}}}, which the template does not capture",
-                    input.output
-                ));
-            }
-            let content_type = input
-                .content_type
-                .parse()
-                .map_err(|e| format!("{at}: content-type: {e}"))?;
-            inputs.push(Input {
-                filter: input.filter.clone(),
-                delivers,
-                template,
-                output,
-                content_type,
-                device_property: input.device_property.clone(),
-            });
-        }
+        let inputs = validate_inputs(&self.inputs, self.protocol == Protocol::V5, "gateway")?;
         if self.workers == Some(0) {
             return Err("gateway.workers must be at least 1".into());
         }

@@ -24,7 +24,7 @@ mod config;
 mod mqtt;
 mod template;
 
-pub(crate) use config::one_or_many;
+pub(crate) use config::{one_or_many, validate_inputs, DEFAULT_MAX_MESSAGE_BYTES};
 pub use config::{BrokerAddr, GatewayConfig, Input, InputConfig, TlsConfig};
 pub use mqtt::Protocol;
 pub use template::Template;
@@ -139,10 +139,10 @@ struct Job {
 }
 
 /// Where a message fits: its device, content type and output topic.
-struct Route {
-    device: String,
-    content_type: ContentType,
-    destination: String,
+pub(crate) struct Route {
+    pub(crate) device: String,
+    pub(crate) content_type: ContentType,
+    pub(crate) destination: String,
 }
 
 /// A publish for the publisher task.
@@ -506,46 +506,13 @@ impl Gateway {
 
     /// Which input a message fits, its device and its output topic.
     fn route(&self, input: &Received) -> Result<Route, String> {
-        let topic = input.topic();
-        for i in self.inputs.iter() {
-            if !i.delivers.matches(&topic) {
-                continue;
-            }
-            let Some(mut caps) = i.template.capture(&topic) else {
-                continue;
-            };
-            let device = match &i.device_property {
-                Some(name) => {
-                    let found = input
-                        .user_properties()
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone());
-                    let Some(device) = found.filter(|d| !d.is_empty()) else {
-                        return Err(format!(
-                            "gateway: no user property {name:?} on {topic:?}: the device identity comes from it"
-                        ));
-                    };
-                    if !caps.iter().any(|(n, _)| n == "device") {
-                        caps.push(("device".to_owned(), device.clone()));
-                    }
-                    device
-                }
-                None => caps
-                    .iter()
-                    .find(|(n, _)| n == "device")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default(),
-            };
-            // Validation checked every output variable is captured.
-            let destination = i.output.fill(&caps).unwrap_or_default();
-            return Ok(Route {
-                device,
-                content_type: i.content_type,
-                destination,
-            });
-        }
-        Err(format!("gateway: topic {topic:?} fits no input template"))
+        place(&self.inputs, &input.topic(), |name| {
+            input
+                .user_properties()
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
     }
 
     fn worker(&self) -> Worker {
@@ -559,6 +526,50 @@ impl Gateway {
             gateway: self.config.name().to_owned(),
         }
     }
+}
+
+/// Which of `inputs` a message on `topic` fits, its device and its output topic;
+/// `property` reads a transport attribute (an MQTT 5 user property) by name.
+pub(crate) fn place(
+    inputs: &[Input],
+    topic: &str,
+    property: impl Fn(&str) -> Option<String>,
+) -> Result<Route, String> {
+    for i in inputs {
+        if !i.delivers.matches(topic) {
+            continue;
+        }
+        let Some(mut caps) = i.template.capture(topic) else {
+            continue;
+        };
+        let device = match &i.device_property {
+            Some(name) => {
+                let found = property(name);
+                let Some(device) = found.filter(|d| !d.is_empty()) else {
+                    return Err(format!(
+                        "gateway: no user property {name:?} on {topic:?}: the device identity comes from it"
+                    ));
+                };
+                if !caps.iter().any(|(n, _)| n == "device") {
+                    caps.push(("device".to_owned(), device.clone()));
+                }
+                device
+            }
+            None => caps
+                .iter()
+                .find(|(n, _)| n == "device")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        };
+        // Validation checked every output variable is captured.
+        let destination = i.output.fill(&caps).unwrap_or_default();
+        return Ok(Route {
+            device,
+            content_type: i.content_type,
+            destination,
+        });
+    }
+    Err(format!("gateway: topic {topic:?} fits no input template"))
 }
 
 /// Runs every gateway until `shutdown` resolves. If one fails for good (its first connection
@@ -944,7 +955,13 @@ async fn judge(
         route,
     } = job;
     if input.payload().len() > w.max_message_bytes {
-        let (message, reason) = oversized(w.max_message_bytes, &input, &route);
+        let (mut message, reason) = oversized(
+            w.max_message_bytes,
+            input.payload(),
+            input.topic().into_owned(),
+            &route,
+        );
+        message.attributes = input.user_properties().to_vec();
         // Its bytes are not needed for the acknowledgement, which may wait for those before it.
         input.drop_payload();
         tracing::warn!(device = %message.device_id, topic = %message.topic, "{reason}; quarantined");
@@ -1012,9 +1029,13 @@ async fn judge(
 /// A message over `max-message-bytes`, as it is held back: its first `limit` bytes (a record
 /// never holds more than the gateway would judge), as binary, with a reason that names its
 /// size, the limit, the SHA-256 of the whole payload and where it was going.
-fn oversized(limit: usize, input: &Received, route: &Result<Route, String>) -> (Message, String) {
+pub(crate) fn oversized(
+    limit: usize,
+    payload: &[u8],
+    topic: String,
+    route: &Result<Route, String>,
+) -> (Message, String) {
     use sha2::{Digest, Sha256};
-    let payload = input.payload();
     let digest = hex::encode(Sha256::digest(payload));
     let (device, going) = match route {
         Ok(r) => (
@@ -1029,13 +1050,12 @@ fn oversized(limit: usize, input: &Received, route: &Result<Route, String>) -> (
          cannot be released{going}",
         payload.len()
     );
-    let mut message = Message::new(
+    let message = Message::new(
         device,
-        input.topic().into_owned(),
+        topic,
         ContentType::Binary,
         payload[..limit].to_vec(),
     );
-    message.attributes = input.user_properties().to_vec();
     (message, reason)
 }
 

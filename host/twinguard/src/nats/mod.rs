@@ -1,0 +1,906 @@
+//! Scale-out on a NATS JetStream cluster: `serve` instances share a stream of device messages
+//! by partition, so each device's messages, in order, reach exactly one instance, and each
+//! partition's state travels with it.
+//!
+//! # How it fits together
+//!
+//! - Devices publish over the cluster's MQTT listener (or natively). A server mapping puts
+//!   each device's subject into a partition, `plant.*.*` → `part.{{partition(12,1)}}.plant.…`,
+//!   and one stream captures `part.*.>` (see README, "Scaling out").
+//! - Instances lease partitions in the `<bucket>-leases` KV bucket: a key per partition,
+//!   created by its owner and renewed with compare-and-set on its revision; a key the owner
+//!   stops renewing expires with the bucket's age limit (`lease-ms`). Members announce
+//!   themselves in the same bucket; partition `p`'s preferred owner is the `p mod n`-th member
+//!   in name order, so a joining instance gets its share back and a leaving one hands over.
+//! - A partition's owner reads it with an ordered consumer from the position of its
+//!   checkpoint, judges each message in stream order with the one judge flow, forwards what
+//!   passes (to a stream, which acknowledges it, deduplicated by `Nats-Msg-Id`), and after
+//!   every `checkpoint-messages` messages or `checkpoint-ms` writes the partition's state
+//!   and the stream sequence it reflects to `<bucket>-checkpoints`, with compare-and-set on
+//!   the checkpoint's revision: a new owner rewrites the checkpoint when it takes over, so a
+//!   former owner that has not noticed it lost the lease can commit nothing (fencing).
+//! - The checkpoint is the acknowledgement: what it covers is never judged again; what came
+//!   after it is judged again by whoever owns the partition next, from the same state and
+//!   with the same stream times, so it gets the same decisions (at-least-once; a twin stream's
+//!   duplicate window drops the repeated forwards).
+//!
+//! Policy-wide state (`global-*`) belongs to no device and so to no partition: it stays in
+//! each instance's memory (see [`PartitionJournal`]).
+
+mod checkpoint;
+mod config;
+
+pub use checkpoint::PartitionJournal;
+pub use config::{Forward, NatsConfig, NatsTls};
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use self::checkpoint::Mirror;
+use crate::alerts::Alerts;
+use crate::budget::{self, Budgets};
+use crate::gateway::{self, GatewayStats, Input};
+use crate::judge::{Judge, Stored};
+use crate::store::QuarantineStore;
+use crate::{ContentType, Message, Runtime};
+
+/// Why the NATS front end stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// `[nats]` is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::Invalid),
+    /// The cluster could not be reached or refused the set-up (stream, buckets).
+    #[error("nats: {0}")]
+    Cluster(String),
+}
+
+/// The NATS JetStream front end of `serve`, ready to run. Clones share everything.
+#[derive(Clone)]
+pub struct NatsFront {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    judge: Judge,
+    config: NatsConfig,
+    inputs: Vec<Input>,
+    stats: Arc<GatewayStats>,
+    owned: std::sync::atomic::AtomicU64,
+}
+
+impl NatsFront {
+    /// Validates `config`; nothing touches the network. `runtime` must journal to a
+    /// [`PartitionJournal`] (built with `Runtime::builder(…).journal(journal)`): that is how
+    /// each partition's state is known.
+    pub fn new(
+        runtime: Runtime,
+        config: NatsConfig,
+        store: QuarantineStore,
+        alerts: Option<Alerts>,
+    ) -> Result<Self, NatsError> {
+        let inputs = config.validate()?;
+        let judge = Judge::new(runtime, store, alerts).with_source(config.instance.clone());
+        Ok(Self {
+            shared: Arc::new(Shared {
+                judge,
+                config,
+                inputs,
+                stats: Arc::new(GatewayStats::default()),
+                owned: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Records every settled message in `log` too.
+    pub fn with_decision_log(mut self, log: Option<crate::decision_log::DecisionLog>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.judge = shared.judge.clone().with_decision_log(log);
+        }
+        self
+    }
+
+    /// The counters, as the MQTT gateway keeps them (`connected`: the cluster connection).
+    pub fn stats(&self) -> Arc<GatewayStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// The instance name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.instance
+    }
+
+    /// Partitions this instance owns now.
+    pub fn partitions_owned(&self) -> u64 {
+        self.shared.owned.load(Ordering::Relaxed)
+    }
+
+    /// Connects, sets up the stream and buckets, and shares the partitions with the other
+    /// instances until `shutdown` resolves; then hands every partition back with a final
+    /// checkpoint. Fails only when the first connection or the set-up fails.
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NatsError> {
+        let c = &self.shared.config;
+        // A cluster that is starting (no JetStream leader yet) refuses the set-up for a few
+        // seconds: retried for a minute, then the last reason is the error.
+        let started = Instant::now();
+        let cluster = loop {
+            match set_up(c).await {
+                Ok(cluster) => break cluster,
+                Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    tracing::warn!(instance = %c.instance, "{e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.shared.stats.connected.store(true, Ordering::Relaxed);
+        self.shared
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(instance = %c.instance, stream = %c.stream, partitions = c.partitions, servers = %c.servers.join(","), "nats: connected; sharing partitions");
+        let mut coordinator = Coordinator {
+            shared: Arc::clone(&self.shared),
+            cluster: Arc::new(cluster),
+            held: HashMap::new(),
+            free_ticks: vec![0; c.partitions as usize],
+        };
+        tokio::pin!(shutdown);
+        let tick = c.lease() / 3;
+        loop {
+            if let Err(e) = coordinator.round().await {
+                tracing::warn!(instance = %c.instance, "nats: {e}; retrying in {tick:?}");
+            }
+            self.shared
+                .owned
+                .store(coordinator.held.len() as u64, Ordering::Relaxed);
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+        coordinator.leave().await;
+        self.shared.owned.store(0, Ordering::Relaxed);
+        self.shared.stats.connected.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn set_up(c: &NatsConfig) -> Result<Cluster, NatsError> {
+    let client = connect(c).await?;
+    let js = jetstream::new(client.clone());
+    let stream = open_stream(&js, c).await?;
+    let leases = bucket(&js, &format!("{}-leases", c.bucket), c.replicas, c.lease()).await?;
+    let checkpoints = bucket(
+        &js,
+        &format!("{}-checkpoints", c.bucket),
+        c.replicas,
+        Duration::ZERO,
+    )
+    .await?;
+    Ok(Cluster {
+        client,
+        js,
+        stream,
+        leases,
+        checkpoints,
+    })
+}
+
+async fn connect(c: &NatsConfig) -> Result<async_nats::Client, NatsError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("twinguard {}", c.instance))
+        // Every request the front end makes has its own deadline below; a cluster that loses
+        // a node answers within this.
+        .request_timeout(Some(Duration::from_secs(5)))
+        .event_callback(|event| async move {
+            tracing::info!("nats: {event}");
+        });
+    if let (Some(u), Some(p)) = (&c.username, &c.password) {
+        options = options.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(tls) = &c.tls {
+        options = options
+            .require_tls(true)
+            .add_root_certificates(tls.ca.clone());
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    let addrs = c
+        .servers
+        .iter()
+        .filter_map(|s| s.parse::<async_nats::ServerAddr>().ok())
+        .collect::<Vec<_>>();
+    options
+        .connect(addrs)
+        .await
+        .map_err(|e| NatsError::Cluster(format!("cannot connect to {}: {e}", c.servers.join(", "))))
+}
+
+async fn open_stream(js: &jetstream::Context, c: &NatsConfig) -> Result<stream::Stream, NatsError> {
+    match js.get_stream(&c.stream).await {
+        Ok(s) => Ok(s),
+        Err(e) if c.create_stream => {
+            let config = stream::Config {
+                name: c.stream.clone(),
+                subjects: vec![format!("{}.*.>", c.prefix)],
+                num_replicas: c.replicas,
+                max_age: Duration::from_secs(c.stream_max_age_s),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            };
+            js.get_or_create_stream(config).await.map_err(|e2| {
+                NatsError::Cluster(format!(
+                    "stream {:?}: not found ({e}) and cannot be created: {e2}",
+                    c.stream
+                ))
+            })
+        }
+        Err(e) => Err(NatsError::Cluster(format!(
+            "stream {:?}: {e} (create-stream = false: create it as README's \"Scaling out\" shows)",
+            c.stream
+        ))),
+    }
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store, NatsError> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    // The bucket's stream as NATS's KV convention lays it out, created directly: the
+    // client's own bucket creation first queries account details a 2.9 server does not send.
+    let created = js
+        .create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_bytes: -1,
+            max_message_size: -1,
+            max_age,
+            // A lease bucket's keys expire with the lease; the duplicate window may not
+            // outlast them.
+            duplicate_window: if max_age.is_zero() {
+                Duration::from_secs(120)
+            } else {
+                max_age
+            },
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await;
+    let created = match created {
+        Ok(_) => js.get_key_value(name).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match created {
+        Ok(store) => Ok(store),
+        // Another instance created it at the same moment.
+        Err(e) => js
+            .get_key_value(name)
+            .await
+            .map_err(|_| NatsError::Cluster(format!("KV bucket {name:?}: {e}"))),
+    }
+}
+
+struct Cluster {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    leases: kv::Store,
+    checkpoints: kv::Store,
+}
+
+/// A partition this instance holds: its lease's revision and its worker.
+struct Held {
+    lease: u64,
+    stop: watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<Ended>,
+    mirror: Arc<Mutex<Mirror>>,
+}
+
+/// How a partition's worker ended.
+#[derive(Debug)]
+enum Ended {
+    /// Asked to stop: its last checkpoint is written.
+    Stopped,
+    /// Its checkpoint was rewritten by another instance: it no longer owns the partition.
+    Fenced,
+    /// It could not go on (a forward or store write failed, the consumer broke): it is
+    /// restarted from its last checkpoint.
+    Failed(String),
+}
+
+struct Coordinator {
+    shared: Arc<Shared>,
+    cluster: Arc<Cluster>,
+    held: HashMap<u32, Held>,
+    /// Rounds each partition has been seen free in a row.
+    free_ticks: Vec<u32>,
+}
+
+fn lease_key(p: u32) -> String {
+    format!("owner.{p}")
+}
+
+fn member_key(name: &str) -> String {
+    format!("member.{name}")
+}
+
+fn checkpoint_key(p: u32) -> String {
+    format!("partition.{p}")
+}
+
+fn lock(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Coordinator {
+    fn me(&self) -> &str {
+        &self.shared.config.instance
+    }
+
+    /// One round: renew, announce, hand over, take.
+    async fn round(&mut self) -> Result<(), String> {
+        let cl = Arc::clone(&self.cluster);
+        let me = Bytes::from(self.me().to_owned());
+        // Renewals first, whatever else fails this round: a lease left to expire while the
+        // cluster is slow would hand a healthy partition to another instance.
+        let held: Vec<u32> = self.held.keys().copied().collect();
+        for p in held {
+            let Some(h) = self.held.get_mut(&p) else {
+                continue;
+            };
+            if h.worker.is_finished() {
+                if let Some(h) = self.held.remove(&p) {
+                    self.ended(p, h).await;
+                }
+                continue;
+            }
+            match cl.leases.update(lease_key(p), me.clone(), h.lease).await {
+                Ok(rev) => h.lease = rev,
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(instance = %self.shared.config.instance, partition = p, "nats: lease lost (another instance holds it): stopping the partition without a checkpoint");
+                    if let Some(h) = self.held.remove(&p) {
+                        h.worker.abort();
+                        lock(&h.mirror).forget_in(self.shared.judge.runtime());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %self.shared.config.instance, partition = p, "nats: renewing the lease: {e}");
+                }
+            }
+        }
+        cl.leases
+            .put(member_key(self.me()), Bytes::new())
+            .await
+            .map_err(|e| format!("announcing this instance: {e}"))?;
+        let mut members = Vec::new();
+        let mut keys = cl
+            .leases
+            .keys()
+            .await
+            .map_err(|e| format!("listing members: {e}"))?;
+        while let Some(k) = keys.next().await {
+            if let Some(name) = k.ok().as_deref().and_then(|k| k.strip_prefix("member.")) {
+                members.push(name.to_owned());
+            }
+        }
+        members.sort();
+        if !members.iter().any(|m| m == self.me()) {
+            members.push(self.me().to_owned());
+            members.sort();
+        }
+        for p in 0..self.shared.config.partitions {
+            let preferred = &members[p as usize % members.len()];
+            let mine = preferred == self.me();
+            if self.held.contains_key(&p) {
+                if !mine {
+                    // Its preferred owner is up: hand it over, with a final checkpoint.
+                    if let Some(held) = self.held.remove(&p) {
+                        self.release(p, held).await;
+                    }
+                }
+                continue;
+            }
+            let free = match cl.leases.entry(lease_key(p)).await {
+                Ok(None) => true,
+                Ok(Some(e)) => e.operation != kv::Operation::Put,
+                Err(e) => return Err(format!("reading partition {p}'s lease: {e}")),
+            };
+            if !free {
+                self.free_ticks[p as usize] = 0;
+                continue;
+            }
+            self.free_ticks[p as usize] += 1;
+            // The preferred owner takes a free partition at once; anyone else waits two rounds
+            // for it (it may not have seen the partition free yet), so nothing stays unowned.
+            if mine || self.free_ticks[p as usize] > 2 {
+                match self.take(p).await {
+                    Ok(()) => self.free_ticks[p as usize] = 0,
+                    Err(e) => {
+                        tracing::warn!(instance = %self.me(), partition = p, "nats: cannot take the partition: {e}")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Leases partition `p`, loads its checkpoint, fences any former owner and starts its
+    /// worker.
+    async fn take(&mut self, p: u32) -> Result<(), String> {
+        let cl = Arc::clone(&self.cluster);
+        let lease = match cl
+            .leases
+            .create(lease_key(p), Bytes::from(self.me().to_owned()))
+            .await
+        {
+            Ok(rev) => rev,
+            // Someone was quicker: not an error.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(format!("lease: {e}")),
+        };
+        let key = checkpoint_key(p);
+        let (seq, mirror, bytes, revision) = match cl
+            .checkpoints
+            .entry(key.clone())
+            .await
+            .map_err(|e| format!("reading its checkpoint: {e}"))?
+        {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let (seq, mirror) = checkpoint::decode(&e.value).map_err(|why| {
+                    format!(
+                        "its checkpoint ({key} in {}-checkpoints) is unreadable: {why}",
+                        self.shared.config.bucket
+                    )
+                })?;
+                (seq, mirror, e.value, Some(e.revision))
+            }
+            _ => {
+                let mirror = Mirror::default();
+                let bytes = Bytes::from(checkpoint::encode(0, &mirror));
+                (0, mirror, bytes, None)
+            }
+        };
+        // Rewriting the checkpoint gives it a revision no former owner knows: from here on, a
+        // checkpoint a former owner tries to write is refused.
+        let fenced = match revision {
+            Some(rev) => cl
+                .checkpoints
+                .update(&key, bytes, rev)
+                .await
+                .map_err(|e| e.to_string()),
+            None => cl
+                .checkpoints
+                .create(&key, bytes)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let revision = match fenced {
+            Ok(rev) => rev,
+            Err(e) => {
+                let _ = cl
+                    .leases
+                    .delete_expect_revision(lease_key(p), Some(lease))
+                    .await;
+                return Err(format!("fencing its checkpoint: {e}"));
+            }
+        };
+        mirror.restore_into(self.shared.judge.runtime());
+        tracing::info!(instance = %self.me(), partition = p, from_sequence = seq + 1, entries = mirror.len(), "nats: partition taken");
+        let mirror = Arc::new(Mutex::new(mirror));
+        let (stop, stopped) = watch::channel(false);
+        let worker = tokio::spawn(partition(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.cluster),
+            p,
+            seq,
+            revision,
+            Arc::clone(&mirror),
+            stopped,
+        ));
+        self.held.insert(
+            p,
+            Held {
+                lease,
+                stop,
+                worker,
+                mirror,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops `p`'s worker (it writes its last checkpoint), then gives up the lease.
+    async fn release(&mut self, p: u32, held: Held) {
+        let _ = held.stop.send(true);
+        let lease = held.lease;
+        let mirror = Arc::clone(&held.mirror);
+        let ended = match held.worker.await {
+            Ok(e) => e,
+            Err(e) => Ended::Failed(format!("worker: {e}")),
+        };
+        if !matches!(ended, Ended::Fenced) {
+            let _ = self
+                .cluster
+                .leases
+                .delete_expect_revision(lease_key(p), Some(lease))
+                .await;
+        }
+        lock(&mirror).forget_in(self.shared.judge.runtime());
+        tracing::info!(instance = %self.me(), partition = p, ?ended, "nats: partition handed back");
+    }
+
+    /// A worker ended on its own: a fenced one's partition is gone; a failed one's lease is
+    /// given up, so the partition restarts from its last checkpoint (here or elsewhere).
+    async fn ended(&mut self, p: u32, held: Held) {
+        let ended = match held.worker.await {
+            Ok(e) => e,
+            Err(e) => Ended::Failed(format!("worker: {e}")),
+        };
+        lock(&held.mirror).forget_in(self.shared.judge.runtime());
+        match ended {
+            Ended::Fenced => {
+                tracing::warn!(instance = %self.me(), partition = p, "nats: another instance took the partition over (its checkpoint was rewritten)");
+            }
+            Ended::Failed(why) => {
+                tracing::warn!(instance = %self.me(), partition = p, "nats: partition stopped: {why}; it restarts from its last checkpoint");
+                let _ = self
+                    .cluster
+                    .leases
+                    .delete_expect_revision(lease_key(p), Some(held.lease))
+                    .await;
+            }
+            Ended::Stopped => {}
+        }
+    }
+
+    /// Hands every partition back with a final checkpoint, and leaves the members.
+    async fn leave(&mut self) {
+        let held: Vec<(u32, Held)> = self.held.drain().collect();
+        for (p, h) in held {
+            self.release(p, h).await;
+        }
+        let _ = self.cluster.leases.delete(member_key(self.me())).await;
+    }
+}
+
+/// NATS's MQTT listener turns topic levels into subject tokens (`/` → `.`) and a `.` inside a
+/// level into `//`: this turns a partitioned subject's tail back into the device's topic.
+fn topic_of(subject_tail: &str) -> String {
+    subject_tail
+        .replace("//", "\u{0}")
+        .replace('.', "/")
+        .replace('\u{0}', ".")
+}
+
+/// The other way: a twin topic as the subject NATS's MQTT subscribers see it under.
+fn subject_of(topic: &str) -> String {
+    let mut subject = String::with_capacity(topic.len() + 4);
+    for c in topic.chars() {
+        match c {
+            '/' => subject.push('.'),
+            '.' => subject.push_str("//"),
+            c => subject.push(c),
+        }
+    }
+    subject
+}
+
+/// Reads partition `p` from just after `seq`, judges its messages in order and checkpoints.
+async fn partition(
+    shared: Arc<Shared>,
+    cluster: Arc<Cluster>,
+    p: u32,
+    seq: u64,
+    revision: u64,
+    mirror: Arc<Mutex<Mirror>>,
+    mut stop: watch::Receiver<bool>,
+) -> Ended {
+    let c = &shared.config;
+    let mut done = Progress {
+        seq,
+        revision,
+        pending: Vec::new(),
+        uncovered: 0,
+    };
+    let consumer = cluster
+        .stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.{p}.>", c.prefix),
+            deliver_policy: if seq == 0 {
+                jetstream::consumer::DeliverPolicy::All
+            } else {
+                jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: seq + 1,
+                }
+            },
+            ..Default::default()
+        })
+        .await;
+    let mut messages = match consumer {
+        Ok(consumer) => match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => return Ended::Failed(format!("reading the stream: {e}")),
+        },
+        Err(e) => return Ended::Failed(format!("creating its consumer: {e}")),
+    };
+    let strip = format!("{}.{p}.", c.prefix);
+    let mut budgets = Budgets::new(&c.device_budget);
+    // Budgets run on stream time, so a replay of the partition sheds what the first pass did.
+    let origin = Instant::now();
+    let mut origin_ms: Option<u64> = None;
+    let every = Duration::from_millis(c.checkpoint_ms);
+    let mut deadline = tokio::time::Instant::now() + every;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.changed() => None,
+            () = tokio::time::sleep_until(deadline), if done.uncovered > 0 => Some(None),
+            m = messages.next() => Some(Some(m)),
+        };
+        let next = match next {
+            // Stopping: what was judged is checkpointed, so the next owner starts after it.
+            None if done.uncovered == 0 => return Ended::Stopped,
+            None => match done.commit(&cluster, &shared, p, &mirror).await {
+                Ok(()) => return Ended::Stopped,
+                Err(e) => return e,
+            },
+            // The oldest message not covered has waited `checkpoint-ms`.
+            Some(None) => match done.commit(&cluster, &shared, p, &mirror).await {
+                Ok(()) => continue,
+                Err(e) => return e,
+            },
+            Some(Some(next)) => next,
+        };
+        let message = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Ended::Failed(format!("reading the stream: {e}")),
+            None => return Ended::Failed("the stream's consumer ended".into()),
+        };
+        let Ok(info) = message.info() else {
+            return Ended::Failed("a message without JetStream metadata".into());
+        };
+        let at = info.stream_sequence;
+        let received_ms =
+            u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        shared.stats.received.fetch_add(1, Ordering::Relaxed);
+        let tail = message
+            .subject
+            .as_str()
+            .strip_prefix(&strip)
+            .unwrap_or(message.subject.as_str());
+        let topic = topic_of(tail);
+        let route = gateway::place(&shared.inputs, &topic, |_| None);
+        let shed = match (budgets.as_mut(), &route) {
+            (Some(b), Ok(r)) => {
+                let base = *origin_ms.get_or_insert(received_ms);
+                let now = origin + Duration::from_millis(received_ms.saturating_sub(base));
+                match b.take(&r.device, now) {
+                    budget::Verdict::Shed { first } => {
+                        shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+                        if first {
+                            tracing::warn!(partition = p, device = %budget::shown(&r.device), "{}", c.device_budget.alert(&r.device, "[nats.device-budget]").detail);
+                        }
+                        true
+                    }
+                    budget::Verdict::Resumed { shed } => {
+                        tracing::info!(partition = p, device = %budget::shown(&r.device), "device back within its budget; {shed} of its messages were shed");
+                        false
+                    }
+                    budget::Verdict::Pass => false,
+                }
+            }
+            _ => false,
+        };
+        if !shed {
+            match judge_one(
+                &shared,
+                &cluster,
+                &mirror,
+                message.payload.clone(),
+                topic,
+                route,
+                received_ms,
+                at,
+            )
+            .await
+            {
+                Ok(Some(ack)) => done.pending.push(ack),
+                Ok(None) => {}
+                Err(why) => return Ended::Failed(why),
+            }
+        }
+        done.seq = at;
+        if done.uncovered == 0 {
+            deadline = tokio::time::Instant::now() + every;
+        }
+        done.uncovered += 1;
+        if done.uncovered >= c.checkpoint_messages {
+            if let Err(e) = done.commit(&cluster, &shared, p, &mirror).await {
+                return e;
+            }
+        }
+    }
+}
+
+/// Judges one message and forwards it when it passes; a JetStream forward's acknowledgement
+/// is returned, to be awaited before the checkpoint that covers the message.
+#[allow(clippy::too_many_arguments)]
+async fn judge_one(
+    shared: &Arc<Shared>,
+    cluster: &Cluster,
+    mirror: &Arc<Mutex<Mirror>>,
+    payload: Bytes,
+    topic: String,
+    route: Result<gateway::Route, String>,
+    received_ms: u64,
+    at: u64,
+) -> Result<Option<jetstream::context::PublishAckFuture>, String> {
+    let c = &shared.config;
+    let (message, reason, destination) = if payload.len() > c.max_message_bytes {
+        let (m, reason) = gateway::oversized(c.max_message_bytes, &payload, topic, &route);
+        (m, Some(reason), None)
+    } else {
+        match route {
+            Ok(r) => (
+                Message::new(r.device, topic, r.content_type, payload.to_vec()),
+                None,
+                Some(r.destination),
+            ),
+            Err(why) => (
+                Message::new("", topic, ContentType::Binary, payload.to_vec()),
+                Some(why),
+                None,
+            ),
+        }
+    };
+    let mut message = message;
+    // What policies see of time is the stream's: a replay after a takeover judges the same.
+    message.received_at_ms = received_ms;
+    let (s, m) = (Arc::clone(shared), Arc::clone(mirror));
+    let dest = destination.clone();
+    let judgement = tokio::task::spawn_blocking(move || {
+        checkpoint::judged_into(&m, || match reason {
+            None => s.judge.judge(&message, dest.as_deref()),
+            Some(reason) => s.judge.hold(&message, reason, dest.as_deref()),
+        })
+    })
+    .await
+    .map_err(|e| format!("judging: {e}"))?;
+    if let Stored::Failed(e) = &judgement.stored {
+        shared.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        return Err(format!("quarantine store: {e}"));
+    }
+    if matches!(judgement.stored, Stored::Record(_)) {
+        shared.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+    }
+    shared
+        .stats
+        .alerts
+        .fetch_add(judgement.events.len() as u64, Ordering::Relaxed);
+    if let Some(subject) = &c.alerts_subject {
+        for event in &judgement.events {
+            // Best effort, as the MQTT gateway's alerts topic: the sinks have the event.
+            let _ = cluster
+                .client
+                .publish(subject.clone(), Bytes::from(event.to_json_bytes()))
+                .await;
+        }
+    }
+    let (Some(destination), Some(payload)) = (destination, judgement.forward()) else {
+        return Ok(None);
+    };
+    let subject = subject_of(&destination);
+    let payload = Bytes::copy_from_slice(payload);
+    shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+    match c.forward {
+        Forward::Jetstream => {
+            let mut headers = async_nats::HeaderMap::new();
+            // The twin stream drops a forward it has seen within its duplicate window: the
+            // repeats of an at-least-once replay.
+            headers.insert("Nats-Msg-Id", format!("{}:{at}", c.stream).as_str());
+            headers.insert("Twinguard-Sequence", at.to_string().as_str());
+            cluster
+                .js
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map(Some)
+                .map_err(|e| format!("forwarding to {destination:?}: {e}"))
+        }
+        Forward::Core => cluster
+            .client
+            .publish(subject, payload)
+            .await
+            .map(|()| None)
+            .map_err(|e| format!("forwarding to {destination:?}: {e}")),
+    }
+}
+
+/// What a partition's worker has judged and not yet checkpointed.
+struct Progress {
+    /// The stream sequence of the last message judged.
+    seq: u64,
+    /// The checkpoint's revision, as this worker last wrote (or fenced) it.
+    revision: u64,
+    /// Forwards whose stream acknowledgement is still to come.
+    pending: Vec<jetstream::context::PublishAckFuture>,
+    /// Messages judged since the last checkpoint.
+    uncovered: usize,
+}
+
+impl Progress {
+    /// Makes what the partition judged up to `seq` durable: every forward acknowledged (or
+    /// flushed), then the state and `seq` written over the checkpoint at `revision`.
+    async fn commit(
+        &mut self,
+        cluster: &Cluster,
+        shared: &Shared,
+        p: u32,
+        mirror: &Mutex<Mirror>,
+    ) -> Result<(), Ended> {
+        for ack in self.pending.drain(..) {
+            ack.await
+                .map_err(|e| Ended::Failed(format!("a forward was not acknowledged: {e}")))?;
+        }
+        if shared.config.forward == Forward::Core {
+            cluster
+                .client
+                .flush()
+                .await
+                .map_err(|e| Ended::Failed(format!("flushing forwards: {e}")))?;
+        }
+        let bytes = Bytes::from(checkpoint::encode(self.seq, &lock(mirror)));
+        match cluster
+            .checkpoints
+            .update(checkpoint_key(p), bytes, self.revision)
+            .await
+        {
+            Ok(rev) => {
+                self.revision = rev;
+                self.uncovered = 0;
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(Ended::Fenced),
+            Err(e) => Err(Ended::Failed(format!("writing its checkpoint: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_subjects_map_as_natss_mqtt_listener_maps_them() {
+        assert_eq!(
+            topic_of("plant.press-7.telemetry"),
+            "plant/press-7/telemetry"
+        );
+        assert_eq!(topic_of("plant.v1//2.telemetry"), "plant/v1.2/telemetry");
+        assert_eq!(subject_of("twin/v1.2/telemetry"), "twin.v1//2.telemetry");
+        assert_eq!(topic_of(&subject_of("a/b.c/d")), "a/b.c/d");
+    }
+}
