@@ -265,6 +265,57 @@ impl Telemetry {
             .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
     }
 
+    /// Observes a NATS front end's partitions (`twinguard_nats_*`, see `docs/metrics.md`)
+    /// under its instance name; its messages are observed with
+    /// [`observe_gateway`](Self::observe_gateway).
+    #[cfg(feature = "nats")]
+    pub fn observe_nats(&self, name: &str, stats: Arc<crate::nats::NatsStats>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let meter = self.meter();
+        let instance = opentelemetry::KeyValue::new("twinguard.instance", name.to_owned());
+        let (s, i) = (stats.clone(), instance.clone());
+        meter
+            .u64_observable_gauge("twinguard.nats.partitions")
+            .with_unit("{partition}")
+            .with_description("Partitions of the NATS stream this instance owns now")
+            .with_callback(move |o| o.observe(s.owned.load(Relaxed), std::slice::from_ref(&i)))
+            .build();
+        let (s, i) = (stats.clone(), instance.clone());
+        meter
+            .u64_observable_counter("twinguard.nats.checkpoints")
+            .with_unit("{checkpoint}")
+            .with_description("Partition checkpoints written to the cluster")
+            .with_callback(move |o| {
+                o.observe(s.checkpoints.load(Relaxed), std::slice::from_ref(&i))
+            })
+            .build();
+        meter
+            .u64_observable_counter("twinguard.nats.partition_events")
+            .with_unit("{event}")
+            .with_description(
+                "What happened to partitions: taken, handed_back (to their preferred owner), \
+                 fenced (lost without a hand-over), restarted (from the last checkpoint after a \
+                 failure)",
+            )
+            .with_callback(move |o| {
+                for (event, n) in [
+                    ("taken", &stats.taken),
+                    ("handed_back", &stats.handed_back),
+                    ("fenced", &stats.fenced),
+                    ("restarted", &stats.restarted),
+                ] {
+                    o.observe(
+                        n.load(Relaxed),
+                        &[
+                            instance.clone(),
+                            opentelemetry::KeyValue::new("twinguard.event", event),
+                        ],
+                    );
+                }
+            })
+            .build();
+    }
+
     /// Reports a gateway's counters and connection, read at each scrape.
     #[cfg(feature = "gateway")]
     pub fn observe_gateway(&self, name: &str, stats: Arc<crate::gateway::GatewayStats>) {

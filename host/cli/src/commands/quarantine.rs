@@ -129,9 +129,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
     let config = twinguard::FileConfig::from_file(&args.config)?;
     let gateways = config.gateways.clone();
-    if gateways.is_empty() {
+    // Records `serve` kept from a NATS cluster go back there: the last target.
+    let nats = config.nats.clone();
+    let targets = gateways.len() + usize::from(nats.is_some());
+    if targets == 0 {
         anyhow::bail!(
-            "{}: no [gateway] table: nowhere to publish",
+            "{}: no [gateway] or [nats] table: nowhere to publish",
             args.config.display()
         );
     }
@@ -144,16 +147,34 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
         // Judged with the devices' current state, read from the file `serve` keeps (read
         // only: what replays teach the policies is not written back beside a running serve).
         let state = twinguard::state::StateConfig::file(config.state.as_ref(), &quarantine.path);
-        if let Some(path) = state.filter(|p| p.exists()) {
-            twinguard::state::restore_from(&path, &runtime)?;
+        match &nats {
+            // Scaled out, the state is the partitions' checkpoints in the cluster.
+            Some(n) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                rt.block_on(twinguard::nats::restore_checkpoints(
+                    n,
+                    &runtime,
+                    std::time::Duration::from_secs(30),
+                ))
+                .context("the partitions' checkpoints")?;
+            }
+            None => {
+                if let Some(path) = state.filter(|p| p.exists()) {
+                    twinguard::state::restore_from(&path, &runtime)?;
+                }
+            }
         }
         Some(runtime)
     } else {
         None
     };
-    // Per gateway (index into `gateways`): what to publish there, and the marks it earns.
-    let mut publish: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); gateways.len()];
-    let mut marks: Vec<Vec<(u64, Status, String)>> = vec![Vec::new(); gateways.len()];
+    // Per target (index into `gateways`, then `nats`): what to publish there, and the marks
+    // it earns.
+    let mut publish: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); targets];
+    let mut marks: Vec<Vec<(u64, Status, String)>> = vec![Vec::new(); targets];
     let mut refused = 0;
     for &id in &args.ids {
         let Some(r) = store.get(id)? else {
@@ -171,16 +192,23 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
             refused += 1;
             continue;
         };
-        // Back to the broker it came from.
-        let gw = match (&r.source, gateways.len()) {
-            (Some(source), _) => gateways.iter().position(|g| g.name() == source),
+        // Back to the broker (or cluster) it came from.
+        let gw = match (&r.source, targets) {
+            (Some(source), _) => gateways
+                .iter()
+                .position(|g| g.name() == source)
+                .or_else(|| {
+                    nats.as_ref()
+                        .filter(|n| n.instance == *source)
+                        .map(|_| gateways.len())
+                }),
             (None, 1) => Some(0),
             (None, _) => None,
         };
         let Some(gw) = gw else {
             match &r.source {
                 Some(source) => errln!(
-                    "#{id}: came from gateway {source:?}, which {} does not configure",
+                    "#{id}: came from gateway (or NATS instance) {source:?}, which {} does not configure",
                     args.config.display()
                 ),
                 None => errln!(
@@ -237,18 +265,28 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let mut failed = None;
-    for ((gateway, publish), marks) in gateways.iter().zip(publish).zip(marks) {
+    let mut failed: Option<anyhow::Error> = None;
+    for (target, (publish, marks)) in publish.into_iter().zip(marks).enumerate() {
         if publish.is_empty() {
             continue;
         }
+        let within = std::time::Duration::from_secs(30);
         // A broker that fails leaves its records held; the others' are marked.
-        if let Err(e) = rt.block_on(twinguard::gateway::publish_all(
-            gateway,
-            publish,
-            std::time::Duration::from_secs(30),
-        )) {
-            errln!("gateway {:?}: {e}", gateway.name());
+        let (name, sent) = match (gateways.get(target), &nats) {
+            (Some(gateway), _) => (
+                format!("gateway {:?}", gateway.name()),
+                rt.block_on(twinguard::gateway::publish_all(gateway, publish, within))
+                    .map_err(anyhow::Error::from),
+            ),
+            (None, Some(n)) => (
+                format!("nats {:?}", n.instance),
+                rt.block_on(twinguard::nats::publish_all(n, publish, within))
+                    .map_err(anyhow::Error::from),
+            ),
+            (None, None) => continue,
+        };
+        if let Err(e) = sent {
+            errln!("{name}: {e:#}");
             failed.get_or_insert(e);
             continue;
         }
@@ -262,7 +300,7 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
         }
     }
     if let Some(e) = failed {
-        return Err(e.into());
+        return Err(e);
     }
     Ok(if refused > 0 {
         ExitCode::from(2)

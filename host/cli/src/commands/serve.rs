@@ -135,6 +135,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         if let Some(n) = &nats {
             t.observe_gateway(n.name(), n.stats());
+            t.observe_nats(n.name(), n.partition_stats());
         }
         t.observe_store(services.store.clone());
         t.observe_alerts(services.alerts.clone());

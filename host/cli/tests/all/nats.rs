@@ -17,7 +17,7 @@ use twinguard::{ContentType, FileConfig, Message, Runtime};
 use twinguard_fixtures as fixtures;
 use twinguard_fixtures::nats::NatsCluster;
 
-use super::gateway::{setup, Peer, Serve};
+use super::gateway::{quarantine_cmd, setup, Peer, Serve};
 
 const PARTITIONS: u32 = 6;
 const DEVICES: usize = 12;
@@ -52,7 +52,7 @@ chain = ["replay", "range"]
     )
 }
 
-fn write_config(dir: &Path, urls: &[String], instance: &str) -> PathBuf {
+fn write_config(dir: &Path, urls: &[String], instance: &str, metrics: u16) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let servers = urls
         .iter()
@@ -77,6 +77,9 @@ output = "twin/{{device}}/telemetry"
 
 [quarantine]
 path = "quarantine.db"
+
+[telemetry]
+listen = "127.0.0.1:{metrics}"
 "#,
         policies = policies(),
     );
@@ -214,10 +217,11 @@ fn three_instances_share_a_three_node_cluster_through_node_and_instance_kills_de
     });
 
     let dirs: Vec<PathBuf> = (0..3).map(|i| s.dir.join(format!("tg-{i}"))).collect();
+    let metrics: Vec<u16> = (0..3).map(|_| fixtures::broker::free_port()).collect();
     let configs: Vec<PathBuf> = dirs
         .iter()
         .enumerate()
-        .map(|(i, d)| write_config(d, &urls, &format!("tg-{i}")))
+        .map(|(i, d)| write_config(d, &urls, &format!("tg-{i}"), metrics[i]))
         .collect();
     let mut serves: Vec<Serve> = configs.iter().map(|c| Serve::start(c)).collect();
     for serve in &serves {
@@ -417,6 +421,87 @@ fn three_instances_share_a_three_node_cluster_through_node_and_instance_kills_de
             );
         }
     }
+    // A held message goes back to the cluster it came from on `quarantine release`.
+    let (dir, record) = dirs
+        .iter()
+        .find_map(|d| {
+            let q = QuarantineStore::open_existing(d.join("quarantine.db")).ok()?;
+            let r = q.list(&Query::default()).ok()?.into_iter().next()?;
+            Some((d, r))
+        })
+        .expect("some instance holds a message");
+    let out = quarantine_cmd(
+        &["release", &record.id.to_string()],
+        &dir.join("serve.toml"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let released = id_of(&record.payload);
+    let twins = rt.block_on(read_all(&js, "TWINS"));
+    assert!(
+        twins
+            .iter()
+            .any(|(_, m, source)| source.is_none() && id_of(&m.payload) == released),
+        "released #{} (id {released}) is not on the twins' stream",
+        record.id
+    );
+
+    // `quarantine replay` judges with the devices' current state, read from the partitions'
+    // checkpoints: a frozen sensor's reading is still held, by replay-guard (its sequence is
+    // behind the device's last) or range-guard (the value is still stuck). Without that state
+    // it would be the device's first reading, and pass both.
+    let (dir, stuck) = dirs
+        .iter()
+        .find_map(|d| {
+            let q = QuarantineStore::open_existing(d.join("quarantine.db")).ok()?;
+            let r = q.list(&Query::default()).ok()?.into_iter().find(|r| {
+                r.reason.contains("stuck") && r.status == twinguard::store::Status::Held
+            })?;
+            Some((d, r))
+        })
+        .expect("a frozen sensor's reading is held");
+    let out = quarantine_cmd(&["replay", &stuck.id.to_string()], &dir.join("serve.toml"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("still quarantined by"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Each instance's partitions, as Prometheus scrapes them: settled, every partition is
+    // owned once.
+    let scrape = || {
+        metrics.iter().fold((0.0, 0.0), |(o, c), port| {
+            let (status, text) =
+                fixtures::prometheus::http_get(&format!("127.0.0.1:{port}"), "/metrics").unwrap();
+            assert_eq!(status, 200, "{text}");
+            let value = |name: &str| -> f64 {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            };
+            (
+                o + value("twinguard_nats_partitions{"),
+                c + value("twinguard_nats_checkpoints_total{"),
+            )
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let (owned, checkpoints) = loop {
+        let (owned, checkpoints) = scrape();
+        if owned == f64::from(PARTITIONS) || Instant::now() > end {
+            break (owned, checkpoints);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(owned, f64::from(PARTITIONS), "every partition owned once");
+    assert!(checkpoints > 0.0);
+
     let takeovers = logs()
         .lines()
         .filter(|l| l.contains("partition taken") && !l.contains("from_sequence=1 "))

@@ -34,7 +34,7 @@ pub use checkpoint::PartitionJournal;
 pub use config::{Forward, NatsConfig, NatsTls};
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,27 @@ struct Shared {
     config: NatsConfig,
     inputs: Vec<Input>,
     stats: Arc<GatewayStats>,
-    owned: std::sync::atomic::AtomicU64,
+    partitions: Arc<NatsStats>,
+}
+
+/// What happened to this instance's partitions (exported as `twinguard_nats_*`, see
+/// `docs/metrics.md`).
+#[derive(Debug, Default)]
+pub struct NatsStats {
+    /// Partitions owned now.
+    pub owned: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// Partitions taken (at start, on a join's hand-over, or after another instance died).
+    pub taken: AtomicU64,
+    /// Partitions handed over to their preferred owner, with a last checkpoint.
+    pub handed_back: AtomicU64,
+    /// Partitions lost to another instance without a hand-over (lease expired, checkpoint
+    /// rewritten): this instance was cut off or too slow to renew.
+    pub fenced: AtomicU64,
+    /// Partitions restarted from their last checkpoint after a forward, store write or
+    /// stream read failed.
+    pub restarted: AtomicU64,
 }
 
 impl NatsFront {
@@ -95,7 +115,7 @@ impl NatsFront {
                 config,
                 inputs,
                 stats: Arc::new(GatewayStats::default()),
-                owned: std::sync::atomic::AtomicU64::new(0),
+                partitions: Arc::new(NatsStats::default()),
             }),
         })
     }
@@ -120,7 +140,12 @@ impl NatsFront {
 
     /// Partitions this instance owns now.
     pub fn partitions_owned(&self) -> u64 {
-        self.shared.owned.load(Ordering::Relaxed)
+        self.shared.partitions.owned.load(Ordering::Relaxed)
+    }
+
+    /// What happened to this instance's partitions.
+    pub fn partition_stats(&self) -> Arc<NatsStats> {
+        Arc::clone(&self.shared.partitions)
     }
 
     /// Connects, sets up the stream and buckets, and shares the partitions with the other
@@ -163,6 +188,7 @@ impl NatsFront {
                 tracing::warn!(instance = %c.instance, "nats: {e}; retrying in {tick:?}");
             }
             self.shared
+                .partitions
                 .owned
                 .store(coordinator.held.len() as u64, Ordering::Relaxed);
             tokio::select! {
@@ -171,10 +197,96 @@ impl NatsFront {
             }
         }
         coordinator.leave().await;
-        self.shared.owned.store(0, Ordering::Relaxed);
+        self.shared.partitions.owned.store(0, Ordering::Relaxed);
         self.shared.stats.connected.store(false, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Publishes `messages` (twin topic, payload) to their subjects on the cluster `config`
+/// names, as the front end forwards (`forward`: acknowledged by the stream, or flushed);
+/// `quarantine release` and `replay` use it for records an instance kept. Fails on the first
+/// publish not confirmed within `within`, naming it.
+///
+/// ```no_run
+/// # async fn f(config: &twinguard::nats::NatsConfig) -> Result<(), twinguard::nats::NatsError> {
+/// let held = vec![("twin/press-7/telemetry".to_owned(), br#"{"t":21.5}"#.to_vec())];
+/// twinguard::nats::publish_all(config, held, std::time::Duration::from_secs(30)).await?;
+/// # Ok(()) }
+/// ```
+pub async fn publish_all(
+    config: &NatsConfig,
+    messages: Vec<(String, Vec<u8>)>,
+    within: Duration,
+) -> Result<(), NatsError> {
+    let timed_out = || NatsError::Cluster(format!("no answer within {within:?}"));
+    let client = tokio::time::timeout(within, connect(config))
+        .await
+        .map_err(|_| timed_out())??;
+    let js = jetstream::new(client.clone());
+    for (topic, payload) in messages {
+        let subject = subject_of(&topic);
+        let sent = async {
+            match config.forward {
+                Forward::Jetstream => js
+                    .publish(subject, payload.into())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Forward::Core => client
+                    .publish(subject, payload.into())
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        tokio::time::timeout(within, sent)
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| NatsError::Cluster(format!("publishing to {topic:?}: {e}")))?;
+    }
+    tokio::time::timeout(within, client.flush())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| NatsError::Cluster(format!("flushing: {e}")))
+}
+
+/// Loads every partition's last checkpoint from the cluster into `runtime`: each device's
+/// current state, as its partition's owner last committed it (`quarantine replay` judges
+/// with it). Returns the entries restored.
+pub async fn restore_checkpoints(
+    config: &NatsConfig,
+    runtime: &Runtime,
+    within: Duration,
+) -> Result<usize, NatsError> {
+    let load = async {
+        let client = connect(config).await?;
+        let js = jetstream::new(client);
+        let name = format!("{}-checkpoints", config.bucket);
+        let bucket = js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| NatsError::Cluster(format!("KV bucket {name:?}: {e}")))?;
+        let mut entries = 0;
+        for p in 0..config.partitions {
+            let key = checkpoint_key(p);
+            let value = bucket
+                .get(&key)
+                .await
+                .map_err(|e| NatsError::Cluster(format!("{key} in {name:?}: {e}")))?;
+            if let Some(value) = value {
+                let (_, mirror) = checkpoint::decode(&value)
+                    .map_err(|e| NatsError::Cluster(format!("{key} in {name:?}: {e}")))?;
+                mirror.restore_into(runtime);
+                entries += mirror.len();
+            }
+        }
+        Ok(entries)
+    };
+    tokio::time::timeout(within, load)
+        .await
+        .map_err(|_| NatsError::Cluster(format!("no answer within {within:?}")))?
 }
 
 async fn set_up(c: &NatsConfig) -> Result<Cluster, NatsError> {
@@ -340,6 +452,16 @@ struct Coordinator {
     free_ticks: Vec<u32>,
 }
 
+impl Drop for Coordinator {
+    /// A coordinator dropped without [`leave`](Self::leave) (its task aborted) takes its
+    /// workers with it, as a killed process would: their leases expire and others take over.
+    fn drop(&mut self) {
+        for held in self.held.values() {
+            held.worker.abort();
+        }
+    }
+}
+
 fn lease_key(p: u32) -> String {
     format!("owner.{p}")
 }
@@ -382,6 +504,10 @@ impl Coordinator {
                 Ok(rev) => h.lease = rev,
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(instance = %self.shared.config.instance, partition = p, "nats: lease lost (another instance holds it): stopping the partition without a checkpoint");
+                    self.shared
+                        .partitions
+                        .fenced
+                        .fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = self.held.remove(&p) {
                         h.worker.abort();
                         lock(&h.mirror).forget_in(self.shared.judge.runtime());
@@ -509,6 +635,7 @@ impl Coordinator {
             }
         };
         mirror.restore_into(self.shared.judge.runtime());
+        self.shared.partitions.taken.fetch_add(1, Ordering::Relaxed);
         tracing::info!(instance = %self.me(), partition = p, from_sequence = seq + 1, entries = mirror.len(), "nats: partition taken");
         let mirror = Arc::new(Mutex::new(mirror));
         let (stop, stopped) = watch::channel(false);
@@ -550,6 +677,10 @@ impl Coordinator {
                 .await;
         }
         lock(&mirror).forget_in(self.shared.judge.runtime());
+        self.shared
+            .partitions
+            .handed_back
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(instance = %self.me(), partition = p, ?ended, "nats: partition handed back");
     }
 
@@ -563,9 +694,17 @@ impl Coordinator {
         lock(&held.mirror).forget_in(self.shared.judge.runtime());
         match ended {
             Ended::Fenced => {
+                self.shared
+                    .partitions
+                    .fenced
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(instance = %self.me(), partition = p, "nats: another instance took the partition over (its checkpoint was rewritten)");
             }
             Ended::Failed(why) => {
+                self.shared
+                    .partitions
+                    .restarted
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(instance = %self.me(), partition = p, "nats: partition stopped: {why}; it restarts from its last checkpoint");
                 let _ = self
                     .cluster
@@ -881,6 +1020,10 @@ impl Progress {
             Ok(rev) => {
                 self.revision = rev;
                 self.uncovered = 0;
+                shared
+                    .partitions
+                    .checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(Ended::Fenced),
