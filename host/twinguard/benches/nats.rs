@@ -11,7 +11,8 @@
 //!   partition is taken, with `lease-ms = 3000`.
 //!
 //! On a 2-core machine the instances, the three servers and the publisher share the cores:
-//! the ratios between runs of the same process matter, not the absolute rates.
+//! the ratios between runs of the same process matter, not the absolute rates. Each round
+//! first times the publisher alone (no instance), the ceiling of every rate after it.
 //!
 //! Run: `cargo bench -p twinguard --bench nats` (`BENCH_MESSAGES` overrides the count).
 
@@ -133,16 +134,30 @@ async fn reset(js: &async_nats::jetstream::Context) {
     }
     let end = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = js
+        let mut r = js
             .get_or_create_stream(async_nats::jetstream::stream::Config {
                 name: "TWINS".into(),
                 subjects: vec!["twin.>".into()],
                 num_replicas: 3,
                 ..Default::default()
             })
-            .await;
+            .await
+            .map(drop);
+        if r.is_ok() {
+            // As `serve` creates it, so the publisher can run alone.
+            r = js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "TWINGUARD_DEVICES".into(),
+                    subjects: vec!["part.*.>".into()],
+                    num_replicas: 3,
+                    max_age: Duration::from_secs(86_400),
+                    ..Default::default()
+                })
+                .await
+                .map(drop);
+        }
         match r {
-            Ok(_) => return,
+            Ok(()) => return,
             Err(e) if Instant::now() < end => {
                 eprintln!("twins stream: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -225,6 +240,20 @@ async fn throughput(
     }
     let elapsed = started.elapsed();
     publisher.await.unwrap();
+    let events = |f: fn(&twinguard::nats::NatsStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+        instances
+            .iter()
+            .map(|i| f(&i.front.partition_stats()).load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    println!(
+        "    (partitions during the run: {} taken, {} handed back, {} fenced, {} restarted; {} checkpoints)",
+        events(|s| &s.taken),
+        events(|s| &s.handed_back),
+        events(|s| &s.fenced),
+        events(|s| &s.restarted),
+        events(|s| &s.checkpoints),
+    );
     for i in &instances {
         let _ = i.stop.send(true);
     }
@@ -282,6 +311,14 @@ fn main() {
         println!("{n} messages, {DEVICES} devices, {PARTITIONS} partitions, 3 nodes (R3)");
         let mut base = Vec::new();
         for round in 1..=2 {
+            // The publisher alone, no instance: what bounds every rate below on this machine.
+            reset(&js).await;
+            let started = Instant::now();
+            publish(&js, n, 0).await;
+            println!(
+                "round {round}: publishing alone: {:>8.0} msg/s",
+                n as f64 / started.elapsed().as_secs_f64()
+            );
             for k in 1..=3 {
                 let rate = throughput(tmp.path(), &urls, &js, k, 256, n).await;
                 if k == 1 {

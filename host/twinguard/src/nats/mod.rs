@@ -160,7 +160,7 @@ impl NatsFront {
         // seconds: retried for a minute, then the last reason is the error.
         let started = Instant::now();
         let cluster = loop {
-            match set_up(c).await {
+            match set_up(c, &self.shared.stats).await {
                 Ok(cluster) => break cluster,
                 Err(e) if started.elapsed() < Duration::from_secs(60) => {
                     tracing::warn!(instance = %c.instance, "{e}; retrying");
@@ -220,7 +220,7 @@ pub async fn publish_all(
     within: Duration,
 ) -> Result<(), NatsError> {
     let timed_out = || NatsError::Cluster(format!("no answer within {within:?}"));
-    let client = tokio::time::timeout(within, connect(config))
+    let client = tokio::time::timeout(within, connect(config, None))
         .await
         .map_err(|_| timed_out())??;
     let js = jetstream::new(client.clone());
@@ -261,7 +261,7 @@ pub async fn restore_checkpoints(
     within: Duration,
 ) -> Result<usize, NatsError> {
     let load = async {
-        let client = connect(config).await?;
+        let client = connect(config, None).await?;
         let js = jetstream::new(client);
         let name = format!("{}-checkpoints", config.bucket);
         let bucket = js
@@ -289,8 +289,8 @@ pub async fn restore_checkpoints(
         .map_err(|_| NatsError::Cluster(format!("no answer within {within:?}")))?
 }
 
-async fn set_up(c: &NatsConfig) -> Result<Cluster, NatsError> {
-    let client = connect(c).await?;
+async fn set_up(c: &NatsConfig, stats: &Arc<GatewayStats>) -> Result<Cluster, NatsError> {
+    let client = connect(c, Some(Arc::clone(stats))).await?;
     let js = jetstream::new(client.clone());
     let stream = open_stream(&js, c).await?;
     let leases = bucket(&js, &format!("{}-leases", c.bucket), c.replicas, c.lease()).await?;
@@ -310,14 +310,31 @@ async fn set_up(c: &NatsConfig) -> Result<Cluster, NatsError> {
     })
 }
 
-async fn connect(c: &NatsConfig) -> Result<async_nats::Client, NatsError> {
+/// A client for `c`'s cluster; `stats`, when given, follows the connection (`/readyz`).
+async fn connect(
+    c: &NatsConfig,
+    stats: Option<Arc<GatewayStats>>,
+) -> Result<async_nats::Client, NatsError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("twinguard {}", c.instance))
         // Every request the front end makes has its own deadline below; a cluster that loses
         // a node answers within this.
         .request_timeout(Some(Duration::from_secs(5)))
-        .event_callback(|event| async move {
-            tracing::info!("nats: {event}");
+        .event_callback(move |event| {
+            let stats = stats.clone();
+            async move {
+                match (&event, &stats) {
+                    (async_nats::Event::Connected, Some(s)) => {
+                        s.connected.store(true, Ordering::Relaxed);
+                        s.connections.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (async_nats::Event::Disconnected | async_nats::Event::Closed, Some(s)) => {
+                        s.connected.store(false, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                tracing::info!("nats: {event}");
+            }
         });
     if let (Some(u), Some(p)) = (&c.username, &c.password) {
         options = options.user_and_password(u.clone(), p.clone());
