@@ -441,6 +441,16 @@ struct Cluster {
     checkpoints: kv::Store,
 }
 
+impl Cluster {
+    /// Deletes partition `p`'s lease if it is still at revision `lease` (ours).
+    async fn give_back(&self, p: u32, lease: u64) {
+        let _ = self
+            .leases
+            .delete_expect_revision(lease_key(p), Some(lease))
+            .await;
+    }
+}
+
 /// A partition this instance holds: its lease's revision and its worker.
 struct Held {
     lease: u64,
@@ -606,19 +616,28 @@ impl Coordinator {
             Err(e) => return Err(format!("lease: {e}")),
         };
         let key = checkpoint_key(p);
-        let (seq, mirror, bytes, revision) = match cl
-            .checkpoints
-            .entry(key.clone())
-            .await
-            .map_err(|e| format!("reading its checkpoint: {e}"))?
-        {
+        // Whatever stops the take from here gives the lease back at once, instead of leaving
+        // the partition unjudged until the lease expires.
+        let entry = match cl.checkpoints.entry(key.clone()).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                cl.give_back(p, lease).await;
+                return Err(format!("reading its checkpoint: {e}"));
+            }
+        };
+        let (seq, mirror, bytes, revision) = match entry {
             Some(e) if e.operation == kv::Operation::Put => {
-                let (seq, mirror) = checkpoint::decode(&e.value).map_err(|why| {
-                    format!(
-                        "its checkpoint ({key} in {}-checkpoints) is unreadable: {why}",
-                        self.shared.config.bucket
-                    )
-                })?;
+                let (seq, mirror) = match checkpoint::decode(&e.value) {
+                    Ok(read) => read,
+                    Err(why) => {
+                        cl.give_back(p, lease).await;
+                        return Err(format!(
+                            "its checkpoint ({key} in {}-checkpoints) is unreadable: {why}; \
+                             delete that key to start the partition with no state",
+                            self.shared.config.bucket
+                        ));
+                    }
+                };
                 (seq, mirror, e.value, Some(e.revision))
             }
             _ => {
@@ -644,10 +663,7 @@ impl Coordinator {
         let revision = match fenced {
             Ok(rev) => rev,
             Err(e) => {
-                let _ = cl
-                    .leases
-                    .delete_expect_revision(lease_key(p), Some(lease))
-                    .await;
+                cl.give_back(p, lease).await;
                 return Err(format!("fencing its checkpoint: {e}"));
             }
         };
@@ -687,11 +703,7 @@ impl Coordinator {
             Err(e) => Ended::Failed(format!("worker: {e}")),
         };
         if !matches!(ended, Ended::Fenced) {
-            let _ = self
-                .cluster
-                .leases
-                .delete_expect_revision(lease_key(p), Some(lease))
-                .await;
+            self.cluster.give_back(p, lease).await;
         }
         lock(&mirror).forget_in(self.shared.judge.runtime());
         self.shared
@@ -723,11 +735,7 @@ impl Coordinator {
                     .restarted
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(instance = %self.me(), partition = p, "nats: partition stopped: {why}; it restarts from its last checkpoint");
-                let _ = self
-                    .cluster
-                    .leases
-                    .delete_expect_revision(lease_key(p), Some(held.lease))
-                    .await;
+                self.cluster.give_back(p, held.lease).await;
             }
             Ended::Stopped => {}
         }
