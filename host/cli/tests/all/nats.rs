@@ -23,6 +23,14 @@ const PARTITIONS: u32 = 6;
 const DEVICES: usize = 12;
 const ROUNDS: usize = 48;
 
+/// What every instance reads, and where what passes goes (the subject `twin.<device>.telemetry`).
+const INPUT: &str = r#"
+[[nats.input]]
+filter = "plant/+/telemetry"
+template = "plant/{device}/telemetry"
+output = "twin/{device}/telemetry"
+"#;
+
 /// replay-guard and range-guard: both keep per-device state (the last sequence; the last
 /// accepted value and how often it repeated), so a partition that lost its state on a
 /// takeover would decide otherwise: a frozen sensor's readings after the takeover would pass
@@ -69,12 +77,7 @@ replicas = 3
 lease-ms = 3000
 checkpoint-messages = 16
 checkpoint-ms = 100
-
-[[nats.input]]
-filter = "plant/+/telemetry"
-template = "plant/{{device}}/telemetry"
-output = "twin/{{device}}/telemetry"
-
+{INPUT}
 [quarantine]
 path = "quarantine.db"
 
@@ -517,5 +520,96 @@ fn three_instances_share_a_three_node_cluster_through_node_and_instance_kills_de
         forwarded.len(),
         held_set.len(),
         repeats
+    );
+}
+
+/// `[nats.tls]`: with the CA that signed the server and a client certificate, a message goes
+/// through a server that requires both; with another CA, `serve` stops at once with an error
+/// that names TLS, instead of retrying a set-up that cannot succeed.
+#[test]
+fn serve_speaks_mutual_tls_to_the_cluster_and_a_wrong_ca_stops_it_with_a_clear_error() {
+    let (_tmp, s) = setup();
+    let pki = fixtures::broker::Pki::generate(&s.dir);
+    let tls = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+        pki.ca.display().to_string(),
+    );
+    let cluster = NatsCluster::start_with(&s.dir, 1, 2, "plant.*.telemetry", &tls);
+    let url = format!("tls://127.0.0.1:{}", cluster.nodes[0].client);
+    let write = |name: &str, ca: &Path| {
+        let dir = s.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            r#"{policies}
+[nats]
+servers = ["{url}"]
+instance = "{name}"
+partitions = 2
+lease-ms = 3000
+forward = "core"
+[nats.tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+{INPUT}
+[quarantine]
+path = "quarantine.db"
+"#,
+            policies = policies(),
+            ca = ca.display(),
+            cert = pki.client_cert.display(),
+            key = pki.client_key.display(),
+        );
+        let path = dir.join("serve.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    let mut wrong = Serve::start(&write("tg-wrong", &pki.other_ca));
+    let end = Instant::now() + Duration::from_secs(60);
+    while wrong.running() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !wrong.running(),
+        "a wrong CA must stop serve: {}",
+        wrong.text()
+    );
+    let text = wrong.text();
+    assert!(
+        text.contains("[nats.tls]") && text.contains(&url),
+        "the error names the server and TLS: {text}"
+    );
+
+    let serve = Serve::start(&write("tg-tls", &pki.ca));
+    assert!(
+        serve.wait_for("partition taken", Duration::from_secs(60)),
+        "{}",
+        serve.text()
+    );
+    let twin = Peer::connect("twin-tls", cluster.nodes[0].mqtt, &["twin/#"], false);
+    let device = Peer::connect("dev-tls", cluster.nodes[0].mqtt, &[], true);
+    // Published until one arrives: the twin's subscription and the partitions settle
+    // independently of this test's clock.
+    let mut seq = 0;
+    let got = loop {
+        seq += 1;
+        let payload = format!(
+            r#"{{"id":{seq},"seq":{seq},"ts":{},"v":40}}"#,
+            twinguard::now_ms()
+        );
+        device.publish("plant/d1/telemetry", payload.into_bytes());
+        let got = twin.collect(Duration::from_secs(2), |g| !g.is_empty());
+        if !got.is_empty() || seq == 30 {
+            break got;
+        }
+    };
+    assert_eq!(
+        got.first().map(|(t, _)| t.as_str()),
+        Some("twin/d1/telemetry"),
+        "{}",
+        serve.text()
     );
 }

@@ -61,6 +61,10 @@ pub enum NatsError {
     /// The cluster could not be reached or refused the set-up (stream, buckets).
     #[error("nats: {0}")]
     Cluster(String),
+    /// The cluster refused this instance for good: TLS (certificate, CA) or credentials.
+    /// Retrying cannot help; the config must change.
+    #[error("nats: {0}")]
+    Refused(String),
 }
 
 /// The NATS JetStream front end of `serve`, ready to run. Clones share everything.
@@ -162,6 +166,7 @@ impl NatsFront {
         let cluster = loop {
             match set_up(c, &self.shared.stats).await {
                 Ok(cluster) => break cluster,
+                Err(e @ NatsError::Refused(_)) => return Err(e),
                 Err(e) if started.elapsed() < Duration::from_secs(60) => {
                     tracing::warn!(instance = %c.instance, "{e}; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -352,10 +357,31 @@ async fn connect(
         .iter()
         .filter_map(|s| s.parse::<async_nats::ServerAddr>().ok())
         .collect::<Vec<_>>();
-    options
-        .connect(addrs)
-        .await
-        .map_err(|e| NatsError::Cluster(format!("cannot connect to {}: {e}", c.servers.join(", "))))
+    options.connect(addrs).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as Kind;
+        let why = format!("cannot connect to {}: {e}", c.servers.join(", "));
+        match e.kind() {
+            Kind::Tls | Kind::Authentication | Kind::AuthorizationViolation => {
+                NatsError::Refused(format!("{why} (check [nats.tls] and the credentials)"))
+            }
+            Kind::Io if tls_failed(&e) => {
+                NatsError::Refused(format!("{why} (check [nats.tls] and the credentials)"))
+            }
+            _ => NatsError::Cluster(why),
+        }
+    })
+}
+
+/// Whether a connection failed in the TLS handshake (a certificate the other side refused):
+/// the client reports it as I/O, with rustls's error inside.
+fn tls_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<rustls::Error>().is_some()
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            })
+    })
 }
 
 async fn open_stream(js: &jetstream::Context, c: &NatsConfig) -> Result<stream::Stream, NatsError> {
