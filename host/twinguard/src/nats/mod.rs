@@ -218,6 +218,7 @@ impl NatsFront {
 /// let held = vec![("twin/press-7/telemetry".to_owned(), br#"{"t":21.5}"#.to_vec())];
 /// twinguard::nats::publish_all(config, held, std::time::Duration::from_secs(30)).await?;
 /// # Ok(()) }
+/// # let _ = f;
 /// ```
 pub async fn publish_all(
     config: &NatsConfig,
