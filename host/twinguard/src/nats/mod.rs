@@ -125,11 +125,19 @@ impl NatsFront {
     }
 
     /// Records every settled message in `log` too.
-    pub fn with_decision_log(mut self, log: Option<crate::decision_log::DecisionLog>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.judge = shared.judge.clone().with_decision_log(log);
+    /// Applies to this front end and every clone made from now on; clones made before keep
+    /// what they had (the counters stay shared).
+    pub fn with_decision_log(self, log: Option<crate::decision_log::DecisionLog>) -> Self {
+        let s = &self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                judge: s.judge.clone().with_decision_log(log),
+                config: s.config.clone(),
+                inputs: s.inputs.clone(),
+                stats: Arc::clone(&s.stats),
+                partitions: Arc::clone(&s.partitions),
+            }),
         }
-        self
     }
 
     /// The counters, as the MQTT gateway keeps them (`connected`: the cluster connection).
@@ -781,10 +789,20 @@ impl Coordinator {
 /// NATS's MQTT listener turns topic levels into subject tokens (`/` → `.`) and a `.` inside a
 /// level into `//`: this turns a partitioned subject's tail back into the device's topic.
 fn topic_of(subject_tail: &str) -> String {
-    subject_tail
-        .replace("//", "\u{0}")
-        .replace('.', "/")
-        .replace('\u{0}', ".")
+    // One pass, one allocation: this runs for every message.
+    let mut topic = String::with_capacity(subject_tail.len());
+    let mut chars = subject_tail.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => topic.push('/'),
+            '/' if chars.peek() == Some(&'/') => {
+                chars.next();
+                topic.push('.');
+            }
+            c => topic.push(c),
+        }
+    }
+    topic
 }
 
 /// The other way: a twin topic as the subject NATS's MQTT subscribers see it under.
