@@ -105,6 +105,7 @@ mod runtime;
 mod selftest;
 pub mod shadow;
 pub mod signing;
+mod snapshot;
 mod state;
 pub mod telemetry;
 pub mod text;

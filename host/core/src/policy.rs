@@ -570,6 +570,9 @@ pub struct Policy {
     declared: OnceLock<Declared>,
     /// Bound when the runtime has a meter.
     instruments: Option<crate::telemetry::PolicyInstruments>,
+    /// Fresh isolation: the component rewritten with its memory as `init` left it, so a new
+    /// instance starts initialised (see [`crate::snapshot`]).
+    snapshot: Option<PolicyPre<HostState>>,
 }
 
 /// A policy's state as the API reports it.
@@ -598,6 +601,9 @@ pub struct PolicyStatus {
     pub faults: u64,
     /// Messages evaluated since load (breaker skips included).
     pub evaluations: u64,
+    /// Fresh isolation only: new instances start from a snapshot of the memory `init` left,
+    /// instead of running `init` each time (see the isolation docs for when it cannot be taken).
+    pub pre_initialised: bool,
 }
 
 /// What `twinguard check` reports about a component.
@@ -728,7 +734,7 @@ pub(crate) fn link(
     ctx: &LoadContext<'_>,
     name: Option<&str>,
     path: &Path,
-) -> Result<(PolicyPre<HostState>, ComponentInfo), Error> {
+) -> Result<(PolicyPre<HostState>, ComponentInfo, Vec<u8>), Error> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         what: name.map_or_else(|| "component".into(), |n| format!("policy {n:?}")),
         path: path.to_path_buf(),
@@ -780,7 +786,19 @@ pub(crate) fn link(
         store.set_epoch_deadline(limits.deadline_ms.div_ceil(ctx.epoch_tick_ms.max(1)) + 1);
         pre.instantiate(&mut store).map_err(wrong_world)?;
     }
-    Ok((pre, info))
+    Ok((pre, info, bytes))
+}
+
+/// Compiles a component the host derived from a checked module (instrumented or
+/// pre-initialised), under the same compile limits, through the cache where there is one.
+fn compile_derived(ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<Component, String> {
+    crate::compile::check(bytes, ctx.compile).map_err(|e| e.to_string())?;
+    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    match ctx.cache {
+        Some(cache) => cache.component(ctx.engine, &sha, bytes),
+        None => Component::new(ctx.engine, bytes),
+    }
+    .map_err(|e| format!("compiling: {e:#}"))
 }
 
 impl Policy {
@@ -791,8 +809,8 @@ impl Policy {
         spec: PolicySpec,
         state: Arc<StateStore>,
     ) -> Result<Self, Error> {
-        let (pre, info) = link(ctx, Some(&spec.name), &spec.path)?;
-        Self::from_pre(
+        let (pre, info, bytes) = link(ctx, Some(&spec.name), &spec.path)?;
+        let mut policy = Self::from_pre(
             ctx,
             spec,
             state,
@@ -800,7 +818,17 @@ impl Policy {
             info.digest.into(),
             info.size,
             info.selftest.map(Arc::from),
-        )
+        )?;
+        if policy.spec.isolation == Isolation::Fresh {
+            match policy.pre_initialise(ctx, &bytes) {
+                Ok(snapshot) => policy.snapshot = Some(snapshot),
+                Err(why) => tracing::info!(
+                    policy = %policy.spec.name,
+                    "fresh instances run init each time: no snapshot ({why})"
+                ),
+            }
+        }
+        Ok(policy)
     }
 
     /// The same compiled module, instantiated and initialised anew with `config` and state of
@@ -872,6 +900,7 @@ impl Policy {
             manifest: OnceLock::new(),
             declared: OnceLock::new(),
             instruments: None,
+            snapshot: None,
             spec,
         };
         let first = policy.instantiate().map_err(|e| {
@@ -948,6 +977,7 @@ impl Policy {
             recent_faults: self.breaker.recent_faults(),
             faults: self.faults.load(Ordering::Relaxed),
             evaluations: self.evaluations.load(Ordering::Relaxed),
+            pre_initialised: self.snapshot.is_some(),
         }
     }
 
@@ -1010,8 +1040,8 @@ impl Policy {
         self.spec.limits.fuel.saturating_sub(left)
     }
 
-    /// A new instance with `init` run under the policy's limits.
-    fn instantiate(&self) -> Result<Instance, Fault> {
+    /// A store under the policy's memory cap, with the deadline's epoch callback.
+    fn new_store(&self) -> Store<HostState> {
         let state = HostState::new(self.shared.clone(), self.spec.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -1039,7 +1069,23 @@ impl Policy {
             }
             Ok(UpdateDeadline::Continue(1))
         });
+        store
+    }
+
+    /// A new instance ready to evaluate: from the pre-initialised snapshot where there is one
+    /// (fresh isolation; `init` already ran in it), else a new instance with `init` run under
+    /// the policy's limits.
+    fn instantiate(&self) -> Result<Instance, Fault> {
+        let mut store = self.new_store();
         self.arm(&mut store, 0, self.shared.init_seed);
+        if let Some(snapshot) = self.snapshot.as_ref() {
+            return match snapshot.instantiate(&mut store) {
+                Ok(bindings) => Ok(Instance { store, bindings }),
+                Err(e) => Err(self
+                    .classify_limit(&store, &e)
+                    .unwrap_or_else(|| Fault::Instantiate(format!("{e:#}")))),
+            };
+        }
         let bindings = match self.pre.instantiate(&mut store) {
             Ok(b) => b,
             Err(e) => {
@@ -1049,6 +1095,15 @@ impl Policy {
                 return Err(Fault::Instantiate(format!("{e:#}")));
             }
         };
+        self.init(store, bindings)
+    }
+
+    /// Runs `init` in a new instance and checks its manifest.
+    fn init(
+        &self,
+        mut store: Store<HostState>,
+        bindings: bindings::Policy,
+    ) -> Result<Instance, Fault> {
         let result = bindings
             .twinguard_policy_handler()
             .call_init(&mut store, &self.spec.config);
@@ -1063,6 +1118,59 @@ impl Policy {
             )),
             Err(e) => Err(self.classify(&store, &e, output)),
         }
+    }
+
+    /// The component rewritten with its memory as `init` leaves it under this policy's
+    /// configuration (see [`crate::snapshot`]); an error says why it cannot be taken, and the
+    /// policy then runs `init` in every instance. `init` runs here under the policy's limits,
+    /// and must answer the manifest the first instance answered.
+    fn pre_initialise(
+        &self,
+        ctx: &LoadContext<'_>,
+        bytes: &[u8],
+    ) -> Result<PolicyPre<HostState>, String> {
+        let instrumented = crate::snapshot::Instrumented::new(bytes)?;
+        let component = compile_derived(ctx, &instrumented.bytes)?;
+        let pre = ctx
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("linking the instrumented component: {e:#}"))?;
+        let mut store = self.new_store();
+        self.arm(&mut store, 0, self.shared.init_seed);
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("instantiating the instrumented component: {e:#}"))?;
+        let bindings =
+            bindings::Policy::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
+        let answered = bindings
+            .twinguard_policy_handler()
+            .call_init(&mut store, &self.spec.config);
+        let _ = self.drain_output(&store);
+        match answered {
+            Ok(Ok(manifest)) if self.manifest.get() == Some(&manifest) => {}
+            Ok(Ok(_)) => return Err("init answered another manifest".into()),
+            Ok(Err(text)) => return Err(format!("init failed: {text}")),
+            Err(e) => return Err(format!("init trapped: {e:#}")),
+        }
+        if !store.data().table.is_empty() {
+            // A handle the guest keeps in memory would name nothing in a new instance.
+            return Err("init left WASI resources open (an output stream?)".into());
+        }
+        self.arm(&mut store, 0, self.shared.init_seed);
+        let rewritten = instrumented.capture(&mut store, instance)?;
+        if rewritten.len() > crate::snapshot::MAX_SNAPSHOT_BYTES.saturating_add(bytes.len()) {
+            return Err(format!(
+                "the snapshot is {} bytes; at most {} more than the module",
+                rewritten.len(),
+                crate::snapshot::MAX_SNAPSHOT_BYTES
+            ));
+        }
+        let component = compile_derived(ctx, &rewritten)?;
+        let pre = ctx
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("linking the snapshot: {e:#}"))?;
+        PolicyPre::new(pre).map_err(|e| format!("{e:#}"))
     }
 
     /// Checks an instance's manifest: the first one sets what every call prepares, later

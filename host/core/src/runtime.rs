@@ -643,7 +643,7 @@ impl Runtime {
     /// Validates a component without configuring it: format, contract version and world.
     /// This is what `twinguard check` prints.
     pub fn check_component(&self, path: impl AsRef<Path>) -> Result<policy::ComponentInfo, Error> {
-        policy::link(&self.inner.load_context(None), None, path.as_ref()).map(|(_, info)| info)
+        policy::link(&self.inner.load_context(None), None, path.as_ref()).map(|(_, info, _)| info)
     }
 
     /// [`check_component`](Self::check_component), then the self-test cases the component
@@ -754,15 +754,15 @@ fn fields_for(p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
     if own.is_empty() {
         return Ok(Vec::new());
     }
-    ctx.doc
-        .get_many(own)
-        .map(|values| {
-            values
-                .into_iter()
-                .map(|v| v.map(policy::value_to_wit))
-                .collect()
-        })
-        .map_err(policy::field_error_to_wit)
+    // Straight into the list the call lowers: one allocation per policy and message.
+    let mut values = Vec::with_capacity(own.len());
+    for pointer in own {
+        match ctx.doc.get(pointer) {
+            Ok(v) => values.push(v.map(policy::value_to_wit)),
+            Err(e) => return Err(policy::field_error_to_wit(e)),
+        }
+    }
+    Ok(values)
 }
 
 fn wit_content_type(ct: ContentType) -> wit::ContentType {

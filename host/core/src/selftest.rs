@@ -55,7 +55,7 @@ pub(crate) fn run_unconfigured(
     path: &Path,
     limits: crate::Limits,
 ) -> Result<(crate::ComponentInfo, Result<Option<usize>, Error>), Error> {
-    let (pre, info) = crate::policy::link(ctx, None, path)?;
+    let (pre, info, _) = crate::policy::link(ctx, None, path)?;
     let Some(text) = info.selftest.clone() else {
         return Ok((info, Ok(None)));
     };

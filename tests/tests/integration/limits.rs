@@ -290,7 +290,7 @@ fn many_devices_faulting_open_the_policy_breaker_and_a_reset_closes_it() {
 }
 
 #[test]
-fn fresh_isolation_runs_init_per_message_and_keeps_no_memory() {
+fn fresh_isolation_keeps_no_memory_between_messages() {
     // A fresh instance per message: faults never leak into the next message either.
     let rt = runtime(&hostile(
         "panic",
@@ -305,13 +305,61 @@ fn fresh_isolation_runs_init_per_message_and_keeps_no_memory() {
     let count = |rt: &Runtime| rt.evaluate(&json(&json!({}))).alerts[0].detail.clone();
     let fresh = runtime(&hostile("memory-count", "isolation = \"fresh\""));
     let reuse = runtime(&hostile("memory-count", "isolation = \"reuse\""));
+    // A Rust guest can be pre-initialised: its fresh instances start from the snapshot.
+    assert!(
+        fresh.policies()[0].pre_initialised,
+        "{:?}",
+        fresh.policies()
+    );
+    assert!(!reuse.policies()[0].pre_initialised);
+    // Output during init opens WASI streams, whose handles a snapshot cannot carry: that
+    // policy runs init in every instance, and still keeps nothing between messages.
+    let printing = runtime(&hostile("init-print", "isolation = \"fresh\""));
+    assert!(!printing.policies()[0].pre_initialised);
     for i in 1..=20 {
         assert_eq!(count(&fresh), "1", "fresh instances start from scratch");
+        assert_eq!(count(&printing), "1", "fresh instances start from scratch");
         assert_eq!(
             count(&reuse),
             i.to_string(),
             "a reused instance keeps its memory"
         );
+    }
+}
+
+#[test]
+fn a_pre_initialised_fresh_policy_keeps_its_configuration_and_limits() {
+    // What init made of the configuration is in the snapshot: the redaction still follows it.
+    let rt = runtime(
+        "[[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\nisolation = \"fresh\"\n\
+         [policy.config]\nremove = \"/owner/email\"\nmask = \"/owner/name\"\n\
+         [[route]]\nfilter = \"#\"\nchain = [\"pii\"]\n",
+    );
+    assert!(rt.policies()[0].pre_initialised);
+    for _ in 0..3 {
+        let out = rt.evaluate(&json(
+            &json!({"owner": {"name": "Ada", "email": "a@b.c"}, "t": 1}),
+        ));
+        let doc: serde_json::Value = serde_json::from_slice(&out.payload).unwrap_or_default();
+        assert_eq!(doc, json!({"owner": {"name": "***"}, "t": 1}), "{out:?}");
+    }
+    // Limits hold in instances made from a snapshot: a loop meets its deadline, a bomb its cap,
+    // and the next message is judged again.
+    for (mode, fault) in [("loop", "deadline"), ("memory-bomb", "memory")] {
+        let rt = runtime(&hostile(
+            mode,
+            "isolation = \"fresh\"\nbreaker-threshold = 0\n[policy.limits]\ndeadline-ms = 50\nfuel = 1_000_000_000_000\nmemory-bytes = 8_388_608",
+        ));
+        assert!(rt.policies()[0].pre_initialised, "{mode}");
+        for _ in 0..2 {
+            let verdict = &rt.evaluate(&json(&json!({}))).trace[0].verdict;
+            let ok = matches!(
+                (fault, verdict),
+                ("deadline", Verdict::Fault(Fault::Deadline(_)))
+                    | ("memory", Verdict::Fault(Fault::Memory { .. }))
+            );
+            assert!(ok, "{mode}: {verdict:?}");
+        }
     }
 }
 

@@ -277,16 +277,6 @@ impl Document {
         tape.value(format, bytes, &entry).map(Some)
     }
 
-    /// Looks several checked pointers up at once, in order: what a policy's declared fields
-    /// need for every message. The first lookup indexes the payload (one validating pass);
-    /// the rest, and any later lookup or redaction in the chain, walk that index.
-    pub fn get_many(
-        &mut self,
-        pointers: &[Pointer],
-    ) -> Result<Vec<Option<FieldValue>>, FieldError> {
-        pointers.iter().map(|p| self.get(p)).collect()
-    }
-
     /// Applies `edits` as [`redact`] does, in place: `Ok(true)` when some edit matched and the
     /// payload was rewritten. A JSON payload that a lookup has already indexed is not parsed
     /// again. Text and binary payloads are left alone (`Ok(false)`).

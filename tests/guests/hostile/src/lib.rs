@@ -96,6 +96,7 @@ const MODES: &[&str] = &[
     "control-chars",
     "panic-control",
     "read-dynamic",
+    "init-print",
     "declared",
     "envelope",
     "device",
@@ -145,6 +146,11 @@ impl Policy for Hostile {
         }
         if mode == "fail-init" {
             return Err("hostile init refused".to_owned());
+        }
+        if mode == "init-print" {
+            // Output during `init` opens WASI streams: a snapshot must not carry their handles.
+            println!("hostile init says hello");
+            eprintln!("hostile init says hello on stderr");
         }
         let mut setup = Setup {
             mode: mode.to_owned(),
@@ -349,7 +355,7 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
             let random = wasip2::random::random::get_random_u64();
             Decision::alert(Severity::Info, "clock", format!("{ms} {random}"))
         }
-        "memory-count" => {
+        "memory-count" | "init-print" => {
             let n = MEMORY_COUNT.get() + 1;
             MEMORY_COUNT.set(n);
             Decision::alert(Severity::Info, "memory-count", n.to_string())
