@@ -77,8 +77,9 @@ pub enum Isolation {
     /// faulted instance is discarded, never returned to it.
     #[default]
     Reuse,
-    /// A fresh instance per message from the pooling allocator, with `init` run each time:
-    /// nothing a policy keeps in its own memory can leak from one message to the next.
+    /// A fresh instance per message from the pooling allocator: nothing a policy keeps in its
+    /// own memory can leak from one message to the next. Instances start from a snapshot of the
+    /// memory `init` left, taken once at load; where none can be taken, each runs `init`.
     Fresh,
 }
 

@@ -47,8 +47,10 @@ impl<'a> Instrumented<'a> {
         wizer
             .init_func("twinguard-host-runs-init")
             .keep_init_func(true);
-        let (cx, bytes) = wizer
-            .instrument_component(component)
+        // The pre-initializer validates the module first, but asserts on shapes it does not
+        // expect: a panic is a refusal here, never the host's end.
+        let (cx, bytes) = std::panic::catch_unwind(|| wizer.instrument_component(component))
+            .map_err(|_| "the pre-initializer panicked on this component".to_string())?
             .map_err(|e| format!("{e:#}"))?;
         Ok(Self { wizer, cx, bytes })
     }

@@ -492,6 +492,9 @@ struct Held {
     stop: watch::Sender<bool>,
     worker: tokio::task::JoinHandle<Ended>,
     mirror: Arc<Mutex<Mirror>>,
+    /// Held by each judgement for as long as it runs on the blocking pool, which outlives an
+    /// aborted worker: the partition's state is forgotten only once none runs.
+    judging: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How a partition's worker ended.
@@ -572,6 +575,9 @@ impl Coordinator {
                         .fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = self.held.remove(&p) {
                         h.worker.abort();
+                        // A judgement already on the blocking pool runs to its end: its
+                        // state changes must land before the partition's state is forgotten.
+                        let _idle = h.judging.lock().await;
                         lock(&h.mirror).forget_in(self.shared.judge.runtime());
                     }
                 }
@@ -706,6 +712,7 @@ impl Coordinator {
         self.shared.partitions.taken.fetch_add(1, Ordering::Relaxed);
         tracing::info!(instance = %self.me(), partition = p, from_sequence = seq + 1, entries = mirror.len(), "nats: partition taken");
         let mirror = Arc::new(Mutex::new(mirror));
+        let judging = Arc::new(tokio::sync::Mutex::new(()));
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(partition(
             Arc::clone(&self.shared),
@@ -713,7 +720,7 @@ impl Coordinator {
             p,
             seq,
             revision,
-            Arc::clone(&mirror),
+            (Arc::clone(&mirror), Arc::clone(&judging)),
             stopped,
         ));
         self.held.insert(
@@ -723,6 +730,7 @@ impl Coordinator {
                 stop,
                 worker,
                 mirror,
+                judging,
             },
         );
         Ok(())
@@ -740,6 +748,7 @@ impl Coordinator {
         if !matches!(ended, Ended::Fenced) {
             self.cluster.give_back(p, lease).await;
         }
+        let _idle = held.judging.lock().await;
         lock(&mirror).forget_in(self.shared.judge.runtime());
         self.shared
             .partitions
@@ -755,7 +764,10 @@ impl Coordinator {
             Ok(e) => e,
             Err(e) => Ended::Failed(format!("worker: {e}")),
         };
-        lock(&held.mirror).forget_in(self.shared.judge.runtime());
+        {
+            let _idle = held.judging.lock().await;
+            lock(&held.mirror).forget_in(self.shared.judge.runtime());
+        }
         match ended {
             Ended::Fenced => {
                 self.shared
@@ -825,7 +837,7 @@ async fn partition(
     p: u32,
     seq: u64,
     revision: u64,
-    mirror: Arc<Mutex<Mirror>>,
+    (mirror, judging): (Arc<Mutex<Mirror>>, Arc<tokio::sync::Mutex<()>>),
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
     let c = &shared.config;
@@ -928,7 +940,7 @@ async fn partition(
             match judge_one(
                 &shared,
                 &cluster,
-                &mirror,
+                (&mirror, &judging),
                 message.payload.clone(),
                 topic,
                 route,
@@ -961,7 +973,7 @@ async fn partition(
 async fn judge_one(
     shared: &Arc<Shared>,
     cluster: &Cluster,
-    mirror: &Arc<Mutex<Mirror>>,
+    (mirror, judging): (&Arc<Mutex<Mirror>>, &Arc<tokio::sync::Mutex<()>>),
     payload: Bytes,
     topic: String,
     route: Result<gateway::Route, String>,
@@ -991,7 +1003,10 @@ async fn judge_one(
     message.received_at_ms = received_ms;
     let (s, m) = (Arc::clone(shared), Arc::clone(mirror));
     let dest = destination.clone();
+    // Held until the judgement ends, even if this task is aborted meanwhile (see `Held`).
+    let running = Arc::clone(judging).lock_owned().await;
     let judgement = tokio::task::spawn_blocking(move || {
+        let _running = running;
         checkpoint::judged_into(&m, || match reason {
             None => s.judge.judge(&message, dest.as_deref()),
             Some(reason) => s.judge.hold(&message, reason, dest.as_deref()),
