@@ -533,7 +533,13 @@ pub(crate) struct LoadContext<'a> {
     pub compilations: &'a AtomicU64,
     /// What the host agrees to compile.
     pub compile: &'a crate::CompileLimits,
+    /// The active generation's fresh-isolation snapshots, by module digest and configuration
+    /// (all `init` depends on): a reload that keeps both reuses the snapshot, compiling nothing.
+    pub snapshots: HashMap<SnapshotKey, PolicyPre<HostState>>,
 }
+
+/// What a fresh policy's snapshot depends on: its module's digest and its configuration.
+pub(crate) type SnapshotKey = (Arc<str>, Vec<(String, String)>);
 
 /// What a policy is loaded from.
 #[derive(Clone)]
@@ -820,6 +826,11 @@ impl Policy {
             info.selftest.map(Arc::from),
         )?;
         if policy.spec.isolation == Isolation::Fresh {
+            let key = (Arc::clone(&policy.version), policy.spec.config.clone());
+            if let Some(snapshot) = ctx.snapshots.get(&key) {
+                policy.snapshot = Some(snapshot.clone());
+                return Ok(policy);
+            }
             match policy.pre_initialise(ctx, &bytes) {
                 Ok(snapshot) => policy.snapshot = Some(snapshot),
                 Err(why) => tracing::info!(
@@ -927,6 +938,15 @@ impl Policy {
     }
 
     /// The compiled component, for a later generation to reuse.
+    /// The fresh-isolation snapshot and what it depends on, for a later generation to reuse.
+    pub(crate) fn snapshot(&self) -> Option<(SnapshotKey, PolicyPre<HostState>)> {
+        let snapshot = self.snapshot.clone()?;
+        Some((
+            (Arc::clone(&self.version), self.spec.config.clone()),
+            snapshot,
+        ))
+    }
+
     pub(crate) fn component(&self) -> &Component {
         self.pre.instance_pre().component()
     }

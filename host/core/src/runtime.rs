@@ -100,12 +100,16 @@ impl Inner {
     /// What loading a policy needs; `trust` is `None` only for `check`. Every load reuses the active generation's compiled components: only a digest none of
     /// them has is compiled (or read from the cache).
     fn load_context<'a>(&'a self, trust: Option<&'a Trust>) -> LoadContext<'a> {
-        let compiled = self
-            .active
-            .load()
+        let active = self.active.load();
+        let compiled = active
             .policies
             .iter()
             .map(|p| (p.version_arc(), p.component().clone()))
+            .collect();
+        let snapshots = active
+            .policies
+            .iter()
+            .filter_map(|p| p.snapshot())
             .collect();
         LoadContext {
             engine: &self.engine,
@@ -117,6 +121,7 @@ impl Inner {
             compiled: Mutex::new(compiled),
             compilations: &self.compilations,
             compile: &self.compile,
+            snapshots,
         }
     }
 }

@@ -336,12 +336,28 @@ fn a_pre_initialised_fresh_policy_keeps_its_configuration_and_limits() {
          [[route]]\nfilter = \"#\"\nchain = [\"pii\"]\n",
     );
     assert!(rt.policies()[0].pre_initialised);
-    for _ in 0..3 {
+    let redacted = |rt: &Runtime| {
         let out = rt.evaluate(&json(
             &json!({"owner": {"name": "Ada", "email": "a@b.c"}, "t": 1}),
         ));
-        let doc: serde_json::Value = serde_json::from_slice(&out.payload).unwrap_or_default();
-        assert_eq!(doc, json!({"owner": {"name": "***"}, "t": 1}), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.payload).unwrap_or_default()
+    };
+    for _ in 0..3 {
+        assert_eq!(redacted(&rt), json!({"owner": {"name": "***"}, "t": 1}));
+    }
+    // A reload with another configuration takes a new snapshot (one that kept the old one
+    // would still remove the email); with the same configuration, it reuses the active one.
+    let other = "[[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\nisolation = \"fresh\"\n\
+         [policy.config]\nmask = \"/owner/email\"\n\
+         [[route]]\nfilter = \"#\"\nchain = [\"pii\"]\n";
+    for _ in 0..2 {
+        rt.reload(&twinguard_tests::config(other))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rt.policies()[0].pre_initialised);
+        assert_eq!(
+            redacted(&rt),
+            json!({"owner": {"name": "Ada", "email": "***"}, "t": 1})
+        );
     }
     // Limits hold in instances made from a snapshot: a loop meets its deadline, a bomb its cap,
     // and the next message is judged again.
