@@ -338,6 +338,11 @@ impl Watch {
     ) -> Result<u64, String> {
         let config_path = &self.config;
         let mut restart_needed = None;
+        // The files as this attempt reads them, each taken before it is read: an edit made
+        // while a (slow) reload runs differs from it, so the next poll reloads again. Taken
+        // after the attempt, such an edit was recorded as applied and never loaded.
+        let config_print = fingerprint(std::slice::from_ref(config_path));
+        let mut read: Option<Fingerprint> = None;
         let result = FileConfig::from_file(config_path).and_then(|file| {
             if let Some(started) = &self.services {
                 let changed = started.changed(&ServiceTables::of(&file));
@@ -355,10 +360,16 @@ impl Watch {
             // The new file may name other policy files: watch those from now on, even if
             // this reload fails (fixing a missing policy file must trigger a retry).
             self.paths = watched(config_path, Some(&config));
+            read = Some(fingerprint(&self.paths));
             runtime.reload(&config)
         });
-        // Taken after the attempt: a failed state is not retried until something changes.
-        self.applied = fingerprint(&self.paths);
+        // A failed state is not retried until something changes.
+        let mut applied = read.unwrap_or_else(|| fingerprint(&self.paths));
+        if let (Some(first), Some(config)) = (applied.first_mut(), config_print.into_iter().next())
+        {
+            *first = config;
+        }
+        self.applied = applied;
         let mut c = shared.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tables) = restart_needed {
             c.restart_needed = tables;
