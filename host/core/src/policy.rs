@@ -651,14 +651,8 @@ fn inspect(ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<(Component, ComponentI
     let component = match known {
         Some(known) => known,
         None => {
-            // Before any compiler (or a cached artifact of one) sees the bytes.
-            crate::compile::check(bytes, ctx.compile)?;
+            let component = compile_checked(ctx, &sha, bytes)?;
             ctx.compilations.fetch_add(1, Ordering::Relaxed);
-            let component = match ctx.cache {
-                Some(cache) => cache.component(engine, &sha, bytes),
-                None => Component::new(engine, bytes),
-            }
-            .map_err(|e| LoadError::Compile(boxed(e)))?;
             ctx.compiled
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -795,16 +789,26 @@ pub(crate) fn link(
     Ok((pre, info, bytes))
 }
 
-/// Compiles a component the host derived from a checked module (instrumented or
-/// pre-initialised), under the same compile limits, through the cache where there is one.
-fn compile_derived(ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<Component, String> {
-    crate::compile::check(bytes, ctx.compile).map_err(|e| e.to_string())?;
-    let sha: [u8; 32] = Sha256::digest(bytes).into();
+/// Compiles `bytes` (SHA-256 `sha`) under the compile limits, checked before any compiler
+/// (or a cached artifact of one) sees them, through the cache where there is one.
+fn compile_checked(
+    ctx: &LoadContext<'_>,
+    sha: &[u8; 32],
+    bytes: &[u8],
+) -> Result<Component, LoadError> {
+    crate::compile::check(bytes, ctx.compile)?;
     match ctx.cache {
-        Some(cache) => cache.component(ctx.engine, &sha, bytes),
+        Some(cache) => cache.component(ctx.engine, sha, bytes),
         None => Component::new(ctx.engine, bytes),
     }
-    .map_err(|e| format!("compiling: {e:#}"))
+    .map_err(|e| LoadError::Compile(boxed(e)))
+}
+
+/// [`compile_checked`] for a component the host derived from a policy's module (instrumented
+/// or pre-initialised).
+fn compile_derived(ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<Component, String> {
+    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    compile_checked(ctx, &sha, bytes).map_err(|e| e.to_string())
 }
 
 impl Policy {
@@ -937,7 +941,6 @@ impl Policy {
         self.name.clone()
     }
 
-    /// The compiled component, for a later generation to reuse.
     /// The fresh-isolation snapshot and what it depends on, for a later generation to reuse.
     pub(crate) fn snapshot(&self) -> Option<(SnapshotKey, PolicyPre<HostState>)> {
         let snapshot = self.snapshot.clone()?;
@@ -947,6 +950,7 @@ impl Policy {
         ))
     }
 
+    /// The compiled component, for a later generation to reuse.
     pub(crate) fn component(&self) -> &Component {
         self.pre.instance_pre().component()
     }

@@ -575,10 +575,7 @@ impl Coordinator {
                         .fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = self.held.remove(&p) {
                         h.worker.abort();
-                        // A judgement already on the blocking pool runs to its end: its
-                        // state changes must land before the partition's state is forgotten.
-                        let _idle = h.judging.lock().await;
-                        lock(&h.mirror).forget_in(self.shared.judge.runtime());
+                        self.forget(&h.mirror, &h.judging).await;
                     }
                 }
                 Err(e) => {
@@ -736,11 +733,18 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Removes a partition's state from the runtime once no judgement of it runs: one already
+    /// on the blocking pool runs to its end even when its worker was aborted, and its state
+    /// changes must land before, not after.
+    async fn forget(&self, mirror: &Mutex<Mirror>, judging: &tokio::sync::Mutex<()>) {
+        let _idle = judging.lock().await;
+        lock(mirror).forget_in(self.shared.judge.runtime());
+    }
+
     /// Stops `p`'s worker (it writes its last checkpoint), then gives up the lease.
     async fn release(&mut self, p: u32, held: Held) {
         let _ = held.stop.send(true);
         let lease = held.lease;
-        let mirror = Arc::clone(&held.mirror);
         let ended = match held.worker.await {
             Ok(e) => e,
             Err(e) => Ended::Failed(format!("worker: {e}")),
@@ -748,8 +752,7 @@ impl Coordinator {
         if !matches!(ended, Ended::Fenced) {
             self.cluster.give_back(p, lease).await;
         }
-        let _idle = held.judging.lock().await;
-        lock(&mirror).forget_in(self.shared.judge.runtime());
+        self.forget(&held.mirror, &held.judging).await;
         self.shared
             .partitions
             .handed_back
@@ -764,10 +767,7 @@ impl Coordinator {
             Ok(e) => e,
             Err(e) => Ended::Failed(format!("worker: {e}")),
         };
-        {
-            let _idle = held.judging.lock().await;
-            lock(&held.mirror).forget_in(self.shared.judge.runtime());
-        }
+        self.forget(&held.mirror, &held.judging).await;
         match ended {
             Ended::Fenced => {
                 self.shared
