@@ -523,6 +523,31 @@ fn three_instances_share_a_three_node_cluster_through_node_and_instance_kills_de
     );
 }
 
+/// `<dir>/<name>/serve.toml` for instance `name` of a 2-partition single node at `url`,
+/// forwarding with core publishes; `nats` goes on in the `[nats]` table (keys, then
+/// sub-tables such as `[nats.tls]`).
+fn single_node_config(dir: &Path, name: &str, url: &str, nats: &str) -> PathBuf {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        r#"{policies}
+[quarantine]
+path = "quarantine.db"
+
+[nats]
+servers = ["{url}"]
+instance = "{name}"
+partitions = 2
+forward = "core"
+{nats}
+{INPUT}"#,
+        policies = policies(),
+    );
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// `[nats.tls]`: with the CA that signed the server and a client certificate, a message goes
 /// through a server that requires both; with another CA, `serve` stops at once with an error
 /// that names TLS, instead of retrying a set-up that cannot succeed.
@@ -539,32 +564,13 @@ fn serve_speaks_mutual_tls_to_the_cluster_and_a_wrong_ca_stops_it_with_a_clear_e
     let cluster = NatsCluster::start_with(&s.dir, 1, 2, "plant.*.telemetry", &tls);
     let url = format!("tls://127.0.0.1:{}", cluster.nodes[0].client);
     let write = |name: &str, ca: &Path| {
-        let dir = s.dir.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let text = format!(
-            r#"{policies}
-[nats]
-servers = ["{url}"]
-instance = "{name}"
-partitions = 2
-lease-ms = 3000
-forward = "core"
-[nats.tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-{INPUT}
-[quarantine]
-path = "quarantine.db"
-"#,
-            policies = policies(),
-            ca = ca.display(),
-            cert = pki.client_cert.display(),
-            key = pki.client_key.display(),
+        let tls = format!(
+            "lease-ms = 3000\n[nats.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}",
+            ca.display().to_string(),
+            pki.client_cert.display().to_string(),
+            pki.client_key.display().to_string(),
         );
-        let path = dir.join("serve.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+        single_node_config(&s.dir, name, &url, &tls)
     };
 
     let mut wrong = Serve::start(&write("tg-wrong", &pki.other_ca));
@@ -612,4 +618,184 @@ path = "quarantine.db"
         "{}",
         serve.text()
     );
+}
+
+/// A device that mints ids (one per message) grows its partition's state past what one NATS
+/// message may carry. The checkpoint must keep being written (the state goes to an object the
+/// checkpoint names), not fail and restart the partition for every device in it, over and
+/// over. An instance that takes the partition after a SIGKILL starts from that state, and
+/// deletes the state objects no checkpoint names.
+#[test]
+fn a_partition_state_larger_than_one_message_is_checkpointed_and_moves_with_the_partition() {
+    let (_tmp, s) = setup();
+    // 16 KiB messages: a few hundred devices' state is more.
+    let cluster = NatsCluster::start_with(&s.dir, 1, 2, "plant.*.telemetry", "max_payload: 16384");
+    let url = format!("nats://127.0.0.1:{}", cluster.nodes[0].client);
+    let write = |name: &str| {
+        let nats = "lease-ms = 2000\ncheckpoint-messages = 64\ncheckpoint-ms = 100";
+        single_node_config(&s.dir, name, &url, nats)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
+    let client = rt
+        .block_on(async_nats::connect(url.as_str()))
+        .expect("connect to nats");
+    let js = async_nats::jetstream::new(client);
+    let publish = |device: &str, id: u64, seq: u64| {
+        let payload = format!(
+            r#"{{"id":{id},"seq":{seq},"ts":{},"v":40}}"#,
+            twinguard::now_ms()
+        );
+        rt.block_on(async {
+            js.publish(format!("plant.{device}.telemetry"), payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+    };
+
+    let mut a = Serve::start(&write("tg-a"));
+    assert!(
+        a.wait_for("sharing partitions", Duration::from_secs(60)),
+        "{}",
+        a.text()
+    );
+    const MINTED: u64 = 600;
+    for i in 0..MINTED {
+        publish(&format!("m{i}"), i + 1, 1);
+    }
+    assert!(
+        a.wait_for(
+            "its checkpoint now names an object",
+            Duration::from_secs(120)
+        ),
+        "the state never went to an object:\n{}",
+        a.text()
+    );
+    // Once nothing is left to judge, a checkpoint covers every message, and none failed.
+    let head = |p: u32| -> Option<Vec<u8>> {
+        rt.block_on(async {
+            let kv = js.get_key_value("twinguard-checkpoints").await.ok()?;
+            kv.get(format!("partition.{p}"))
+                .await
+                .ok()
+                .flatten()
+                .map(|b| b.to_vec())
+        })
+    };
+    let covered = |p: u32| head(p).map_or(0, |h| u64::from_le_bytes(h[5..13].try_into().unwrap()));
+    let last = rt.block_on(async {
+        let mut stream = js.get_stream("TWINGUARD_DEVICES").await.unwrap();
+        stream.info().await.unwrap().state.last_sequence
+    });
+    assert_eq!(last, MINTED);
+    let end = Instant::now() + Duration::from_secs(120);
+    while covered(0).max(covered(1)) < last && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(covered(0).max(covered(1)), last, "{}", a.text());
+    let text = a.text();
+    assert!(
+        !text.contains("partition stopped"),
+        "a checkpoint failed and the partition restarted:\n{text}"
+    );
+    // Both partitions' checkpoints name an object (TGCP, format 2).
+    for p in 0..2 {
+        let h = head(p).unwrap();
+        assert_eq!((&h[..4], h[4]), (&b"TGCP"[..], 2), "partition {p}");
+    }
+
+    // A state object left by a writer killed before its checkpoint: no checkpoint names it.
+    let bodies = rt
+        .block_on(js.get_object_store("twinguard-checkpoint-bodies"))
+        .unwrap();
+    let names = || -> Vec<String> {
+        rt.block_on(async {
+            let mut list = bodies.list().await.unwrap();
+            let mut names = Vec::new();
+            while let Some(info) = list.next().await {
+                names.push(info.unwrap().name);
+            }
+            names.sort();
+            names
+        })
+    };
+    rt.block_on(bodies.put("partition.0.1.ghost.1", &mut &b"not a state"[..]))
+        .unwrap();
+    let before = names();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    a.kill9();
+    let b = Serve::start(&write("tg-b"));
+    // Taken from the checkpoint (not from the stream's start), with every minted device's
+    // state: 2 entries each (replay-guard's last sequence, range-guard's last value).
+    assert!(
+        b.wait_for("partition taken", Duration::from_secs(60)),
+        "{}",
+        b.text()
+    );
+    let end = Instant::now() + Duration::from_secs(60);
+    let entries = loop {
+        let taken: Vec<String> = b
+            .text()
+            .lines()
+            .filter(|l| l.contains("partition taken"))
+            .map(str::to_owned)
+            .collect();
+        if taken.len() == 2 || Instant::now() > end {
+            break taken;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entries.len(), 2, "{}", b.text());
+    let restored: usize = entries
+        .iter()
+        .map(|l| {
+            assert!(!l.contains("from_sequence=1 "), "{l}");
+            l.split("entries=")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no entries in {l}"))
+        })
+        .sum();
+    assert!(
+        restored >= 2 * MINTED as usize,
+        "{restored} entries restored"
+    );
+    let after = names();
+    assert!(
+        !after.iter().any(|n| n.contains("ghost")),
+        "the orphan is swept: {after:?}"
+    );
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|n| !n.contains("ghost"))
+            .collect::<Vec<_>>(),
+        "the objects the checkpoints name are kept"
+    );
+
+    // Replays of minted devices' first readings: caught by the state B restored.
+    for i in 0..8 {
+        publish(&format!("m{i}"), MINTED + 1 + i, 1);
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let held: Vec<u64> = quarantined(&[s.dir.join("tg-b")])
+            .into_iter()
+            .filter(|id| *id > MINTED)
+            .collect();
+        if held.len() == 8 || Instant::now() > end {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(held.len(), 8, "replays held by B: {held:?}\n{}", b.text());
 }

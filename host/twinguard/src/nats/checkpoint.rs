@@ -152,6 +152,58 @@ impl StateJournal for PartitionJournal {
 
 const MAGIC: &[u8; 4] = b"TGCP";
 const VERSION: u8 = 1;
+/// A checkpoint key's format when the state is held by an object (see [`Head`]).
+const VERSION_BODY: u8 = 2;
+
+/// What a partition's checkpoint key holds: the state itself, or, when the state is larger
+/// than one NATS message may be (a device minting ids grows it), the name of the object that
+/// holds it in `<bucket>-checkpoint-bodies`, in [`encode`]'s format.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// The sequence covered and the state.
+    Inline(u64, Mirror),
+    /// The sequence covered and the object holding the state.
+    Body { seq: u64, name: String },
+}
+
+/// A checkpoint key's bytes when `name` holds the state up to `seq`.
+pub(crate) fn encode_body_ref(seq: u64, name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + name.len());
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION_BODY);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// Reads a checkpoint key's bytes: the state, or where it is.
+pub(crate) fn decode_head(bytes: &[u8]) -> Result<Head, String> {
+    if bytes.get(4) != Some(&VERSION_BODY) || !bytes.starts_with(MAGIC) {
+        return decode(bytes).map(|(seq, mirror)| Head::Inline(seq, mirror));
+    }
+    let seq = bytes
+        .get(5..13)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or("truncated in its sequence")?;
+    let len = bytes
+        .get(13..17)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or("truncated in its object's name")?;
+    let name = bytes
+        .get(17..)
+        .filter(|n| n.len() == len as usize)
+        .ok_or_else(|| {
+            format!(
+                "its object's name should be {len} bytes, is {}",
+                bytes.len().saturating_sub(17)
+            )
+        })?;
+    let name = String::from_utf8(name.to_vec()).map_err(|_| "its object's name is not UTF-8")?;
+    Ok(Head::Body { seq, name })
+}
 
 /// A checkpoint's bytes: magic, version, the stream sequence of the last message it covers,
 /// then each entry as kind and four length-prefixed fields, in key order (so the same state
@@ -218,7 +270,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(u64, Mirror), String> {
     let version = r.take(1)?[0];
     if version != VERSION {
         return Err(format!(
-            "checkpoint format {version}, this build reads {VERSION}"
+            "checkpoint format {version}, this build reads {VERSION} and {VERSION_BODY}"
         ));
     }
     let seq = r.u64()?;
@@ -340,5 +392,34 @@ mod tests {
         let mut kind = bytes;
         kind[21] = 7;
         assert!(decode(&kind).unwrap_err().contains("unknown entry kind 7"));
+    }
+
+    #[test]
+    fn a_checkpoint_key_holds_the_state_or_names_the_object_that_does() {
+        let m = mirror();
+        match decode_head(&encode(41, &m)).unwrap() {
+            Head::Inline(41, back) => assert_eq!(back.entries, m.entries),
+            other => panic!("{other:?}"),
+        }
+        let head = encode_body_ref(9_000_000_000, "partition.3.9000000000.a.17");
+        match decode_head(&head).unwrap() {
+            Head::Body { seq, name } => {
+                assert_eq!(seq, 9_000_000_000);
+                assert_eq!(name, "partition.3.9000000000.a.17");
+            }
+            other => panic!("{other:?}"),
+        }
+        for cut in [6, 14, head.len() - 1] {
+            let e = decode_head(&head[..cut]).unwrap_err();
+            assert!(
+                e.contains("truncated") || e.contains("should be"),
+                "cut {cut}: {e}"
+            );
+        }
+        let mut long = head;
+        long.push(b'x');
+        assert!(decode_head(&long)
+            .unwrap_err()
+            .contains("should be 27 bytes, is 28"));
     }
 }

@@ -55,8 +55,9 @@ pub struct NatsConfig {
     /// cannot be replayed from exactly.
     #[serde(default = "default_stream_age")]
     pub stream_max_age_s: u64,
-    /// The KV buckets' name prefix: `<bucket>-leases` (who owns which partition) and
-    /// `<bucket>-checkpoints` (each partition's state and stream position). Default
+    /// The buckets' name prefix: `<bucket>-leases` (who owns which partition),
+    /// `<bucket>-checkpoints` (each partition's state and stream position) and the object
+    /// store `<bucket>-checkpoint-bodies` (states larger than one message). Default
     /// `twinguard`.
     #[serde(default = "default_bucket")]
     pub bucket: String,

@@ -38,12 +38,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use self::checkpoint::Mirror;
+use self::checkpoint::{Head, Mirror};
 use crate::alerts::Alerts;
 use crate::budget::{self, Budgets};
 use crate::gateway::{self, GatewayStats, Input};
@@ -282,6 +283,8 @@ pub async fn restore_checkpoints(
             .get_key_value(&name)
             .await
             .map_err(|e| NatsError::Cluster(format!("KV bucket {name:?}: {e}")))?;
+        // Absent where no partition's state ever outgrew one message.
+        let bodies = js.get_object_store(bodies_name(config)).await.ok();
         let mut entries = 0;
         for p in 0..config.partitions {
             let key = checkpoint_key(p);
@@ -290,7 +293,8 @@ pub async fn restore_checkpoints(
                 .await
                 .map_err(|e| NatsError::Cluster(format!("{key} in {name:?}: {e}")))?;
             if let Some(value) = value {
-                let (_, mirror) = checkpoint::decode(&value)
+                let (_, mirror, _) = load(bodies.as_ref(), config, &value)
+                    .await
                     .map_err(|e| NatsError::Cluster(format!("{key} in {name:?}: {e}")))?;
                 mirror.restore_into(runtime);
                 entries += mirror.len();
@@ -315,13 +319,82 @@ async fn set_up(c: &NatsConfig, stats: &Arc<GatewayStats>) -> Result<Cluster, Na
         Duration::ZERO,
     )
     .await?;
+    let bodies = bodies_store(&js, c).await?;
     Ok(Cluster {
         client,
         js,
         stream,
         leases,
         checkpoints,
+        bodies,
     })
+}
+
+fn bodies_name(c: &NatsConfig) -> String {
+    format!("{}-checkpoint-bodies", c.bucket)
+}
+
+/// The object store holding the states too large for a checkpoint key (see [`Head`]).
+async fn bodies_store(
+    js: &jetstream::Context,
+    c: &NatsConfig,
+) -> Result<object_store::ObjectStore, NatsError> {
+    let name = bodies_name(c);
+    if let Ok(store) = js.get_object_store(&name).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_object_store(object_store::Config {
+            bucket: name.clone(),
+            description: Some("twinguard: partition states too large for one message".into()),
+            storage: stream::StorageType::File,
+            num_replicas: c.replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another instance created it at the same moment.
+        Err(e) => js
+            .get_object_store(&name)
+            .await
+            .map_err(|_| NatsError::Cluster(format!("object store {name:?}: {e}"))),
+    }
+}
+
+/// Reads a checkpoint key's value: the sequence it covers, the state, and the object holding
+/// the state when it is not inline. `bodies` is `None` where that store does not exist.
+async fn load(
+    bodies: Option<&object_store::ObjectStore>,
+    c: &NatsConfig,
+    value: &[u8],
+) -> Result<(u64, Mirror, Option<String>), String> {
+    let (seq, name) = match checkpoint::decode_head(value)? {
+        Head::Inline(seq, mirror) => return Ok((seq, mirror, None)),
+        Head::Body { seq, name } => (seq, name),
+    };
+    let store = bodies.ok_or_else(|| {
+        format!(
+            "its state is in object {name:?}, and the object store {:?} does not exist",
+            bodies_name(c)
+        )
+    })?;
+    let mut bytes = Vec::new();
+    store
+        .get(&name)
+        .await
+        .map_err(|e| e.to_string())?
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("its state's object {name:?}: {e}"))?;
+    let (covered, mirror) =
+        checkpoint::decode(&bytes).map_err(|e| format!("its state's object {name:?}: {e}"))?;
+    if covered != seq {
+        return Err(format!(
+            "its state's object {name:?} covers sequence {covered}, the checkpoint says {seq}"
+        ));
+    }
+    Ok((seq, mirror, Some(name)))
 }
 
 /// A client for `c`'s cluster; `stats`, when given, follows the connection (`/readyz`).
@@ -474,9 +547,89 @@ struct Cluster {
     stream: stream::Stream,
     leases: kv::Store,
     checkpoints: kv::Store,
+    bodies: object_store::ObjectStore,
 }
 
+/// The room a KV message's subject and headers take besides its value.
+const KV_OVERHEAD: usize = 4096;
+
 impl Cluster {
+    /// The checkpoint key's value for `state` (a partition's [`checkpoint::encode`]d state up to
+    /// `seq`, about to be written over `revision`): the state itself when it fits in one
+    /// message; else the name of an object written first, with the name it has.
+    async fn stage(
+        &self,
+        p: u32,
+        seq: u64,
+        revision: u64,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(Bytes, Option<String>), String> {
+        let room = self.client.max_payload().saturating_sub(KV_OVERHEAD);
+        if state.len() <= room {
+            return Ok((Bytes::from(state), None));
+        }
+        // The revision it replaces ends the name: what `sweep` reads.
+        let name = format!("partition.{p}.{seq}.{instance}.{revision}");
+        let meta = object_store::ObjectMetadata {
+            name: name.clone(),
+            chunk_size: Some(room.clamp(1024, 128 << 10)),
+            ..Default::default()
+        };
+        self.bodies
+            .put(meta, &mut state.as_slice())
+            .await
+            .map_err(|e| {
+                format!(
+                    "writing its state ({} bytes) to object {name:?}: {e}",
+                    state.len()
+                )
+            })?;
+        Ok((
+            Bytes::from(checkpoint::encode_body_ref(seq, &name)),
+            Some(name),
+        ))
+    }
+
+    /// Deletes partition `p`'s state objects that no checkpoint can name any more: those
+    /// written to replace a revision older than `fenced` (the one this instance wrote when it
+    /// took the partition), except `keep`, the one the checkpoint names now. They are left by
+    /// a writer killed or fenced between writing one and its checkpoint. Best effort: what it
+    /// misses, a later take deletes.
+    async fn sweep(&self, p: u32, fenced: u64, keep: Option<&str>) -> usize {
+        let prefix = format!("partition.{p}.");
+        let stale = |name: &str| {
+            name.strip_prefix(&prefix).is_some()
+                && Some(name) != keep
+                && name
+                    .rsplit('.')
+                    .next()
+                    .and_then(|r| r.parse::<u64>().ok())
+                    .is_some_and(|r| r < fenced)
+        };
+        let list = async {
+            let mut names = Vec::new();
+            if let Ok(mut list) = self.bodies.list().await {
+                while let Some(Ok(info)) = list.next().await {
+                    if stale(&info.name) {
+                        names.push(info.name);
+                    }
+                }
+            }
+            names
+        };
+        let names = tokio::time::timeout(Duration::from_secs(5), list)
+            .await
+            .unwrap_or_default();
+        let mut deleted = 0;
+        for name in names {
+            if self.bodies.delete(&name).await.is_ok() {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
     /// Deletes partition `p`'s lease if it is still at revision `lease` (ours).
     async fn give_back(&self, p: u32, lease: u64) {
         let _ = self
@@ -663,25 +816,26 @@ impl Coordinator {
                 return Err(format!("reading its checkpoint: {e}"));
             }
         };
-        let (seq, mirror, bytes, revision) = match entry {
+        let (seq, mirror, body, bytes, revision) = match entry {
             Some(e) if e.operation == kv::Operation::Put => {
-                let (seq, mirror) = match checkpoint::decode(&e.value) {
-                    Ok(read) => read,
-                    Err(why) => {
-                        cl.give_back(p, lease).await;
-                        return Err(format!(
-                            "its checkpoint ({key} in {}-checkpoints) is unreadable: {why}; \
+                let (seq, mirror, body) =
+                    match load(Some(&cl.bodies), &self.shared.config, &e.value).await {
+                        Ok(read) => read,
+                        Err(why) => {
+                            cl.give_back(p, lease).await;
+                            return Err(format!(
+                                "its checkpoint ({key} in {}-checkpoints) is unreadable: {why}; \
                              delete that key to start the partition with no state",
-                            self.shared.config.bucket
-                        ));
-                    }
-                };
-                (seq, mirror, e.value, Some(e.revision))
+                                self.shared.config.bucket
+                            ));
+                        }
+                    };
+                (seq, mirror, body, e.value, Some(e.revision))
             }
             _ => {
                 let mirror = Mirror::default();
                 let bytes = Bytes::from(checkpoint::encode(0, &mirror));
-                (0, mirror, bytes, None)
+                (0, mirror, None, bytes, None)
             }
         };
         // Rewriting the checkpoint gives it a revision no former owner knows: from here on, a
@@ -705,18 +859,29 @@ impl Coordinator {
                 return Err(format!("fencing its checkpoint: {e}"));
             }
         };
+        // Before the worker writes any: a state object it writes is never swept.
+        let swept = cl.sweep(p, revision, body.as_deref()).await;
+        if swept > 0 {
+            tracing::info!(instance = %self.me(), partition = p, swept, "nats: deleted state objects no checkpoint names");
+        }
         mirror.restore_into(self.shared.judge.runtime());
         self.shared.partitions.taken.fetch_add(1, Ordering::Relaxed);
         tracing::info!(instance = %self.me(), partition = p, from_sequence = seq + 1, entries = mirror.len(), "nats: partition taken");
         let mirror = Arc::new(Mutex::new(mirror));
         let judging = Arc::new(tokio::sync::Mutex::new(()));
         let (stop, stopped) = watch::channel(false);
+        let done = Progress {
+            seq,
+            revision,
+            body,
+            pending: Vec::new(),
+            uncovered: 0,
+        };
         let worker = tokio::spawn(partition(
             Arc::clone(&self.shared),
             Arc::clone(&self.cluster),
             p,
-            seq,
-            revision,
+            done,
             (Arc::clone(&mirror), Arc::clone(&judging)),
             stopped,
         ));
@@ -830,23 +995,18 @@ fn subject_of(topic: &str) -> String {
     subject
 }
 
-/// Reads partition `p` from just after `seq`, judges its messages in order and checkpoints.
+/// Reads partition `p` from just after `done.seq`, judges its messages in order and
+/// checkpoints.
 async fn partition(
     shared: Arc<Shared>,
     cluster: Arc<Cluster>,
     p: u32,
-    seq: u64,
-    revision: u64,
+    mut done: Progress,
     (mirror, judging): (Arc<Mutex<Mirror>>, Arc<tokio::sync::Mutex<()>>),
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
     let c = &shared.config;
-    let mut done = Progress {
-        seq,
-        revision,
-        pending: Vec::new(),
-        uncovered: 0,
-    };
+    let seq = done.seq;
     let consumer = cluster
         .stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -1069,6 +1229,8 @@ struct Progress {
     seq: u64,
     /// The checkpoint's revision, as this worker last wrote (or fenced) it.
     revision: u64,
+    /// The object holding the state that checkpoint covers, when it is too large to be inline.
+    body: Option<String>,
     /// Forwards whose stream acknowledgement is still to come.
     pending: Vec<jetstream::context::PublishAckFuture>,
     /// Messages judged since the last checkpoint.
@@ -1096,22 +1258,42 @@ impl Progress {
                 .await
                 .map_err(|e| Ended::Failed(format!("flushing forwards: {e}")))?;
         }
-        let bytes = Bytes::from(checkpoint::encode(self.seq, &lock(mirror)));
+        let state = checkpoint::encode(self.seq, &lock(mirror));
+        let size = state.len();
+        let (head, body) = cluster
+            .stage(p, self.seq, self.revision, &shared.config.instance, state)
+            .await
+            .map_err(Ended::Failed)?;
         match cluster
             .checkpoints
-            .update(checkpoint_key(p), bytes, self.revision)
+            .update(checkpoint_key(p), head, self.revision)
             .await
         {
             Ok(rev) => {
                 self.revision = rev;
                 self.uncovered = 0;
+                if body.is_some() && self.body.is_none() {
+                    tracing::info!(partition = p, bytes = size, "nats: the partition's state is larger than one message: its checkpoint now names an object in {:?}", bodies_name(&shared.config));
+                }
+                let old = std::mem::replace(&mut self.body, body);
+                // The checkpoint no longer names it.
+                if let Some(old) = old.filter(|o| Some(o) != self.body.as_ref()) {
+                    let _ = cluster.bodies.delete(&old).await;
+                }
                 shared
                     .partitions
                     .checkpoints
                     .fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(Ended::Fenced),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // Nothing names it: the checkpoint is another instance's now.
+                if let Some(body) = body {
+                    let _ = cluster.bodies.delete(&body).await;
+                }
+                Err(Ended::Fenced)
+            }
+            // Kept: the write may have landed; if not, the next take sweeps it.
             Err(e) => Err(Ended::Failed(format!("writing its checkpoint: {e}"))),
         }
     }
