@@ -922,6 +922,10 @@ async fn acknowledger(
     }
 }
 
+/// Messages a shard takes off its queue at once: judged in order in one trip to the blocking
+/// pool, so a busy shard pays the hand-over (two thread wake-ups) per batch, not per message.
+const BATCH: usize = 64;
+
 /// Judges one worker's messages in arrival order (per-device state sees each device's order).
 async fn shard(
     w: Arc<Worker>,
@@ -930,8 +934,9 @@ async fn shard(
     out: mpsc::Sender<Out>,
     acks: mpsc::UnboundedSender<(u64, Received)>,
 ) {
-    while let Some(job) = jobs.recv().await {
-        if judge(&w, job, &out, &acks).await.is_err() {
+    let mut batch = Vec::with_capacity(BATCH);
+    while jobs.recv_many(&mut batch, BATCH).await > 0 {
+        if judge(&w, &mut batch, &out, &acks).await.is_err() {
             // The client is gone or the store failed: stop acknowledging; the connection is
             // torn down and the broker redelivers.
             client.disconnect().await;
@@ -943,12 +948,16 @@ async fn shard(
 /// The connection is going down: nothing more can be acknowledged on it.
 struct Teardown;
 
-async fn judge(
-    w: &Arc<Worker>,
-    job: Job,
-    out: &mpsc::Sender<Out>,
-    acks: &mpsc::UnboundedSender<(u64, Received)>,
-) -> Result<(), Teardown> {
+/// A message ready for the judge flow, with what acting on its outcome needs.
+struct Prepared {
+    seq: u64,
+    input: Received,
+    /// Why it is held back unjudged (oversized, or placed by no input).
+    reason: Option<String>,
+    destination: Option<String>,
+}
+
+fn prepare(w: &Worker, job: Job) -> (Prepared, Message) {
     let Job {
         seq,
         mut input,
@@ -967,11 +976,16 @@ async fn judge(
         tracing::warn!(device = %message.device_id, topic = %message.topic, "{reason}; quarantined");
         // No destination: the record holds a truncated payload, which must never be released
         // to a twin as if it were the message.
-        settle(w, message, Some(reason), None).await?;
-        return acks.send((seq, input)).map_err(|_| Teardown);
+        let prepared = Prepared {
+            seq,
+            input,
+            reason: Some(reason),
+            destination: None,
+        };
+        return (prepared, message);
     }
     let topic = input.topic().into_owned();
-    let (message, destination) = match &route {
+    let (mut message, destination) = match &route {
         Ok(route) => (
             Message::new(
                 route.device.clone(),
@@ -986,10 +1000,52 @@ async fn judge(
             None,
         ),
     };
-    let mut message = message;
     message.attributes = input.user_properties().to_vec();
-    let reason = route.err();
-    let (message, judgement) = settle(w, message, reason, destination.clone()).await?;
+    let prepared = Prepared {
+        seq,
+        input,
+        reason: route.err(),
+        destination,
+    };
+    (prepared, message)
+}
+
+/// Judges `jobs` (emptied) in order and acts on each outcome: forwards, alerts, acknowledgements.
+async fn judge(
+    w: &Arc<Worker>,
+    jobs: &mut Vec<Job>,
+    out: &mpsc::Sender<Out>,
+    acks: &mpsc::UnboundedSender<(u64, Received)>,
+) -> Result<(), Teardown> {
+    let (prepared, messages): (Vec<Prepared>, Vec<Message>) =
+        jobs.drain(..).map(|job| prepare(w, job)).unzip();
+    let asked: Vec<(Option<String>, Option<String>)> = prepared
+        .iter()
+        .map(|p| (p.reason.clone(), p.destination.clone()))
+        .collect();
+    let judged = settle(w, messages, asked).await?;
+    // Shorter than `prepared` when a store commit failed: `account` tears down at that one.
+    for (p, (message, judgement)) in prepared.into_iter().zip(judged) {
+        account(w, &judgement)?;
+        act(w, p, message, judgement, out, acks).await?;
+    }
+    Ok(())
+}
+
+async fn act(
+    w: &Worker,
+    p: Prepared,
+    message: Message,
+    judgement: Judgement,
+    out: &mpsc::Sender<Out>,
+    acks: &mpsc::UnboundedSender<(u64, Received)>,
+) -> Result<(), Teardown> {
+    let Prepared {
+        seq,
+        input,
+        destination,
+        ..
+    } = p;
     let Judgement {
         outcome, events, ..
     } = judgement;
@@ -1059,44 +1115,61 @@ pub(crate) fn oversized(
     (message, reason)
 }
 
-/// Runs the judge flow on the blocking pool (a policy may run up to its deadline, and the
-/// tasks that drive the connection must not wait behind it): evaluation, alert sinks, and the
-/// store's commit when the message is held back. A message `reason` says cannot be placed is
-/// held back without evaluation. A failed commit tears the connection down (the rule in
-/// [`crate::judge`]): the broker redelivers the message.
+/// Runs the judge flow on the blocking pool for `messages`, in order (a policy may run up to
+/// its deadline, and the tasks that drive the connection must not wait behind it):
+/// evaluation, alert sinks, and the store's commit when a message is held back. A message
+/// whose `asked` reason says it cannot be placed is held back without evaluation; the other
+/// half of `asked` is its destination. A failed commit ends the batch there (the messages
+/// after it are not judged, so their state is not changed) and tears the connection down (the
+/// rule in [`crate::judge`]): the broker redelivers them.
 async fn settle(
     w: &Arc<Worker>,
-    message: Message,
-    reason: Option<String>,
-    destination: Option<String>,
-) -> Result<(Message, Judgement), Teardown> {
+    messages: Vec<Message>,
+    asked: Vec<(Option<String>, Option<String>)>,
+) -> Result<Vec<(Message, Judgement)>, Teardown> {
     let worker = Arc::clone(w);
-    let (message, judgement) = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let span = worker
-            .tracer
-            .as_ref()
-            .and_then(|t| trace::MessageSpan::start(t, &worker.gateway, &message));
-        let judgement = {
-            let _logs = span.as_ref().map(trace::MessageSpan::enter_logs);
-            match reason {
-                None => worker.judge.judge(&message, destination.as_deref()),
-                Some(reason) => worker.judge.hold(&message, reason, destination.as_deref()),
+    tokio::task::spawn_blocking(move || {
+        let mut judged = Vec::with_capacity(messages.len());
+        for (message, (reason, destination)) in messages.into_iter().zip(asked) {
+            let judgement = judge_one(&worker, &message, reason, destination.as_deref());
+            let failed = matches!(judgement.stored, Stored::Failed(_));
+            judged.push((message, judgement));
+            if failed {
+                break;
             }
-        };
-        if let Some(h) = &worker.process {
-            h.record(started.elapsed().as_secs_f64());
         }
-        if let Some(span) = span {
-            span.end(&judgement, destination.as_deref());
-        }
-        (message, judgement)
+        judged
     })
     .await
     // Only a runtime shutting down cancels the task: there is no outcome to act on.
-    .map_err(|_| Teardown)?;
-    account(w, &judgement)?;
-    Ok((message, judgement))
+    .map_err(|_| Teardown)
+}
+
+fn judge_one(
+    worker: &Worker,
+    message: &Message,
+    reason: Option<String>,
+    destination: Option<&str>,
+) -> Judgement {
+    let started = std::time::Instant::now();
+    let span = worker
+        .tracer
+        .as_ref()
+        .and_then(|t| trace::MessageSpan::start(t, &worker.gateway, message));
+    let judgement = {
+        let _logs = span.as_ref().map(trace::MessageSpan::enter_logs);
+        match reason {
+            None => worker.judge.judge(message, destination),
+            Some(reason) => worker.judge.hold(message, reason, destination),
+        }
+    };
+    if let Some(h) = &worker.process {
+        h.record(started.elapsed().as_secs_f64());
+    }
+    if let Some(span) = span {
+        span.end(&judgement, destination);
+    }
+    judgement
 }
 
 /// Message spans, built from the outcome's trace after the judge flow (the core records no
