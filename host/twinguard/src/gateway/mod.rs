@@ -948,16 +948,15 @@ async fn shard(
 /// The connection is going down: nothing more can be acknowledged on it.
 struct Teardown;
 
-/// A message ready for the judge flow, with what acting on its outcome needs.
+/// What acting on a message's outcome needs besides the judgement.
 struct Prepared {
     seq: u64,
     input: Received,
-    /// Why it is held back unjudged (oversized, or placed by no input).
-    reason: Option<String>,
     destination: Option<String>,
 }
 
-fn prepare(w: &Worker, job: Job) -> (Prepared, Message) {
+/// A job as the judge flow takes it, and what acting on its outcome needs.
+fn prepare(w: &Worker, job: Job) -> (Prepared, Asked) {
     let Job {
         seq,
         mut input,
@@ -979,10 +978,9 @@ fn prepare(w: &Worker, job: Job) -> (Prepared, Message) {
         let prepared = Prepared {
             seq,
             input,
-            reason: Some(reason),
             destination: None,
         };
-        return (prepared, message);
+        return (prepared, (message, Some(reason), None));
     }
     let topic = input.topic().into_owned();
     let (mut message, destination) = match &route {
@@ -1001,13 +999,13 @@ fn prepare(w: &Worker, job: Job) -> (Prepared, Message) {
         ),
     };
     message.attributes = input.user_properties().to_vec();
+    let asked = (message, route.err(), destination.clone());
     let prepared = Prepared {
         seq,
         input,
-        reason: route.err(),
         destination,
     };
-    (prepared, message)
+    (prepared, asked)
 }
 
 /// Judges `jobs` (emptied) in order and acts on each outcome: forwards, alerts, acknowledgements.
@@ -1017,17 +1015,18 @@ async fn judge(
     out: &mpsc::Sender<Out>,
     acks: &mpsc::UnboundedSender<(u64, Received)>,
 ) -> Result<(), Teardown> {
-    let (prepared, messages): (Vec<Prepared>, Vec<Message>) =
+    let (prepared, mut asked): (Vec<Prepared>, Vec<Asked>) =
         jobs.drain(..).map(|job| prepare(w, job)).unzip();
-    let asked: Vec<(Option<String>, Option<String>)> = prepared
-        .iter()
-        .map(|p| (p.reason.clone(), p.destination.clone()))
-        .collect();
-    let judged = settle(w, messages, asked).await?;
-    // Shorter than `prepared` when a store commit failed: `account` tears down at that one.
-    for (p, (message, judgement)) in prepared.into_iter().zip(judged) {
-        account(w, &judgement)?;
-        act(w, p, message, judgement, out, acks).await?;
+    let mut prepared = prepared.into_iter();
+    while !asked.is_empty() {
+        let (judged, rest) = settle(w, asked).await?;
+        asked = rest;
+        // `judged` first: zip stops at its end without taking the next of `prepared`. It
+        // ends short when a store commit failed: `account` tears down at that one.
+        for ((message, judgement), p) in judged.into_iter().zip(prepared.by_ref()) {
+            account(w, &judgement)?;
+            act(w, p, message, judgement, out, acks).await?;
+        }
     }
     Ok(())
 }
@@ -1044,7 +1043,6 @@ async fn act(
         seq,
         input,
         destination,
-        ..
     } = p;
     let Judgement {
         outcome, events, ..
@@ -1115,30 +1113,42 @@ pub(crate) fn oversized(
     (message, reason)
 }
 
-/// Runs the judge flow on the blocking pool for `messages`, in order (a policy may run up to
-/// its deadline, and the tasks that drive the connection must not wait behind it):
-/// evaluation, alert sinks, and the store's commit when a message is held back. A message
-/// whose `asked` reason says it cannot be placed is held back without evaluation; the other
-/// half of `asked` is its destination. A failed commit ends the batch there (the messages
-/// after it are not judged, so their state is not changed) and tears the connection down (the
-/// rule in [`crate::judge`]): the broker redelivers them.
+/// A message for the judge flow, why it is held back unjudged if it is (oversized, placed by
+/// no input), and its destination.
+type Asked = (Message, Option<String>, Option<String>);
+
+/// How long one trip to the blocking pool judges before it hands back what it has: a slow
+/// policy (up to its deadline per message) must not hold back the outcomes of the messages
+/// judged before it in the batch.
+const TRIP: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Runs the judge flow on the blocking pool for `asked`, in order (a policy may run up to its
+/// deadline, and the tasks that drive the connection must not wait behind it): evaluation,
+/// alert sinks, and the store's commit when a message is held back. Returns the judgements
+/// and what is left unjudged: the trip ends after [`TRIP`], or at a failed commit (the
+/// messages after it are not judged, so their state is not changed, and `account` tears the
+/// connection down, the rule in [`crate::judge`]: the broker redelivers them).
 async fn settle(
     w: &Arc<Worker>,
-    messages: Vec<Message>,
-    asked: Vec<(Option<String>, Option<String>)>,
-) -> Result<Vec<(Message, Judgement)>, Teardown> {
+    asked: Vec<Asked>,
+) -> Result<(Vec<(Message, Judgement)>, Vec<Asked>), Teardown> {
     let worker = Arc::clone(w);
     tokio::task::spawn_blocking(move || {
-        let mut judged = Vec::with_capacity(messages.len());
-        for (message, (reason, destination)) in messages.into_iter().zip(asked) {
+        let started = std::time::Instant::now();
+        let mut judged = Vec::with_capacity(asked.len());
+        let mut asked = asked.into_iter();
+        for (message, reason, destination) in asked.by_ref() {
             let judgement = judge_one(&worker, &message, reason, destination.as_deref());
             let failed = matches!(judgement.stored, Stored::Failed(_));
             judged.push((message, judgement));
             if failed {
+                return (judged, Vec::new());
+            }
+            if started.elapsed() >= TRIP {
                 break;
             }
         }
-        judged
+        (judged, asked.collect())
     })
     .await
     // Only a runtime shutting down cancels the task: there is no outcome to act on.
