@@ -639,11 +639,17 @@ impl Cluster {
     }
 }
 
-/// A partition this instance holds: its lease's revision and its worker.
+/// A partition this instance holds: its lease's revision, its worker and its state.
 struct Held {
     lease: u64,
     stop: watch::Sender<bool>,
     worker: tokio::task::JoinHandle<Ended>,
+    state: PartitionState,
+}
+
+/// A held partition's state, shared by its worker and the coordinator.
+#[derive(Clone)]
+struct PartitionState {
     mirror: Arc<Mutex<Mirror>>,
     /// Held by each judgement for as long as it runs on the blocking pool, which outlives an
     /// aborted worker: the partition's state is forgotten only once none runs.
@@ -728,7 +734,7 @@ impl Coordinator {
                         .fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = self.held.remove(&p) {
                         h.worker.abort();
-                        self.forget(&h.mirror, &h.judging).await;
+                        self.forget(&h.state).await;
                     }
                 }
                 Err(e) => {
@@ -867,8 +873,10 @@ impl Coordinator {
         mirror.restore_into(self.shared.judge.runtime());
         self.shared.partitions.taken.fetch_add(1, Ordering::Relaxed);
         tracing::info!(instance = %self.me(), partition = p, from_sequence = seq + 1, entries = mirror.len(), "nats: partition taken");
-        let mirror = Arc::new(Mutex::new(mirror));
-        let judging = Arc::new(tokio::sync::Mutex::new(()));
+        let state = PartitionState {
+            mirror: Arc::new(Mutex::new(mirror)),
+            judging: Arc::new(tokio::sync::Mutex::new(())),
+        };
         let (stop, stopped) = watch::channel(false);
         let done = Progress {
             seq,
@@ -882,7 +890,7 @@ impl Coordinator {
             Arc::clone(&self.cluster),
             p,
             done,
-            (Arc::clone(&mirror), Arc::clone(&judging)),
+            state.clone(),
             stopped,
         ));
         self.held.insert(
@@ -891,8 +899,7 @@ impl Coordinator {
                 lease,
                 stop,
                 worker,
-                mirror,
-                judging,
+                state,
             },
         );
         Ok(())
@@ -901,9 +908,9 @@ impl Coordinator {
     /// Removes a partition's state from the runtime once no judgement of it runs: one already
     /// on the blocking pool runs to its end even when its worker was aborted, and its state
     /// changes must land before, not after.
-    async fn forget(&self, mirror: &Mutex<Mirror>, judging: &tokio::sync::Mutex<()>) {
-        let _idle = judging.lock().await;
-        lock(mirror).forget_in(self.shared.judge.runtime());
+    async fn forget(&self, state: &PartitionState) {
+        let _idle = state.judging.lock().await;
+        lock(&state.mirror).forget_in(self.shared.judge.runtime());
     }
 
     /// Stops `p`'s worker (it writes its last checkpoint), then gives up the lease.
@@ -917,7 +924,7 @@ impl Coordinator {
         if !matches!(ended, Ended::Fenced) {
             self.cluster.give_back(p, lease).await;
         }
-        self.forget(&held.mirror, &held.judging).await;
+        self.forget(&held.state).await;
         self.shared
             .partitions
             .handed_back
@@ -932,7 +939,7 @@ impl Coordinator {
             Ok(e) => e,
             Err(e) => Ended::Failed(format!("worker: {e}")),
         };
-        self.forget(&held.mirror, &held.judging).await;
+        self.forget(&held.state).await;
         match ended {
             Ended::Fenced => {
                 self.shared
@@ -1002,7 +1009,7 @@ async fn partition(
     cluster: Arc<Cluster>,
     p: u32,
     mut done: Progress,
-    (mirror, judging): (Arc<Mutex<Mirror>>, Arc<tokio::sync::Mutex<()>>),
+    state: PartitionState,
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
     let c = &shared.config;
@@ -1045,12 +1052,12 @@ async fn partition(
         let next = match next {
             // Stopping: what was judged is checkpointed, so the next owner starts after it.
             None if done.uncovered == 0 => return Ended::Stopped,
-            None => match done.commit(&cluster, &shared, p, &mirror).await {
+            None => match done.commit(&cluster, &shared, p, &state.mirror).await {
                 Ok(()) => return Ended::Stopped,
                 Err(e) => return e,
             },
             // The oldest message not covered has waited `checkpoint-ms`.
-            Some(None) => match done.commit(&cluster, &shared, p, &mirror).await {
+            Some(None) => match done.commit(&cluster, &shared, p, &state.mirror).await {
                 Ok(()) => continue,
                 Err(e) => return e,
             },
@@ -1100,7 +1107,7 @@ async fn partition(
             match judge_one(
                 &shared,
                 &cluster,
-                (&mirror, &judging),
+                &state,
                 message.payload.clone(),
                 topic,
                 route,
@@ -1120,7 +1127,7 @@ async fn partition(
         }
         done.uncovered += 1;
         if done.uncovered >= c.checkpoint_messages {
-            if let Err(e) = done.commit(&cluster, &shared, p, &mirror).await {
+            if let Err(e) = done.commit(&cluster, &shared, p, &state.mirror).await {
                 return e;
             }
         }
@@ -1133,7 +1140,7 @@ async fn partition(
 async fn judge_one(
     shared: &Arc<Shared>,
     cluster: &Cluster,
-    (mirror, judging): (&Arc<Mutex<Mirror>>, &Arc<tokio::sync::Mutex<()>>),
+    state: &PartitionState,
     payload: Bytes,
     topic: String,
     route: Result<gateway::Route, String>,
@@ -1161,10 +1168,10 @@ async fn judge_one(
     let mut message = message;
     // What policies see of time is the stream's: a replay after a takeover judges the same.
     message.received_at_ms = received_ms;
-    let (s, m) = (Arc::clone(shared), Arc::clone(mirror));
+    let (s, m) = (Arc::clone(shared), Arc::clone(&state.mirror));
     let dest = destination.clone();
     // Held until the judgement ends, even if this task is aborted meanwhile (see `Held`).
-    let running = Arc::clone(judging).lock_owned().await;
+    let running = Arc::clone(&state.judging).lock_owned().await;
     let judgement = tokio::task::spawn_blocking(move || {
         let _running = running;
         checkpoint::judged_into(&m, || match reason {
