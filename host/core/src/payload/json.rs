@@ -757,8 +757,26 @@ impl Scanner<'_> {
         }
     }
 
+    /// Moves past a run of ASCII digits; its length. Eight bytes a step: telemetry is full of
+    /// long runs (millisecond timestamps, floats printed to 17 digits).
     fn digits(&mut self) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
         let start = self.pos;
+        while let Some(word) = self.b.get(self.pos..self.pos + 8) {
+            let Ok(word) = <[u8; 8]>::try_from(word) else {
+                break;
+            };
+            // Per byte, a digit is 0x30..=0x39: its high nibble is 3, and adding 6 to its low
+            // nibble does not carry into it. A carry out of a non-digit byte only changes the
+            // bytes above it, and the lowest flagged byte is all that is read.
+            let a = u64::from_le_bytes(word) ^ (ONES * 0x30);
+            let flagged = (a | a.wrapping_add(ONES * 0x06)) & (ONES * 0xF0);
+            if flagged != 0 {
+                self.pos += (flagged.trailing_zeros() / 8) as usize;
+                return self.pos - start;
+            }
+            self.pos += 8;
+        }
         while let Some(b'0'..=b'9') = self.peek() {
             self.pos += 1;
         }

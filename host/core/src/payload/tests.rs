@@ -374,6 +374,32 @@ fn json_validity_agrees_with_serde_json() {
 }
 
 #[test]
+fn digit_runs_of_every_length_end_where_serde_json_ends_them() {
+    // The scanner reads digits eight at a time: every run length up to 20, in the integer,
+    // fraction and exponent parts, followed by every byte, must be valid where serde_json
+    // finds it valid (a run read as ending early or late is not), and integers read the same.
+    for len in 1..=20 {
+        let run: String = (0..len)
+            .map(|i| char::from(b'0' + (i % 9 + 1) as u8))
+            .collect();
+        for stop in 0..=255u8 {
+            for shape in [format!("[{run}"), format!("[1.{run}"), format!("[1e{run}")] {
+                let mut input = shape.into_bytes();
+                input.push(stop);
+                input.extend_from_slice(b"]");
+                let shown = String::from_utf8_lossy(&input).into_owned();
+                let ours = Document::new(Some(Format::Json), input.clone()).field("/0");
+                let theirs = serde_json::from_slice::<JsonValue>(&input);
+                assert_eq!(ours.is_ok(), theirs.is_ok(), "{shown:?}");
+                if let (Ok(Some(FieldValue::Integer(a))), Ok(v)) = (&ours, &theirs) {
+                    assert_eq!(Some(*a), v[0].as_i64(), "{shown:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn bad_pointers() {
     let mut doc = json(TELEMETRY);
     for (pointer, expected) in [
