@@ -2,7 +2,9 @@
 //! redaction overlay on its tape.
 //!
 //! JSON redaction marks removed and masked values over the same tape and writes the result
-//! compact, copying every untouched value verbatim.
+//! compact, copying every untouched value verbatim. When the payload has no whitespace between
+//! its tokens (as devices usually send it), a container with no edit inside is one copy of its
+//! bytes; only the containers on an edit's path are written member by member.
 
 use std::borrow::Cow;
 
@@ -44,7 +46,11 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
             at: 0,
         });
     }
-    let mut s = Scanner { b, pos: 0 };
+    let mut s = Scanner {
+        b,
+        pos: 0,
+        spaced: false,
+    };
     let mut tape = Builder::new(b.len());
     // Where the containers open around the current value are in `tape.pending`, and (bit
     // `depth` of `objects`) whether each is an object: a register, not a load per value.
@@ -53,6 +59,7 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
     let mut depth = 0usize;
     let mut key = EntryKey::NONE;
     s.skip_ws();
+    s.spaced = false;
     loop {
         let start = s.pos;
         let kind = match s.peek() {
@@ -115,6 +122,7 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
         // A value ended: close the containers it completes, or go on to the next one.
         loop {
             let Some(top) = depth.checked_sub(1) else {
+                tape.compact = !s.spaced;
                 s.skip_ws();
                 if s.pos < b.len() {
                     return s.fail("trailing characters");
@@ -221,6 +229,8 @@ struct Overlay<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {
     Live,
+    /// A container with an edit somewhere inside: written piece by piece.
+    Holds,
     Removed,
     Masked,
 }
@@ -297,6 +307,7 @@ impl<'a> Overlay<'a> {
             return Ok(false);
         };
         let mut container = self.tape.root;
+        let mut through = Vec::with_capacity(path.len());
         for token in &path {
             let Some(i) = self
                 .find(&container, token)
@@ -304,6 +315,7 @@ impl<'a> Overlay<'a> {
             else {
                 return Ok(false);
             };
+            through.push(i);
             // A masked value is a string now: there is nothing inside it.
             if self.mark(i) == Mark::Masked {
                 return Ok(false);
@@ -326,6 +338,11 @@ impl<'a> Overlay<'a> {
                     *mark = Mark::Masked;
                 }
                 self.masks.push((i, text));
+            }
+        }
+        for j in through {
+            if let Some(mark @ Mark::Live) = self.marks.get_mut(j) {
+                *mark = Mark::Holds;
             }
         }
         Ok(true)
@@ -395,9 +412,15 @@ impl<'a> Overlay<'a> {
     }
 
     fn write_value(&self, i: usize, entry: &Entry, out: &mut Vec<u8>) {
-        match self.mask(i) {
-            Some(text) => write_string(text, out),
-            None => self.write_entry(entry, out),
+        match self.mark(i) {
+            Mark::Masked => write_string(self.mask(i).unwrap_or_default(), out),
+            // Untouched and already compact: its bytes as they are, in one copy.
+            Mark::Live if self.tape.compact => out.extend_from_slice(
+                self.bytes
+                    .get(entry.start as usize..entry.end as usize)
+                    .unwrap_or_default(),
+            ),
+            _ => self.write_entry(entry, out),
         }
     }
 }
@@ -550,6 +573,8 @@ struct Scanner<'a> {
     b: &'a [u8],
     /// Never beyond `b.len()`: it only moves past bytes that `peek` or `get` saw.
     pos: usize,
+    /// Whether whitespace was skipped since it was last cleared.
+    spaced: bool,
 }
 
 impl Scanner<'_> {
@@ -562,9 +587,11 @@ impl Scanner<'_> {
     }
 
     fn skip_ws(&mut self) {
+        let start = self.pos;
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.pos += 1;
         }
+        self.spaced |= self.pos != start;
     }
 
     /// Reads `"key" :` and the whitespace after it.

@@ -311,7 +311,8 @@ impl Document {
 /// An edit whose pointer matches nothing is skipped. Remove deletes an object member, or an
 /// array element (later indices shift, which later edits see); Mask replaces the value, whatever
 /// its type, with the text. JSON output is compact, keeps member order and copies untouched
-/// values verbatim (numbers and string escapes as they were written). CBOR output uses definite
+/// values verbatim (numbers and string escapes as they were written; keys too, inside a container
+/// no edit reaches when the payload has no whitespace between its tokens). CBOR output uses definite
 /// lengths and minimal heads, keeps tags and float widths, and needs text map keys. Duplicate
 /// keys are merged, the last value at the first key's place (as serde_json does), so an edit
 /// reaches every copy of a duplicated field.

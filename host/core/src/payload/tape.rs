@@ -66,6 +66,10 @@ pub(super) struct Tape {
     owned_keys: Vec<Box<str>>,
     /// Where CBOR keys that are not text are encoded, to tell them apart.
     non_text_keys: Vec<(u32, u32)>,
+    /// JSON with no whitespace between its tokens (around the root does not count): any
+    /// value's bytes are already its compact form, so a redaction copies an untouched
+    /// container in one piece.
+    pub(super) compact: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +130,8 @@ pub(super) struct Builder {
     pub(super) pending: Vec<Entry>,
     pub(super) owned_keys: Vec<Box<str>>,
     pub(super) non_text_keys: Vec<(u32, u32)>,
+    /// See [`Tape::compact`].
+    pub(super) compact: bool,
 }
 
 impl Builder {
@@ -136,6 +142,7 @@ impl Builder {
             pending: Vec::with_capacity((payload_len / 16).clamp(4, 1024)),
             owned_keys: Vec::new(),
             non_text_keys: Vec::new(),
+            compact: false,
         }
     }
 
@@ -162,6 +169,7 @@ impl Builder {
             entries: self.entries,
             owned_keys: self.owned_keys,
             non_text_keys: self.non_text_keys,
+            compact: self.compact,
         })
     }
 }

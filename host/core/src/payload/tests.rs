@@ -853,6 +853,29 @@ fn redact_json_output_is_compact_and_reparses() {
 }
 
 #[test]
+fn redact_json_copies_untouched_containers_of_a_compact_payload_whole() {
+    // Compact: the sibling container is copied as written (its escaped key included); the
+    // containers on the edit's path are written piece by piece.
+    let input = r#"{"keep":{"k\u0041":[1,{"x":"\u00e9"}]},"on":{"path":{"drop":1,"stay":2.50}}}"#;
+    assert_eq!(
+        redacted_json(input, &[remove("/on/path/drop")]).unwrap(),
+        r#"{"keep":{"k\u0041":[1,{"x":"\u00e9"}]},"on":{"path":{"stay":2.50}}}"#
+    );
+    // Whitespace anywhere inside: every container is written compact, keys unescaped.
+    let spaced = r#"{"keep":{"k\u0041":[1, {"x":"\u00e9"}]},"on":{"path":{"drop":1,"stay":2.50}}}"#;
+    assert_eq!(
+        redacted_json(spaced, &[remove("/on/path/drop")]).unwrap(),
+        r#"{"keep":{"kA":[1,{"x":"\u00e9"}]},"on":{"path":{"stay":2.50}}}"#
+    );
+    // Whitespace around the root only: still compact inside.
+    let around = format!("\n\t {input} \r\n");
+    assert_eq!(
+        redacted_json(&around, &[mask("/keep/k\u{41}/1/x", "m")]).unwrap(),
+        r#"{"keep":{"kA":[1,{"x":"m"}]},"on":{"path":{"drop":1,"stay":2.50}}}"#
+    );
+}
+
+#[test]
 fn redact_json_leaves_the_rest_verbatim() {
     // Numbers serde_json would re-format or round, escapes it would rewrite: untouched.
     let input = r#"{"big": 123456789012345678901234567890, "f": 8337637642.049805,
