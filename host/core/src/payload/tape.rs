@@ -62,6 +62,8 @@ pub(super) struct Span {
 pub(super) struct Tape {
     pub(super) root: Entry,
     pub(super) entries: Vec<Entry>,
+    /// The builder's stack, empty: kept with the tape to be reused with its entries.
+    pending: Vec<Entry>,
     /// Keys whose text is not verbatim in the payload (JSON escapes, CBOR text in chunks).
     owned_keys: Vec<Box<str>>,
     /// Where CBOR keys that are not text are encoded, to tell them apart.
@@ -134,12 +136,49 @@ pub(super) struct Builder {
     pub(super) compact: bool,
 }
 
+/// Entries kept for the thread's next tape: each message builds one and drops it, and buffers
+/// of a few KiB are past the allocator's per-thread cache.
+struct Spare {
+    entries: Vec<Entry>,
+    pending: Vec<Entry>,
+}
+
+thread_local! {
+    static SPARE: std::cell::Cell<Option<Spare>> = const { std::cell::Cell::new(None) };
+}
+
+/// Buffers larger than this (in entries, 28 bytes each) go back to the allocator: one huge
+/// payload must not pin its index's memory to the thread.
+const SPARE_MAX: usize = 4096;
+
+/// An empty buffer for at least `want` entries, the spare one if it is there.
+fn spare_or_new(spare: Option<Vec<Entry>>, want: usize) -> Vec<Entry> {
+    match spare {
+        Some(mut v) => {
+            v.clear();
+            v.reserve(want);
+            v
+        }
+        None => Vec::with_capacity(want),
+    }
+}
+
+/// Hands a buffer back for the thread's next tape.
+fn keep(entries: Vec<Entry>, pending: Vec<Entry>) {
+    let fits = |v: &Vec<Entry>| v.capacity() <= SPARE_MAX;
+    if fits(&entries) && fits(&pending) {
+        SPARE.set(Some(Spare { entries, pending }));
+    }
+}
+
 impl Builder {
     pub(super) fn new(payload_len: usize) -> Self {
+        let spare = SPARE.take();
+        let (entries, pending) = spare.map_or((None, None), |s| (Some(s.entries), Some(s.pending)));
         Self {
             // About one value per 8 to 16 bytes in telemetry; a guess too high costs little.
-            entries: Vec::with_capacity((payload_len / 8).clamp(4, 4096)),
-            pending: Vec::with_capacity((payload_len / 16).clamp(4, 1024)),
+            entries: spare_or_new(entries, (payload_len / 8).clamp(4, 4096)),
+            pending: spare_or_new(pending, (payload_len / 16).clamp(4, 1024)),
             owned_keys: Vec::new(),
             non_text_keys: Vec::new(),
             compact: false,
@@ -166,11 +205,33 @@ impl Builder {
         let root = self.pending.pop().filter(|_| self.pending.is_empty())?;
         Some(Tape {
             root,
-            entries: self.entries,
-            owned_keys: self.owned_keys,
-            non_text_keys: self.non_text_keys,
+            entries: std::mem::take(&mut self.entries),
+            pending: std::mem::take(&mut self.pending),
+            owned_keys: std::mem::take(&mut self.owned_keys),
+            non_text_keys: std::mem::take(&mut self.non_text_keys),
             compact: self.compact,
         })
+    }
+}
+
+impl Drop for Builder {
+    /// A payload that failed to scan hands its buffers back too.
+    fn drop(&mut self) {
+        if self.entries.capacity() > 0 {
+            keep(
+                std::mem::take(&mut self.entries),
+                std::mem::take(&mut self.pending),
+            );
+        }
+    }
+}
+
+impl Drop for Tape {
+    fn drop(&mut self) {
+        keep(
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.pending),
+        );
     }
 }
 
@@ -185,44 +246,73 @@ impl Tape {
         }
     }
 
-    /// A key two of `members` share: asked when a lookup returns an object. The usual object
-    /// (a few dozen members at most) costs a comparison of one word per pair and no
-    /// allocation: a fingerprint of each key (length, first and last byte) on the stack,
-    /// bytes compared only when two fingerprints agree. Larger objects are sorted, so keys
-    /// crafted to share their fingerprint cost O(n log n), not the quadratic seconds a pairwise
-    /// check took on 40,000 of them.
+    /// A key two of `members` share: asked when a lookup returns an object. Up to 256 members
+    /// (any telemetry object) go through a hash table on the stack: one hash per key, bytes
+    /// compared only when two hashes agree, no allocation. The hash is seeded per process
+    /// (foldhash), so a device cannot craft keys that collide. Larger objects are sorted:
+    /// O(n log n), not the quadratic seconds a pairwise check took on 40,000 keys.
     pub(super) fn duplicate_in<'a>(
         &'a self,
         bytes: &'a [u8],
         members: &[Entry],
     ) -> Option<(bool, &'a [u8])> {
-        const PAIRWISE: usize = 32;
-        let key = |member: &Entry| self.key_identity(bytes, member);
-        if members.len() <= PAIRWISE {
-            let mut prints = [0_u64; PAIRWISE];
-            for (print, member) in prints.iter_mut().zip(members) {
-                let (text, k) = key(member);
-                *print = (k.len() as u64) << 17
-                    | u64::from(k.first().copied().unwrap_or(0)) << 9
-                    | u64::from(k.last().copied().unwrap_or(0)) << 1
-                    | u64::from(text);
+        match members.len() {
+            0..=1 => None,
+            2..=32 => self.duplicate_by_hash::<64>(bytes, members),
+            33..=64 => self.duplicate_by_hash::<128>(bytes, members),
+            65..=256 => self.duplicate_by_hash::<512>(bytes, members),
+            _ => {
+                let mut keys: Vec<(bool, &[u8])> = members
+                    .iter()
+                    .map(|m| self.key_identity(bytes, m))
+                    .collect();
+                keys.sort_unstable();
+                keys.iter()
+                    .zip(keys.iter().skip(1))
+                    .find(|(a, b)| a == b)
+                    .map(|(a, _)| *a)
             }
-            let prints = prints.get(..members.len()).unwrap_or_default();
-            for (i, (a, x)) in prints.iter().zip(members).enumerate() {
-                for (b, y) in prints.iter().zip(members).skip(i + 1) {
-                    if a == b && key(x) == key(y) {
-                        return Some(key(x));
+        }
+    }
+
+    /// [`duplicate_in`](Self::duplicate_in) for at most `SLOTS / 2` members (`SLOTS` a power
+    /// of two of at most 2^16): open addressing, each slot the member's index + 1 in its low 16
+    /// bits and its hash's high bits above.
+    fn duplicate_by_hash<'a, const SLOTS: usize>(
+        &'a self,
+        bytes: &'a [u8],
+        members: &[Entry],
+    ) -> Option<(bool, &'a [u8])> {
+        use std::hash::BuildHasher;
+        const LOW: u64 = 0xFFFF;
+        let state = foldhash::fast::RandomState::default();
+        let mut slots = [0_u64; SLOTS];
+        for (i, member) in members.iter().enumerate().take(SLOTS / 2) {
+            let key = self.key_identity(bytes, member);
+            let hash = state.hash_one(key);
+            let mut at = hash as usize;
+            loop {
+                at &= SLOTS - 1;
+                let Some(slot) = slots.get_mut(at) else {
+                    return None;
+                };
+                if *slot == 0 {
+                    *slot = hash & !LOW | (i as u64 + 1);
+                    break;
+                }
+                if (*slot ^ hash) & !LOW == 0 {
+                    let other = ((*slot & LOW) as usize).wrapping_sub(1);
+                    let same = members
+                        .get(other)
+                        .is_some_and(|m| self.key_identity(bytes, m) == key);
+                    if same {
+                        return Some(key);
                     }
                 }
+                at += 1;
             }
-            return None;
         }
-        let mut keys: Vec<(bool, &[u8])> = members.iter().map(key).collect();
-        keys.sort_unstable();
-        keys.iter()
-            .zip(keys.iter().skip(1))
-            .find(|(a, b)| a == b)
-            .map(|(a, _)| *a)
+        None
     }
 
     pub(super) fn children(&self, container: &Entry) -> &[Entry] {

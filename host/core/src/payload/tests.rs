@@ -286,6 +286,34 @@ fn json_lookups_through_a_duplicated_key_are_malformed() {
 }
 
 #[test]
+fn duplicate_keys_are_found_in_objects_of_every_size() {
+    // Each size on both sides of the ways the check works (pairs, hash tables of two sizes,
+    // sorting); the copy at the start, middle or end, spelt plainly or with an escape.
+    for n in [2, 3, 31, 32, 33, 100, 255, 256, 257, 400] {
+        let keys: Vec<String> = (0..n).map(|i| format!("key{i}")).collect();
+        let members = |keys: &[String]| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| format!("\"{k}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut distinct = json(&format!("{{{}}}", members(&keys)));
+        let want = Some(FieldValue::Object(u32::try_from(n).unwrap()));
+        assert_eq!(get(&mut distinct, ""), want, "{n} distinct keys");
+        for (a, b) in [(0, 1), (0, n - 1), (n / 2, n - 1), (n - 2, n - 1)] {
+            if a == b {
+                continue;
+            }
+            let mut twice = keys.clone();
+            twice[b] = keys[a].replacen('k', "\\u006b", 1);
+            let mut doc = json(&format!("{{{}}}", members(&twice)));
+            refused_as_duplicate(&mut doc, "", &keys[a]);
+        }
+    }
+}
+
+#[test]
 fn json_malformed_payloads_say_where() {
     let cases = [
         ("{\"a\": 1,}", "key must be a string at line 1 column 9"),
