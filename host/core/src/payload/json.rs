@@ -587,11 +587,11 @@ impl Scanner<'_> {
     }
 
     fn skip_ws(&mut self) {
-        let start = self.pos;
+        // A compact payload never enters the loop: recording the whitespace costs it nothing.
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.pos += 1;
+            self.spaced = true;
         }
-        self.spaced |= self.pos != start;
     }
 
     /// Reads `"key" :` and the whitespace after it.
