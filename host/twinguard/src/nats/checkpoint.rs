@@ -179,30 +179,16 @@ pub(crate) fn encode_body_ref(seq: u64, name: &str) -> Vec<u8> {
 
 /// Reads a checkpoint key's bytes: the state, or where it is.
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<Head, String> {
-    if bytes.get(4) != Some(&VERSION_BODY) || !bytes.starts_with(MAGIC) {
-        return decode(bytes).map(|(seq, mirror)| Head::Inline(seq, mirror));
+    let mut r = Reader::new(bytes)?;
+    match r.version {
+        VERSION_BODY => {
+            let seq = r.u64()?;
+            let name = r.text()?;
+            r.end()?;
+            Ok(Head::Body { seq, name })
+        }
+        _ => r.state().map(|(seq, mirror)| Head::Inline(seq, mirror)),
     }
-    let seq = bytes
-        .get(5..13)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or("truncated in its sequence")?;
-    let len = bytes
-        .get(13..17)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or("truncated in its object's name")?;
-    let name = bytes
-        .get(17..)
-        .filter(|n| n.len() == len as usize)
-        .ok_or_else(|| {
-            format!(
-                "its object's name should be {len} bytes, is {}",
-                bytes.len().saturating_sub(17)
-            )
-        })?;
-    let name = String::from_utf8(name.to_vec()).map_err(|_| "its object's name is not UTF-8")?;
-    Ok(Head::Body { seq, name })
 }
 
 /// A checkpoint's bytes: magic, version, the stream sequence of the last message it covers,
@@ -233,67 +219,111 @@ pub(crate) fn encode(seq: u64, mirror: &Mirror) -> Vec<u8> {
 /// Reads [`encode`]'s bytes back: the stream sequence and the state. The error says where
 /// the bytes stop making sense.
 pub(crate) fn decode(bytes: &[u8]) -> Result<(u64, Mirror), String> {
-    struct Reader<'a>(&'a [u8], usize);
-    impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-            let end = self.1.checked_add(n).filter(|e| *e <= self.0.len());
-            let Some(end) = end else {
-                return Err(format!(
-                    "truncated at byte {} (wanted {n} more of {})",
-                    self.1,
-                    self.0.len()
-                ));
-            };
-            let s = &self.0[self.1..end];
-            self.1 = end;
-            Ok(s)
-        }
-        fn u64(&mut self) -> Result<u64, String> {
-            Ok(u64::from_le_bytes(
-                self.take(8)?.try_into().unwrap_or([0; 8]),
-            ))
-        }
-        fn field(&mut self) -> Result<&'a [u8], String> {
-            let n = u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4]));
-            self.take(n as usize)
-        }
-        fn text(&mut self) -> Result<String, String> {
-            let at = self.1;
-            String::from_utf8(self.field()?.to_vec())
-                .map_err(|_| format!("a name at byte {at} is not UTF-8"))
-        }
-    }
-    let mut r = Reader(bytes, 0);
-    if r.take(4)? != MAGIC {
-        return Err("not a twinguard checkpoint (no TGCP header)".into());
-    }
-    let version = r.take(1)?[0];
-    if version != VERSION {
-        return Err(format!(
-            "checkpoint format {version}, this build reads {VERSION} and {VERSION_BODY}"
-        ));
-    }
-    let seq = r.u64()?;
-    let count = r.u64()?;
-    let mut mirror = Mirror::default();
-    for _ in 0..count {
-        let kind = r.take(1)?[0];
-        if kind > 1 {
-            return Err(format!("unknown entry kind {kind} at byte {}", r.1 - 1));
-        }
-        let key = Key {
-            kind,
-            policy: r.text()?,
-            device: r.text()?,
-            key: r.text()?,
+    Reader::new(bytes)?.state()
+}
+
+/// Reads a checkpoint's fields in order, after its header; an error names the byte where the
+/// bytes stop making sense.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    version: u8,
+}
+
+impl<'a> Reader<'a> {
+    /// Past the magic and a version this build reads.
+    fn new(bytes: &'a [u8]) -> Result<Self, String> {
+        let mut r = Self {
+            bytes,
+            at: 0,
+            version: 0,
         };
-        let value = r.field()?.to_vec();
-        mirror.entries.insert(key, value);
+        if r.take(4)? != MAGIC {
+            return Err("not a twinguard checkpoint (no TGCP header)".into());
+        }
+        r.version = r.byte()?;
+        if r.version != VERSION && r.version != VERSION_BODY {
+            return Err(format!(
+                "checkpoint format {}, this build reads {VERSION} and {VERSION_BODY}",
+                r.version
+            ));
+        }
+        Ok(r)
     }
-    if r.1 != bytes.len() {
-        return Err(format!("{} bytes after the last entry", bytes.len() - r.1));
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let taken = self
+            .at
+            .checked_add(n)
+            .and_then(|end| self.bytes.get(self.at..end));
+        let Some(taken) = taken else {
+            return Err(format!(
+                "truncated at byte {} (wanted {n} more of {})",
+                self.at,
+                self.bytes.len()
+            ));
+        };
+        self.at += n;
+        Ok(taken)
     }
-    Ok((seq, mirror))
+
+    fn byte(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?.first().copied().unwrap_or_default())
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+
+    fn field(&mut self) -> Result<&'a [u8], String> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4]));
+        self.take(n as usize)
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        let at = self.at;
+        String::from_utf8(self.field()?.to_vec())
+            .map_err(|_| format!("a name at byte {at} is not UTF-8"))
+    }
+
+    /// Nothing may follow the last field.
+    fn end(&self) -> Result<(), String> {
+        match self.bytes.len() - self.at {
+            0 => Ok(()),
+            n => Err(format!("{n} bytes after the last field")),
+        }
+    }
+
+    /// The rest of an inline checkpoint: the sequence and the state.
+    fn state(mut self) -> Result<(u64, Mirror), String> {
+        if self.version != VERSION {
+            return Err(format!(
+                "checkpoint format {} names an object; the state itself was expected",
+                self.version
+            ));
+        }
+        let seq = self.u64()?;
+        let count = self.u64()?;
+        let mut mirror = Mirror::default();
+        for _ in 0..count {
+            let kind = self.byte()?;
+            if kind > 1 {
+                return Err(format!("unknown entry kind {kind} at byte {}", self.at - 1));
+            }
+            let key = Key {
+                kind,
+                policy: self.text()?,
+                device: self.text()?,
+                key: self.text()?,
+            };
+            let value = self.field()?.to_vec();
+            mirror.entries.insert(key, value);
+        }
+        self.end()?;
+        Ok((seq, mirror))
+    }
 }
 
 #[cfg(test)]
@@ -411,15 +441,17 @@ mod tests {
         }
         for cut in [6, 14, head.len() - 1] {
             let e = decode_head(&head[..cut]).unwrap_err();
-            assert!(
-                e.contains("truncated") || e.contains("should be"),
-                "cut {cut}: {e}"
-            );
+            assert!(e.contains("truncated at byte"), "cut {cut}: {e}");
         }
         let mut long = head;
         long.push(b'x');
-        assert!(decode_head(&long)
+        assert_eq!(
+            decode_head(&long).unwrap_err(),
+            "1 bytes after the last field"
+        );
+        // A key naming an object is not a state.
+        assert!(decode(&long[..long.len() - 1])
             .unwrap_err()
-            .contains("should be 27 bytes, is 28"));
+            .contains("names an object"));
     }
 }

@@ -362,6 +362,10 @@ async fn bodies_store(
     }
 }
 
+/// The largest partition state read back from an object (1 GiB): far above what the policies'
+/// `state-devices` × `state-bytes` make of usual limits, and a bound on what one take allocates.
+const MAX_STATE_OBJECT: u64 = 1 << 30;
+
 /// Reads a checkpoint key's value: the sequence it covers, the state, and the object holding
 /// the state when it is not inline. `bodies` is `None` where that store does not exist.
 async fn load(
@@ -379,14 +383,28 @@ async fn load(
             bodies_name(c)
         )
     })?;
-    let mut bytes = Vec::new();
-    store
-        .get(&name)
-        .await
-        .map_err(|e| e.to_string())?
+    let object = store.get(&name).await.map_err(|e| e.to_string())?;
+    // Only twinguard instances write this store, but a damaged or foreign object must not
+    // make a take allocate whatever size it claims.
+    if object.info.size as u64 > MAX_STATE_OBJECT {
+        return Err(format!(
+            "its state's object {name:?} is {} bytes, more than the {MAX_STATE_OBJECT} a \
+             checkpoint may be",
+            object.info.size
+        ));
+    }
+    let mut bytes = Vec::with_capacity(object.info.size.min(1 << 26));
+    object
+        .take(MAX_STATE_OBJECT + 1)
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| format!("its state's object {name:?}: {e}"))?;
+    if bytes.len() as u64 > MAX_STATE_OBJECT {
+        return Err(format!(
+            "its state's object {name:?} is more than the {MAX_STATE_OBJECT} bytes a \
+             checkpoint may be"
+        ));
+    }
     let (covered, mirror) =
         checkpoint::decode(&bytes).map_err(|e| format!("its state's object {name:?}: {e}"))?;
     if covered != seq {
