@@ -1498,6 +1498,108 @@ fn a_failed_store_write_is_delivered_again_not_lost() {
     assert_eq!(seqs, [Some(1)], "{got:?}");
 }
 
+/// A store write failing in the middle of what a worker judges in one trip. It and the
+/// messages after it are neither judged nor acknowledged, so replay-guard's state does not see
+/// them until they are delivered again: once the store is mended they reach the twin, once.
+/// Nothing is lost and nothing passes twice. The messages judged before it whose forwards the
+/// teardown cut short are delivered again too, and replay-guard holds them as replays
+/// (releasable), as after a crash (README, "Delivery is at-least-once").
+#[test]
+fn a_failed_store_write_inside_a_batch_loses_nothing_and_passes_nothing_twice() {
+    use twinguard_fixtures::faults::{break_store_writes, mend_store_writes, store_records};
+
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let config = write_config(&s, "serve.toml", &url, "gw-store-batch", "workers = 1");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let chain = r#"chain = ["schema", "pii-silent", "pii-alert"]"#;
+    assert!(text.contains(chain));
+    let text = text.replace(chain, r#"chain = ["schema", "replay"]"#)
+        + &format!(
+            "\n[[policy]]\nname = \"replay\"\npath = \"{}\"\n[policy.config]\nmax-age-ms = 3600000\n",
+            fixtures::wasm("replay-guard").display()
+        );
+    std::fs::write(&config, text).unwrap();
+    let twin = Peer::connect("twin-store-batch", broker.port, &["twin/#"], false);
+    let serve = Serve::start(&config);
+    assert!(
+        serve.wait_for("subscribed", Duration::from_secs(30)),
+        "{}",
+        serve.text()
+    );
+    break_store_writes(&s.store);
+    let device = Peer::connect("press-8", broker.port, &[], false);
+    let ts = twinguard::now_ms();
+    // Back to back, so the worker finds them queued together: 1 and 2 pass, the third
+    // (no /seq) held by the schema check, which needs the store; 4 and 5 after it.
+    for payload in [
+        format!(r#"{{"seq": 1, "ts": {ts}}}"#),
+        format!(r#"{{"seq": 2, "ts": {ts}}}"#),
+        format!(r#"{{"temp": 99, "ts": {ts}}}"#),
+        format!(r#"{{"seq": 4, "ts": {ts}}}"#),
+        format!(r#"{{"seq": 5, "ts": {ts}}}"#),
+    ] {
+        device.publish("devices/press-8/telemetry", payload.into_bytes());
+    }
+    assert!(
+        serve.wait_for("must be delivered again", Duration::from_secs(60)),
+        "{}",
+        serve.text()
+    );
+    assert_eq!(store_records(&s.store), 0);
+
+    mend_store_writes(&s.store);
+    let got = twin.collect(Duration::from_secs(60), |got| {
+        got.iter().any(|(_, p)| seq_of(p) == Some(5))
+    });
+    let end = Instant::now() + Duration::from_secs(60);
+    while store_records(&s.store) == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Anything delivered twice would arrive within this window too.
+    let late = twin.collect(Duration::from_secs(2), |_| false);
+    let seqs: Vec<u64> = got
+        .iter()
+        .chain(&late)
+        .filter_map(|(_, p)| seq_of(p))
+        .collect();
+    let records = held(&s.store, 1);
+    let log = serve.text();
+    let held_seqs: Vec<Option<u64>> = records.iter().map(|r| seq_of(&r.payload)).collect();
+    // 4 and 5 came after the failure: judged once, after the mend, and forwarded.
+    assert_eq!(
+        seqs.iter().filter(|&&n| n >= 4).collect::<Vec<_>>(),
+        [&4, &5],
+        "{seqs:?} {held_seqs:?}\n{log}"
+    );
+    // 1 and 2 each reach the twin or are held as a replay, once; the one without /seq is
+    // held once, by the schema check.
+    for n in [1, 2] {
+        let forwarded = seqs.iter().filter(|&&x| x == n).count();
+        let kept: Vec<_> = records
+            .iter()
+            .filter(|r| seq_of(&r.payload) == Some(n))
+            .collect();
+        assert_eq!(
+            forwarded + kept.len(),
+            1,
+            "seq {n}: {seqs:?} {held_seqs:?}\n{log}"
+        );
+        assert!(
+            kept.iter().all(|r| r.reason.contains("replay-guard")),
+            "{kept:?}"
+        );
+    }
+    let schema: Vec<_> = records
+        .iter()
+        .filter(|r| seq_of(&r.payload).is_none())
+        .collect();
+    assert_eq!(schema.len(), 1, "{held_seqs:?}\n{log}");
+    assert!(schema[0].reason.contains("/seq"), "{}", schema[0].reason);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "order: {seqs:?}");
+}
+
 /// A JSON message of exactly `size` bytes with `/seq` = `seq`: valid, so only its size can
 /// hold it back.
 fn padded(seq: u64, size: usize) -> Vec<u8> {
