@@ -293,9 +293,7 @@ impl Tape {
             let mut at = hash as usize;
             loop {
                 at &= SLOTS - 1;
-                let Some(slot) = slots.get_mut(at) else {
-                    return None;
-                };
+                let slot = slots.get_mut(at)?;
                 if *slot == 0 {
                     *slot = hash & !LOW | (i as u64 + 1);
                     break;
