@@ -340,12 +340,14 @@ impl Gateway {
         // Acknowledgements go through their own task, in arrival order: this task drives the
         // event loop, so it must not wait for room in the client's request queue.
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(u64, Received)>();
+        let acked = Arc::new(Acked::default());
         let _acker = AbortOnDrop(tokio::spawn(acknowledger(
             client.clone(),
             ack_rx,
             self.state.clone(),
+            Arc::clone(&acked),
         )));
-        let worker = Arc::new(self.worker());
+        let worker = Arc::new(self.worker(acked));
         let mut shards = Vec::new();
         let mut _shard_tasks = Vec::new();
         for _ in 0..self.config.workers() {
@@ -515,8 +517,10 @@ impl Gateway {
         })
     }
 
-    fn worker(&self) -> Worker {
+    fn worker(&self, acked: Arc<Acked>) -> Worker {
         Worker {
+            acked,
+            failed_at: AtomicU64::new(u64::MAX),
             judge: self.judge.clone(),
             alerts_topic: self.config.alerts_topic.clone(),
             max_message_bytes: self.config.max_message_bytes,
@@ -849,6 +853,12 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 /// What the message workers share.
 struct Worker {
     judge: Judge,
+    /// How far the connection's acknowledgements have gone.
+    acked: Arc<Acked>,
+    /// The arrival number of the first message whose quarantine write failed on this
+    /// connection (`u64::MAX`: none). No message that arrived after it is judged on this
+    /// connection, so none changes policies' state before the broker delivers it again.
+    failed_at: AtomicU64,
     alerts_topic: Option<String>,
     /// `max-message-bytes`: a larger payload is held back unjudged.
     max_message_bytes: usize,
@@ -881,10 +891,43 @@ async fn publisher(
 /// Sends acknowledgements in arrival order: one that is ready early waits for those before it.
 /// With a state file, a batch of due acknowledgements first waits for one commit covering the
 /// state their judging changed (it was queued before they reached this task).
+/// The acknowledgements a connection has sent: every message that arrived before `next` (its
+/// arrival number) is acknowledged.
+#[derive(Debug, Default)]
+struct Acked {
+    next: AtomicU64,
+    moved: tokio::sync::Notify,
+}
+
+impl Acked {
+    /// Waits until every message that arrived before `seq` is acknowledged, or `within`.
+    async fn through(&self, seq: u64, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            loop {
+                let moved = self.moved.notified();
+                tokio::pin!(moved);
+                moved.as_mut().enable();
+                if self.next.load(Ordering::Acquire) >= seq {
+                    return;
+                }
+                moved.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// How long a worker whose quarantine write failed waits for the messages before it to be
+/// acknowledged before it tears the connection down: their forwards are on their way, and
+/// cutting them short would bring them back as replays.
+const DRAIN: Duration = Duration::from_secs(10);
+
 async fn acknowledger(
     client: Client,
     mut rx: mpsc::UnboundedReceiver<(u64, Received)>,
     state: Option<crate::state::StateDb>,
+    acked: Arc<Acked>,
 ) {
     let mut next = 0_u64;
     let mut ready = BTreeMap::new();
@@ -919,6 +962,8 @@ async fn acknowledger(
                 return;
             }
         }
+        acked.next.store(next, Ordering::Release);
+        acked.moved.notify_waiters();
     }
 }
 
@@ -938,7 +983,12 @@ async fn shard(
     while jobs.recv_many(&mut batch, BATCH).await > 0 {
         if judge(&w, &mut batch, &out, &acks).await.is_err() {
             // The client is gone or the store failed: stop acknowledging; the connection is
-            // torn down and the broker redelivers.
+            // torn down and the broker redelivers. After a failed store write, the messages
+            // judged before it finish first (no more are judged meanwhile).
+            let failed_at = w.failed_at.load(Ordering::Acquire);
+            if failed_at != u64::MAX && !w.acked.through(failed_at, DRAIN).await {
+                tracing::warn!(gateway = %w.gateway, "the messages before the one the quarantine store failed were not all acknowledged within {DRAIN:?}; tearing the connection down anyway (those whose forwards were cut short come back, and replay-guard may hold them as replays)");
+            }
             client.disconnect().await;
             return;
         }
@@ -980,7 +1030,7 @@ fn prepare(w: &Worker, job: Job) -> (Prepared, Asked) {
             input,
             destination: None,
         };
-        return (prepared, (message, Some(reason), None));
+        return (prepared, (seq, message, Some(reason), None));
     }
     let topic = input.topic().into_owned();
     let (mut message, destination) = match &route {
@@ -999,7 +1049,7 @@ fn prepare(w: &Worker, job: Job) -> (Prepared, Asked) {
         ),
     };
     message.attributes = input.user_properties().to_vec();
-    let asked = (message, route.err(), destination.clone());
+    let asked = (seq, message, route.err(), destination.clone());
     let prepared = Prepared {
         seq,
         input,
@@ -1024,7 +1074,10 @@ async fn judge(
         // `judged` first: zip stops at its end without taking the next of `prepared`. It
         // ends short when a store commit failed: `account` tears down at that one.
         for ((message, judgement), p) in judged.into_iter().zip(prepared.by_ref()) {
-            account(w, &judgement)?;
+            if account(w, &judgement).is_err() {
+                w.failed_at.fetch_min(p.seq, Ordering::AcqRel);
+                return Err(Teardown);
+            }
             act(w, p, message, judgement, out, acks).await?;
         }
     }
@@ -1115,7 +1168,9 @@ pub(crate) fn oversized(
 
 /// A message for the judge flow, why it is held back unjudged if it is (oversized, placed by
 /// no input), and its destination.
-type Asked = (Message, Option<String>, Option<String>);
+/// What a message is judged with: its arrival number, the message, why it is held unjudged
+/// (if it is) and its destination.
+type Asked = (u64, Message, Option<String>, Option<String>);
 
 /// How long one trip to the blocking pool judges before it hands back what it has: a slow
 /// policy (up to its deadline per message) must not hold back the outcomes of the messages
@@ -1137,7 +1192,13 @@ async fn settle(
         let started = std::time::Instant::now();
         let mut judged = Vec::with_capacity(asked.len());
         let mut asked = asked.into_iter();
-        for (message, reason, destination) in asked.by_ref() {
+        for (seq, message, reason, destination) in asked.by_ref() {
+            // A store write failed on this connection: what arrived after that message is
+            // left for the broker to deliver again, its state untouched. What arrived before
+            // it is still judged: it can be acknowledged.
+            if seq > worker.failed_at.load(Ordering::Acquire) {
+                return (judged, Vec::new());
+            }
             let judgement = judge_one(&worker, &message, reason, destination.as_deref());
             let failed = matches!(judgement.stored, Stored::Failed(_));
             judged.push((message, judgement));
