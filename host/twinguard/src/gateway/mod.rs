@@ -888,9 +888,6 @@ async fn publisher(
     }
 }
 
-/// Sends acknowledgements in arrival order: one that is ready early waits for those before it.
-/// With a state file, a batch of due acknowledgements first waits for one commit covering the
-/// state their judging changed (it was queued before they reached this task).
 /// The acknowledgements a connection has sent: every message that arrived before `next` (its
 /// arrival number) is acknowledged.
 #[derive(Debug, Default)]
@@ -923,6 +920,10 @@ impl Acked {
 /// cutting them short would bring them back as replays.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Sends acknowledgements in arrival order: one that is ready early waits for those before it.
+/// With a state file, a batch of due acknowledgements first waits for one commit covering the
+/// state their judging changed (it was queued before they reached this task). `acked` follows
+/// how far it has gone.
 async fn acknowledger(
     client: Client,
     mut rx: mpsc::UnboundedReceiver<(u64, Received)>,
@@ -1166,10 +1167,8 @@ pub(crate) fn oversized(
     (message, reason)
 }
 
-/// A message for the judge flow, why it is held back unjudged if it is (oversized, placed by
-/// no input), and its destination.
-/// What a message is judged with: its arrival number, the message, why it is held unjudged
-/// (if it is) and its destination.
+/// A message for the judge flow: its arrival number, the message, why it is held back
+/// unjudged if it is (oversized, placed by no input), and its destination.
 type Asked = (u64, Message, Option<String>, Option<String>);
 
 /// How long one trip to the blocking pool judges before it hands back what it has: a slow
