@@ -307,7 +307,6 @@ impl<'a> Overlay<'a> {
             return Ok(false);
         };
         let mut container = self.tape.root;
-        let mut through = Vec::with_capacity(path.len());
         for token in &path {
             let Some(i) = self
                 .find(&container, token)
@@ -315,10 +314,14 @@ impl<'a> Overlay<'a> {
             else {
                 return Ok(false);
             };
-            through.push(i);
             // A masked value is a string now: there is nothing inside it.
-            if self.mark(i) == Mark::Masked {
-                return Ok(false);
+            match self.marks.get_mut(i) {
+                Some(Mark::Masked) => return Ok(false),
+                // On an edit's path, so written piece by piece. If the edit then matches
+                // nothing, that costs only speed: the same document comes out (its escaped
+                // keys written unescaped, as in any container written piece by piece).
+                Some(mark @ Mark::Live) => *mark = Mark::Holds,
+                _ => {}
             }
             let Some(&entry) = self.tape.entries.get(i) else {
                 return Ok(false);
@@ -338,11 +341,6 @@ impl<'a> Overlay<'a> {
                     *mark = Mark::Masked;
                 }
                 self.masks.push((i, text));
-            }
-        }
-        for j in through {
-            if let Some(mark @ Mark::Live) = self.marks.get_mut(j) {
-                *mark = Mark::Holds;
             }
         }
         Ok(true)
