@@ -385,13 +385,12 @@ async fn load(
     })?;
     let object = store.get(&name).await.map_err(|e| e.to_string())?;
     // Only twinguard instances write this store, but a damaged or foreign object must not
-    // make a take allocate whatever size it claims.
+    // make a take allocate whatever size it claims (by its info, or by what it yields).
+    let too_large = || {
+        format!("its state's object {name:?} is more than the {MAX_STATE_OBJECT} bytes a checkpoint may be")
+    };
     if object.info.size as u64 > MAX_STATE_OBJECT {
-        return Err(format!(
-            "its state's object {name:?} is {} bytes, more than the {MAX_STATE_OBJECT} a \
-             checkpoint may be",
-            object.info.size
-        ));
+        return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(object.info.size.min(1 << 26));
     object
@@ -400,10 +399,7 @@ async fn load(
         .await
         .map_err(|e| format!("its state's object {name:?}: {e}"))?;
     if bytes.len() as u64 > MAX_STATE_OBJECT {
-        return Err(format!(
-            "its state's object {name:?} is more than the {MAX_STATE_OBJECT} bytes a \
-             checkpoint may be"
-        ));
+        return Err(too_large());
     }
     let (covered, mirror) =
         checkpoint::decode(&bytes).map_err(|e| format!("its state's object {name:?}: {e}"))?;
