@@ -97,6 +97,18 @@ dedup-window-ms = 0
     path
 }
 
+/// [`write_config`] with one worker, the route's chain set to `chain` (a TOML array) and
+/// `policies` (`[[policy]]` tables) added.
+fn config_with_chain(s: &Setup, url: &str, id: &str, chain: &str, policies: &str) -> PathBuf {
+    let config = write_config(s, "serve.toml", url, id, "workers = 1");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = r#"chain = ["schema", "pii-silent", "pii-alert"]"#;
+    assert!(text.contains(old));
+    let text = text.replace(old, &format!("chain = {chain}")) + "\n" + policies;
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// A running `twinguard serve`, its stderr collected.
 pub(super) struct Serve {
     child: Child,
@@ -980,16 +992,16 @@ fn a_slow_chain_judged_over_several_trips_forwards_each_message_once_in_order() 
     let (_tmp, s) = setup();
     let broker = Broker::start(&s.dir, None);
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
-    let config = write_config(&s, "serve.toml", &url, "tg-trips", "workers = 1");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let chain = r#"chain = ["schema", "pii-silent", "pii-alert"]"#;
-    assert!(text.contains(chain));
-    let text = text.replace(chain, r#"chain = ["schema", "slow", "pii-silent"]"#)
-        + &format!(
-            "\n[[policy]]\nname = \"slow\"\npath = \"{}\"\n[policy.config]\nmode = \"burn\"\nbytes = 300000\n",
+    let config = config_with_chain(
+        &s,
+        &url,
+        "tg-trips",
+        r#"["schema", "slow", "pii-silent"]"#,
+        &format!(
+            "[[policy]]\nname = \"slow\"\npath = \"{}\"\n[policy.config]\nmode = \"burn\"\nbytes = 300000\n",
             fixtures::wasm("hostile").display()
-        );
-    std::fs::write(&config, text).unwrap();
+        ),
+    );
     let twin = Peer::connect("twin-trips", broker.port, &["twin/#"], false);
     let serve = Serve::start(&config);
     assert!(
@@ -1510,16 +1522,16 @@ fn a_failed_store_write_inside_a_batch_loses_nothing_and_passes_nothing_twice() 
     let (_tmp, s) = setup();
     let broker = Broker::start(&s.dir, None);
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
-    let config = write_config(&s, "serve.toml", &url, "gw-store-batch", "workers = 1");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let chain = r#"chain = ["schema", "pii-silent", "pii-alert"]"#;
-    assert!(text.contains(chain));
-    let text = text.replace(chain, r#"chain = ["schema", "replay"]"#)
-        + &format!(
-            "\n[[policy]]\nname = \"replay\"\npath = \"{}\"\n[policy.config]\nmax-age-ms = 3600000\n",
+    let config = config_with_chain(
+        &s,
+        &url,
+        "gw-store-batch",
+        r#"["schema", "replay"]"#,
+        &format!(
+            "[[policy]]\nname = \"replay\"\npath = \"{}\"\n[policy.config]\nmax-age-ms = 3600000\n",
             fixtures::wasm("replay-guard").display()
-        );
-    std::fs::write(&config, text).unwrap();
+        ),
+    );
     let twin = Peer::connect("twin-store-batch", broker.port, &["twin/#"], false);
     let serve = Serve::start(&config);
     assert!(
