@@ -214,6 +214,15 @@ fn write_json(r: &mut Rng, v: &Jv, out: &mut String) {
     ws(r, out);
 }
 
+/// A generated document, and its text as written (whitespace, escapes and sometimes a key
+/// twice, as `write_json` chooses).
+fn gen_written(r: &mut Rng) -> (Jv, String) {
+    let v = gen_json(r, 0);
+    let mut text = String::new();
+    write_json(r, &v, &mut text);
+    (v, text)
+}
+
 fn escape_token(t: &str) -> String {
     t.replace('~', "~0").replace('/', "~1")
 }
@@ -252,9 +261,7 @@ fn json_lookups_match_serde_json() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let mut duplicated = 0;
     for _ in 0..3000 {
-        let v = gen_json(&mut r, 0);
-        let mut text = String::new();
-        write_json(&mut r, &v, &mut text);
+        let (_, text) = gen_written(&mut r);
         let parsed: Jv = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         let mut doc = Document::new(Some(Format::Json), text.clone().into_bytes());
         let (dup, _) = duplicate_keys(text.as_bytes());
@@ -275,6 +282,81 @@ fn json_lookups_match_serde_json() {
     assert!(duplicated > 100, "{duplicated}");
 }
 
+/// Pointers that find nothing, or fail, in a document whose paths are `all`: keys it lacks, a
+/// token past a scalar, array tokens that are not indexes or are out of range.
+fn absent_pointers(r: &mut Rng, all: &[(String, &Jv)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..8 {
+        let (base, _) = &all[r.below(all.len() as u64) as usize];
+        let token = r.pick(&[
+            "zz",
+            "a",
+            "0",
+            "01",
+            "-",
+            "7",
+            "m~0n",
+            "a~1b",
+            "",
+            "long-key-name-2",
+        ]);
+        out.push(format!("{base}/{token}"));
+    }
+    out
+}
+
+/// Checks [`Document::get_all`] against one [`Document::field`] per pointer, on `bytes`.
+fn check_grouped(r: &mut Rng, format: Option<Format>, bytes: &[u8], candidates: &[String]) {
+    use crate::payload::{Pointer, PointerSet};
+    // Up to 40 pointers, so that some containers take more than one group; a pointer may come
+    // twice.
+    let n = 1 + r.below(40) as usize;
+    let chosen: Vec<&String> = (0..n)
+        .map(|_| &candidates[r.below(candidates.len() as u64) as usize])
+        .collect();
+    let pointers: Vec<Pointer> = chosen.iter().map(|p| Pointer::parse(p).unwrap()).collect();
+    let set = PointerSet::new(&pointers);
+    let mut grouped: Vec<Option<Result<Option<FieldValue>, FieldError>>> = vec![None; n];
+    Document::new(format, bytes.to_vec()).get_all(&set, |i, result| {
+        assert!(grouped[i].is_none(), "pointer {i} answered twice");
+        grouped[i] = Some(result);
+    });
+    let mut single = Document::new(format, bytes.to_vec());
+    for (i, pointer) in chosen.iter().enumerate() {
+        let expected = single.field(pointer);
+        let text = String::from_utf8_lossy(bytes);
+        assert_eq!(grouped[i], Some(expected), "{pointer} in {text}");
+    }
+}
+
+#[test]
+fn grouped_lookups_match_single_lookups() {
+    let mut r = Rng(0x0bad_5eed_1234_5678);
+    let mut twice = 0;
+    for round in 0..3000 {
+        let (v, text) = gen_written(&mut r);
+        let parsed: Jv = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let mut all = Vec::new();
+        paths(&parsed, String::new(), &mut all);
+        let mut candidates = absent_pointers(&mut r, &all);
+        candidates.extend(all.iter().map(|(p, _)| p.clone()));
+        twice += usize::from(duplicate_keys(text.as_bytes()).0);
+        check_grouped(&mut r, Some(Format::Json), text.as_bytes(), &candidates);
+        let mut w = cbor4ii::core::utils::BufWriter::new(Vec::new());
+        to_cbor(&v).encode(&mut w).unwrap();
+        let cbor = w.into_inner();
+        check_grouped(&mut r, Some(Format::Cbor), &cbor, &candidates);
+        // Malformed and unstructured payloads fail every pointer alike.
+        if round % 10 == 0 {
+            let cut = &text.as_bytes()[..text.len() / 2];
+            check_grouped(&mut r, Some(Format::Json), cut, &candidates);
+            check_grouped(&mut r, None, text.as_bytes(), &candidates);
+        }
+    }
+    // Documents with a key twice were among them (lookups through one fail with its name).
+    assert!(twice > 100, "{twice}");
+}
+
 const JSON_BYTES: &[&str] = &[
     "{", "}", "[", "]", ",", ":", "\"", "\\", "u", "0", "1", "-", ".", "e", "+", "t", "n", "f",
     " ", "\u{1}", "\u{e9}", "d8",
@@ -285,9 +367,7 @@ fn json_validity_matches_serde_json_under_mutation() {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut checked = 0;
     for _ in 0..20000 {
-        let v = gen_json(&mut r, 0);
-        let mut text = String::new();
-        write_json(&mut r, &v, &mut text);
+        let (_, text) = gen_written(&mut r);
         let mut bytes = text.into_bytes();
         for _ in 0..=r.below(3) {
             let at = r.below(bytes.len() as u64 + 1) as usize;
@@ -455,9 +535,7 @@ fn json_redaction_matches_serde_json_reference() {
     let mut r = Rng(0x5151_abab_7777_0101);
     let mut changed = 0;
     for _ in 0..5000 {
-        let v = gen_json(&mut r, 0);
-        let mut text = String::new();
-        write_json(&mut r, &v, &mut text);
+        let (_, text) = gen_written(&mut r);
         let mut reference: Jv = serde_json::from_str(&text).unwrap();
         let mut all = Vec::new();
         paths(&reference, String::new(), &mut all);

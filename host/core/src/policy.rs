@@ -22,7 +22,7 @@ use crate::limits::{Fault, Isolation, Limits, OnFault};
 use crate::message::Device;
 use crate::metrics::{MetricKind, MetricReading, MetricSpec, PolicyMetrics};
 use crate::output::GuestOutput;
-use crate::payload::{Document, FieldError, FieldValue, Pointer};
+use crate::payload::{Document, FieldError, FieldValue, Pointer, PointerSet};
 use crate::signing::Trust;
 use crate::state::{StateLimits, StateRefusal, StateStore};
 use crate::text::escape_controls;
@@ -85,6 +85,8 @@ pub(crate) type WitFields = Result<Vec<Option<wit::Value>>, wit::FieldError>;
 #[derive(Debug)]
 pub(crate) struct Declared {
     fields: Vec<Pointer>,
+    /// `fields`, grouped for [`Document::get_all`](crate::payload::Document::get_all).
+    lookups: PointerSet,
     envelope: wit::Envelope,
     keep_last: Vec<Pointer>,
 }
@@ -143,6 +145,7 @@ impl Declared {
         }
         Ok((
             Self {
+                lookups: PointerSet::new(&fields),
                 fields,
                 envelope: m.envelope,
                 keep_last,
@@ -154,6 +157,11 @@ impl Declared {
     /// The fields declared, in order.
     pub(crate) fn fields(&self) -> &[Pointer] {
         &self.fields
+    }
+
+    /// The fields declared, grouped for one pass per container.
+    pub(crate) fn lookups(&self) -> &PointerSet {
+        &self.lookups
     }
 
     /// The pointers whose last forwarded value the policy reads.

@@ -19,7 +19,7 @@ use crate::limits::{Fault, OnFault};
 use crate::message::{
     Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
-use crate::payload::{Document, Edit, EditAction, Format, Pointer, RedactError};
+use crate::payload::{Document, Edit, EditAction, FieldError, Format, Pointer, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
 use crate::registry::{Registry, UnknownDevice};
@@ -753,21 +753,32 @@ fn keep_last_of(policies: &[Arc<Policy>]) -> Vec<Pointer> {
 }
 
 /// A policy's declared fields for the message in `ctx`, looked up in the payload's index (built
-/// once per message, shared by the whole chain) and handed over without a call per field.
+/// once per message, shared by the whole chain) and handed over without a call per field. The
+/// first failing field, in declared order, fails them all.
 fn fields_for(p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
-    let own = p.declared().map(|d| d.fields()).unwrap_or_default();
-    if own.is_empty() {
+    let Some(declared) = p.declared().filter(|d| !d.fields().is_empty()) else {
         return Ok(Vec::new());
-    }
+    };
     // Straight into the list the call lowers: one allocation per policy and message.
-    let mut values = Vec::with_capacity(own.len());
-    for pointer in own {
-        match ctx.doc.get(pointer) {
-            Ok(v) => values.push(v.map(policy::value_to_wit)),
-            Err(e) => return Err(policy::field_error_to_wit(e)),
-        }
+    let mut values = vec![None; declared.fields().len()];
+    let mut first_error: Option<(usize, FieldError)> = None;
+    ctx.doc
+        .get_all(declared.lookups(), |i, result| match result {
+            Ok(value) => {
+                if let Some(slot) = values.get_mut(i) {
+                    *slot = value.map(policy::value_to_wit);
+                }
+            }
+            Err(e) => {
+                if first_error.as_ref().is_none_or(|(at, _)| i < *at) {
+                    first_error = Some((i, e));
+                }
+            }
+        });
+    match first_error {
+        Some((_, e)) => Err(policy::field_error_to_wit(e)),
+        None => Ok(values),
     }
-    Ok(values)
 }
 
 fn wit_content_type(ct: ContentType) -> wit::ContentType {

@@ -181,6 +181,70 @@ impl Pointer {
     }
 }
 
+/// The most pointers one pass over a container looks for; more that end in the same container
+/// take another pass.
+const GROUP_MAX: usize = 16;
+
+/// Pointers looked up together on every message (a policy's declared fields), grouped by the
+/// container they end in: see [`Document::get_all`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PointerSet {
+    len: usize,
+    /// The empty pointers: the whole document.
+    whole: Vec<usize>,
+    groups: Vec<Group>,
+}
+
+/// Pointers that end in the same container.
+#[derive(Debug, Clone)]
+struct Group {
+    /// The tokens to the container.
+    parent: Box<[Box<str>]>,
+    /// The pointers' indexes in the set, and their last tokens, in the same order.
+    members: Vec<usize>,
+    last: Vec<Box<str>>,
+    /// Bit `n` set when some last token is `n` bytes long (63: 63 or more).
+    lengths: u64,
+}
+
+impl PointerSet {
+    pub(crate) fn new(pointers: &[Pointer]) -> Self {
+        let mut set = Self {
+            len: pointers.len(),
+            ..Self::default()
+        };
+        for (i, pointer) in pointers.iter().enumerate() {
+            let Some((last, parent)) = pointer.tokens.split_last() else {
+                set.whole.push(i);
+                continue;
+            };
+            let open = set
+                .groups
+                .iter_mut()
+                .find(|g| *g.parent == *parent && g.members.len() < GROUP_MAX);
+            let group = match open {
+                Some(group) => group,
+                None => {
+                    set.groups.push(Group {
+                        parent: parent.into(),
+                        members: Vec::new(),
+                        last: Vec::new(),
+                        lengths: 0,
+                    });
+                    let Some(group) = set.groups.last_mut() else {
+                        continue;
+                    };
+                    group
+                }
+            };
+            group.members.push(i);
+            group.last.push(last.clone());
+            group.lengths |= 1 << last.len().min(63);
+        }
+        set
+    }
+}
+
 /// A lazily parsed view of one payload.
 ///
 /// The host creates one per message and every policy of a chain looks fields up through it, so
@@ -275,6 +339,65 @@ impl Document {
         }
         let entry = *entry;
         tape.value(format, bytes, &entry).map(Some)
+    }
+
+    /// Looks every pointer of `set` up, as [`get`](Self::get) does, handing each result to
+    /// `each` with the pointer's index in `set` (not in order). Pointers that end in the same
+    /// container cost one pass over its members between them.
+    pub(crate) fn get_all(
+        &mut self,
+        set: &PointerSet,
+        mut each: impl FnMut(usize, Result<Option<FieldValue>, FieldError>),
+    ) {
+        let Some(format) = self.format else {
+            (0..set.len).for_each(|i| each(i, Err(FieldError::Unstructured)));
+            return;
+        };
+        let bytes = self.bytes.as_slice();
+        let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
+            Ok(tape) => tape,
+            Err(error) => {
+                (0..set.len).for_each(|i| each(i, Err(error.clone())));
+                return;
+            }
+        };
+        for &i in &set.whole {
+            each(i, tape.value(format, bytes, &tape.root).map(Some));
+        }
+        for group in &set.groups {
+            let mut container = &tape.root;
+            let mut stop = None;
+            for token in group.parent.iter() {
+                match tape.child(bytes, container, token) {
+                    Ok(Some(child)) => container = child,
+                    Ok(None) => {
+                        stop = Some(None);
+                        break;
+                    }
+                    Err(tape::Twice) => {
+                        stop = Some(Some(token));
+                        break;
+                    }
+                }
+            }
+            if let Some(twice_at) = stop {
+                for &i in &group.members {
+                    each(i, twice_at.map_or(Ok(None), |token| Err(twice(token))));
+                }
+                continue;
+            }
+            let mut found = [Ok(None); GROUP_MAX];
+            let found = found.get_mut(..group.last.len()).unwrap_or_default();
+            tape.children_named(bytes, container, &group.last, group.lengths, found);
+            for ((&i, token), found) in group.members.iter().zip(group.last.iter()).zip(found) {
+                let result = match *found {
+                    Ok(Some(entry)) => tape.value(format, bytes, entry).map(Some),
+                    Ok(None) => Ok(None),
+                    Err(tape::Twice) => Err(twice(token)),
+                };
+                each(i, result);
+            }
+        }
     }
 
     /// Applies `edits` as [`redact`] does, in place: `Ok(true)` when some edit matched and the

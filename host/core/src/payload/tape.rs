@@ -353,6 +353,48 @@ impl Tape {
         }
     }
 
+    /// [`child`](Self::child) for several tokens in one pass over `parent`'s members: a
+    /// policy's declared fields mostly end in the same object (the root), and a pass each cost
+    /// more than the lookups' other work together. `lengths` has bit `n` set when some token is
+    /// `n` bytes long (bit 63: 63 or more), so that most members are passed over on their key's
+    /// length alone. `found[i]` (which the caller sets to `Ok(None)`) becomes what `child` would
+    /// return for `tokens[i]`.
+    pub(super) fn children_named<'a>(
+        &'a self,
+        bytes: &[u8],
+        parent: &Entry,
+        tokens: &[Box<str>],
+        lengths: u64,
+        found: &mut [Result<Option<&'a Entry>, Twice>],
+    ) {
+        match parent.kind {
+            Kind::Scalar => {}
+            Kind::Array => {
+                let elements = self.children(parent);
+                for (token, slot) in tokens.iter().zip(found.iter_mut()) {
+                    *slot = Ok(array_index(token).and_then(|i| elements.get(i)));
+                }
+            }
+            Kind::Object => {
+                for entry in self.children(parent) {
+                    let len = entry.key_len;
+                    if len != KEY_OWNED && lengths & (1 << len.min(63)) == 0 {
+                        continue;
+                    }
+                    for (token, slot) in tokens.iter().zip(found.iter_mut()) {
+                        // No key is that long, and a longer token could pass for a marker.
+                        if token.len() < MAX_INDEXED_LEN && self.key_is(bytes, entry, token) {
+                            *slot = match slot {
+                                Ok(None) => Ok(Some(entry)),
+                                _ => Err(Twice),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether `entry`'s key is `token`, which is shorter than [`MAX_INDEXED_LEN`].
     #[inline]
     pub(super) fn key_is(&self, bytes: &[u8], entry: &Entry, token: &str) -> bool {
