@@ -137,12 +137,7 @@ fn each_device_is_confined(s: &crate::gateway::Setup, broker: &Broker) {
         false,
         Some(("twin-app", "app-secret")),
     );
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     assert!(
         serve.wait_for(
             "the broker refuses clients without credentials",

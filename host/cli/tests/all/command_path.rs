@@ -78,12 +78,7 @@ path = "quarantine.db"
     .unwrap();
     let device = Peer::connect("hvac-1-fw", broker.port, &["devices/+/commands"], false);
     let twin = Peer::connect("twin-ctl", broker.port, &["twin/+/telemetry"], false);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
 
     let set = |value: f64| {
         command(

@@ -146,6 +146,18 @@ impl Serve {
         Self { child, lines }
     }
 
+    /// [`start`](Self::start), and its subscription to the device topics seen in its log
+    /// (within a minute: CI shares its two cores).
+    pub(super) fn subscribed(config: &Path) -> Self {
+        let serve = Self::start(config);
+        assert!(
+            serve.wait_for("subscribed", Duration::from_secs(60)),
+            "the gateway did not subscribe:\n{}",
+            serve.text()
+        );
+        serve
+    }
+
     pub(super) fn wait_for(&self, needle: &str, within: Duration) -> bool {
         let end = Instant::now() + within;
         while Instant::now() < end {
@@ -398,12 +410,7 @@ pub(super) fn rig_with(s: &Setup, id: &str, persistent_twin: bool, extra: &str) 
         &["twin/#"],
         persistent_twin,
     );
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     Rig {
         broker,
         config,
@@ -454,12 +461,7 @@ fn all_four_outcomes_reach_the_twin_the_store_and_every_sink() {
 
     let twin = Peer::connect("twin", broker.port, &["twin/#"], false);
     let siem = Peer::connect("siem", broker.port, &["twinguard/alerts"], false);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     let device = Peer::connect("d1", broker.port, &[], false);
 
     device.publish("devices/d1/telemetry", br#"{"seq":1,"temp":20.5}"#.to_vec());
@@ -592,12 +594,7 @@ fn kill_9_mid_stream(extra: &str) {
     let seen = twin.collect(Duration::from_secs(20), |g| g.len() >= 50);
     assert!(seen.len() >= 50);
     serve.kill9();
-    let restarted = Serve::start(&config);
-    assert!(
-        restarted.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        restarted.text()
-    );
+    let _restarted = Serve::subscribed(&config);
     let already: BTreeSet<u64> = seen.iter().filter_map(|(_, p)| seq_of(p)).collect();
     assert_nothing_lost(&twin, &s.store, n, Duration::from_secs(60), already);
 }
@@ -704,23 +701,13 @@ fn a_share_filter_is_warned_about_at_start() {
     let broker = Broker::start(&s.dir, None);
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let plain = write_config(&s, "plain.toml", &url, "tg-plain", "");
-    let serve = Serve::start(&plain);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&plain);
     let text = serve.stop();
     assert!(!text.contains(SHARE_WARNING), "{text}");
 
     let shared = write_config(&s, "shared.toml", &url, "tg-shared", "");
     share(&shared);
-    let serve = Serve::start(&shared);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&shared);
     let text = serve.stop();
     let warning = text
         .lines()
@@ -752,18 +739,8 @@ fn two_gateways_split_a_shared_subscription() {
     )
     .unwrap();
     let twin = Peer::connect("twin-share", broker.port, &["twin/#"], false);
-    let ga = Serve::start(&a);
-    let gb = Serve::start(&b);
-    assert!(
-        ga.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        ga.text()
-    );
-    assert!(
-        gb.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        gb.text()
-    );
+    let ga = Serve::subscribed(&a);
+    let gb = Serve::subscribed(&b);
     let device = Peer::connect("d-share", broker.port, &[], false);
     let n = 200;
     for seq in 1..=n {
@@ -810,12 +787,7 @@ fn tls_with_client_certificates_and_its_refusals() {
         &tls(&pki.ca),
     );
     let twin = Peer::connect("twin-tls", broker.port, &["twin/#"], false);
-    let serve = Serve::start(&good);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&good);
     let device = Peer::connect("d-tls", broker.port, &[], false);
     device.publish("devices/d1/telemetry", br#"{"seq":1}"#.to_vec());
     let got = twin.collect(Duration::from_secs(10), |g| !g.is_empty());
@@ -1003,12 +975,7 @@ fn a_slow_chain_judged_over_several_trips_forwards_each_message_once_in_order() 
         ),
     );
     let twin = Peer::connect("twin-trips", broker.port, &["twin/#"], false);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     let device = Peer::connect("d-trips", broker.port, &[], false);
     let n = 300_u64;
     for seq in 1..=n {
@@ -1193,12 +1160,7 @@ path = "quarantine.db"
     )
     .unwrap();
     let twin = Peer5::connect("twin-v5", broker.port, Some("twin/#"));
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     let device = Peer5::connect("dev-v5", broker.port, None);
     let topic = "devices/press-1/telemetry";
     // Passes: the property names the device the topic names.
@@ -1389,10 +1351,9 @@ fn policies_change_while_serving_through_the_admin_api_and_the_file_watcher() {
     ));
     std::fs::write(&config, text).unwrap();
     let twin = Peer::connect("twin-admin", broker.port, &["twin/#"], false);
-    let serve = Serve::start(&config);
+    let serve = Serve::subscribed(&config);
     assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30))
-            && serve.wait_for("admin API on", Duration::from_secs(5)),
+        serve.wait_for("admin API on", Duration::from_secs(5)),
         "{}",
         serve.text()
     );
@@ -1533,12 +1494,7 @@ fn a_failed_store_write_inside_a_batch_loses_nothing_and_passes_nothing_twice() 
         ),
     );
     let twin = Peer::connect("twin-store-batch", broker.port, &["twin/#"], false);
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     break_store_writes(&s.store);
     let device = Peer::connect("press-8", broker.port, &[], false);
     let ts = twinguard::now_ms();
@@ -1817,12 +1773,7 @@ fn retained_across_restarts(id: &str, extra: &str) -> Vec<u64> {
     );
     let mut seqs = Vec::new();
     for live in 2..=4u64 {
-        let serve = Serve::start(&config);
-        assert!(
-            serve.wait_for("subscribed", Duration::from_secs(30)),
-            "{}",
-            serve.text()
-        );
+        let serve = Serve::subscribed(&config);
         // This test broker lets anyone in: said once per start.
         assert!(
             serve.wait_for(
@@ -1940,12 +1891,7 @@ fn drops_the_broker_reports_are_surfaced() {
         "tg-drops",
         "",
     );
-    let serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = Serve::subscribed(&config);
     let device = Peer::connect("d-drops", broker.port, &[], false);
     for seq in 1..=20u64 {
         device.publish(

@@ -113,12 +113,7 @@ fn hostile_beside_steady(client_id: &str, breaker: &str) -> Run {
         &["twin/#"],
         false,
     );
-    let mut serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(60)),
-        "{}",
-        serve.text()
-    );
+    let mut serve = Serve::subscribed(&config);
     let hostile = Peer::connect(&format!("hostile-{client_id}"), broker.port, &[], false);
     let good = Peer::connect(&format!("good-{client_id}"), broker.port, &[], false);
 

@@ -507,12 +507,7 @@ fn a_sampled_message_s_log_lines_carry_its_trace_id() {
         ),
     );
     std::fs::write(&config, text).unwrap();
-    let serve = super::gateway::Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let serve = super::gateway::Serve::subscribed(&config);
     let device = Peer::connect("d-trace", broker.port, &[], false);
     device.publish("devices/d9/telemetry", br#"{"seq":1}"#.to_vec());
     let spans = otlp.wait_spans(Duration::from_secs(60), |s| {

@@ -96,12 +96,7 @@ fn replay_across_a_kill(state: &str) -> Outcome {
     let broker = Broker::start(&s.dir, None);
     let config = write_config(&s, broker.port, state);
     let twin = Peer::connect("twin-state", broker.port, &["twin/#"], true);
-    let mut serve = Serve::start(&config);
-    assert!(
-        serve.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        serve.text()
-    );
+    let mut serve = Serve::subscribed(&config);
     let device = Peer::connect("d-state", broker.port, &[], true);
     let now = twinguard::now_ms();
     let reading = format!(r#"{{"seq":7,"ts":{now},"v":1}}"#).into_bytes();
@@ -117,12 +112,7 @@ fn replay_across_a_kill(state: &str) -> Outcome {
     }
     serve.kill9();
 
-    let restarted = Serve::start(&config);
-    assert!(
-        restarted.wait_for("subscribed", Duration::from_secs(30)),
-        "{}",
-        restarted.text()
-    );
+    let restarted = Serve::subscribed(&config);
     device.publish("devices/d7/telemetry", reading);
     // Settled when the twin has it or the store has it; a marker after it shows the gateway
     // is past it either way.
