@@ -73,6 +73,16 @@ fn bench(c: &mut Criterion) {
     c.bench_function("a_allow_all_reuse", |b| {
         b.iter(|| black_box(allow.evaluate(black_box(&msg))))
     });
+    // A large payload no policy reads (an image, a firmware chunk): what carrying it costs.
+    let large = Message::new(
+        "press-07",
+        "plant/press-07/blob",
+        ContentType::Binary,
+        vec![0x5a_u8; 256 << 10],
+    );
+    c.bench_function("a2_allow_all_256k_binary", |b| {
+        b.iter(|| black_box(allow.evaluate(black_box(&large))))
+    });
     let pii = single("@pii-redact", "reuse", PII);
     assert!(pii.evaluate(&msg).redacted);
     c.bench_function("b_pii_redact_reuse", |b| {
@@ -115,7 +125,7 @@ fn bench(c: &mut Criterion) {
         doc["seq"] = json!(seq);
         doc["ts"] = json!(now);
         let mut m = message();
-        m.payload = serde_json::to_vec(&doc).unwrap_or_default();
+        m.payload = serde_json::to_vec(&doc).unwrap_or_default().into();
         m.received_at_ms = now;
         m
     };

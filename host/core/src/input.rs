@@ -5,7 +5,7 @@
 //! let line = r#"{"device":"press-7","topic":"plant/press-7/telemetry","payload":{"t":21.5}}"#;
 //! let parsed = twinguard_core::input::parse_line(line)?;
 //! assert_eq!(parsed.message.device_id, "press-7");
-//! assert_eq!(parsed.message.payload, br#"{"t":21.5}"#);
+//! assert_eq!(&parsed.message.payload[..], br#"{"t":21.5}"#);
 //! # Ok::<(), String>(())
 //! ```
 //!

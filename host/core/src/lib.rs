@@ -112,6 +112,9 @@ pub mod text;
 mod twin;
 pub mod wasi;
 
+/// The payload type of [`Message`] and [`Outcome`] (the `bytes` crate's): a message's bytes
+/// are shared, not copied, by its evaluation and by an outcome that forwards them unchanged.
+pub use bytes::Bytes;
 pub use cache::CacheStats;
 pub use compile::CompileLimits;
 pub use config::{

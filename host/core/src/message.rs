@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::Fault;
@@ -73,8 +74,9 @@ pub struct Message {
     pub topic: String,
     /// How `payload` is encoded.
     pub content_type: ContentType,
-    /// The payload bytes.
-    pub payload: Vec<u8>,
+    /// The payload bytes. Shared, not copied, by the evaluation and by an outcome that
+    /// forwards them unchanged.
+    pub payload: Bytes,
     /// When the host received it, milliseconds since the Unix epoch.
     pub received_at_ms: u64,
     /// Transport attributes (MQTT 5 user properties), in order.
@@ -125,7 +127,7 @@ impl Message {
         device_id: impl Into<String>,
         topic: impl Into<String>,
         content_type: ContentType,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<Bytes>,
     ) -> Self {
         Self {
             device_id: device_id.into(),
@@ -320,8 +322,8 @@ pub struct Outcome {
     /// The final action.
     pub action: Action,
     /// The payload to forward, redactions applied. For a quarantined message, the payload as
-    /// it stood when it was quarantined.
-    pub payload: Vec<u8>,
+    /// it stood when it was quarantined. Unredacted, it is the message's own bytes, shared.
+    pub payload: Bytes,
     /// Whether a redaction edit matched a field, so `payload` was rewritten.
     pub redacted: bool,
     /// Every alert raised, in chain order, fault alerts included.
@@ -336,10 +338,10 @@ impl Outcome {
     /// An outcome with `action` and the payload to forward (or the one held), decided by
     /// `generation`: no redaction, no alert, no trace. For front ends and stores that build
     /// outcomes of their own; set the public fields for the rest.
-    pub fn new(action: Action, payload: Vec<u8>, generation: u64) -> Self {
+    pub fn new(action: Action, payload: impl Into<Bytes>, generation: u64) -> Self {
         Self {
             action,
-            payload,
+            payload: payload.into(),
             redacted: false,
             alerts: Vec::new(),
             trace: Vec::new(),

@@ -870,7 +870,7 @@ fn step_clock() -> &'static quanta::Clock {
 pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
     let mut outcome = Outcome {
         action: Action::Allow,
-        payload: Vec::new(),
+        payload: bytes::Bytes::new(),
         redacted: false,
         alerts: Vec::new(),
         trace: Vec::new(),
@@ -1101,7 +1101,7 @@ mod tests {
             out.action,
             Action::Quarantine { policy: None, .. }
         ));
-        assert_eq!(out.payload, b"hi");
+        assert_eq!(out.payload, &b"hi"[..]);
         let allow = Config::from_toml("[defaults]\nunrouted = \"allow\"\n", ".").unwrap();
         let rt = Runtime::new(allow).unwrap();
         assert_eq!(rt.evaluate(&m).action, Action::Allow);

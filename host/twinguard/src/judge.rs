@@ -99,7 +99,7 @@ impl Judgement {
         self.outcome
             .action
             .forwards()
-            .then_some(self.outcome.payload.as_slice())
+            .then_some(&self.outcome.payload[..])
     }
 }
 

@@ -66,7 +66,7 @@ fn declared_fields_carry_the_redactions_of_the_policies_before() {
 fn a_malformed_or_unstructured_payload_reaches_declared_fields_as_an_error() {
     let rt = runtime(&hostile_with("declared", "", "fields = \"/a\""));
     let mut msg = json(&json!({}));
-    msg.payload = b"{\"a\": 1,".to_vec();
+    msg.payload = b"{\"a\": 1,".to_vec().into();
     let text = detail(&rt, &msg, "declared");
     assert!(text.contains("Malformed"), "{text}");
     msg.content_type = ContentType::Text;
@@ -139,9 +139,10 @@ fn policy_metrics_count_what_the_policy_recorded() {
     let sizes = [10usize, 100, 1000];
     for n in sizes {
         let mut msg = json(&json!({}));
-        msg.payload = vec![b' '; n - 2];
-        msg.payload.splice(0..0, *b"{");
-        msg.payload.push(b'}');
+        let mut payload = vec![b' '; n - 2];
+        payload.splice(0..0, *b"{");
+        payload.push(b'}');
+        msg.payload = payload.into();
         assert_eq!(rt.evaluate(&msg).action, Action::Allow);
     }
     let metrics = rt.policy_metrics();

@@ -43,7 +43,7 @@ fn json_fields_removed_and_masked_order_kept() {
     ));
     assert_eq!(out.action, Action::Redact);
     assert!(out.redacted);
-    let text = String::from_utf8(out.payload.clone()).unwrap();
+    let text = String::from_utf8(out.payload.to_vec()).unwrap();
     let got: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(got, expected());
     // Member order is the device's, not alphabetical.
@@ -87,7 +87,7 @@ fn redacting_text_or_malformed_payload_is_a_fault_with_a_clear_cause() {
         matches!(out.action, Action::Quarantine { .. }),
         "on-fault defaults to quarantine"
     );
-    assert_eq!(out.payload, b"x=1");
+    assert_eq!(&out.payload[..], b"x=1");
     let out = rt.evaluate(&Message::new(
         "d",
         "t",
@@ -136,4 +136,30 @@ fn a_duplicate_key_decoy_never_forwards_the_hidden_value() {
         assert!(reason.contains("duplicate key \"owner\""), "{reason}");
         assert!(!out.action.forwards());
     }
+}
+
+/// An outcome that forwards the payload unchanged hands back the message's own bytes, not a
+/// copy; a redaction writes new bytes and leaves the message's alone.
+#[test]
+fn an_unredacted_outcome_shares_the_message_s_bytes() {
+    let rt = pii("");
+    let clean = Message::new("d", "t", ContentType::Json, br#"{"z":1,"a":2}"#.to_vec());
+    let out = rt.evaluate(&clean);
+    assert_eq!(out.action, Action::Allow);
+    assert_eq!(out.payload, clean.payload);
+    assert_eq!(out.payload.as_ptr(), clean.payload.as_ptr(), "copied");
+
+    let personal = Message::new(
+        "d",
+        "t",
+        ContentType::Json,
+        serde_json::to_vec(&doc()).unwrap(),
+    );
+    let before = personal.payload.to_vec();
+    let out = rt.evaluate(&personal);
+    assert_eq!(out.action, Action::Redact);
+    assert_ne!(out.payload.as_ptr(), personal.payload.as_ptr());
+    assert_eq!(personal.payload, before, "the message's own bytes changed");
+    let got: Value = serde_json::from_slice(&out.payload).unwrap();
+    assert_eq!(got, expected());
 }

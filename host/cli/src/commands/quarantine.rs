@@ -250,7 +250,7 @@ fn act(args: &ActArgs, replay: bool) -> Result<ExitCode> {
                         )?;
                     }
                     action => {
-                        publish[gw].push((destination.clone(), outcome.payload.clone()));
+                        publish[gw].push((destination.clone(), outcome.payload.to_vec()));
                         marks[gw].push((
                             id,
                             Status::Replayed,

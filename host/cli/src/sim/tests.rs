@@ -116,7 +116,7 @@ fn clean_messages_follow_the_documented_format() {
 #[test]
 fn attack_messages_carry_what_their_label_says() {
     let stream = day(3);
-    let mut seen: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut seen: HashMap<String, Vec<twinguard::Bytes>> = HashMap::new();
     for m in &stream {
         let msg = &m.message;
         let Some(label) = &m.label else {

@@ -33,6 +33,8 @@ mod tape;
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use pointer::{check_pointer, tokens};
 use tape::Tape;
 
@@ -251,7 +253,7 @@ impl PointerSet {
 /// the payload is parsed at most once per message: the first lookup validates it and records
 /// where every value lies; later lookups, from any policy, walk that record.
 pub struct Document {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     format: Option<Format>,
     /// Built by the first lookup. A malformed payload is remembered as such, so later lookups
     /// report it without parsing again.
@@ -272,9 +274,9 @@ impl fmt::Debug for Document {
 impl Document {
     /// A view of `bytes` in `format`; `None` is a text or binary payload, on which every lookup
     /// fails with [`FieldError::Unstructured`]. Parses nothing yet.
-    pub fn new(format: Option<Format>, bytes: Vec<u8>) -> Self {
+    pub fn new(format: Option<Format>, bytes: impl Into<Bytes>) -> Self {
         Self {
-            bytes,
+            bytes: bytes.into(),
             format,
             index: None,
         }
@@ -301,7 +303,7 @@ impl Document {
             return Err(FieldError::Unstructured);
         };
         check_pointer(pointer).map_err(FieldError::BadPointer)?;
-        let bytes = self.bytes.as_slice();
+        let bytes = &self.bytes[..];
         let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
             Ok(tape) => tape,
             Err(error) => return Err(error.clone()),
@@ -324,7 +326,7 @@ impl Document {
         let Some(format) = self.format else {
             return Err(FieldError::Unstructured);
         };
-        let bytes = self.bytes.as_slice();
+        let bytes = &self.bytes[..];
         let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
             Ok(tape) => tape,
             Err(error) => return Err(error.clone()),
@@ -353,7 +355,7 @@ impl Document {
             (0..set.len).for_each(|i| each(i, Err(FieldError::Unstructured)));
             return;
         };
-        let bytes = self.bytes.as_slice();
+        let bytes = &self.bytes[..];
         let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
             Ok(tape) => tape,
             Err(error) => {
@@ -419,12 +421,12 @@ impl Document {
 
     /// Replaces the payload (after a redaction) and drops everything parsed from the old one.
     pub fn replace(&mut self, bytes: Vec<u8>) {
-        self.bytes = bytes;
+        self.bytes = bytes.into();
         self.index = None;
     }
 
     /// The payload bytes, giving up the document.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
 }

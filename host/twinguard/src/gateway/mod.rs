@@ -42,6 +42,7 @@ use crate::alerts::Alerts;
 use crate::judge::{Judge, Judgement, Stored};
 use crate::store::QuarantineStore;
 use crate::{ContentType, Message, Outcome, Runtime};
+use twinguard_core::Bytes;
 
 /// Why the gateway stopped.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +149,7 @@ pub(crate) struct Route {
 /// A publish for the publisher task.
 struct Out {
     topic: String,
-    payload: Vec<u8>,
+    payload: Bytes,
     properties: Option<OutProperties>,
     then: Option<Forward>,
 }
@@ -158,7 +159,7 @@ impl Out {
     fn alert(topic: &str, event: &crate::alerts::SecurityEvent) -> Self {
         Self {
             topic: topic.to_owned(),
-            payload: event.to_json_bytes(),
+            payload: event.to_json_bytes().into(),
             properties: Some(OutProperties {
                 content_type: Some("application/json".into()),
                 ..OutProperties::default()
@@ -1040,12 +1041,12 @@ fn prepare(w: &Worker, job: Job) -> (Prepared, Asked) {
                 route.device.clone(),
                 topic,
                 route.content_type,
-                input.payload().to_vec(),
+                input.payload_shared(),
             ),
             Some(route.destination.clone()),
         ),
         Err(_) => (
-            Message::new("", topic, ContentType::Binary, input.payload().to_vec()),
+            Message::new("", topic, ContentType::Binary, input.payload_shared()),
             None,
         ),
     };

@@ -9,6 +9,7 @@ use rumqttc::v5 as c5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
+use twinguard_core::Bytes;
 
 /// The MQTT protocol version a gateway speaks to its broker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -124,6 +125,14 @@ impl Received {
         match self {
             Self::V4(p) => Cow::Borrowed(&p.topic),
             Self::V5(p) => String::from_utf8_lossy(&p.topic),
+        }
+    }
+
+    /// The payload, shared (no copy).
+    pub fn payload_shared(&self) -> Bytes {
+        match self {
+            Self::V4(p) => p.payload.clone(),
+            Self::V5(p) => p.payload.clone(),
         }
     }
 
@@ -363,18 +372,22 @@ impl Client {
         }
     }
 
-    /// Queues a QoS 1 publish (waits for room in the request queue).
+    /// Queues a QoS 1 publish (waits for room in the request queue). The payload is handed
+    /// over shared: a forwarded message's bytes are the ones that arrived.
     pub async fn publish(
         &self,
         topic: String,
-        payload: Vec<u8>,
+        payload: Bytes,
         properties: Option<OutProperties>,
     ) -> Result<(), Gone> {
         match self {
-            Self::V4(c) => c
-                .publish(topic, QoS::AtLeastOnce, false, payload)
+            // `publish_bytes` takes `Bytes` as they are but, unlike `publish`, does not check
+            // the topic: check it here, as `publish` would.
+            Self::V4(c) if rumqttc::valid_topic(&topic) => c
+                .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
                 .await
                 .map_err(|_| Gone),
+            Self::V4(_) => Err(Gone),
             Self::V5(c) => match properties {
                 Some(p) => c
                     .publish_with_properties(

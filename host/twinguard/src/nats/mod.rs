@@ -1168,12 +1168,12 @@ async fn judge_one(
     } else {
         match route {
             Ok(r) => (
-                Message::new(r.device, topic, r.content_type, payload.to_vec()),
+                Message::new(r.device, topic, r.content_type, payload),
                 None,
                 Some(r.destination),
             ),
             Err(why) => (
-                Message::new("", topic, ContentType::Binary, payload.to_vec()),
+                Message::new("", topic, ContentType::Binary, payload),
                 Some(why),
                 None,
             ),
@@ -1215,11 +1215,12 @@ async fn judge_one(
                 .await;
         }
     }
-    let (Some(destination), Some(payload)) = (destination, judgement.forward()) else {
+    let (Some(destination), Some(_)) = (destination, judgement.forward()) else {
         return Ok(None);
     };
     let subject = subject_of(&destination);
-    let payload = Bytes::copy_from_slice(payload);
+    // Shared: unredacted, these are the bytes that arrived.
+    let payload = judgement.outcome.payload.clone();
     shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
     match c.forward {
         Forward::Jetstream => {

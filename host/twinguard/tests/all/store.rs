@@ -99,7 +99,7 @@ fn every_field_round_trips_json_and_cbor() {
     let json_msg = message("press-7", ContentType::Json, json_payload);
     let mut json_outcome = quarantine(&json_msg, Some("identity-guard"), "device id mismatch");
     json_outcome.redacted = true;
-    json_outcome.payload = br#"{ "t" : 21.50, "owner": {} }"#.to_vec();
+    json_outcome.payload = br#"{ "t" : 21.50, "owner": {} }"#.to_vec().into();
     let a = store
         .put(&json_msg, &json_outcome, Some("twin/press-7/telemetry"))
         .unwrap();

@@ -32,7 +32,7 @@ fn redacted(runtime: &Runtime) -> Vec<u8> {
     let m = Message::new("d1", "t", ContentType::Json, br#"{"a":1,"b":2}"#.to_vec());
     let outcome = runtime.evaluate(&m);
     assert_eq!(outcome.action, Action::Redact);
-    outcome.payload
+    outcome.payload.to_vec()
 }
 
 /// Waits (without a time assertion: the bound only keeps a broken watcher from hanging
