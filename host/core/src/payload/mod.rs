@@ -299,48 +299,36 @@ impl Document {
     /// (`01`, `-`). A lookup through (or of) an object that has a key twice is refused as
     /// malformed: parsers disagree on which copy counts.
     pub fn field(&mut self, pointer: &str) -> Result<Option<FieldValue>, FieldError> {
-        let Some(format) = self.format else {
+        if self.format.is_none() {
             return Err(FieldError::Unstructured);
-        };
-        check_pointer(pointer).map_err(FieldError::BadPointer)?;
-        let bytes = &self.bytes[..];
-        let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
-            Ok(tape) => tape,
-            Err(error) => return Err(error.clone()),
-        };
-        let mut entry = &tape.root;
-        for token in tokens(pointer) {
-            match tape.child(bytes, entry, &token) {
-                Ok(Some(child)) => entry = child,
-                Ok(None) => return Ok(None),
-                Err(tape::Twice) => return Err(twice(&token)),
-            }
         }
-        let entry = *entry;
-        tape.value(format, bytes, &entry).map(Some)
+        check_pointer(pointer).map_err(FieldError::BadPointer)?;
+        let (format, bytes, tape) = self.indexed()?;
+        match walk(tape, bytes, tokens(pointer))? {
+            Some(entry) => tape.value(format, bytes, entry).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Looks a checked pointer up, as [`field`](Self::field) does, without checking or splitting
     /// it again.
     pub fn get(&mut self, pointer: &Pointer) -> Result<Option<FieldValue>, FieldError> {
-        let Some(format) = self.format else {
-            return Err(FieldError::Unstructured);
-        };
-        let bytes = &self.bytes[..];
-        let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
-            Ok(tape) => tape,
-            Err(error) => return Err(error.clone()),
-        };
-        let mut entry = &tape.root;
-        for token in &pointer.tokens {
-            match tape.child(bytes, entry, token) {
-                Ok(Some(child)) => entry = child,
-                Ok(None) => return Ok(None),
-                Err(tape::Twice) => return Err(twice(token)),
-            }
+        let (format, bytes, tape) = self.indexed()?;
+        match walk(tape, bytes, pointer.tokens.iter())? {
+            Some(entry) => tape.value(format, bytes, entry).map(Some),
+            None => Ok(None),
         }
-        let entry = *entry;
-        tape.value(format, bytes, &entry).map(Some)
+    }
+
+    /// The format, the bytes and their index (built by the first lookup), or why the payload
+    /// has no fields.
+    fn indexed(&mut self) -> Result<(Format, &[u8], &Tape), FieldError> {
+        let format = self.format.ok_or(FieldError::Unstructured)?;
+        let bytes = &self.bytes[..];
+        match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
+            Ok(tape) => Ok((format, bytes, tape)),
+            Err(error) => Err(error.clone()),
+        }
     }
 
     /// Looks every pointer of `set` up, as [`get`](Self::get) does, handing each result to
@@ -351,13 +339,8 @@ impl Document {
         set: &PointerSet,
         mut each: impl FnMut(usize, Result<Option<FieldValue>, FieldError>),
     ) {
-        let Some(format) = self.format else {
-            (0..set.len).for_each(|i| each(i, Err(FieldError::Unstructured)));
-            return;
-        };
-        let bytes = &self.bytes[..];
-        let tape = match self.index.get_or_insert_with(|| Tape::build(format, bytes)) {
-            Ok(tape) => tape,
+        let (format, bytes, tape) = match self.indexed() {
+            Ok(indexed) => indexed,
             Err(error) => {
                 (0..set.len).for_each(|i| each(i, Err(error.clone())));
                 return;
@@ -367,27 +350,15 @@ impl Document {
             each(i, tape.value(format, bytes, &tape.root).map(Some));
         }
         for group in &set.groups {
-            let mut container = &tape.root;
-            let mut stop = None;
-            for token in group.parent.iter() {
-                match tape.child(bytes, container, token) {
-                    Ok(Some(child)) => container = child,
-                    Ok(None) => {
-                        stop = Some(None);
-                        break;
+            let container = match walk(tape, bytes, group.parent.iter()) {
+                Ok(Some(container)) => container,
+                stop => {
+                    for &i in &group.members {
+                        each(i, stop.clone().map(|_| None));
                     }
-                    Err(tape::Twice) => {
-                        stop = Some(Some(token));
-                        break;
-                    }
+                    continue;
                 }
-            }
-            if let Some(twice_at) = stop {
-                for &i in &group.members {
-                    each(i, twice_at.map_or(Ok(None), |token| Err(twice(token))));
-                }
-                continue;
-            }
+            };
             let mut found = [Ok(None); GROUP_MAX];
             let found = found.get_mut(..group.last.len()).unwrap_or_default();
             tape.children_named(bytes, container, &group.last, group.lengths, found);
@@ -461,6 +432,24 @@ pub fn redact(
 }
 
 /// The error of a lookup through an object that has `key` twice.
+/// The entry `tokens` lead to from the root; `Ok(None)` when there is none, and an error naming
+/// the key when an object on the way has it twice.
+fn walk<'t>(
+    tape: &'t Tape,
+    bytes: &[u8],
+    tokens: impl IntoIterator<Item = impl AsRef<str>>,
+) -> Result<Option<&'t tape::Entry>, FieldError> {
+    let mut entry = &tape.root;
+    for token in tokens {
+        match tape.child(bytes, entry, token.as_ref()) {
+            Ok(Some(child)) => entry = child,
+            Ok(None) => return Ok(None),
+            Err(tape::Twice) => return Err(twice(token.as_ref())),
+        }
+    }
+    Ok(Some(entry))
+}
+
 fn twice(key: &str) -> FieldError {
     FieldError::Malformed(tape::twice_message((true, key.as_bytes())))
 }
