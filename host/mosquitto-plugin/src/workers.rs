@@ -212,13 +212,13 @@ impl Done {
     /// redacted), so a release delivers what the policies allowed.
     pub fn undelivered(&self, why: &str) -> Option<Outcome> {
         let judgement = self.judgement.as_ref().ok()?;
-        judgement.forward()?;
+        let payload = judgement.forward()?;
         let mut outcome = Outcome::held(
             &self.job.message,
             format!("judged deliverable, but {why}"),
             judgement.outcome.generation,
         );
-        outcome.payload = judgement.outcome.payload.clone();
+        outcome.payload = payload.clone();
         outcome.redacted = judgement.outcome.redacted;
         Some(outcome)
     }

@@ -32,7 +32,7 @@ use crate::alerts::{Alerts, SecurityEvent};
 use crate::decision_log::DecisionLog;
 use crate::state::StateDb;
 use crate::store::{QuarantineStore, StoreError};
-use crate::{Action, Message, Outcome, Runtime};
+use crate::{Action, Bytes, Message, Outcome, Runtime};
 
 /// Evaluates messages and does what their outcome asks of the services. Cheap to clone
 /// (shared handles), so every worker thread holds one.
@@ -94,12 +94,12 @@ pub enum Stored {
 
 impl Judgement {
     /// The payload to forward (redacted where a policy asked), or `None` when the message is
-    /// held back.
-    pub fn forward(&self) -> Option<&[u8]> {
+    /// held back. Shared: unredacted, these are the message's own bytes (clone to keep them).
+    pub fn forward(&self) -> Option<&Bytes> {
         self.outcome
             .action
             .forwards()
-            .then_some(&self.outcome.payload[..])
+            .then_some(&self.outcome.payload)
     }
 }
 

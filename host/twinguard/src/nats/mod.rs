@@ -1215,12 +1215,11 @@ async fn judge_one(
                 .await;
         }
     }
-    let (Some(destination), Some(_)) = (destination, judgement.forward()) else {
+    let (Some(destination), Some(payload)) = (destination, judgement.forward()) else {
         return Ok(None);
     };
     let subject = subject_of(&destination);
-    // Shared: unredacted, these are the bytes that arrived.
-    let payload = judgement.outcome.payload.clone();
+    let payload = payload.clone();
     shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
     match c.forward {
         Forward::Jetstream => {
