@@ -322,9 +322,9 @@ fn check_grouped(r: &mut Rng, format: Option<Format>, bytes: &[u8], candidates: 
         grouped[i] = Some(result);
     });
     let mut single = Document::new(format, bytes.to_vec());
+    let text = String::from_utf8_lossy(bytes);
     for (i, pointer) in chosen.iter().enumerate() {
         let expected = single.field(pointer);
-        let text = String::from_utf8_lossy(bytes);
         assert_eq!(grouped[i], Some(expected), "{pointer} in {text}");
     }
 }
