@@ -154,16 +154,6 @@ impl Declared {
         ))
     }
 
-    /// The fields declared, in order.
-    pub(crate) fn fields(&self) -> &[Pointer] {
-        &self.fields
-    }
-
-    /// The fields declared, grouped for one pass per container.
-    pub(crate) fn lookups(&self) -> &PointerSet {
-        &self.lookups
-    }
-
     /// The pointers whose last forwarded value the policy reads.
     pub(crate) fn keep_last(&self) -> &[Pointer] {
         &self.keep_last
@@ -514,6 +504,43 @@ fn truncate(text: &str, max: usize) -> &str {
 pub(crate) struct Instance {
     store: Store<HostState>,
     bindings: bindings::Policy,
+    /// The record the next call lowers, kept between calls: its strings and lists keep their
+    /// buffers, so a reused instance's call allocates only for the text values it carries.
+    call: wit::Message,
+}
+
+impl Instance {
+    fn new(store: Store<HostState>, bindings: bindings::Policy) -> Self {
+        Self {
+            store,
+            bindings,
+            call: wit::Message {
+                device_id: None,
+                topic: None,
+                content_type: wit::ContentType::Binary,
+                payload_len: 0,
+                received_at_ms: 0,
+                seed: 0,
+                fields: Ok(Vec::new()),
+                last: Vec::new(),
+            },
+        }
+    }
+}
+
+/// A device id or topic buffer larger than this is not kept for the next message: one huge
+/// topic must not pin its buffer to a thread or an idle instance.
+pub(crate) const NAME_KEPT_MAX: usize = 1024;
+
+/// Sets `slot` to `text` when `asked`, in the string it already holds if it holds one.
+fn reuse_text(slot: &mut Option<String>, asked: bool, text: &str) {
+    match slot {
+        Some(s) if asked => {
+            s.clear();
+            s.push_str(text);
+        }
+        _ => *slot = asked.then(|| text.to_owned()),
+    }
 }
 
 /// What a policy answered, or why it could not, and the fuel it spent.
@@ -1112,7 +1139,7 @@ impl Policy {
         self.arm(&mut store, 0, self.shared.init_seed);
         if let Some(snapshot) = self.snapshot.as_ref() {
             return match snapshot.instantiate(&mut store) {
-                Ok(bindings) => Ok(Instance { store, bindings }),
+                Ok(bindings) => Ok(Instance::new(store, bindings)),
                 Err(e) => Err(self
                     .classify_limit(&store, &e)
                     .unwrap_or_else(|| Fault::Instantiate(format!("{e:#}")))),
@@ -1143,7 +1170,7 @@ impl Policy {
         match result {
             Ok(Ok(manifest)) => {
                 self.accept(manifest)?;
-                Ok(Instance { store, bindings })
+                Ok(Instance::new(store, bindings))
             }
             Ok(Err(text)) => Err(Fault::Init(
                 escape_controls(truncate(&text, 1024)).into_owned(),
@@ -1227,7 +1254,8 @@ impl Policy {
 
     /// What this policy's manifest asks to be handed over for the message in `ctx`, with its
     /// declared fields' values.
-    fn wire(&self, ctx: &MsgCtx, twin: &LastValues, fields: WitFields) -> wit::Message {
+    /// Fills the call's record for the message in `ctx`, in place (see [`Instance::call`]).
+    fn wire(&self, ctx: &mut MsgCtx, twin: &LastValues, msg: &mut wit::Message) {
         // Set by the first instance's `init`, before any call.
         let (envelope, keep_last) = self
             .declared
@@ -1235,35 +1263,63 @@ impl Policy {
             .map_or((wit::Envelope::empty(), &[][..]), |d| {
                 (d.envelope, &d.keep_last[..])
             });
-        let asks = |part| envelope.contains(part);
-        let last = if keep_last.is_empty() {
-            Vec::new()
-        } else {
-            twin.get(&ctx.device, keep_last)
-                .into_iter()
-                .map(|v| v.map(value_to_wit))
-                .collect()
-        };
-        wit::Message {
-            device_id: asks(wit::Envelope::DEVICE_ID).then(|| ctx.device.clone()),
-            topic: asks(wit::Envelope::TOPIC).then(|| ctx.topic.clone()),
-            content_type: ctx.content_type,
-            payload_len: u32::try_from(ctx.doc.bytes().len()).unwrap_or(u32::MAX),
-            received_at_ms: ctx.received_at_ms,
-            seed: ctx.seed,
-            fields,
-            last,
+        reuse_text(
+            &mut msg.device_id,
+            envelope.contains(wit::Envelope::DEVICE_ID),
+            &ctx.device,
+        );
+        reuse_text(
+            &mut msg.topic,
+            envelope.contains(wit::Envelope::TOPIC),
+            &ctx.topic,
+        );
+        msg.content_type = ctx.content_type;
+        msg.payload_len = u32::try_from(ctx.doc.bytes().len()).unwrap_or(u32::MAX);
+        msg.received_at_ms = ctx.received_at_ms;
+        msg.seed = ctx.seed;
+        msg.last.clear();
+        if !keep_last.is_empty() {
+            let known = twin.get(&ctx.device, keep_last);
+            msg.last
+                .extend(known.into_iter().map(|v| v.map(value_to_wit)));
         }
+        self.fields_into(ctx, &mut msg.fields);
+    }
+
+    /// The declared fields for the message in `ctx`, looked up in the payload's index (built
+    /// once per message, shared by the whole chain) and handed over without a call per field.
+    /// The first failing field, in declared order, fails them all.
+    fn fields_into(&self, ctx: &mut MsgCtx, out: &mut WitFields) {
+        let mut values = std::mem::replace(out, Ok(Vec::new())).unwrap_or_default();
+        values.clear();
+        let Some(declared) = self.declared().filter(|d| !d.fields.is_empty()) else {
+            *out = Ok(values);
+            return;
+        };
+        values.resize(declared.fields.len(), None);
+        let mut first_error: Option<(usize, FieldError)> = None;
+        ctx.doc
+            .get_all(&declared.lookups, |i, result| match result {
+                Ok(value) => {
+                    if let Some(slot) = values.get_mut(i) {
+                        *slot = value.map(value_to_wit);
+                    }
+                }
+                Err(e) => {
+                    if first_error.as_ref().is_none_or(|(at, _)| i < *at) {
+                        first_error = Some((i, e));
+                    }
+                }
+            });
+        *out = match first_error {
+            Some((_, e)) => Err(field_error_to_wit(e)),
+            None => Ok(values),
+        };
     }
 
     /// Evaluates one message. `ctx` travels into the store for the host imports and comes
     /// back, so the parsed payload is shared by the whole chain.
-    pub(crate) fn evaluate(
-        &self,
-        ctx: &mut Option<MsgCtx>,
-        twin: &LastValues,
-        fields: WitFields,
-    ) -> Step {
+    pub(crate) fn evaluate(&self, ctx: &mut Option<MsgCtx>, twin: &LastValues) -> Step {
         let pooled = match self.spec.isolation {
             Isolation::Reuse => self.idle.pop(),
             Isolation::Fresh => None,
@@ -1286,14 +1342,26 @@ impl Policy {
                 fuel_used: 0,
             };
         };
-        let msg = self.wire(msg_ctx, twin, fields);
-        self.arm(&mut instance.store, msg.received_at_ms, msg.seed);
+        self.wire(msg_ctx, twin, &mut instance.call);
+        let (received_at_ms, seed) = (msg_ctx.received_at_ms, msg_ctx.seed);
+        self.arm(&mut instance.store, received_at_ms, seed);
         instance.store.data_mut().msg = ctx.take();
         let result = instance
             .bindings
             .twinguard_policy_handler()
-            .call_evaluate(&mut instance.store, &msg);
+            .call_evaluate(&mut instance.store, &instance.call);
         *ctx = instance.store.data_mut().msg.take();
+        // The values came from this message's payload: not kept past its call. Nor is an
+        // outsized name's buffer, one per idle instance.
+        if let Ok(values) = &mut instance.call.fields {
+            values.clear();
+        }
+        instance.call.last.clear();
+        for name in [&mut instance.call.device_id, &mut instance.call.topic] {
+            if name.as_ref().is_some_and(|s| s.capacity() > NAME_KEPT_MAX) {
+                *name = None;
+            }
+        }
         let fuel_used = self.fuel_used(&instance.store);
         let output = self.drain_output(&instance.store);
         let result = match result {

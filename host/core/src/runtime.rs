@@ -19,7 +19,7 @@ use crate::limits::{Fault, OnFault};
 use crate::message::{
     Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
-use crate::payload::{Document, Edit, EditAction, FieldError, Format, Pointer, RedactError};
+use crate::payload::{Document, Edit, EditAction, Format, Pointer, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
 use crate::registry::{Registry, UnknownDevice};
@@ -752,35 +752,6 @@ fn keep_last_of(policies: &[Arc<Policy>]) -> Vec<Pointer> {
     all
 }
 
-/// A policy's declared fields for the message in `ctx`, looked up in the payload's index (built
-/// once per message, shared by the whole chain) and handed over without a call per field. The
-/// first failing field, in declared order, fails them all.
-fn fields_for(p: &Policy, ctx: &mut MsgCtx) -> policy::WitFields {
-    let Some(declared) = p.declared().filter(|d| !d.fields().is_empty()) else {
-        return Ok(Vec::new());
-    };
-    // Straight into the list the call lowers: one allocation per policy and message.
-    let mut values = vec![None; declared.fields().len()];
-    let mut first_error: Option<(usize, FieldError)> = None;
-    ctx.doc
-        .get_all(declared.lookups(), |i, result| match result {
-            Ok(value) => {
-                if let Some(slot) = values.get_mut(i) {
-                    *slot = value.map(policy::value_to_wit);
-                }
-            }
-            Err(e) => {
-                if first_error.as_ref().is_none_or(|(at, _)| i < *at) {
-                    first_error = Some((i, e));
-                }
-            }
-        });
-    match first_error {
-        Some((_, e)) => Err(policy::field_error_to_wit(e)),
-        None => Ok(values),
-    }
-}
-
 fn wit_content_type(ct: ContentType) -> wit::ContentType {
     match ct {
         ContentType::Json => wit::ContentType::Json,
@@ -915,9 +886,10 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         return outcome;
     };
     let ct = message.content_type;
+    let (device, topic) = names_for(message);
     let mut ctx = Some(MsgCtx {
-        device: message.device_id.clone(),
-        topic: message.topic.clone(),
+        device,
+        topic,
         attributes: message.attributes.clone(),
         device_view,
         content_type: wit_content_type(ct),
@@ -936,13 +908,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         p.record_evaluation();
         let gate = p.breaker().gate(&message.device_id);
         let step = match gate {
-            Gate::Run => {
-                let fields = match ctx.as_mut() {
-                    Some(c) => fields_for(p, c),
-                    None => Ok(Vec::new()),
-                };
-                p.evaluate(&mut ctx, &set.twin, fields)
-            }
+            Gate::Run => p.evaluate(&mut ctx, &set.twin),
             Gate::DeviceHeld(n) => policy::Step {
                 result: Err(Fault::DeviceHeld(n)),
                 fuel_used: 0,
@@ -1032,7 +998,12 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         }
     }
     let payload = match ctx {
-        Some(c) => c.doc.into_bytes(),
+        Some(MsgCtx {
+            device, topic, doc, ..
+        }) => {
+            keep_names(device, topic);
+            doc.into_bytes()
+        }
         None => {
             // Cannot happen (Policy::evaluate always hands the context back); should it, fail
             // closed rather than forward a payload whose redactions may be lost.
@@ -1060,6 +1031,29 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         m.message(&outcome.action);
     }
     outcome
+}
+
+thread_local! {
+    /// The device id and topic buffers of the thread's last message, for the next one's
+    /// context: copied in without an allocation once warm.
+    static NAMES: std::cell::Cell<Option<(String, String)>> = const { std::cell::Cell::new(None) };
+}
+
+/// `message`'s device id and topic, in the thread's spare buffers if it has them.
+fn names_for(message: &Message) -> (String, String) {
+    let (mut device, mut topic) = NAMES.take().unwrap_or_default();
+    device.clear();
+    device.push_str(&message.device_id);
+    topic.clear();
+    topic.push_str(&message.topic);
+    (device, topic)
+}
+
+/// Hands a context's names back for the thread's next message.
+fn keep_names(device: String, topic: String) {
+    if device.capacity() <= policy::NAME_KEPT_MAX && topic.capacity() <= policy::NAME_KEPT_MAX {
+        NAMES.set(Some((device, topic)));
+    }
 }
 
 /// The alert a breaker raises once when it holds a device or opens a policy.

@@ -74,6 +74,31 @@ fn a_malformed_or_unstructured_payload_reaches_declared_fields_as_an_error() {
     assert!(text.contains("Unstructured"), "{text}");
 }
 
+/// A reused instance keeps its call record between messages (for its buffers): nothing of one
+/// message's fields may reach the next, whatever the order of present, absent and failing.
+#[test]
+fn declared_fields_never_carry_over_from_the_message_before() {
+    let rt = runtime(&hostile_with("declared", "", "fields = \"/a,/b\""));
+    let seen = |payload: &[u8]| {
+        let mut msg = json(&json!({}));
+        msg.payload = payload.to_vec().into();
+        detail(&rt, &msg, "declared")
+    };
+    let first = seen(br#"{"a": "first", "b": 1}"#);
+    assert!(
+        first.contains("first") && first.ends_with("/b=Integer(1)"),
+        "{first}"
+    );
+    assert_eq!(seen(br#"{"c": 0}"#), "/a=absent /b=absent");
+    assert!(seen(br#"{"a": "#).contains("Malformed"));
+    let last = seen(br#"{"b": "second"}"#);
+    assert!(
+        last.starts_with("/a=absent /b=") && last.contains("second"),
+        "{last}"
+    );
+    assert!(!last.contains("first"), "{last}");
+}
+
 #[test]
 fn a_bad_manifest_fails_the_load_naming_the_entry() {
     let text = init_refused(&hostile("bad-manifest-pointer", ""));
