@@ -1203,6 +1203,9 @@ async fn settle(
             let failed = matches!(judgement.stored, Stored::Failed(_));
             judged.push((message, judgement));
             if failed {
+                // Said here, not once the outcome is back on the connection's task: the other
+                // workers stop judging what arrived after it from this instant.
+                worker.failed_at.fetch_min(seq, Ordering::AcqRel);
                 return (judged, Vec::new());
             }
             if started.elapsed() >= TRIP {
