@@ -1252,8 +1252,6 @@ impl Policy {
         Ok(())
     }
 
-    /// What this policy's manifest asks to be handed over for the message in `ctx`, with its
-    /// declared fields' values.
     /// Fills the call's record for the message in `ctx`, in place (see [`Instance::call`]).
     fn wire(&self, ctx: &mut MsgCtx, twin: &LastValues, msg: &mut wit::Message) {
         // Set by the first instance's `init`, before any call.
@@ -1353,8 +1351,9 @@ impl Policy {
         *ctx = instance.store.data_mut().msg.take();
         // The values came from this message's payload: not kept past its call. Nor is an
         // outsized name's buffer, one per idle instance.
-        if let Ok(values) = &mut instance.call.fields {
-            values.clear();
+        match &mut instance.call.fields {
+            Ok(values) => values.clear(),
+            Err(_) => instance.call.fields = Ok(Vec::new()),
         }
         instance.call.last.clear();
         for name in [&mut instance.call.device_id, &mut instance.call.topic] {
