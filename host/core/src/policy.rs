@@ -871,7 +871,13 @@ impl Policy {
                 return Ok(policy);
             }
             match policy.pre_initialise(ctx, &bytes) {
-                Ok(snapshot) => policy.snapshot = Some(snapshot),
+                Ok(snapshot) => {
+                    tracing::info!(
+                        policy = %policy.spec.name,
+                        "fresh instances start from a snapshot taken after init"
+                    );
+                    policy.snapshot = Some(snapshot);
+                }
                 Err(why) => tracing::info!(
                     policy = %policy.spec.name,
                     "fresh instances run init each time: no snapshot ({why})"
@@ -1215,8 +1221,9 @@ impl Policy {
             // A handle the guest keeps in memory would name nothing in a new instance.
             return Err("init left WASI resources open (an output stream?)".into());
         }
-        self.arm(&mut store, 0, self.shared.init_seed);
-        let rewritten = instrumented.capture(&mut store, instance)?;
+        let rewritten = instrumented.capture(&mut store, instance, |store| {
+            self.arm(store, 0, self.shared.init_seed);
+        })?;
         if rewritten.len() > crate::snapshot::MAX_SNAPSHOT_BYTES.saturating_add(bytes.len()) {
             return Err(format!(
                 "the snapshot is {} bytes; at most {} more than the module",

@@ -56,28 +56,34 @@ impl<'a> Instrumented<'a> {
     }
 
     /// The component rewritten with the memories and globals of `instance`, an instance of
-    /// [`bytes`](Self::bytes) that has run `init`.
+    /// [`bytes`](Self::bytes) that has run `init`. `arm` sets the store's limits (fuel,
+    /// deadline) before each read: a component may have hundreds of globals, and their reads
+    /// together must not count against one call's deadline.
     pub(crate) fn capture<T: Send + 'static>(
         self,
         store: &mut Store<T>,
         instance: Instance,
+        arm: impl FnMut(&mut Store<T>) + Send,
     ) -> Result<Vec<u8>, String> {
         let mut access = Access {
             store,
             instance,
+            arm: Box::new(arm),
             failed: None,
         };
         let Self { wizer, cx, .. } = self;
         let rewritten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             ready(wizer.snapshot_component(&cx, &mut access))
-        }))
-        .map_err(|_| "the pre-initializer panicked".to_string())?
-        .ok_or("the pre-initializer waited on something (it should not)")?
-        .map_err(|e| format!("{e:#}"))?;
-        match access.failed {
-            Some(why) => Err(why),
-            None => Ok(rewritten),
+        }));
+        // A failed read is answered with nothing, on which the pre-initializer may then
+        // assert: the read's failure is the reason to give.
+        if let Some(why) = access.failed {
+            return Err(why);
         }
+        rewritten
+            .map_err(|_| "the pre-initializer panicked".to_string())?
+            .ok_or("the pre-initializer waited on something (it should not)")?
+            .map_err(|e| format!("{e:#}"))
     }
 }
 
@@ -93,12 +99,16 @@ fn ready<F: Future>(future: F) -> Option<F::Output> {
     }
 }
 
+/// What sets a store's limits before each read (see [`Instrumented::capture`]).
+type Arm<'s, T> = dyn FnMut(&mut Store<T>) + Send + 's;
+
 /// Reads an instrumented instance's memories and globals through its accessor exports,
 /// synchronously, under the store's own limits. The trait has no error channel: a failure is
 /// recorded and answered with a zero, and [`Instrumented::capture`] discards the result.
 struct Access<'s, T: 'static> {
     store: &'s mut Store<T>,
     instance: Instance,
+    arm: Box<Arm<'s, T>>,
     failed: Option<String>,
 }
 
@@ -129,6 +139,7 @@ impl<T: Send + 'static> Access<'_, T> {
                 .instance
                 .get_typed_func::<(), (R,)>(self.store.as_context_mut(), index)
                 .map_err(|e| format!("{e:#}"))?;
+            (self.arm)(self.store);
             let (value,) = typed
                 .call(self.store.as_context_mut(), ())
                 .map_err(|e| format!("{e:#}"))?;

@@ -603,7 +603,7 @@ fn a_new_javascript_project_builds_checks_and_passes_its_tests() {
 fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
     componentize_py();
     let dir = tempfile::tempdir().unwrap();
-    port_agrees(
+    let wasm = port_agrees(
         dir.path(),
         "build-python-policy.sh",
         "policies/pii-redact-py",
@@ -612,6 +612,51 @@ fn the_python_port_of_pii_redact_agrees_with_the_rust_policy() {
         &[("RUST_WASM", fixtures::wasm("pii-redact"))],
         &["230 agree, 0 differ", "30 agree, 0 differ"],
     );
+    let out = fresh_from_snapshot(
+        dir.path(),
+        &wasm,
+        "mask = \"/owner/name\"",
+        r#"{"device_id":"d1","topic":"t/d1","payload":{"owner":{"name":"Ada"}}}"#,
+    );
+    assert!(
+        out.contains(r#""action":"redact""#) && !out.contains("Ada"),
+        "{out}"
+    );
+}
+
+/// `wasm` (a port) loaded with `isolation = "fresh"` and `config`: its fresh instances start
+/// from a snapshot taken after `init` (the pre-initializer takes the component, under the
+/// policy's limits, without a panic); returns what `eval` printed for `message`.
+fn fresh_from_snapshot(dir: &Path, wasm: &Path, config: &str, message: &str) -> String {
+    let toml = dir.join("fresh.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[[policy]]\nname = \"p\"\npath = {:?}\nisolation = \"fresh\"\n\
+             [policy.config]\n{config}\n[[route]]\nfilter = \"#\"\nchain = [\"p\"]\n",
+            wasm.display().to_string()
+        ),
+    )
+    .unwrap();
+    let input = dir.join("fresh.ndjson");
+    std::fs::write(&input, format!("{message}\n")).unwrap();
+    let out = twinguard()
+        .env("RUST_LOG", "info")
+        .args(["eval", "--config"])
+        .arg(&toml)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("fresh instances start from a snapshot taken after init")
+            && !t.contains("panicked")
+            && !t.contains("no snapshot"),
+        "{t}"
+    );
+    t
 }
 
 /// The JavaScript port of schema-guard passes the Rust policy's test file, agrees with it on
@@ -636,4 +681,11 @@ fn the_javascript_port_of_schema_guard_agrees_with_the_rust_policy() {
         out.status.success() && t.contains("selftest:  6 steps passed"),
         "{t}"
     );
+    let out = fresh_from_snapshot(
+        dir.path(),
+        &wasm,
+        "required = \"/seq:integer\"",
+        r#"{"device_id":"d1","topic":"t/d1","payload":{"seq":"x"}}"#,
+    );
+    assert!(out.contains(r#""action":"quarantine""#), "{out}");
 }
