@@ -1076,8 +1076,8 @@ async fn judge(
         // `judged` first: zip stops at its end without taking the next of `prepared`. It
         // ends short when a store commit failed: `account` tears down at that one.
         for ((message, judgement), p) in judged.into_iter().zip(prepared.by_ref()) {
+            // A failed store write was published to the other workers by `settle`.
             if account(w, &judgement).is_err() {
-                w.failed_at.fetch_min(p.seq, Ordering::AcqRel);
                 return Err(Teardown);
             }
             act(w, p, message, judgement, out, acks).await?;
