@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Map, Value};
 use twinguard::{ContentType, Message, Runtime};
-use twinguard_tests::runtime;
+use twinguard_tests::{runtime, PACK};
 
 /// A ~1 KB telemetry document of ~50 fields, two levels deep, with personal data in it.
 fn payload() -> Vec<u8> {
@@ -175,14 +175,6 @@ const CHAIN_OF_3: &str =
      [[policy]]\nname = \"r2\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/readings/sensor_10,/status\"\n\
      [[policy]]\nname = \"r3\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/ts,/readings/sensor_35\"\n\
      [[route]]\nfilter = \"#\"\nchain = [\"r1\", \"r2\", \"r3\"]\n";
-
-const PACK: &str = "[[policy]]\nname = \"schema\"\npath = \"@schema-guard\"\n[policy.config]\n\
-     max-bytes = 4096\nrequired = \"/device:string,/seq:integer,/ts:integer,/readings:object\"\n\
-     [[policy]]\nname = \"identity\"\npath = \"@identity-guard\"\n[policy.config]\n\
-     topic-segment = 1\ninventory = \"press-07,press-08,press-09\"\npayload-field = \"/device\"\n\
-     [[policy]]\nname = \"replay\"\npath = \"@replay-guard\"\n\
-     [[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\n[policy.config]\nmask = \"/owner/name\"\n\
-     [[route]]\nfilter = \"#\"\nchain = [\"schema\", \"identity\", \"replay\", \"pii\"]\n";
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -50,6 +50,17 @@ pub fn init_refused(toml: &str) -> String {
     e.to_string()
 }
 
+/// The demo's pack as the benches and the allocation counts run it: schema-guard,
+/// identity-guard (devices `press-07` to `press-09`), replay-guard (reads and writes its state
+/// on every message) and pii-redact (masks `/owner/name`), routed from `#`.
+pub const PACK: &str = "[[policy]]\nname = \"schema\"\npath = \"@schema-guard\"\n[policy.config]\n\
+     max-bytes = 4096\nrequired = \"/device:string,/seq:integer,/ts:integer,/readings:object\"\n\
+     [[policy]]\nname = \"identity\"\npath = \"@identity-guard\"\n[policy.config]\n\
+     topic-segment = 1\ninventory = \"press-07,press-08,press-09\"\npayload-field = \"/device\"\n\
+     [[policy]]\nname = \"replay\"\npath = \"@replay-guard\"\n\
+     [[policy]]\nname = \"pii\"\npath = \"@pii-redact\"\n[policy.config]\nmask = \"/owner/name\"\n\
+     [[route]]\nfilter = \"#\"\nchain = [\"schema\", \"identity\", \"replay\", \"pii\"]\n";
+
 /// A JSON message for device `d1` on `plant/d1/telemetry`.
 pub fn json(payload: &serde_json::Value) -> Message {
     Message::new(

@@ -319,7 +319,7 @@ fn check_grouped(r: &mut Rng, format: Option<Format>, bytes: &[u8], candidates: 
     let mut grouped: Vec<Option<Result<Option<FieldValue>, FieldError>>> = vec![None; n];
     Document::new(format, bytes.to_vec()).get_all(&set, |i, result| {
         assert!(grouped[i].is_none(), "pointer {i} answered twice");
-        grouped[i] = Some(result);
+        grouped[i] = Some(result.map(|v| v.map(crate::payload::FieldRef::into_owned)));
     });
     let mut single = Document::new(format, bytes.to_vec());
     let text = String::from_utf8_lossy(bytes);

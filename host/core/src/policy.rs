@@ -22,7 +22,7 @@ use crate::limits::{Fault, Isolation, Limits, OnFault};
 use crate::message::Device;
 use crate::metrics::{MetricKind, MetricReading, MetricSpec, PolicyMetrics};
 use crate::output::GuestOutput;
-use crate::payload::{Document, FieldError, FieldValue, Pointer, PointerSet};
+use crate::payload::{Document, FieldError, FieldRef, FieldValue, Pointer, PointerSet};
 use crate::signing::Trust;
 use crate::state::{StateLimits, StateRefusal, StateStore};
 use crate::text::escape_controls;
@@ -531,6 +531,42 @@ impl Instance {
 /// A device id or topic buffer larger than this is not kept for the next message: one huge
 /// topic must not pin its buffer to a thread or an idle instance.
 pub(crate) const NAME_KEPT_MAX: usize = 1024;
+
+/// Writes a declared field's value into its slot of the call record, text and bytes into the
+/// buffer the slot already holds if it holds one of the same kind.
+fn fill(slot: &mut Option<wit::Value>, value: Option<FieldRef<'_>>) {
+    match (slot.as_mut(), value) {
+        (Some(wit::Value::Text(buf)), Some(FieldRef::Text(text))) => {
+            buf.clear();
+            buf.push_str(&text);
+        }
+        (Some(wit::Value::Bytes(buf)), Some(FieldRef::Bytes(bytes))) => {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+        }
+        (_, value) => *slot = value.map(|v| value_to_wit(v.into_owned())),
+    }
+}
+
+/// Empties a field's slot once its call is over. A text or bytes buffer of at most
+/// [`NAME_KEPT_MAX`] bytes stays for the field's next value, zeroed: nothing read from a
+/// payload outlives its call, in the record or in the memory it keeps.
+fn forget(slot: &mut Option<wit::Value>) {
+    match slot {
+        Some(wit::Value::Text(text)) if text.capacity() <= NAME_KEPT_MAX => {
+            let mut bytes = std::mem::take(text).into_bytes();
+            bytes.fill(0);
+            bytes.clear();
+            // Empty, so valid UTF-8: the buffer comes back without a copy.
+            *text = String::from_utf8(bytes).unwrap_or_default();
+        }
+        Some(wit::Value::Bytes(bytes)) if bytes.capacity() <= NAME_KEPT_MAX => {
+            bytes.fill(0);
+            bytes.clear();
+        }
+        _ => *slot = None,
+    }
+}
 
 /// Sets `slot` to `text` when `asked`, in the string it already holds if it holds one.
 fn reuse_text(slot: &mut Option<String>, asked: bool, text: &str) {
@@ -1296,18 +1332,19 @@ impl Policy {
     /// The first failing field, in declared order, fails them all.
     fn fields_into(&self, ctx: &mut MsgCtx, out: &mut WitFields) {
         let mut values = std::mem::replace(out, Ok(Vec::new())).unwrap_or_default();
-        values.clear();
         let Some(declared) = self.declared().filter(|d| !d.fields.is_empty()) else {
+            values.clear();
             *out = Ok(values);
             return;
         };
+        // The slots keep the emptied buffers of the last call; `get_all` writes every one.
         values.resize(declared.fields.len(), None);
         let mut first_error: Option<(usize, FieldError)> = None;
         ctx.doc
             .get_all(&declared.lookups, |i, result| match result {
                 Ok(value) => {
                     if let Some(slot) = values.get_mut(i) {
-                        *slot = value.map(value_to_wit);
+                        fill(slot, value);
                     }
                 }
                 Err(e) => {
@@ -1359,7 +1396,7 @@ impl Policy {
         // The values came from this message's payload: not kept past its call. Nor is an
         // outsized name's buffer, one per idle instance.
         match &mut instance.call.fields {
-            Ok(values) => values.clear(),
+            Ok(values) => values.iter_mut().for_each(forget),
             Err(_) => instance.call.fields = Ok(Vec::new()),
         }
         instance.call.last.clear();

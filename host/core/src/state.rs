@@ -199,7 +199,7 @@ impl StateStore {
         // Under the device's entry lock: the journal sees changes to a key in their order.
         self.note(|policy| Scope::Device { policy, device }, key, Some(&value));
         state.bytes = new_total;
-        state.entries.insert(key.to_string(), value);
+        state.insert(key, value);
         Ok(())
     }
 
@@ -283,8 +283,19 @@ impl DeviceState {
             return Err(StateRefusal::OverLimit(limit));
         }
         self.bytes = total;
-        self.entries.insert(key.to_string(), value);
+        self.insert(key, value);
         Ok(())
+    }
+
+    /// Stores `value` under `key`; a key already there keeps its allocation (a policy that
+    /// rewrites the same keys on every message copies no key).
+    fn insert(&mut self, key: &str, value: Vec<u8>) {
+        match self.entries.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                self.entries.insert(key.to_owned(), value);
+            }
+        }
     }
 }
 

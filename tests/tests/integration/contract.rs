@@ -97,6 +97,21 @@ fn declared_fields_never_carry_over_from_the_message_before() {
         "{last}"
     );
     assert!(!last.contains("first"), "{last}");
+    // A text slot keeps its buffer for the next message: a shorter text replaces it whole,
+    // and a slot changes kind both ways.
+    let long = seen(br#"{"a": "a much longer text", "b": "x"}"#);
+    assert!(long.contains("a much longer text"), "{long}");
+    let short = seen(br#"{"a": "ab", "b": 2}"#);
+    assert!(
+        short.contains(r#"Text("ab")"#) && short.ends_with("/b=Integer(2)"),
+        "{short}"
+    );
+    assert!(!short.contains("longer"), "{short}");
+    let escaped = seen(br#"{"a": 7, "b": "tab\there"}"#);
+    assert!(
+        escaped.starts_with("/a=Integer(7) ") && escaped.contains(r#"Text("tab\there")"#),
+        "{escaped}"
+    );
 }
 
 #[test]

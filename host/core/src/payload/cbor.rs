@@ -9,10 +9,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::pointer::{array_index, tokens};
+use super::pointer::{array_index, split_last, tokens};
 use super::tape::{small, Builder, Entry, EntryKey, Kind, Tape};
 use super::tape::{twice_message, Twice, KEY_NON_TEXT, KEY_OWNED, MAX_INDEXED_LEN};
-use super::{Edit, EditAction, FieldValue, RedactError, MAX_DEPTH};
+use super::{Edit, EditAction, FieldRef, FieldValue, RedactError, MAX_DEPTH};
 
 /// What is wrong with a CBOR payload, and at which byte.
 #[derive(Debug)]
@@ -451,16 +451,16 @@ fn is_container(h: Head) -> bool {
 }
 
 /// Decodes the scalar at `at` (after its tags) of a payload `tape` accepted.
-pub(super) fn leaf(b: &[u8], at: usize) -> Result<FieldValue, DecodeError> {
+pub(super) fn leaf(b: &[u8], at: usize) -> Result<FieldRef<'_>, DecodeError> {
     let h = head(b, at)?;
-    Ok(match h.major {
+    Ok(FieldRef::Other(match h.major {
         0 => i64::try_from(h.arg).map_or(FieldValue::Float(h.arg as f64), FieldValue::Integer),
         // -1 - n cannot overflow for n <= i64::MAX.
         1 => i64::try_from(h.arg).map_or(FieldValue::Float(-1.0 - h.arg as f64), |n| {
             FieldValue::Integer(-1 - n)
         }),
-        2 => FieldValue::Bytes(collect(b, h, at)?.0.into_owned()),
-        3 => FieldValue::Text(text(collect(b, h, at)?.0, at)?.into_owned()),
+        2 => return Ok(FieldRef::Bytes(collect(b, h, at)?.0)),
+        3 => return Ok(FieldRef::Text(text(collect(b, h, at)?.0, at)?)),
         7 => match h.info {
             20 => FieldValue::Bool(false),
             21 => FieldValue::Bool(true),
@@ -474,7 +474,7 @@ pub(super) fn leaf(b: &[u8], at: usize) -> Result<FieldValue, DecodeError> {
             _ => return fail("unsupported simple value", at),
         },
         _ => return fail("unexpected item", at),
-    })
+    }))
 }
 
 /// IEEE 754 half precision (RFC 8949 appendix D), from the low 16 bits.
@@ -656,15 +656,14 @@ fn member<'m, 'a>(
 /// Applies one edit; whether it matched anything.
 fn apply(root: &mut Node<'_>, pointer: &str, action: &EditAction) -> Result<bool, RedactError> {
     let twice = |key: &str| RedactError::Malformed(twice_message((true, key.as_bytes())));
-    let mut path: Vec<Cow<'_, str>> = tokens(pointer).collect();
-    let Some(last) = path.pop() else {
+    let Some((parent, last)) = split_last(pointer) else {
         return Ok(false);
     };
     let mut node = untag_mut(root);
-    for token in &path {
+    for token in tokens(parent) {
         let next = match node {
-            Node::Map(entries) => member(entries, token).map_err(|Twice| twice(token))?,
-            Node::Array(items) => array_index(token).and_then(|i| items.get_mut(i)),
+            Node::Map(entries) => member(entries, &token).map_err(|Twice| twice(&token))?,
+            Node::Array(items) => array_index(&token).and_then(|i| items.get_mut(i)),
             _ => None,
         };
         match next {

@@ -8,12 +8,12 @@
 
 use std::borrow::Cow;
 
-use super::pointer::{array_index, tokens};
+use super::pointer::{array_index, split_last, tokens};
 use super::tape::{
     small, twice_message, Builder, Entry, EntryKey, Kind, Span, Tape, Twice, KEY_OWNED,
     MAX_INDEXED_LEN,
 };
-use super::{Edit, EditAction, FieldValue, RedactError, MAX_DEPTH};
+use super::{Edit, EditAction, FieldRef, FieldValue, RedactError, MAX_DEPTH};
 
 // The JSON scanner tracks open containers in the bits of a u128.
 const _: () = assert!(MAX_DEPTH <= 128);
@@ -158,32 +158,32 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
 }
 
 /// Decodes the scalar at `value` of a payload `tape` accepted.
-pub(super) fn leaf(bytes: &[u8], value: Span) -> Result<FieldValue, SyntaxError> {
+pub(super) fn leaf(bytes: &[u8], value: Span) -> Result<FieldRef<'_>, SyntaxError> {
     let raw = bytes.get(value.start..value.end).unwrap_or_default();
     let bad = |what| SyntaxError {
         what,
         at: value.start,
     };
     match raw.first() {
-        Some(b'n') => Ok(FieldValue::Null),
-        Some(b't') => Ok(FieldValue::Bool(true)),
-        Some(b'f') => Ok(FieldValue::Bool(false)),
+        Some(b'n') => Ok(FieldRef::Other(FieldValue::Null)),
+        Some(b't') => Ok(FieldRef::Other(FieldValue::Bool(true))),
+        Some(b'f') => Ok(FieldRef::Other(FieldValue::Bool(false))),
         Some(b'"') => {
             let inner = raw
                 .strip_prefix(b"\"")
                 .and_then(|r| r.strip_suffix(b"\""))
                 .ok_or_else(|| bad("EOF while parsing a string"))?;
             let text = if inner.contains(&b'\\') {
-                unescape(inner).map_err(bad)?
+                Cow::Owned(unescape(inner).map_err(bad)?)
             } else {
-                std::str::from_utf8(inner)
-                    .map_err(|_| bad("invalid UTF-8"))?
-                    .to_owned()
+                Cow::Borrowed(std::str::from_utf8(inner).map_err(|_| bad("invalid UTF-8"))?)
             };
-            Ok(FieldValue::Text(text))
+            Ok(FieldRef::Text(text))
         }
         // serde_json refuses numbers that overflow f64 too.
-        _ => number(raw).ok_or_else(|| bad("number out of range")),
+        _ => number(raw)
+            .map(FieldRef::Other)
+            .ok_or_else(|| bad("number out of range")),
     }
 }
 
@@ -204,14 +204,20 @@ pub(super) fn redact_tape(
     bytes: &[u8],
     edits: &[Edit],
 ) -> Result<Option<Vec<u8>>, RedactError> {
-    let mut overlay = Overlay::new(tape, bytes);
+    let mut overlay = Overlay::new(tape, bytes, edits);
     let mut changed = false;
-    for edit in edits {
+    for (k, edit) in edits.iter().enumerate() {
         changed |= overlay
-            .apply(&edit.pointer, &edit.action)
+            .apply(k, &edit.pointer)
             .map_err(|key| RedactError::Malformed(twice_message((true, key.as_bytes()))))?;
     }
     Ok(changed.then(|| overlay.write()))
+}
+
+thread_local! {
+    /// The marks buffer of the thread's last overlay: a redaction in the chain of every message
+    /// would otherwise allocate one per message.
+    static MARKS: std::cell::Cell<Vec<Mark>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Edits applied over a tape, without touching it: which entries are gone and which are
@@ -220,10 +226,9 @@ pub(super) fn redact_tape(
 struct Overlay<'a> {
     tape: &'a Tape,
     bytes: &'a [u8],
+    edits: &'a [Edit],
     /// By entry.
     marks: Vec<Mark>,
-    /// The texts of masked entries; the last one for an entry wins.
-    masks: Vec<(usize, &'a str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,16 +237,20 @@ enum Mark {
     /// A container with an edit somewhere inside: written piece by piece.
     Holds,
     Removed,
-    Masked,
+    /// Masked by the edit at this index of `edits`; a later mask of the entry replaces it.
+    Masked(usize),
 }
 
 impl<'a> Overlay<'a> {
-    fn new(tape: &'a Tape, bytes: &'a [u8]) -> Self {
+    fn new(tape: &'a Tape, bytes: &'a [u8], edits: &'a [Edit]) -> Self {
+        let mut marks = MARKS.take();
+        marks.clear();
+        marks.resize(tape.entries.len(), Mark::Live);
         Self {
             tape,
             bytes,
-            marks: vec![Mark::Live; tape.entries.len()],
-            masks: Vec::new(),
+            edits,
+            marks,
         }
     }
 
@@ -253,15 +262,11 @@ impl<'a> Overlay<'a> {
         self.mark(i) != Mark::Removed
     }
 
-    fn mask(&self, i: usize) -> Option<&'a str> {
-        if self.mark(i) != Mark::Masked {
-            return None;
+    fn mask(&self, k: usize) -> &'a str {
+        match self.edits.get(k).map(|e| &e.action) {
+            Some(EditAction::Mask(text)) => text,
+            _ => "",
         }
-        self.masks
-            .iter()
-            .rev()
-            .find(|(j, _)| *j == i)
-            .map(|&(_, text)| text)
     }
 
     /// The entries of `container`'s children that are still there, with their index.
@@ -299,24 +304,23 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    /// Applies one edit; whether it matched anything, or the key an object it goes through has
-    /// twice.
-    fn apply(&mut self, pointer: &str, action: &'a EditAction) -> Result<bool, String> {
-        let mut path: Vec<Cow<'_, str>> = tokens(pointer).collect();
-        let Some(last) = path.pop() else {
+    /// Applies edit `k`, whose pointer is `pointer`; whether it matched anything, or the key an
+    /// object it goes through has twice.
+    fn apply(&mut self, k: usize, pointer: &str) -> Result<bool, String> {
+        let Some((parent, last)) = split_last(pointer) else {
             return Ok(false);
         };
         let mut container = self.tape.root;
-        for token in &path {
+        for token in tokens(parent) {
             let Some(i) = self
-                .find(&container, token)
+                .find(&container, &token)
                 .map_err(|Twice| token.to_string())?
             else {
                 return Ok(false);
             };
             // A masked value is a string now: there is nothing inside it.
             match self.marks.get_mut(i) {
-                Some(Mark::Masked) => return Ok(false),
+                Some(Mark::Masked(_)) => return Ok(false),
                 // On an edit's path, so written piece by piece. If the edit then matches
                 // nothing, that costs only speed: the same document comes out (its escaped
                 // keys written unescaped, as in any container written piece by piece).
@@ -334,22 +338,14 @@ impl<'a> Overlay<'a> {
         else {
             return Ok(false);
         };
-        match action {
-            EditAction::Remove => self.remove(i),
-            EditAction::Mask(text) => {
-                if let Some(mark) = self.marks.get_mut(i) {
-                    *mark = Mark::Masked;
-                }
-                self.masks.push((i, text));
-            }
+        let mark = match self.edits.get(k).map(|e| &e.action) {
+            Some(EditAction::Mask(_)) => Mark::Masked(k),
+            _ => Mark::Removed,
+        };
+        if let Some(slot) = self.marks.get_mut(i) {
+            *slot = mark;
         }
         Ok(true)
-    }
-
-    fn remove(&mut self, i: usize) {
-        if let Some(mark) = self.marks.get_mut(i) {
-            *mark = Mark::Removed;
-        }
     }
 
     /// The edited document, compact.
@@ -411,7 +407,7 @@ impl<'a> Overlay<'a> {
 
     fn write_value(&self, i: usize, entry: &Entry, out: &mut Vec<u8>) {
         match self.mark(i) {
-            Mark::Masked => write_string(self.mask(i).unwrap_or_default(), out),
+            Mark::Masked(k) => write_string(self.mask(k), out),
             // Untouched and already compact: its bytes as they are, in one copy.
             Mark::Live if self.tape.compact => out.extend_from_slice(
                 self.bytes
@@ -419,6 +415,15 @@ impl<'a> Overlay<'a> {
                     .unwrap_or_default(),
             ),
             _ => self.write_entry(entry, out),
+        }
+    }
+}
+
+impl Drop for Overlay<'_> {
+    fn drop(&mut self) {
+        // Marks are 16 bytes: a tape's largest spare (4,096 entries) is 64 KiB of them.
+        if self.marks.capacity() <= 4096 {
+            MARKS.set(std::mem::take(&mut self.marks));
         }
     }
 }

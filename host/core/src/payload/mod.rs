@@ -31,6 +31,7 @@ mod json;
 mod pointer;
 mod tape;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -75,6 +76,27 @@ pub enum FieldValue {
     Array(u32),
     /// An object (CBOR map), with its number of members (saturated at `u32::MAX`).
     Object(u32),
+}
+
+/// A value as a lookup finds it: text and bytes borrowed from the payload where they need no
+/// decoding, so a caller that copies them into a buffer of its own (a reused instance's call
+/// record) allocates nothing.
+#[derive(Debug)]
+pub(crate) enum FieldRef<'a> {
+    Text(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
+    /// Any other value: never `Text` or `Bytes`.
+    Other(FieldValue),
+}
+
+impl FieldRef<'_> {
+    pub(crate) fn into_owned(self) -> FieldValue {
+        match self {
+            Self::Text(text) => FieldValue::Text(text.into_owned()),
+            Self::Bytes(bytes) => FieldValue::Bytes(bytes.into_owned()),
+            Self::Other(value) => value,
+        }
+    }
 }
 
 /// Why a field lookup failed (mirrors WIT `field-error`).
@@ -305,7 +327,9 @@ impl Document {
         check_pointer(pointer).map_err(FieldError::BadPointer)?;
         let (format, bytes, tape) = self.indexed()?;
         match walk(tape, bytes, tokens(pointer))? {
-            Some(entry) => tape.value(format, bytes, entry).map(Some),
+            Some(entry) => tape
+                .value(format, bytes, entry)
+                .map(|v| Some(v.into_owned())),
             None => Ok(None),
         }
     }
@@ -315,7 +339,9 @@ impl Document {
     pub fn get(&mut self, pointer: &Pointer) -> Result<Option<FieldValue>, FieldError> {
         let (format, bytes, tape) = self.indexed()?;
         match walk(tape, bytes, pointer.tokens.iter())? {
-            Some(entry) => tape.value(format, bytes, entry).map(Some),
+            Some(entry) => tape
+                .value(format, bytes, entry)
+                .map(|v| Some(v.into_owned())),
             None => Ok(None),
         }
     }
@@ -337,7 +363,7 @@ impl Document {
     pub(crate) fn get_all(
         &mut self,
         set: &PointerSet,
-        mut each: impl FnMut(usize, Result<Option<FieldValue>, FieldError>),
+        mut each: impl FnMut(usize, Result<Option<FieldRef<'_>>, FieldError>),
     ) {
         let (format, bytes, tape) = match self.indexed() {
             Ok(indexed) => indexed,

@@ -40,6 +40,16 @@ pub(super) fn tokens(pointer: &str) -> Tokens<'_> {
     }
 }
 
+/// The parent of a pointer that passed [`check_pointer`], and its last token unescaped; `None`
+/// for the empty pointer (the whole document). A redaction walks to the parent and edits the
+/// last token there, without collecting the tokens on the way.
+pub(super) fn split_last(pointer: &str) -> Option<(&str, Cow<'_, str>)> {
+    // An escaped '/' is "~1": the last '/' always starts the last token.
+    let slash = pointer.rfind('/')?;
+    let (parent, last) = pointer.split_at_checked(slash)?;
+    Some((parent, tokens(last).next()?))
+}
+
 /// Splits on '/' by hand: `str::split` costs more than the rest of a short lookup.
 pub(super) struct Tokens<'a> {
     /// What follows the '/' that starts the next token; `None` after the last one.

@@ -5,7 +5,7 @@
 //! compare keys and to decode the scalar it ends on.
 
 use super::pointer::array_index;
-use super::{cbor, json, FieldError, FieldValue, Format};
+use super::{cbor, json, FieldError, FieldRef, FieldValue, Format};
 
 /// Payloads of 4 GiB or more are refused (as malformed): the tape keeps offsets in 32 bits,
 /// which keeps it small, and MQTT caps payloads at 256 MiB anyway. A little under `u32::MAX`, so
@@ -444,19 +444,19 @@ impl Tape {
     }
 
     /// The value of `entry`: decoded if it is a scalar, counted if it is a container.
-    pub(super) fn value(
+    pub(super) fn value<'b>(
         &self,
         format: Format,
-        bytes: &[u8],
+        bytes: &'b [u8],
         entry: &Entry,
-    ) -> Result<FieldValue, FieldError> {
+    ) -> Result<FieldRef<'b>, FieldError> {
         Ok(match entry.kind {
-            Kind::Array => FieldValue::Array(entry.count),
+            Kind::Array => FieldRef::Other(FieldValue::Array(entry.count)),
             Kind::Object => {
                 if let Some(key) = self.duplicate_in(bytes, self.children(entry)) {
                     return Err(FieldError::Malformed(twice_message(key)));
                 }
-                FieldValue::Object(entry.count)
+                FieldRef::Other(FieldValue::Object(entry.count))
             }
             Kind::Scalar => match format {
                 Format::Json => {

@@ -926,6 +926,20 @@ fn redact_json_leaves_the_rest_verbatim() {
         .unwrap(),
         r#"["m",[]]"#
     );
+    // The last mask of a field wins; a removal after a mask removes it.
+    assert_eq!(
+        redacted_json(
+            r#"{"a": 1, "b": 2, "c": 3}"#,
+            &[
+                mask("/a", "first"),
+                mask("/a", "second"),
+                mask("/b", "m"),
+                remove("/b")
+            ]
+        )
+        .unwrap(),
+        r#"{"a":"second","c":3}"#
+    );
 }
 
 #[test]
