@@ -17,8 +17,11 @@
 //! WASI resources held across `init`, a snapshot too large), the policy runs `init` in every
 //! instance as before: a snapshot is a speed-up, never a condition.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::Once;
 use std::task::{Context, Poll, Waker};
 
 use wasmtime::component::{Instance, WasmList};
@@ -49,8 +52,8 @@ impl<'a> Instrumented<'a> {
             .keep_init_func(true);
         // The pre-initializer validates the module first, but asserts on shapes it does not
         // expect: a panic is a refusal here, never the host's end.
-        let (cx, bytes) = std::panic::catch_unwind(|| wizer.instrument_component(component))
-            .map_err(|_| "the pre-initializer panicked on this component".to_string())?
+        let (cx, bytes) = caught(|| wizer.instrument_component(component))
+            .map_err(|why| format!("the pre-initializer panicked on this component: {why}"))?
             .map_err(|e| format!("{e:#}"))?;
         Ok(Self { wizer, cx, bytes })
     }
@@ -72,19 +75,52 @@ impl<'a> Instrumented<'a> {
             failed: None,
         };
         let Self { wizer, cx, .. } = self;
-        let rewritten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ready(wizer.snapshot_component(&cx, &mut access))
-        }));
+        let rewritten = caught(|| ready(wizer.snapshot_component(&cx, &mut access)));
         // A failed read is answered with nothing, on which the pre-initializer may then
         // assert: the read's failure is the reason to give.
         if let Some(why) = access.failed {
             return Err(why);
         }
         rewritten
-            .map_err(|_| "the pre-initializer panicked".to_string())?
+            .map_err(|why| format!("the pre-initializer panicked: {why}"))?
             .ok_or("the pre-initializer waited on something (it should not)")?
             .map_err(|e| format!("{e:#}"))
     }
+}
+
+thread_local! {
+    /// Set while [`caught`] runs on this thread: its panics are not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wraps the process's panic hook: silent for a thread inside [`caught`], the hook that was
+/// there before for every other panic. Installed once, on the first snapshot taken; an
+/// embedder's own hook, set before, still sees every panic but these.
+fn quiet_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !QUIET.try_with(Cell::get).unwrap_or(false) {
+            previous(info);
+        }
+    }));
+}
+
+/// Runs `f`, a panic caught as an error carrying its message. The pre-initializer asserts on
+/// component shapes it does not expect: that is a policy loading without a snapshot (said in
+/// the log, with the reason), not a backtrace on the operator's terminal.
+fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(quiet_hook);
+    let was = QUIET.replace(true);
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.set(was);
+    result.map_err(|payload| {
+        let text = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        text.unwrap_or("(no message)").to_owned()
+    })
 }
 
 /// Drives a future that never waits: the accessors below answer at once.
@@ -185,5 +221,40 @@ impl<T: Send + 'static> ComponentInstanceState for Access<'_, T> {
 
     async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
         self.call(instance, func, |_, v: f64| v.to_bits())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::thread::ThreadId;
+
+    use super::*;
+
+    #[test]
+    fn a_caught_panic_is_an_error_and_not_printed_and_other_panics_still_are() {
+        // A hook that notes which threads it saw, under ours: it stands for the default hook
+        // (the one that prints) or an embedder's.
+        let seen: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+        let noted = Arc::clone(&seen);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            noted.lock().unwrap().push(std::thread::current().id());
+            previous(info);
+        }));
+        quiet_hook();
+        let me = std::thread::current().id();
+        let count = || seen.lock().unwrap().iter().filter(|&&t| t == me).count();
+
+        let why = caught(|| -> u8 { panic!("assertion failed: shape") }).unwrap_err();
+        assert_eq!(why, "assertion failed: shape");
+        let why = caught(|| -> u8 { panic!("{} globals", 3) }).unwrap_err();
+        assert_eq!(why, "3 globals");
+        assert_eq!(caught(|| 7).unwrap(), 7);
+        assert_eq!(count(), 0, "a caught panic reached the hook below");
+
+        assert!(std::panic::catch_unwind(|| panic!("elsewhere")).is_err());
+        assert_eq!(count(), 1, "another panic did not reach the hook below");
     }
 }
