@@ -105,6 +105,9 @@ fn quiet_hook() {
     }));
 }
 
+/// The characters of a caught panic's message kept for the log.
+const PANIC_SHOWN: usize = 256;
+
 /// Runs `f`, a panic caught as an error carrying its message. The pre-initializer asserts on
 /// component shapes it does not expect: that is a policy loading without a snapshot (said in
 /// the log, with the reason), not a backtrace on the operator's terminal.
@@ -119,7 +122,8 @@ fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-        text.unwrap_or("(no message)").to_owned()
+        // It goes into a log line and may quote the component: one line, and short.
+        crate::text::bounded(text.unwrap_or("(no message)"), PANIC_SHOWN).into_owned()
     })
 }
 
@@ -252,6 +256,8 @@ mod tests {
         let why = caught(|| -> u8 { panic!("{} globals", 3) }).unwrap_err();
         assert_eq!(why, "3 globals");
         assert_eq!(caught(|| 7).unwrap(), 7);
+        let why = caught(|| -> u8 { panic!("{}\nforged", "x".repeat(1000)) }).unwrap_err();
+        assert!(why.ends_with("… (1007 bytes)") && why.len() < 300, "{why}");
         assert_eq!(count(), 0, "a caught panic reached the hook below");
 
         assert!(std::panic::catch_unwind(|| panic!("elsewhere")).is_err());
