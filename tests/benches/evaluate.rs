@@ -4,10 +4,14 @@
 //! through `host.field` calls; (f) the Mosquitto bench's four-policy pack on fresh messages.
 //!
 //! Run: `cargo bench -p twinguard-tests --bench evaluate`.
+//!
+//! `EVALUATE_COUNT=<scenario>:<n>` instead evaluates one scenario `n` times with no timing, for
+//! `scripts/instructions.sh`, which counts the instructions under valgrind: a figure the other
+//! load on a shared machine cannot move.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use serde_json::{json, Map, Value};
 use twinguard::{ContentType, Message, Runtime};
 use twinguard_tests::{runtime, PACK};
@@ -49,10 +53,26 @@ fn message() -> Message {
 const PII: &str = "[policy.config]\nremove = \"/owner/email\"\nmask = \"/owner/name\"\n";
 
 fn single(path: &str, isolation: &str, config: &str) -> Runtime {
-    runtime(&format!(
+    runtime(&single_toml(path, isolation, config))
+}
+
+fn single_toml(path: &str, isolation: &str, config: &str) -> String {
+    format!(
         "[[policy]]\nname = \"p\"\npath = \"{path}\"\nisolation = \"{isolation}\"\n{config}\
          [[route]]\nfilter = \"#\"\nchain = [\"p\"]\n"
-    ))
+    )
+}
+
+/// The bench message with sequence number `seq` and the current time, as a device sends them.
+fn pack_message(seq: u64) -> Message {
+    let now = twinguard::now_ms();
+    let mut doc: Value = serde_json::from_slice(&payload()).unwrap_or(Value::Null);
+    doc["seq"] = json!(seq);
+    doc["ts"] = json!(now);
+    let mut m = message();
+    m.payload = serde_json::to_vec(&doc).unwrap_or_default().into();
+    m.received_at_ms = now;
+    m
 }
 
 /// What a native Rust policy doing the same redaction would do.
@@ -120,14 +140,7 @@ fn bench(c: &mut Criterion) {
     let mut seq = 0_u64;
     let mut next = || {
         seq += 1;
-        let now = twinguard::now_ms();
-        let mut doc: Value = serde_json::from_slice(&payload()).unwrap_or(Value::Null);
-        doc["seq"] = json!(seq);
-        doc["ts"] = json!(now);
-        let mut m = message();
-        m.payload = serde_json::to_vec(&doc).unwrap_or_default().into();
-        m.received_at_ms = now;
-        m
+        pack_message(seq)
     };
     let first = pack.evaluate(&next());
     assert_eq!(first.trace.len(), 4, "{first:?}");
@@ -176,5 +189,71 @@ const CHAIN_OF_3: &str =
      [[policy]]\nname = \"r3\"\npath = \"@hostile\"\n[policy.config]\nmode = \"read\"\nfields = \"/ts,/readings/sensor_35\"\n\
      [[route]]\nfilter = \"#\"\nchain = [\"r1\", \"r2\", \"r3\"]\n";
 
+/// One evaluation, never inlined: `scripts/instructions.sh` counts what runs inside it (a name no
+/// library function contains, since valgrind toggles counting on every function it matches).
+#[inline(never)]
+fn twinguard_bench_counted_evaluate(rt: &Runtime, m: &Message) -> twinguard::Outcome {
+    rt.evaluate(m)
+}
+
+/// The same redaction natively, the baseline the counts are divided by.
+#[inline(never)]
+fn twinguard_bench_counted_native(bytes: &[u8]) -> Vec<u8> {
+    native_redact(bytes)
+}
+
+/// A runtime small enough for valgrind: the pooling allocator reserves address space for every
+/// instance it may hold, and valgrind cannot map terabytes.
+fn small(toml: &str) -> Runtime {
+    let mut config = twinguard_tests::config(toml);
+    config.engine.max_instances = 4;
+    Runtime::new(config).unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// `EVALUATE_COUNT=<scenario>:<n>`: evaluates one scenario `n` times (messages built first,
+/// outside the counted function). Returns false when the variable is not set.
+fn count() -> bool {
+    let Ok(spec) = std::env::var("EVALUATE_COUNT") else {
+        return false;
+    };
+    let (name, n) = spec
+        .split_once(':')
+        .and_then(|(name, n)| Some((name.to_string(), n.parse::<usize>().ok()?)))
+        .unwrap_or_else(|| panic!("EVALUATE_COUNT={spec}: expected <scenario>:<count>"));
+    let config = match name.as_str() {
+        "a_allow_all_reuse" => single_toml("@allow-all", "reuse", ""),
+        "b_pii_redact_reuse" => single_toml("@pii-redact", "reuse", PII),
+        "e_chain_of_3_reading_2_fields" => CHAIN_OF_3.to_string(),
+        "f_pack_of_4" => PACK.to_string(),
+        "d_native_redact" => {
+            let msg = message();
+            for _ in 0..n {
+                black_box(twinguard_bench_counted_native(black_box(&msg.payload)));
+            }
+            return true;
+        }
+        other => panic!(
+            "EVALUATE_COUNT: no scenario {other:?} (a_allow_all_reuse, b_pii_redact_reuse, \
+             d_native_redact, e_chain_of_3_reading_2_fields, f_pack_of_4)"
+        ),
+    };
+    let rt = small(&config);
+    // Rising sequence numbers and fresh times, as in `f_pack_of_4` (replay-guard needs them).
+    let messages: Vec<Message> = (0..=n as u64).map(pack_message).collect();
+    let first = rt.evaluate(&messages[0]);
+    assert!(first.action.forwards(), "{first:?}");
+    for m in &messages[1..] {
+        black_box(twinguard_bench_counted_evaluate(&rt, black_box(m)));
+    }
+    true
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if count() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
