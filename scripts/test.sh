@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The pinned toolchain (rust-toolchain.toml), if this machine lacks it; no update if present.
+rustup toolchain install --no-update --no-self-update >/dev/null
 rustup target add wasm32-wasip2 >/dev/null
 
 # Mosquitto (broker and plugin tests) and Prometheus (the metrics tests scrape `serve` with a

@@ -58,7 +58,8 @@ pub(crate) fn check(bytes: &[u8], limits: &CompileLimits) -> Result<(), LoadErro
             continue;
         };
         function += 1;
-        let size = body.range().len() as u64;
+        let range = body.range();
+        let size = range.end - range.start;
         code_bytes += size;
         if code_bytes > limits.max_code_bytes {
             return Err(refuse(
