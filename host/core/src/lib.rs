@@ -77,14 +77,17 @@
 //!   compiled components are kept on disk and reused after a check of their digest
 //!   ([`CacheStats`], [`Runtime::cache_stats`]).
 
-// Denied, not forbidden: the compile cache's one `Component::deserialize` (`cache.rs`) is
-// the only `unsafe` in the host, allowed there alone with its SAFETY argument.
+// Denied, not forbidden: the compile cache's one `Component::deserialize` (`cache.rs`) and
+// the lean lowering of `evaluate`'s record (`call.rs`: an empty list without a guest
+// allocation) are the only `unsafe` in the host, allowed there alone with their SAFETY
+// arguments.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod breaker;
 mod cache;
+mod call;
 pub mod cases;
 mod compile;
 mod config;

@@ -29,7 +29,7 @@ use crate::text::escape_controls;
 use crate::twin::LastValues;
 use crate::wasi::Refused;
 
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "policy",
@@ -43,13 +43,13 @@ mod bindings {
     });
 }
 
+use crate::call::{Call, Lean, Pre};
 use bindings::twinguard::policy::host as wit_host;
 pub(crate) use bindings::twinguard::policy::types as wit;
-use bindings::PolicyPre;
 
 /// The contract version this host implements.
 pub const WIT_VERSION: &str = "0.2.0";
-const WIT_PACKAGE: &str = "twinguard:policy";
+pub(crate) const WIT_PACKAGE: &str = "twinguard:policy";
 
 /// Guest `log` lines accepted per call; the rest are counted and dropped.
 const LOG_LINES_PER_CALL: u32 = 32;
@@ -77,9 +77,6 @@ pub(crate) struct MsgCtx {
     pub seed: u64,
     pub doc: Document,
 }
-
-/// A policy's declared fields as the call carries them.
-pub(crate) type WitFields = Result<Vec<Option<wit::Value>>, wit::FieldError>;
 
 /// A manifest the host checked: what to prepare for every call.
 #[derive(Debug)]
@@ -503,27 +500,19 @@ fn truncate(text: &str, max: usize) -> &str {
 /// A live instance: its store and the typed handle on its exports.
 pub(crate) struct Instance {
     store: Store<HostState>,
-    bindings: bindings::Policy,
+    /// `evaluate`, called with [`Call`] (see [`crate::call`]); `init` has run.
+    evaluate: wasmtime::component::Func,
     /// The record the next call lowers, kept between calls: its strings and lists keep their
     /// buffers, so a reused instance's call allocates only for the text values it carries.
-    call: wit::Message,
+    call: Call,
 }
 
 impl Instance {
-    fn new(store: Store<HostState>, bindings: bindings::Policy) -> Self {
+    fn new(store: Store<HostState>, evaluate: wasmtime::component::Func) -> Self {
         Self {
             store,
-            bindings,
-            call: wit::Message {
-                device_id: None,
-                topic: None,
-                content_type: wit::ContentType::Binary,
-                payload_len: 0,
-                received_at_ms: 0,
-                seed: 0,
-                fields: Ok(Vec::new()),
-                last: Vec::new(),
-            },
+            evaluate,
+            call: Call::default(),
         }
     }
 }
@@ -606,7 +595,7 @@ pub(crate) struct LoadContext<'a> {
     pub compile: &'a crate::CompileLimits,
     /// The active generation's fresh-isolation snapshots, by module digest and configuration
     /// (all `init` depends on): a reload that keeps both reuses the snapshot, compiling nothing.
-    pub snapshots: HashMap<SnapshotKey, PolicyPre<HostState>>,
+    pub snapshots: HashMap<SnapshotKey, Pre>,
 }
 
 /// What a fresh policy's snapshot depends on: its module's digest and its configuration.
@@ -633,7 +622,7 @@ pub struct Policy {
     name: Arc<str>,
     version: Arc<str>,
     size: usize,
-    pre: PolicyPre<HostState>,
+    pre: Pre,
     shared: Arc<Shared>,
     engine: Engine,
     epoch_tick: Duration,
@@ -649,7 +638,7 @@ pub struct Policy {
     instruments: Option<crate::telemetry::PolicyInstruments>,
     /// Fresh isolation: the component rewritten with its memory as `init` left it, so a new
     /// instance starts initialised (see [`crate::snapshot`]).
-    snapshot: Option<PolicyPre<HostState>>,
+    snapshot: Option<Pre>,
 }
 
 /// A policy's state as the API reports it.
@@ -805,7 +794,7 @@ pub(crate) fn link(
     ctx: &LoadContext<'_>,
     name: Option<&str>,
     path: &Path,
-) -> Result<(PolicyPre<HostState>, ComponentInfo, Vec<u8>), Error> {
+) -> Result<(Pre, ComponentInfo, Vec<u8>), Error> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         what: name.map_or_else(|| "component".into(), |n| format!("policy {n:?}")),
         path: path.to_path_buf(),
@@ -833,7 +822,7 @@ pub(crate) fn link(
         .linker
         .instantiate_pre(&component)
         .map_err(wrong_world)?;
-    let pre = PolicyPre::new(instance_pre).map_err(wrong_world)?;
+    let pre = Pre::new(instance_pre).map_err(wrong_world)?;
     if name.is_none() {
         // `check` has no config to run `init` with, but the exports' signatures are only
         // type-checked when an instance is made: make one (under the default limits) and drop
@@ -947,7 +936,7 @@ impl Policy {
         ctx: &LoadContext<'_>,
         spec: PolicySpec,
         state: Arc<StateStore>,
-        pre: PolicyPre<HostState>,
+        pre: Pre,
         version: Arc<str>,
         size: usize,
         selftest: Option<Arc<str>>,
@@ -1019,7 +1008,7 @@ impl Policy {
     }
 
     /// The fresh-isolation snapshot and what it depends on, for a later generation to reuse.
-    pub(crate) fn snapshot(&self) -> Option<(SnapshotKey, PolicyPre<HostState>)> {
+    pub(crate) fn snapshot(&self) -> Option<(SnapshotKey, Pre)> {
         let snapshot = self.snapshot.clone()?;
         Some((
             (Arc::clone(&self.version), self.spec.config.clone()),
@@ -1181,14 +1170,14 @@ impl Policy {
         self.arm(&mut store, 0, self.shared.init_seed);
         if let Some(snapshot) = self.snapshot.as_ref() {
             return match snapshot.instantiate(&mut store) {
-                Ok(bindings) => Ok(Instance::new(store, bindings)),
+                Ok((_, evaluate)) => Ok(Instance::new(store, evaluate)),
                 Err(e) => Err(self
                     .classify_limit(&store, &e)
                     .unwrap_or_else(|| Fault::Instantiate(format!("{e:#}")))),
             };
         }
-        let bindings = match self.pre.instantiate(&mut store) {
-            Ok(b) => b,
+        let made = match self.pre.instantiate(&mut store) {
+            Ok(made) => made,
             Err(e) => {
                 if let Some(fault) = self.classify_limit(&store, &e) {
                     return Err(fault);
@@ -1196,23 +1185,24 @@ impl Policy {
                 return Err(Fault::Instantiate(format!("{e:#}")));
             }
         };
-        self.init(store, bindings)
+        self.init(store, made)
     }
 
     /// Runs `init` in a new instance and checks its manifest.
     fn init(
         &self,
         mut store: Store<HostState>,
-        bindings: bindings::Policy,
+        made: (bindings::Policy, wasmtime::component::Func),
     ) -> Result<Instance, Fault> {
-        let result = bindings
+        let result = made
+            .0
             .twinguard_policy_handler()
             .call_init(&mut store, &self.spec.config);
         let output = self.drain_output(&store);
         match result {
             Ok(Ok(manifest)) => {
                 self.accept(manifest)?;
-                Ok(Instance::new(store, bindings))
+                Ok(Instance::new(store, made.1))
             }
             Ok(Err(text)) => Err(Fault::Init(
                 escape_controls(truncate(&text, 1024)).into_owned(),
@@ -1225,11 +1215,7 @@ impl Policy {
     /// configuration (see [`crate::snapshot`]); an error says why it cannot be taken, and the
     /// policy then runs `init` in every instance. `init` runs here under the policy's limits,
     /// and must answer the manifest the first instance answered.
-    fn pre_initialise(
-        &self,
-        ctx: &LoadContext<'_>,
-        bytes: &[u8],
-    ) -> Result<PolicyPre<HostState>, String> {
+    fn pre_initialise(&self, ctx: &LoadContext<'_>, bytes: &[u8]) -> Result<Pre, String> {
         let instrumented = crate::snapshot::Instrumented::new(bytes)?;
         let component = compile_derived(ctx, &instrumented.bytes)?;
         let pre = ctx
@@ -1272,7 +1258,7 @@ impl Policy {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("linking the snapshot: {e:#}"))?;
-        PolicyPre::new(pre).map_err(|e| format!("{e:#}"))
+        Pre::new(pre).map_err(|e| format!("{e:#}"))
     }
 
     /// Checks an instance's manifest: the first one sets what every call prepares, later
@@ -1296,7 +1282,7 @@ impl Policy {
     }
 
     /// Fills the call's record for the message in `ctx`, in place (see [`Instance::call`]).
-    fn wire(&self, ctx: &mut MsgCtx, twin: &LastValues, msg: &mut wit::Message) {
+    fn wire(&self, ctx: &mut MsgCtx, twin: &LastValues, msg: &mut Call) {
         // Set by the first instance's `init`, before any call.
         let (envelope, keep_last) = self
             .declared
@@ -1330,8 +1316,8 @@ impl Policy {
     /// The declared fields for the message in `ctx`, looked up in the payload's index (built
     /// once per message, shared by the whole chain) and handed over without a call per field.
     /// The first failing field, in declared order, fails them all.
-    fn fields_into(&self, ctx: &mut MsgCtx, out: &mut WitFields) {
-        let mut values = std::mem::replace(out, Ok(Vec::new())).unwrap_or_default();
+    fn fields_into(&self, ctx: &mut MsgCtx, out: &mut crate::call::Fields) {
+        let mut values = std::mem::replace(out, Ok(Lean::default())).unwrap_or_default();
         let Some(declared) = self.declared().filter(|d| !d.fields.is_empty()) else {
             values.clear();
             *out = Ok(values);
@@ -1388,16 +1374,13 @@ impl Policy {
         let (received_at_ms, seed) = (msg_ctx.received_at_ms, msg_ctx.seed);
         self.arm(&mut instance.store, received_at_ms, seed);
         instance.store.data_mut().msg = ctx.take();
-        let result = instance
-            .bindings
-            .twinguard_policy_handler()
-            .call_evaluate(&mut instance.store, &instance.call);
+        let result = crate::call::evaluate(instance.evaluate, &mut instance.store, &instance.call);
         *ctx = instance.store.data_mut().msg.take();
         // The values came from this message's payload: not kept past its call. Nor is an
         // outsized name's buffer, one per idle instance.
         match &mut instance.call.fields {
             Ok(values) => values.iter_mut().for_each(forget),
-            Err(_) => instance.call.fields = Ok(Vec::new()),
+            Err(_) => instance.call.fields = Ok(Lean::default()),
         }
         instance.call.last.clear();
         for name in [&mut instance.call.device_id, &mut instance.call.topic] {
