@@ -79,7 +79,15 @@ impl Twin {
             path = wasm.display().to_string(),
             inventory = inventory.join(","),
         );
-        let config = Config::from_toml(&toml, ".").map_err(|e| format!("config: {e}\n{toml}"))?;
+        let mut config =
+            Config::from_toml(&toml, ".").map_err(|e| format!("config: {e}\n{toml}"))?;
+        // Under valgrind (`scripts/instructions.sh`-style counting) the pooling allocator's
+        // reservation for the default 256 instances is more address space than it can map.
+        if let Ok(v) = std::env::var("COMPARE_MAX_INSTANCES") {
+            config.engine.max_instances = v
+                .parse()
+                .map_err(|_| format!("COMPARE_MAX_INSTANCES={v:?} is not a positive integer"))?;
+        }
         let runtime = Runtime::new(config).map_err(|e| format!("runtime ({isolation}): {e}"))?;
         Ok(Self { name, runtime })
     }

@@ -21,7 +21,7 @@ use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
 };
 use wasmtime::component::{
-    ComponentExportIndex, ComponentType, Func, InstancePre, Lower, TypedFunc,
+    ComponentExportIndex, ComponentType, Func, Instance, InstancePre, Lower, TypedFunc,
 };
 use wasmtime::{AsContextMut, Store, ValRaw};
 
@@ -179,14 +179,15 @@ impl Pre {
         &self.instance_pre
     }
 
-    /// A new instance in `store`: its bindings and its `evaluate`.
+    /// A new instance in `store` and its `evaluate`. The generated bindings (a lookup and type
+    /// check of every export) are left to [`Pre::bindings`]: an instance from a snapshot never
+    /// runs `init`, so it needs `evaluate` alone.
     pub(crate) fn instantiate(
         &self,
         mut store: impl AsContextMut<Data = HostState>,
-    ) -> wasmtime::Result<(bindings::Policy, Func)> {
+    ) -> wasmtime::Result<(Instance, Func)> {
         let mut store = store.as_context_mut();
         let instance = self.instance_pre.instantiate(&mut store)?;
-        let policy = self.indices.load(&mut store, &instance)?;
         let func = instance
             .get_func(&mut store, self.evaluate)
             .ok_or_else(|| wasmtime::format_err!("`evaluate` is not a function"))?;
@@ -194,6 +195,16 @@ impl Pre {
             func.typed::<(&Call,), (wit::Decision,)>(&store)?;
             self.checked.store(true, Ordering::Release);
         }
-        Ok((policy, func))
+        Ok((instance, func))
+    }
+
+    /// The generated bindings of `instance`, for `init`; an error names the export that is
+    /// missing or of the wrong type.
+    pub(crate) fn bindings(
+        &self,
+        store: impl AsContextMut<Data = HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<bindings::Policy> {
+        self.indices.load(store, instance)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -21,13 +22,22 @@ struct Buffer {
     dropped: usize,
 }
 
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set by a write, cleared by the take that drains it: most calls write nothing, and a
+    /// load is cheaper than the lock `take` would take after every call.
+    written: AtomicBool,
+    buffer: Mutex<Buffer>,
+}
+
 /// One store's guest output. The mutex is per store, never shared between threads at once.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct GuestOutput(Arc<Mutex<Buffer>>);
+pub(crate) struct GuestOutput(Arc<Shared>);
 
 impl GuestOutput {
     fn append(&self, data: &[u8]) {
-        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buf = self.0.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.0.written.store(true, Ordering::Release);
         let room = CAPACITY.saturating_sub(buf.bytes.len());
         let take = room.min(data.len());
         buf.bytes.extend_from_slice(&data[..take]);
@@ -36,7 +46,11 @@ impl GuestOutput {
 
     /// Takes what was written since the last call: text (lossy UTF-8) and bytes dropped.
     pub fn take(&self) -> Option<(String, usize)> {
-        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.0.written.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut buf = self.0.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.0.written.store(false, Ordering::Relaxed);
         if buf.bytes.is_empty() && buf.dropped == 0 {
             return None;
         }

@@ -179,7 +179,7 @@ pub(crate) struct HostState {
     limiter: MemoryLimiter,
     output: GuestOutput,
     shared: Arc<Shared>,
-    msg: Option<MsgCtx>,
+    msg: Option<Box<MsgCtx>>,
     log_lines: u32,
     /// The current call's clock readings at its first epoch tick (see [`Clock`]).
     clock: Option<Clock>,
@@ -508,12 +508,14 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    fn new(store: Store<HostState>, evaluate: wasmtime::component::Func) -> Self {
-        Self {
+    /// Boxed: an instance moves out of and back into the idle queue on every call, and a
+    /// pointer moves where the whole record would be copied.
+    fn new(store: Store<HostState>, evaluate: wasmtime::component::Func) -> Box<Self> {
+        Box::new(Self {
             store,
             evaluate,
             call: Call::default(),
-        }
+        })
     }
 }
 
@@ -626,7 +628,7 @@ pub struct Policy {
     shared: Arc<Shared>,
     engine: Engine,
     epoch_tick: Duration,
-    idle: ArrayQueue<Instance>,
+    idle: ArrayQueue<Box<Instance>>,
     breaker: Breaker,
     faults: AtomicU64,
     evaluations: AtomicU64,
@@ -844,7 +846,8 @@ pub(crate) fn link(
         // Fuel is enabled engine-wide, so this cannot fail.
         let _ = store.set_fuel(limits.fuel);
         store.set_epoch_deadline(limits.deadline_ms.div_ceil(ctx.epoch_tick_ms.max(1)) + 1);
-        pre.instantiate(&mut store).map_err(wrong_world)?;
+        let (instance, _) = pre.instantiate(&mut store).map_err(wrong_world)?;
+        pre.bindings(&mut store, &instance).map_err(wrong_world)?;
     }
     Ok((pre, info, bytes))
 }
@@ -1165,7 +1168,7 @@ impl Policy {
     /// A new instance ready to evaluate: from the pre-initialised snapshot where there is one
     /// (fresh isolation; `init` already ran in it), else a new instance with `init` run under
     /// the policy's limits.
-    fn instantiate(&self) -> Result<Instance, Fault> {
+    fn instantiate(&self) -> Result<Box<Instance>, Fault> {
         let mut store = self.new_store();
         self.arm(&mut store, 0, self.shared.init_seed);
         if let Some(snapshot) = self.snapshot.as_ref() {
@@ -1176,7 +1179,14 @@ impl Policy {
                     .unwrap_or_else(|| Fault::Instantiate(format!("{e:#}")))),
             };
         }
-        let made = match self.pre.instantiate(&mut store) {
+        let made = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|(instance, evaluate)| {
+                let bindings = self.pre.bindings(&mut store, &instance)?;
+                Ok((bindings, evaluate))
+            });
+        let made = match made {
             Ok(made) => made,
             Err(e) => {
                 if let Some(fault) = self.classify_limit(&store, &e) {
@@ -1193,7 +1203,7 @@ impl Policy {
         &self,
         mut store: Store<HostState>,
         made: (bindings::Policy, wasmtime::component::Func),
-    ) -> Result<Instance, Fault> {
+    ) -> Result<Box<Instance>, Fault> {
         let result = made
             .0
             .twinguard_policy_handler()
@@ -1347,7 +1357,7 @@ impl Policy {
 
     /// Evaluates one message. `ctx` travels into the store for the host imports and comes
     /// back, so the parsed payload is shared by the whole chain.
-    pub(crate) fn evaluate(&self, ctx: &mut Option<MsgCtx>, twin: &LastValues) -> Step {
+    pub(crate) fn evaluate(&self, ctx: &mut Option<Box<MsgCtx>>, twin: &LastValues) -> Step {
         let pooled = match self.spec.isolation {
             Isolation::Reuse => self.idle.pop(),
             Isolation::Fresh => None,

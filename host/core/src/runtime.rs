@@ -17,7 +17,7 @@ use crate::config::{Config, Unrouted};
 use crate::error::{boxed, Error};
 use crate::limits::{Fault, OnFault};
 use crate::message::{
-    Action, Alert, ContentType, Message, Outcome, PolicyTrace, Severity, Verdict,
+    Action, Alert, ContentType, Device, Message, Outcome, PolicyTrace, Severity, Verdict,
 };
 use crate::payload::{Document, Edit, EditAction, Format, Pointer, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
@@ -886,17 +886,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         return outcome;
     };
     let ct = message.content_type;
-    let (device, topic) = names_for(message);
-    let mut ctx = Some(MsgCtx {
-        device,
-        topic,
-        attributes: message.attributes.clone(),
-        device_view,
-        content_type: wit_content_type(ct),
-        received_at_ms: message.received_at_ms,
-        seed: message.seed(),
-        doc: Document::new(content_format(ct), message.payload.clone()),
-    });
+    let mut ctx = Some(context_for(message, device_view));
     let mut quarantine: Option<(String, String)> = None;
     outcome.trace.reserve_exact(route.chain.len());
     let clock = step_clock();
@@ -998,12 +988,7 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
         }
     }
     let payload = match ctx {
-        Some(MsgCtx {
-            device, topic, doc, ..
-        }) => {
-            keep_names(device, topic);
-            doc.into_bytes()
-        }
+        Some(ctx) => finish(ctx),
         None => {
             // Cannot happen (Policy::evaluate always hands the context back); should it, fail
             // closed rather than forward a payload whose redactions may be lost.
@@ -1034,26 +1019,57 @@ pub(crate) fn evaluate_in(set: &PolicySet, message: &Message) -> Outcome {
 }
 
 thread_local! {
-    /// The device id and topic buffers of the thread's last message, for the next one's
-    /// context: copied in without an allocation once warm.
-    static NAMES: std::cell::Cell<Option<(String, String)>> = const { std::cell::Cell::new(None) };
+    /// The context of the thread's last message, for the next one: its box, its name buffers
+    /// and its attribute list are reused, so a warm thread builds a context without an
+    /// allocation, and it moves into and out of each policy's store as a pointer.
+    static SPARE: std::cell::Cell<Option<Box<MsgCtx>>> = const { std::cell::Cell::new(None) };
 }
 
-/// `message`'s device id and topic, in the thread's spare buffers if it has them.
-fn names_for(message: &Message) -> (String, String) {
-    let (mut device, mut topic) = NAMES.take().unwrap_or_default();
-    device.clear();
-    device.push_str(&message.device_id);
-    topic.clear();
-    topic.push_str(&message.topic);
-    (device, topic)
+/// At most this many attributes' room is kept in the thread's spare context.
+const ATTRIBUTES_KEPT_MAX: usize = 64;
+
+/// The context `message` is evaluated in, in the thread's spare one if it has one.
+fn context_for(message: &Message, device_view: Option<Arc<Device>>) -> Box<MsgCtx> {
+    let ct = message.content_type;
+    let doc = Document::new(content_format(ct), message.payload.clone());
+    let Some(mut ctx) = SPARE.take() else {
+        return Box::new(MsgCtx {
+            device: message.device_id.clone(),
+            topic: message.topic.clone(),
+            attributes: message.attributes.clone(),
+            device_view,
+            content_type: wit_content_type(ct),
+            received_at_ms: message.received_at_ms,
+            seed: message.seed(),
+            doc,
+        });
+    };
+    ctx.device.push_str(&message.device_id);
+    ctx.topic.push_str(&message.topic);
+    ctx.attributes.extend(message.attributes.iter().cloned());
+    ctx.device_view = device_view;
+    ctx.content_type = wit_content_type(ct);
+    ctx.received_at_ms = message.received_at_ms;
+    ctx.seed = message.seed();
+    ctx.doc = doc;
+    ctx
 }
 
-/// Hands a context's names back for the thread's next message.
-fn keep_names(device: String, topic: String) {
-    if device.capacity() <= policy::NAME_KEPT_MAX && topic.capacity() <= policy::NAME_KEPT_MAX {
-        NAMES.set(Some((device, topic)));
+/// The payload as the chain left it. The context, emptied, is kept for the thread's next
+/// message, unless an outsized name or attribute list would pin its buffer to the thread.
+fn finish(mut ctx: Box<MsgCtx>) -> bytes::Bytes {
+    let doc = std::mem::replace(&mut ctx.doc, Document::new(None, bytes::Bytes::new()));
+    ctx.device.clear();
+    ctx.topic.clear();
+    ctx.attributes.clear();
+    ctx.device_view = None;
+    if ctx.device.capacity() <= policy::NAME_KEPT_MAX
+        && ctx.topic.capacity() <= policy::NAME_KEPT_MAX
+        && ctx.attributes.capacity() <= ATTRIBUTES_KEPT_MAX
+    {
+        SPARE.set(Some(ctx));
     }
+    doc.into_bytes()
 }
 
 /// The alert a breaker raises once when it holds a device or opens a policy.

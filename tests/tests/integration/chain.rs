@@ -53,6 +53,32 @@ fn quarantine_and_alert_verdicts() {
     assert!(a.detail.contains("len=1"), "{}", a.detail);
     assert!(a.detail.contains("attrs=1"), "{}", a.detail);
     assert_eq!(out.payload, vec![0xa0], "alert forwards the payload");
+    // The thread's next messages are built in the context the last one left (its buffers are
+    // reused): nothing of an earlier message may carry over, an outsized topic included.
+    let long_topic = format!("t/{}", "x".repeat(5000));
+    let next = [
+        Message::new("d2", "c", ContentType::Json, b"{}".to_vec()),
+        Message::new(
+            "d3",
+            long_topic.as_str(),
+            ContentType::Text,
+            b"hello".to_vec(),
+        )
+        .with_attribute("a", "1")
+        .with_attribute("b", "2"),
+        Message::new("d4", "e/f", ContentType::Binary, Vec::new()),
+    ];
+    let expected = [
+        "device=d2 topic=c ct=json len=2 attrs=0".to_owned(),
+        format!("device=d3 topic={long_topic} ct=text len=5 attrs=2"),
+        "device=d4 topic=e/f ct=binary len=0 attrs=0".to_owned(),
+    ];
+    for (msg, expected) in next.iter().zip(expected) {
+        let out = rt.evaluate(msg);
+        assert_eq!(out.alerts.len(), 1, "{:?}", out.alerts);
+        assert_eq!(out.alerts[0].detail, expected);
+        assert_eq!(out.payload, msg.payload);
+    }
 }
 
 #[test]
