@@ -3,7 +3,8 @@
 //! interleaved in one process, and prints a markdown table. See README.md.
 //!
 //! Run: `cargo run --release -p twinguard-compare`
-//! (`COMPARE_ROUNDS=n`, default 15; `COMPARE_SKIP_FRESH=1` leaves out twinguard fresh).
+//! (`COMPARE_ROUNDS=n`, default 15; `COMPARE_SKIP_FRESH=1` leaves out twinguard fresh;
+//! `COMPARE_MAX_INSTANCES=n` caps the pooling allocator, for valgrind).
 
 mod cedar;
 mod gen;
