@@ -1183,10 +1183,9 @@ impl Policy {
             .pre
             .instantiate(&mut store)
             .and_then(|(instance, evaluate)| {
-                let bindings = self.pre.bindings(&mut store, &instance)?;
-                Ok((bindings, evaluate))
+                Ok((self.pre.bindings(&mut store, &instance)?, evaluate))
             });
-        let made = match made {
+        let (bindings, evaluate) = match made {
             Ok(made) => made,
             Err(e) => {
                 if let Some(fault) = self.classify_limit(&store, &e) {
@@ -1195,24 +1194,24 @@ impl Policy {
                 return Err(Fault::Instantiate(format!("{e:#}")));
             }
         };
-        self.init(store, made)
+        self.init(store, &bindings, evaluate)
     }
 
     /// Runs `init` in a new instance and checks its manifest.
     fn init(
         &self,
         mut store: Store<HostState>,
-        made: (bindings::Policy, wasmtime::component::Func),
+        bindings: &bindings::Policy,
+        evaluate: wasmtime::component::Func,
     ) -> Result<Box<Instance>, Fault> {
-        let result = made
-            .0
+        let result = bindings
             .twinguard_policy_handler()
             .call_init(&mut store, &self.spec.config);
         let output = self.drain_output(&store);
         match result {
             Ok(Ok(manifest)) => {
                 self.accept(manifest)?;
-                Ok(Instance::new(store, made.1))
+                Ok(Instance::new(store, evaluate))
             }
             Ok(Err(text)) => Err(Fault::Init(
                 escape_controls(truncate(&text, 1024)).into_owned(),

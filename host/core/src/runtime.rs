@@ -1031,19 +1031,19 @@ const ATTRIBUTES_KEPT_MAX: usize = 64;
 /// The context `message` is evaluated in, in the thread's spare one if it has one.
 fn context_for(message: &Message, device_view: Option<Arc<Device>>) -> Box<MsgCtx> {
     let ct = message.content_type;
-    let doc = Document::new(content_format(ct), message.payload.clone());
-    let Some(mut ctx) = SPARE.take() else {
-        return Box::new(MsgCtx {
-            device: message.device_id.clone(),
-            topic: message.topic.clone(),
-            attributes: message.attributes.clone(),
-            device_view,
-            content_type: wit_content_type(ct),
-            received_at_ms: message.received_at_ms,
-            seed: message.seed(),
-            doc,
-        });
-    };
+    // A spare is always emptied by `finish`; a new one starts empty.
+    let mut ctx = SPARE.take().unwrap_or_else(|| {
+        Box::new(MsgCtx {
+            device: String::new(),
+            topic: String::new(),
+            attributes: Vec::new(),
+            device_view: None,
+            content_type: wit::ContentType::Binary,
+            received_at_ms: 0,
+            seed: 0,
+            doc: Document::new(None, bytes::Bytes::new()),
+        })
+    });
     ctx.device.push_str(&message.device_id);
     ctx.topic.push_str(&message.topic);
     ctx.attributes.extend(message.attributes.iter().cloned());
@@ -1051,7 +1051,7 @@ fn context_for(message: &Message, device_view: Option<Arc<Device>>) -> Box<MsgCt
     ctx.content_type = wit_content_type(ct);
     ctx.received_at_ms = message.received_at_ms;
     ctx.seed = message.seed();
-    ctx.doc = doc;
+    ctx.doc = Document::new(content_format(ct), message.payload.clone());
     ctx
 }
 
