@@ -10,13 +10,10 @@ use std::borrow::Cow;
 
 use super::pointer::{array_index, split_last, tokens};
 use super::tape::{
-    small, twice_message, Builder, Entry, EntryKey, Kind, Span, Tape, Twice, KEY_OWNED,
+    offset, twice_message, Builder, Entry, EntryKey, Kind, Span, Tape, Twice, KEY_OWNED,
     MAX_INDEXED_LEN,
 };
 use super::{Edit, EditAction, FieldRef, FieldValue, RedactError, MAX_DEPTH};
-
-// The JSON scanner tracks open containers in the bits of a u128.
-const _: () = assert!(MAX_DEPTH <= 128);
 
 /// What is wrong with a JSON payload, and at which byte.
 #[derive(Debug)]
@@ -52,10 +49,12 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
         spaced: false,
     };
     let mut tape = Builder::new(b.len());
-    // Where the containers open around the current value are in `tape.pending`, and (bit
-    // `depth` of `objects`) whether each is an object: a register, not a load per value.
-    let mut open = [0u32; MAX_DEPTH];
-    let mut objects = 0u128;
+    // The innermost open container, kept in registers because every value's end reads it:
+    // its entry's index in `tape.pending` and whether it is an object. The containers around
+    // it wait in `outer`, packed the same way (`index << 1 | is_object`).
+    let mut inner = 0usize;
+    let mut in_object = false;
+    let mut outer = [0usize; MAX_DEPTH - 1];
     let mut depth = 0usize;
     let mut key = EntryKey::NONE;
     s.skip_ws();
@@ -63,8 +62,6 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
     loop {
         let start = s.pos;
         let kind = match s.peek() {
-            Some(b'{') => Kind::Object,
-            Some(b'[') => Kind::Array,
             Some(b'"') => {
                 s.string()?;
                 Kind::Scalar
@@ -73,6 +70,8 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
                 s.number()?;
                 Kind::Scalar
             }
+            Some(b'{') => Kind::Object,
+            Some(b'[') => Kind::Array,
             Some(b't') => {
                 s.literal(b"true")?;
                 Kind::Scalar
@@ -90,27 +89,25 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
         };
         let mut entry = Entry::new(key, kind, start, s.pos);
         if kind != Kind::Scalar {
-            let Some(slot) = open.get_mut(depth) else {
+            if depth >= MAX_DEPTH {
                 return s.fail("recursion limit exceeded");
-            };
+            }
             s.pos += 1;
             s.skip_ws();
             let close = if kind == Kind::Object { b'}' } else { b']' };
             if s.peek() == Some(close) {
                 s.pos += 1;
-                entry.end = small(s.pos);
+                entry.end = offset(s.pos);
             } else {
-                *slot = small(tape.pending.len());
-                // `depth` < MAX_DEPTH <= 128: `slot` exists.
-                let bit = 1u128 << depth;
-                if kind == Kind::Object {
-                    objects |= bit;
-                } else {
-                    objects &= !bit;
+                // The container around this one, if any, moves out of the registers.
+                if let Some(slot) = depth.checked_sub(1).and_then(|d| outer.get_mut(d)) {
+                    *slot = inner << 1 | usize::from(in_object);
                 }
+                inner = tape.pending.len();
+                in_object = kind == Kind::Object;
                 depth += 1;
                 tape.pending.push(entry);
-                key = if kind == Kind::Object {
+                key = if in_object {
                     s.key(&mut tape.owned_keys)?
                 } else {
                     EntryKey::NONE
@@ -129,30 +126,42 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
                 }
                 return tape.finish().map_or_else(|| s.fail("internal error"), Ok);
             };
-            let container = open.get(top).map_or(usize::MAX, |&i| i as usize);
-            let is_object = objects & (1u128 << top) != 0;
-            s.skip_ws();
-            match s.peek() {
+            let next = match s.peek() {
+                Some(b' ' | b'\n' | b'\r' | b'\t') => {
+                    s.skip_ws();
+                    s.peek()
+                }
+                next => next,
+            };
+            match next {
                 Some(b',') => {
                     s.pos += 1;
                     s.skip_ws();
-                    key = if is_object {
+                    key = if in_object {
                         s.key(&mut tape.owned_keys)?
                     } else {
                         EntryKey::NONE
                     };
                     break;
                 }
-                Some(b'}') if is_object => {}
-                Some(b']') if !is_object => {}
-                Some(_) if is_object => return s.fail("expected ',' or '}'"),
+                Some(b'}') if in_object => {}
+                Some(b']') if !in_object => {}
+                Some(_) if in_object => return s.fail("expected ',' or '}'"),
                 Some(_) => return s.fail("expected ',' or ']'"),
-                None if is_object => return s.fail("EOF while parsing an object"),
+                None if in_object => return s.fail("EOF while parsing an object"),
                 None => return s.fail("EOF while parsing a list"),
             }
             s.pos += 1;
-            tape.close(container, s.pos);
+            tape.close(inner, s.pos);
             depth = top;
+            // The container around the closed one comes back into the registers.
+            let around = top
+                .checked_sub(1)
+                .and_then(|d| outer.get(d))
+                .copied()
+                .unwrap_or(0);
+            inner = around >> 1;
+            in_object = around & 1 != 0;
         }
     }
 }
@@ -617,15 +626,15 @@ impl Scanner<'_> {
         self.skip_ws();
         if !escaped {
             return Ok(EntryKey {
-                start: small(start),
-                len: small(end.saturating_sub(start)),
+                start: offset(start),
+                len: offset(end.saturating_sub(start)),
             });
         }
         let raw = self.b.get(start..end).unwrap_or_default();
         let text = unescape(raw).map_err(|what| SyntaxError { what, at: start })?;
         owned.push(text.into_boxed_str());
         Ok(EntryKey {
-            start: small(owned.len() - 1),
+            start: offset(owned.len() - 1),
             len: KEY_OWNED,
         })
     }

@@ -45,6 +45,14 @@ pub(super) fn small(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// [`small`] for what a scan records (offsets, indexes, counts) in a payload it accepted,
+/// which is shorter than [`MAX_INDEXED_LEN`] (checked before the scan): they fit, and the cast
+/// saves `small`'s check on every value.
+#[inline(always)]
+pub(super) fn offset(n: usize) -> u32 {
+    n as u32
+}
+
 /// Where a value lies in the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Span {
@@ -116,8 +124,8 @@ impl Entry {
         Self {
             key_start: key.start,
             key_len: key.len,
-            start: small(start),
-            end: small(end),
+            start: offset(start),
+            end: offset(end),
             first: 0,
             count: 0,
             kind,
@@ -194,9 +202,9 @@ impl Builder {
         let count = children.len();
         self.pending.truncate(at + 1);
         if let Some(container) = self.pending.get_mut(at) {
-            container.first = small(first);
-            container.count = small(count);
-            container.end = small(end);
+            container.first = offset(first);
+            container.count = offset(count);
+            container.end = offset(end);
         }
     }
 
