@@ -73,6 +73,9 @@ struct Inner {
     reloading: Mutex<()>,
     /// A candidate judging beside the active version of one policy, if any.
     shadow: arc_swap::ArcSwapOption<Shadow>,
+    /// Whether `shadow` holds one: what each message reads first, since a guard of `shadow`
+    /// costs two atomic read-modify-writes even when it is empty, as it almost always is.
+    shadowing: AtomicBool,
     /// Held for its `Drop`, which stops the thread.
     /// Components compiled or read from the compile cache since start.
     compilations: AtomicU64,
@@ -369,6 +372,7 @@ impl Runtime {
             idle_instances,
             reloading: Mutex::new(()),
             shadow: arc_swap::ArcSwapOption::empty(),
+            shadowing: AtomicBool::new(false),
             compilations: AtomicU64::new(0),
             telemetry: meter.as_ref().map(Instruments::new),
             _ticker: ticker,
@@ -582,8 +586,12 @@ impl Runtime {
     pub fn evaluate(&self, message: &Message) -> Outcome {
         let set = self.inner.active.load();
         let outcome = evaluate_in(&set, message);
-        if let Some(shadow) = self.inner.shadow.load().as_deref() {
-            shadow.offer(message, &outcome);
+        // A shadow started while this message was judged may miss it, as it would have if
+        // it had started a moment later.
+        if self.inner.shadowing.load(Ordering::Acquire) {
+            if let Some(shadow) = self.inner.shadow.load().as_deref() {
+                shadow.offer(message, &outcome);
+            }
         }
         outcome
     }
@@ -611,6 +619,7 @@ impl Runtime {
         let alone = PolicySet::alone(candidate, set.generation, set.unrouted);
         let shadow = Shadow::start(alone, name.to_owned(), active.version().to_owned());
         self.inner.shadow.store(Some(Arc::new(shadow)));
+        self.inner.shadowing.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -621,6 +630,7 @@ impl Runtime {
 
     /// Stops shadow mode; returns its final report.
     pub fn stop_shadow(&self) -> Option<ShadowReport> {
+        self.inner.shadowing.store(false, Ordering::Release);
         self.inner.shadow.swap(None).map(|s| s.report())
     }
 
@@ -1041,7 +1051,7 @@ fn context_for(message: &Message, device_view: Option<Arc<Device>>) -> Box<MsgCt
             content_type: wit::ContentType::Binary,
             received_at_ms: 0,
             seed: 0,
-            doc: Document::new(None, bytes::Bytes::new()),
+            doc: Document::default(),
         })
     });
     ctx.device.push_str(&message.device_id);
@@ -1058,7 +1068,7 @@ fn context_for(message: &Message, device_view: Option<Arc<Device>>) -> Box<MsgCt
 /// The payload as the chain left it. The context, emptied, is kept for the thread's next
 /// message, unless an outsized name or attribute list would pin its buffer to the thread.
 fn finish(mut ctx: Box<MsgCtx>) -> bytes::Bytes {
-    let doc = std::mem::replace(&mut ctx.doc, Document::new(None, bytes::Bytes::new()));
+    let doc = std::mem::take(&mut ctx.doc);
     ctx.device.clear();
     ctx.topic.clear();
     ctx.attributes.clear();

@@ -50,11 +50,11 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
     };
     let mut tape = Builder::new(b.len());
     // The innermost open container, kept in registers because every value's end reads it:
-    // its entry's index in `tape.pending` and whether it is an object. The containers around
-    // it wait in `outer`, packed the same way (`index << 1 | is_object`).
+    // its entry's index in `tape.pending` and whether it is an object. An open container's
+    // `first` is not set until it closes, so until then it holds the index of the container
+    // around it: closing one finds its parent with no stack of its own.
     let mut inner = 0usize;
     let mut in_object = false;
-    let mut outer = [0usize; MAX_DEPTH - 1];
     let mut depth = 0usize;
     let mut key = EntryKey::NONE;
     s.skip_ws();
@@ -99,10 +99,8 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
                 s.pos += 1;
                 entry.end = offset(s.pos);
             } else {
-                // The container around this one, if any, moves out of the registers.
-                if let Some(slot) = depth.checked_sub(1).and_then(|d| outer.get_mut(d)) {
-                    *slot = inner << 1 | usize::from(in_object);
-                }
+                // The container around this one (none at the root: never read back).
+                entry.first = offset(inner);
                 inner = tape.pending.len();
                 in_object = kind == Kind::Object;
                 depth += 1;
@@ -127,7 +125,7 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
                 return tape.finish().map_or_else(|| s.fail("internal error"), Ok);
             };
             let next = match s.peek() {
-                Some(b' ' | b'\n' | b'\r' | b'\t') => {
+                Some(ws) if is_ws(ws) => {
                     s.skip_ws();
                     s.peek()
                 }
@@ -152,16 +150,15 @@ pub(super) fn tape(b: &[u8]) -> Result<Tape, SyntaxError> {
                 None => return s.fail("EOF while parsing a list"),
             }
             s.pos += 1;
+            // The container around the closed one comes back into the registers.
+            let around = tape.pending.get(inner).map_or(0, |e| e.first as usize);
             tape.close(inner, s.pos);
             depth = top;
-            // The container around the closed one comes back into the registers.
-            let around = top
-                .checked_sub(1)
-                .and_then(|d| outer.get(d))
-                .copied()
-                .unwrap_or(0);
-            inner = around >> 1;
-            in_object = around & 1 != 0;
+            inner = around;
+            in_object = tape
+                .pending
+                .get(around)
+                .is_some_and(|e| e.kind == Kind::Object);
         }
     }
 }
@@ -539,6 +536,11 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// JSON's whitespace (RFC 8259, section 2).
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
 /// How many bytes of `rest` a string can take as they are (up to a quote, a backslash or
 /// a control character), whether some of them may be non-ASCII, and the byte that stops
 /// them. Eight bytes a step.
@@ -600,7 +602,7 @@ impl Scanner<'_> {
 
     fn skip_ws(&mut self) {
         // A compact payload never enters the loop: recording the whitespace costs it nothing.
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+        while self.peek().is_some_and(is_ws) {
             self.pos += 1;
             self.spaced = true;
         }

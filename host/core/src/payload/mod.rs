@@ -293,6 +293,13 @@ impl fmt::Debug for Document {
     }
 }
 
+/// An empty payload of no format: every lookup fails with [`FieldError::Unstructured`].
+impl Default for Document {
+    fn default() -> Self {
+        Self::new(None, Bytes::new())
+    }
+}
+
 impl Document {
     /// A view of `bytes` in `format`; `None` is a text or binary payload, on which every lookup
     /// fails with [`FieldError::Unstructured`]. Parses nothing yet.
