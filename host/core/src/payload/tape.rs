@@ -99,7 +99,9 @@ pub(super) struct Entry {
     /// The value's bytes (JSON: without whitespace around; CBOR: after any tags).
     pub(super) start: u32,
     pub(super) end: u32,
-    /// A container's children: `count` entries from `first`.
+    /// A container's children: `count` entries from `first`. While the JSON scanner has the
+    /// container open, `first` holds instead the index in `Builder::pending` of the container
+    /// around it (see `json::tape`).
     pub(super) first: u32,
     count: u32,
     pub(super) kind: Kind,
