@@ -2,7 +2,7 @@
 //! self-tests a module ships (NDJSON, checked at every load) and `twinguard test` files (the same
 //! step fields in TOML), so a case moves between them unchanged.
 //!
-//! A step is an [`input`](crate::input) line plus:
+//! A step is an [`input`] line plus:
 //! - `expect`: a verdict (`"quarantine"`: what the first policy of the chain said, `fault`
 //!   included) or a table of what to check (see [`Expect`]);
 //! - `case`: the name of the sequence it belongs to. The steps of one case run in order on one
