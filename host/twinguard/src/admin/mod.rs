@@ -1,6 +1,6 @@
 //! The admin API: list policies and versions, push a module, roll back, remove, change routes
 //! and reload, over HTTPS (rustls) with JSON answers. Every change goes through
-//! [`Lifecycle`](crate::lifecycle::Lifecycle): built and validated before it is activated.
+//! [`Lifecycle`]: built and validated before it is activated.
 //!
 //! Callers are authenticated by a client certificate from `client-ca` with the clientAuth
 //! extended key usage (mutual TLS, checked in the handshake) and/or a bearer token from

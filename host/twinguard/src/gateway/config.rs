@@ -66,7 +66,7 @@ pub struct GatewayConfig {
     /// Topic where each security event is published as JSON (QoS 1); none when unset.
     pub alerts_topic: Option<String>,
     /// What a retained message the broker replays on (re)subscribing is: `"skip"` (default)
-    /// or `"judge"`. See [`Retained`].
+    /// or `"judge"`: see `Retained`.
     #[serde(default)]
     pub retained: Retained,
     /// Each device's share of the gateway (`[gateway.device-budget]`, on by default: 1,000
