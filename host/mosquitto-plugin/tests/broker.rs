@@ -501,7 +501,7 @@ fn identity_from_the_username() {
 /// sends the same reading again. Returns whether the replay reached the subscriber, and the
 /// quarantine records that name it a replay. With `committed`, the kill waits until the state
 /// file holds the device's entry (the plugin's default acknowledges without waiting for the
-/// commit; the writer commits right after).
+/// commit; the writer commits within 5 ms).
 fn replay_across_a_broker_kill(state: &str, committed: bool) -> (bool, usize) {
     let policies = policy("replay", "replay-guard", &["max-age-ms = 600000"])
         + &route("devices/+/telemetry", &["replay"])

@@ -2,13 +2,14 @@
 //! state (`global-*`) and the last forwarded values (`keep-last`), in one SQLite file.
 //!
 //! [`StateDb`] is the runtime's [`StateJournal`]: every change is queued on the evaluating
-//! thread (no lock, no I/O) and written by one writer thread, which group-commits whatever
-//! has queued, whether or not anyone waits. Two barriers let a front end acknowledge a message
-//! only once its state is committed: [`StateDb::sync`] (the changes the calling thread made;
-//! [`Judge::with_state`] calls it after every evaluation that changed something) and
-//! [`StateDb::after_commit`] (everything queued so far; the gateway's acknowledging task
-//! waits on it once per batch). Whether a front end waits at all is `[state]
-//! ack-after-commit` (see [`StateConfig::ack_after_commit`]).
+//! thread (no lock, no I/O) and written by one writer thread, which group-commits, whether
+//! or not anyone waits: what queues within 5 ms of the first change goes into one commit,
+//! each row written once however often it changed. Two barriers let a front end acknowledge
+//! a message only once its state is committed, and end the 5 ms early: [`StateDb::sync`] (the
+//! changes the calling thread made; [`Judge::with_state`] calls it after every evaluation
+//! that changed something) and [`StateDb::after_commit`] (everything queued so far; the
+//! gateway's acknowledging task waits on it once per batch). Whether a front end waits at
+//! all is `[state] ack-after-commit` (see [`StateConfig::ack_after_commit`]).
 //!
 //! # What survives what
 //!
@@ -29,10 +30,10 @@
 //! [`Judge::with_state`]: crate::judge::Judge::with_state
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,8 +62,8 @@ pub struct StateConfig {
     /// Whether a message is acknowledged only once the state its judging changed is committed.
     /// Unset: yes for `serve` (one commit covers a batch of acknowledgements), no for the
     /// Mosquitto plugin (each message would wait on the broker's thread: `BENCHMARKS.md`).
-    /// Without the wait the writer still commits continuously, so a killed process forgets
-    /// only what changed in its last moments.
+    /// Without the wait the writer still commits every 5 ms while changes come, so a killed
+    /// process forgets only what changed in its last moments.
     pub ack_after_commit: Option<bool>,
 }
 
@@ -93,6 +94,20 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The most changes one commit carries, so that a burst is committed in a few steps and the
 /// first waiting caller is not held behind an unbounded batch.
 const MAX_BATCH: usize = 4096;
+
+/// How long the writer gathers changes after the first one of a commit, unless someone waits
+/// for the commit. A steady flow then costs one commit per this long, and a row changed many
+/// times in it (a device's last sequence number) is written once. Committing whatever had
+/// queued each time the writer woke cost a commit per few messages; on a busy machine that CPU
+/// came out of the evaluating threads' share (BENCHMARKS.md). A caller that waits, through
+/// [`StateDb::sync`] or [`StateDb::after_commit`], wakes the writer at once.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Changes that end the gathering early (every this many queued wakes the writer): a commit
+/// costs ~40 µs plus ~1.7 µs per row, so past this many the fixed part is under a fifth and
+/// waiting saves little, while committing now overlaps the commit with the threads still
+/// queueing.
+const ENOUGH: usize = 128;
 
 /// How long a failed commit's changes wait for a retry when nothing else is queued.
 const RETRY: Duration = Duration::from_secs(1);
@@ -229,8 +244,10 @@ enum Op {
         value: Option<Box<[u8]>>,
     },
     /// Answered once every change queued before it is committed.
-    Barrier(Box<dyn FnOnce(Result<(), String>) + Send>),
+    Barrier(Answer),
 }
+
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -339,8 +356,9 @@ impl StateDb {
         };
         if let Err(mpsc::SendError(Op::Barrier(answer))) = queue.send(Op::Barrier(Box::new(answer)))
         {
-            answer(Err("the writer thread has stopped".into()));
+            return answer(Err("the writer thread has stopped".into()));
         }
+        self.wake_writer();
     }
 
     /// What the writer did so far.
@@ -360,13 +378,24 @@ impl StateDb {
         }
     }
 
+    /// Ends the writer's gathering (see [`GATHER`]): it commits what is queued now.
+    fn wake_writer(&self) {
+        if let Some(writer) = &self.inner.writer {
+            writer.thread().unpark();
+        }
+    }
+
     fn queue(&self, op: Op) {
         // A send fails only once the writer has stopped; `sync` reports that.
         if let Some(queue) = &self.inner.queue {
             let _ = queue.send(op);
         }
         // Release: whoever reads the count after this also finds the change in the queue.
-        self.inner.queued.fetch_add(1, Ordering::Release);
+        let before = self.inner.queued.fetch_add(1, Ordering::Release);
+        // A burst is committed as it comes, ENOUGH changes at a time, not after it.
+        if (before + 1).is_multiple_of(ENOUGH as u64) {
+            self.wake_writer();
+        }
         let id = self.inner.id;
         UNSYNCED.with_borrow_mut(|ids| {
             if !ids.contains(&id) {
@@ -398,6 +427,7 @@ impl Drop for Inner {
         // Closing the queue ends the writer once it has committed everything queued.
         self.queue.take();
         if let Some(w) = self.writer.take() {
+            w.thread().unpark();
             let _ = w.join();
         }
     }
@@ -544,64 +574,111 @@ fn open_file(path: &Path, create: bool) -> Result<Connection, StateDbError> {
     Ok(conn)
 }
 
-fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Stats) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // A failed commit's changes, the latest per row, written before the next batch's.
-    let mut retry: HashMap<RowKey, Option<Box<[u8]>>> = HashMap::new();
-    let mut last_logged: Option<Instant> = None;
-    loop {
-        let first = if retry.is_empty() {
-            ops.recv().ok()
-        } else {
-            match ops.recv_timeout(RETRY) {
-                Ok(op) => Some(op),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // Closing: one last try for what failed.
-                    match commit(&mut conn, &retry, &[]) {
-                        Ok(()) => {
-                            stats.commits.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => tracing::error!(
-                            file = %path.display(),
-                            "state file: closing with {} changes it could not commit: {e}; \
-                             a restart will not have them",
-                            retry.len()
-                        ),
-                    }
+/// Changes taken off the queue and not yet committed, the latest per row, with the callers
+/// waiting for the next commit.
+#[derive(Default)]
+struct Batch {
+    /// A failed commit's rows stay here, and later changes to a row replace them. In key
+    /// order, which is the table's, so that neighbouring rows are written one after another
+    /// into the same pages.
+    rows: BTreeMap<RowKey, Option<Box<[u8]>>>,
+    /// Changes taken since the last successful commit; several may be one row.
+    changes: u64,
+    /// Operations taken for this commit: at most [`MAX_BATCH`].
+    taken: usize,
+    waiting: Vec<Answer>,
+    /// The queue is closed and empty: the last commit.
+    closed: bool,
+}
+
+impl Batch {
+    fn take(&mut self, op: Op) {
+        self.taken += 1;
+        match op {
+            Op::Put {
+                scope,
+                policy,
+                device,
+                key,
+                value,
+            } => {
+                self.rows.insert((scope, policy, device, key), value);
+                self.changes += 1;
+            }
+            Op::Barrier(answer) => self.waiting.push(answer),
+        }
+    }
+
+    /// Takes what is queued now.
+    fn drain(&mut self, ops: &Receiver<Op>) {
+        while self.taken < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => self.take(op),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.closed = true;
                     return;
                 }
             }
+        }
+    }
+
+    /// Takes what is queued for up to [`GATHER`], and no longer once someone waits for the
+    /// commit or [`ENOUGH`] are taken. Parked rather than blocked on the queue, so that a change queued meanwhile
+    /// does not wake this thread (a syscall on the evaluating thread); a caller that waits
+    /// unparks it.
+    fn gather(&mut self, ops: &Receiver<Op>) {
+        let until = Instant::now() + GATHER;
+        loop {
+            self.drain(ops);
+            if !self.waiting.is_empty() || self.closed || self.taken >= ENOUGH {
+                return;
+            }
+            match until.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                _ => return,
+            }
+        }
+    }
+}
+
+fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Stats) {
+    let mut batch = Batch::default();
+    let mut last_logged: Option<Instant> = None;
+    loop {
+        // A failed commit's changes are retried after RETRY if nothing new comes.
+        let first = if batch.rows.is_empty() {
+            ops.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            ops.recv_timeout(RETRY)
         };
         match first {
-            Some(op) => batch.push(op),
-            None if retry.is_empty() => return,
-            None => {}
-        }
-        while batch.len() < MAX_BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+            Ok(op) => {
+                batch.take(op);
+                batch.gather(ops);
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => batch.closed = true,
         }
-        let changes = batch
-            .iter()
-            .filter(|op| matches!(op, Op::Put { .. }))
-            .count();
-        let result = if changes + retry.len() == 0 {
+        let result = if batch.rows.is_empty() {
             Ok(())
         } else {
-            commit(&mut conn, &retry, &batch).map_err(|e| e.to_string())
+            commit(&mut conn, &batch.rows).map_err(|e| e.to_string())
         };
         match &result {
-            Ok(()) if changes + retry.len() > 0 => {
+            Ok(()) if !batch.rows.is_empty() => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .changes
-                    .fetch_add((changes + retry.len()) as u64, Ordering::Relaxed);
-                retry.clear();
+                stats.changes.fetch_add(batch.changes, Ordering::Relaxed);
+                batch.rows.clear();
+                batch.changes = 0;
             }
             Ok(()) => {}
+            Err(e) if batch.closed => tracing::error!(
+                file = %path.display(),
+                "state file: closing with {} changes it could not commit: {e}; a restart will \
+                 not have them",
+                batch.rows.len()
+            ),
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -611,35 +688,26 @@ fn write_loop(mut conn: Connection, path: &Path, ops: &Receiver<Op>, stats: &Sta
                         "state file: cannot commit {} changes: {e}; they are kept in memory and \
                          retried, a restart before the file takes writes again would forget \
                          them ({} failed commits so far)",
-                        changes + retry.len(),
+                        batch.rows.len(),
                         stats.failed.load(Ordering::Relaxed)
                     );
                 }
             }
         }
-        for op in batch.drain(..) {
-            match op {
-                Op::Barrier(answer) => answer(result.clone()),
-                Op::Put {
-                    scope,
-                    policy,
-                    device,
-                    key,
-                    value,
-                } if result.is_err() => {
-                    retry.insert((scope, policy, device, key), value);
-                }
-                Op::Put { .. } => {}
-            }
+        for answer in batch.waiting.drain(..) {
+            answer(result.clone());
+        }
+        batch.taken = 0;
+        if batch.closed {
+            return;
         }
     }
 }
 
-/// Writes `retry`'s rows, then `batch`'s (later changes to a row win), in one transaction.
+/// Writes `rows` in one transaction.
 fn commit(
     conn: &mut Connection,
-    retry: &HashMap<RowKey, Option<Box<[u8]>>>,
-    batch: &[Op],
+    rows: &BTreeMap<RowKey, Option<Box<[u8]>>>,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
@@ -650,20 +718,7 @@ fn commit(
         let mut delete = tx.prepare_cached(
             "DELETE FROM state WHERE scope = ?1 AND policy = ?2 AND device = ?3 AND key = ?4",
         )?;
-        let failed = retry
-            .iter()
-            .map(|((scope, policy, device, key), value)| (scope, policy, device, key, value));
-        let queued = batch.iter().filter_map(|op| match op {
-            Op::Put {
-                scope,
-                policy,
-                device,
-                key,
-                value,
-            } => Some((scope, policy, device, key, value)),
-            Op::Barrier(_) => None,
-        });
-        for (scope, policy, device, key, value) in failed.chain(queued) {
+        for ((scope, policy, device, key), value) in rows {
             match value {
                 Some(v) => put.execute(params![scope, policy, device, key, v])?,
                 None => delete.execute(params![scope, policy, device, key])?,
@@ -775,6 +830,42 @@ mod tests {
         let again = StateDb::open(&path).unwrap();
         drop(again);
         assert_eq!(rows(&path).len(), 1);
+    }
+
+    #[test]
+    fn a_row_changed_many_times_before_a_commit_is_written_once_per_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        // Counts the row writes SQLite makes (an upsert that updates fires the update trigger).
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE writes (n INTEGER NOT NULL); INSERT INTO writes VALUES (0);\
+                 CREATE TRIGGER count_insert AFTER INSERT ON state BEGIN UPDATE writes SET n = n + 1; END;\
+                 CREATE TRIGGER count_update AFTER UPDATE ON state BEGIN UPDATE writes SET n = n + 1; END;",
+            )
+            .unwrap();
+        let scope = Scope::Device {
+            policy: "replay",
+            device: "press-07",
+        };
+        for seq in 0..1_000_u32 {
+            db.record(change(scope, "last-seq", Some(&seq.to_le_bytes())));
+        }
+        db.sync().unwrap();
+        assert_eq!(rows(&path)[0].4, 999_u32.to_le_bytes().to_vec());
+        let writes: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT n FROM writes", [], |r| r.get(0))
+            .unwrap();
+        let stats = db.stats();
+        assert_eq!(stats.changes, 1_000);
+        // However the writer split the changes into commits, no commit wrote the row twice.
+        assert!(
+            writes.unsigned_abs() <= stats.commits,
+            "{writes} writes, {stats:?}"
+        );
     }
 
     #[test]
