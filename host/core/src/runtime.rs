@@ -23,7 +23,7 @@ use crate::payload::{Document, Edit, EditAction, Format, Pointer, RedactError};
 use crate::pipeline::{self, Route, TopicFilter};
 use crate::policy::{self, wit, HostState, LoadContext, MsgCtx, Policy, PolicySpec, PolicyStatus};
 use crate::registry::{Registry, UnknownDevice};
-use crate::shadow::{Shadow, ShadowReport};
+use crate::shadow::{Shadow, ShadowReport, ShadowSlot};
 use crate::signing::Trust;
 use crate::state::{Scope, StateChange, StateJournal, StateStore};
 use crate::telemetry::{Instruments, RouteInstruments};
@@ -72,10 +72,7 @@ struct Inner {
     /// Serialises reloads.
     reloading: Mutex<()>,
     /// A candidate judging beside the active version of one policy, if any.
-    shadow: arc_swap::ArcSwapOption<Shadow>,
-    /// Whether `shadow` holds one: what each message reads first, since a guard of `shadow`
-    /// costs two atomic read-modify-writes even when it is empty, as it almost always is.
-    shadowing: AtomicBool,
+    shadow: ShadowSlot,
     /// Held for its `Drop`, which stops the thread.
     /// Components compiled or read from the compile cache since start.
     compilations: AtomicU64,
@@ -371,8 +368,7 @@ impl Runtime {
             compile: config.engine.compile_limits(),
             idle_instances,
             reloading: Mutex::new(()),
-            shadow: arc_swap::ArcSwapOption::empty(),
-            shadowing: AtomicBool::new(false),
+            shadow: ShadowSlot::default(),
             compilations: AtomicU64::new(0),
             telemetry: meter.as_ref().map(Instruments::new),
             _ticker: ticker,
@@ -586,13 +582,7 @@ impl Runtime {
     pub fn evaluate(&self, message: &Message) -> Outcome {
         let set = self.inner.active.load();
         let outcome = evaluate_in(&set, message);
-        // A shadow started while this message was judged may miss it, as it would have if
-        // it had started a moment later.
-        if self.inner.shadowing.load(Ordering::Acquire) {
-            if let Some(shadow) = self.inner.shadow.load().as_deref() {
-                shadow.offer(message, &outcome);
-            }
-        }
+        self.inner.shadow.offer(message, &outcome);
         outcome
     }
 
@@ -618,29 +608,23 @@ impl Runtime {
         }
         let alone = PolicySet::alone(candidate, set.generation, set.unrouted);
         let shadow = Shadow::start(alone, name.to_owned(), active.version().to_owned());
-        self.inner.shadow.store(Some(Arc::new(shadow)));
-        self.inner.shadowing.store(true, Ordering::Release);
+        self.inner.shadow.start(shadow);
         Ok(())
     }
 
     /// What the running shadow has seen, if one runs.
     pub fn shadow_report(&self) -> Option<ShadowReport> {
-        self.inner.shadow.load().as_deref().map(Shadow::report)
+        self.inner.shadow.read(Shadow::report)
     }
 
     /// Stops shadow mode; returns its final report.
     pub fn stop_shadow(&self) -> Option<ShadowReport> {
-        self.inner.shadowing.store(false, Ordering::Release);
-        self.inner.shadow.swap(None).map(|s| s.report())
+        self.inner.shadow.stop().map(|s| s.report())
     }
 
     /// The policy being shadowed, if any.
     pub fn shadowed(&self) -> Option<String> {
-        self.inner
-            .shadow
-            .load()
-            .as_deref()
-            .map(|s| s.policy().to_owned())
+        self.inner.shadow.read(|s| s.policy().to_owned())
     }
 
     /// [`evaluate`](Self::evaluate) for async callers: the guest runs on tokio's blocking

@@ -11,7 +11,7 @@
 //! version sits after a redacting policy in its chain, the two saw slightly different payloads.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -73,6 +73,48 @@ pub struct ShadowSample {
 /// A message for the candidate: as the device sent it, the active verdict, and what a sample
 /// may show of it.
 type Judged = (Message, &'static str, Option<String>);
+
+/// Where the running shadow, if any, sits: what every message looks at.
+///
+/// A guard of the slot costs two atomic read-modify-writes even when it is empty, as it
+/// almost always is, so each message reads a flag first. The slot and the flag change only
+/// together, here: a shadow is stored before the flag rises and the flag falls before the
+/// shadow is taken. A message may then see the flag up and the slot empty (it offers
+/// nothing), never the flag down while a shadow stays in the slot.
+#[derive(Default)]
+pub(crate) struct ShadowSlot {
+    slot: arc_swap::ArcSwapOption<Shadow>,
+    occupied: AtomicBool,
+}
+
+impl ShadowSlot {
+    /// Offers a judged message to the running shadow. A shadow started while the message was
+    /// judged may miss it, as it would have if it had started a moment later.
+    pub(crate) fn offer(&self, message: &Message, outcome: &Outcome) {
+        if self.occupied.load(Ordering::Acquire) {
+            if let Some(shadow) = self.slot.load().as_deref() {
+                shadow.offer(message, outcome);
+            }
+        }
+    }
+
+    /// Runs `shadow`, in place of the one running.
+    pub(crate) fn start(&self, shadow: Shadow) {
+        self.slot.store(Some(Arc::new(shadow)));
+        self.occupied.store(true, Ordering::Release);
+    }
+
+    /// Takes the running shadow out, if one runs.
+    pub(crate) fn stop(&self) -> Option<Arc<Shadow>> {
+        self.occupied.store(false, Ordering::Release);
+        self.slot.swap(None)
+    }
+
+    /// What `read` answers of the running shadow, if one runs.
+    pub(crate) fn read<R>(&self, read: impl FnOnce(&Shadow) -> R) -> Option<R> {
+        self.slot.load().as_deref().map(read)
+    }
+}
 
 /// A running shadow: the candidate alone in a policy set, and its thread.
 pub(crate) struct Shadow {
