@@ -624,9 +624,9 @@ impl Batch {
     }
 
     /// Takes what is queued for up to [`GATHER`], and no longer once someone waits for the
-    /// commit or [`ENOUGH`] are taken. Parked rather than blocked on the queue, so that a change queued meanwhile
-    /// does not wake this thread (a syscall on the evaluating thread); a caller that waits
-    /// unparks it.
+    /// commit or [`ENOUGH`] are taken. Parked rather than blocked on the queue, so that a
+    /// change queued meanwhile does not wake this thread (a syscall on the evaluating
+    /// thread); a caller that waits unparks it, and a spurious unpark only drains early.
     fn gather(&mut self, ops: &Receiver<Op>) {
         let until = Instant::now() + GATHER;
         loop {
