@@ -103,10 +103,11 @@ const MAX_BATCH: usize = 4096;
 /// [`StateDb::sync`] or [`StateDb::after_commit`], wakes the writer at once.
 const GATHER: Duration = Duration::from_millis(5);
 
-/// Changes that end the gathering early (every this many queued wakes the writer): a commit
-/// costs ~40 µs plus ~1.7 µs per row, so past this many the fixed part is under a fifth and
-/// waiting saves little, while committing now overlaps the commit with the threads still
-/// queueing.
+/// Changes that end the gathering early: every this many queued wakes the writer, which
+/// commits once it holds this many (so a burst is committed at least every twice this many).
+/// A commit costs ~55 µs plus ~1 µs per row (the state bench's writer alone, BENCHMARKS.md),
+/// so past this many the fixed part is under a third and waiting saves little, while
+/// committing now overlaps the commit with the threads still queueing.
 const ENOUGH: usize = 128;
 
 /// How long a failed commit's changes wait for a retry when nothing else is queued.
