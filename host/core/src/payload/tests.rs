@@ -1165,3 +1165,53 @@ fn minus_zero_is_the_float_minus_zero_as_serde_json_reads_it() {
     let theirs: JsonValue = serde_json::from_str(r#"{"a":-0}"#).unwrap();
     assert!(theirs["a"].is_f64());
 }
+
+#[test]
+fn keys_alike_at_both_ends_are_told_apart() {
+    // Keys of one length that differ only in their middle bytes (a comparison that looks at the
+    // ends first must go on), an escaped key, and a duplicate among look-alikes.
+    let keys: Vec<String> = (0..40).map(|i| format!("prefix__{i:04}__suffix")).collect();
+    let body: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("\"{k}\":{i}"))
+        .collect();
+    let text = format!(
+        "{{{},\"s\\u0061me\":1,\"short\":{{\"k9\":9}}}}",
+        body.join(",")
+    );
+    let mut doc = json(&text);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            get(&mut doc, &format!("/{k}")),
+            Some(FieldValue::Integer(i as i64))
+        );
+    }
+    assert_eq!(get(&mut doc, "/prefix__9999__suffix"), None);
+    assert_eq!(get(&mut doc, "/same"), Some(FieldValue::Integer(1)));
+    assert_eq!(get(&mut doc, "/short/k9"), Some(FieldValue::Integer(9)));
+    let pointers: Vec<Pointer> = ["/prefix__0007__suffix", "/prefix__0031__suffix", "/same"]
+        .iter()
+        .map(|p| Pointer::parse(p).unwrap())
+        .collect();
+    let set = PointerSet::new(&pointers);
+    let mut seen = vec![None; 3];
+    doc.get_all(&set, |i, result| {
+        seen[i] = Some(result.map(|v| v.map(FieldRef::into_owned)).unwrap());
+    });
+    assert_eq!(
+        seen,
+        vec![
+            Some(Some(FieldValue::Integer(7))),
+            Some(Some(FieldValue::Integer(31))),
+            Some(Some(FieldValue::Integer(1)))
+        ]
+    );
+    let twice = format!("{{\"prefix__0001__suffix\":1,{}}}", body.join(","));
+    let why = malformed(json(&twice).field("/prefix__0001__suffix"));
+    assert!(why.contains("duplicate key"), "{why}");
+    assert_eq!(
+        get(&mut json(&twice), "/prefix__0002__suffix"),
+        Some(FieldValue::Integer(2))
+    );
+}
