@@ -130,6 +130,27 @@ pub struct EngineConfig {
     pub max_function_locals: u64,
     /// Locals × branch targets of one function (see [`CompileLimits`]).
     pub max_function_weight: u64,
+    /// Names the policies' compiled code for a profiler (see [`Profiler`]).
+    pub profiler: Profiler,
+}
+
+/// Whether the engine tells a profiler where each policy's compiled functions lie. Off by
+/// default: it costs nothing per message, but writes a file that grows with every load.
+///
+/// ```toml
+/// [engine]
+/// profiler = "perf-map"   # then: perf record -p <pid>; perf report
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profiler {
+    /// Nothing written.
+    #[default]
+    None,
+    /// `/tmp/perf-<pid>.map`, which Linux `perf` reads to name JIT code: a policy's functions
+    /// appear under their own names when its component keeps its name section (built without
+    /// `strip`), else as `wasm[N]::function[M]`.
+    PerfMap,
 }
 
 impl EngineConfig {
@@ -157,6 +178,7 @@ impl Default for EngineConfig {
             max_function_bytes: CompileLimits::default().max_function_bytes,
             max_function_locals: CompileLimits::default().max_function_locals,
             max_function_weight: CompileLimits::default().max_function_weight,
+            profiler: Profiler::None,
         }
     }
 }

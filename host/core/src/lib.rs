@@ -121,8 +121,8 @@ pub use bytes::Bytes;
 pub use cache::CacheStats;
 pub use compile::CompileLimits;
 pub use config::{
-    Config, ConfigValue, Defaults, EngineConfig, LimitsOverride, PolicyConfig, RouteConfig,
-    Unrouted,
+    Config, ConfigValue, Defaults, EngineConfig, LimitsOverride, PolicyConfig, Profiler,
+    RouteConfig, Unrouted,
 };
 pub use error::{chain as error_chain, BoxError, Error, Invalid, LoadError};
 pub use limits::{Fault, Isolation, Limits, OnFault};

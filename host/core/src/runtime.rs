@@ -13,7 +13,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::breaker::{Gate, Tripped};
 use crate::cache::{Cache, CacheStats};
-use crate::config::{Config, Unrouted};
+use crate::config::{Config, Profiler, Unrouted};
 use crate::error::{boxed, Error};
 use crate::limits::{Fault, OnFault};
 use crate::message::{
@@ -247,6 +247,9 @@ fn engine(config: &Config) -> Result<Engine, Error> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if e.profiler == Profiler::PerfMap {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&wasm).map_err(|e| Error::Engine(boxed(e)))
 }
 

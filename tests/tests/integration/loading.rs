@@ -262,3 +262,39 @@ fn check_refuses_what_load_refuses_a_wrong_evaluate_signature() {
     let loaded = load_error(&module).to_string();
     assert!(loaded.contains("type mismatch with parameters"), "{loaded}");
 }
+
+/// `[engine] profiler = "perf-map"` tells Linux `perf` where each policy's compiled functions
+/// lie (the process's `/tmp/perf-<pid>.map`); an unknown profiler is refused, naming the
+/// choices.
+#[test]
+fn the_perf_map_profiler_names_the_policies_compiled_functions() {
+    let e = Config::from_toml("[engine]\nprofiler = \"vtune\"\n", ".")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("vtune") && e.contains("perf-map"), "{e}");
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let toml = format!(
+        "[engine]\nprofiler = \"perf-map\"\n[[policy]]\nname = \"a\"\npath = {:?}\n\
+         [[route]]\nfilter = \"#\"\nchain = [\"a\"]\n",
+        wasm("allow-all").display().to_string()
+    );
+    let rt = Runtime::new(Config::from_toml(&toml, ".").unwrap()).unwrap();
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    drop(rt);
+    // Each line is `<start> <size> <name>`; the guest's code is named after its module.
+    let named = text
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(2)
+                .is_some_and(|n| n.starts_with("wasm["))
+        })
+        .count();
+    assert!(
+        named > 10,
+        "{} lines in {}:\n{text:.2000}",
+        text.lines().count(),
+        map.display()
+    );
+}
