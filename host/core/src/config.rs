@@ -135,7 +135,8 @@ pub struct EngineConfig {
 }
 
 /// Whether the engine tells a profiler where each policy's compiled functions lie. Off by
-/// default: it costs nothing per message, but writes a file that grows with every load.
+/// default: it costs nothing per message, but appends to a file in `/tmp` (the name `perf`
+/// reads) on every load, so it is for profiling sessions, not production.
 ///
 /// ```toml
 /// [engine]
