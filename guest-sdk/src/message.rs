@@ -227,7 +227,9 @@ impl Message {
     /// Looks up a field by JSON Pointer (RFC 6901, e.g. `/owner/email` or `/readings/0`).
     /// A declared field ([`declare::field`](crate::declare::field)) is read from the message
     /// (the pointer compared with the declared ones); any other is looked up by the host, one
-    /// call per lookup. The answer is the same either way.
+    /// call per lookup. The answer is the same either way. On a hot path, keep the handle
+    /// `declare::field` returned and read with [`get`](Self::get): no comparison, and the
+    /// value is borrowed, not copied.
     ///
     /// `Ok(None)` means the field is absent. Fails when the payload has no fields (text or
     /// binary), does not parse as its content type, or when the pointer is invalid.

@@ -11,7 +11,7 @@ use twinguard_guest::text::Clipped;
 use twinguard_guest::walk;
 use twinguard_guest::{declare, ContentType, Edit, EditAction};
 use twinguard_guest::{
-    export_configured, Config, Configured, Decision, FieldError, Message, Severity,
+    export_configured, Config, Configured, Decision, Field, FieldError, Message, Severity,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -36,6 +36,9 @@ export_configured!(Settings);
 struct Settings {
     remove: Vec<String>,
     mask: Vec<String>,
+    /// The handles of `remove` then `mask`, as declared: read by handle, a field is neither
+    /// searched for by its pointer nor copied out of the message.
+    fields: Vec<Field>,
     mask_with: String,
     alert_on_redact: bool,
     quarantine_unstructured: bool,
@@ -203,11 +206,12 @@ impl Configured for Settings {
         }
         // Read on every message: handed over with it (contract 0.2). Detection reads the whole
         // payload through `host.payload` instead, so it declares nothing.
-        declare::fields(remove.iter().chain(&mask).map(String::as_str))?;
+        let fields = declare::fields(remove.iter().chain(&mask).map(String::as_str))?;
         let detect = Detect::parse(config, &remove, &mask)?;
         Ok(Self {
             remove,
             mask,
+            fields,
             mask_with: config.get("mask-with").unwrap_or("***").to_owned(),
             alert_on_redact: config.parse("alert-on-redact")?.unwrap_or(false),
             quarantine_unstructured: config.parse("quarantine-unstructured")?.unwrap_or(false),
@@ -231,8 +235,11 @@ impl Configured for Settings {
         let mut edits = Vec::new();
         let mut removed = Vec::new();
         let mut masked = Vec::new();
-        for pointer in &self.remove {
-            match present(msg, pointer) {
+        let (remove_fields, mask_fields) = self
+            .fields
+            .split_at(self.remove.len().min(self.fields.len()));
+        for (pointer, &field) in self.remove.iter().zip(remove_fields) {
+            match present(msg, field, pointer) {
                 Ok(true) => {
                     edits.push(edit(pointer, EditAction::Remove));
                     removed.push(pointer.as_str());
@@ -241,8 +248,8 @@ impl Configured for Settings {
                 Err(reason) => return Decision::quarantine(reason),
             }
         }
-        for pointer in &self.mask {
-            match present(msg, pointer) {
+        for (pointer, &field) in self.mask.iter().zip(mask_fields) {
+            match present(msg, field, pointer) {
                 Ok(true) => {
                     edits.push(edit(pointer, EditAction::Mask(self.mask_with.clone())));
                     masked.push(pointer.as_str());
@@ -343,8 +350,8 @@ fn document_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Whether the field exists. A payload the host cannot parse is an error, not "absent": it might
 /// carry the very data this policy exists to strip, so the caller quarantines it (fail closed).
-fn present(msg: &Message, pointer: &str) -> Result<bool, String> {
-    match msg.field(pointer) {
+fn present(msg: &Message, field: Field, pointer: &str) -> Result<bool, String> {
+    match msg.get(field) {
         Ok(value) => Ok(value.is_some()),
         Err(err @ FieldError::Malformed(_)) => Err(format!(
             "pii-redact: cannot check {pointer} for personal data: {err}"
