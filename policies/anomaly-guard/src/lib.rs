@@ -9,7 +9,7 @@ use twinguard_guest::findings::{AlertOrder, Finding, Findings};
 use twinguard_guest::metric::{self, MetricKey};
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{
-    export_configured, log, Config, Configured, Decision, FieldError, Message, Severity,
+    export_configured, log, Config, Configured, Decision, Field, FieldError, Message, Severity,
 };
 
 const NAME: &str = "anomaly-guard";
@@ -34,6 +34,9 @@ export_configured!(Settings);
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
+    /// The metrics' handles, as declared: read by handle, a field is neither searched for by
+    /// its pointer nor copied out of the message.
+    fields: Vec<Field>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -181,16 +184,17 @@ impl Configured for Settings {
         }
         // Read on every message: handed over with it (contract 0.2). The device id only words
         // findings, so it is fetched from the host when one is written, not declared.
-        for metric in &metrics {
-            declare::field(&metric.pointer)?;
-        }
-        Ok(Self { metrics })
+        let fields = metrics
+            .iter()
+            .map(|metric| declare::field(&metric.pointer))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { metrics, fields })
     }
 
     fn evaluate(&self, msg: &Message) -> Decision {
         let mut findings = no_findings();
-        for metric in &self.metrics {
-            let x = match msg.field(&metric.pointer) {
+        for (metric, &field) in self.metrics.iter().zip(&self.fields) {
+            let x = match msg.get(field) {
                 Ok(Some(value)) => match value.as_f64() {
                     Some(x) => x,
                     // Not a number: schema-guard's job.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use twinguard_guest::config::Action;
 use twinguard_guest::declare::{self, Envelope};
 use twinguard_guest::{
-    export_configured, Config, Configured, Decision, Message, Quoted, Severity, Value,
+    export_configured, Config, Configured, Decision, Field, Message, Quoted, Severity, Value,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -44,7 +44,9 @@ struct Settings {
     /// `None`: every authenticated id may publish. A set, because a plant has thousands of
     /// devices and this runs on every message.
     inventory: Option<Inventory>,
-    payload_field: Option<String>,
+    /// The pointer and its handle, as declared: read by handle, the claim is neither searched
+    /// for by its pointer nor copied out of the message.
+    payload_field: Option<(String, Field)>,
     on_unknown: Action,
     on_mismatch: Action,
 }
@@ -58,12 +60,13 @@ impl Configured for Settings {
             Some(list) => Some(Inventory::Listed(inventory(list)?)),
         };
         // The whole document (the empty pointer) is never a device id.
-        let payload_field = config.pointer("payload-field")?.map(str::to_owned);
+        let pointer = config.pointer("payload-field")?;
         // Read on every message: handed over with it (contract 0.2).
         declare::envelope(Envelope::DEVICE_ID | Envelope::TOPIC)?;
-        if let Some(pointer) = &payload_field {
-            declare::field(pointer)?;
-        }
+        let payload_field = match pointer {
+            Some(pointer) => Some((pointer.to_owned(), declare::field(pointer)?)),
+            None => None,
+        };
         Ok(Self {
             topic_segment: config.parse("topic-segment")?.unwrap_or(1),
             inventory,
@@ -142,15 +145,15 @@ impl Settings {
                 })
             }
             Rule::PayloadField => {
-                let pointer = self.payload_field.as_ref()?;
+                let (pointer, field) = self.payload_field.as_ref()?;
                 // Absent: nothing claimed. Unparsable or unstructured: schema-guard's job.
-                let value = msg.field(pointer).ok().flatten()?;
+                let value = msg.get(*field).ok().flatten()?;
                 if value.as_str() == Some(device) {
                     return None;
                 }
                 Some(Violation {
                     code: "spoofed-identity",
-                    detail: self.claim_detail(pointer, &value, device),
+                    detail: self.claim_detail(pointer, value, device),
                     on: self.on_mismatch,
                 })
             }
@@ -257,7 +260,10 @@ mod tests {
         };
         assert_eq!(inventory.len(), 2);
         assert!(inventory.contains("temp-0001") && inventory.contains("vib-0002"));
-        assert_eq!(s.payload_field.as_deref(), Some("/meta/device"));
+        assert_eq!(
+            s.payload_field.as_ref().map(|(p, _)| p.as_str()),
+            Some("/meta/device")
+        );
         assert_eq!(s.on_unknown, Action::Alert);
     }
 

@@ -9,7 +9,7 @@ use twinguard_guest::findings::{Finding, Findings};
 use twinguard_guest::metric::MetricKey;
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::{
-    export_configured, log, Config, Configured, Decision, FieldError, Message, Severity,
+    export_configured, log, Config, Configured, Decision, Field, FieldError, Message, Severity,
 };
 
 const NAME: &str = "range-guard";
@@ -29,6 +29,9 @@ export_configured!(Settings);
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
+    /// The metrics' handles, as declared: read by handle, a field is neither searched for by
+    /// its pointer nor copied out of the message.
+    fields: Vec<Field>,
     /// What a stuck value does to its message.
     on_stuck: Action,
     step_reset_ms: u64,
@@ -75,11 +78,13 @@ impl Configured for Settings {
         }
         // Read on every message: handed over with it (contract 0.2). The device id only words
         // findings, so it is fetched from the host when one is written, not declared.
-        for metric in &metrics {
-            declare::field(&metric.pointer)?;
-        }
+        let fields = metrics
+            .iter()
+            .map(|metric| declare::field(&metric.pointer))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             metrics,
+            fields,
             on_stuck,
             step_reset_ms,
         })
@@ -88,8 +93,8 @@ impl Configured for Settings {
     fn evaluate(&self, msg: &Message) -> Decision {
         let now = msg.received_at_ms();
         let mut findings = Findings::new(NAME);
-        for metric in &self.metrics {
-            let x = match msg.field(&metric.pointer) {
+        for (metric, &field) in self.metrics.iter().zip(&self.fields) {
+            let x = match msg.get(field) {
                 Ok(Some(value)) => match value.as_f64() {
                     Some(x) => x,
                     // Not a number: schema-guard's job.

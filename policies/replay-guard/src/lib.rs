@@ -9,7 +9,7 @@ use twinguard_guest::declare;
 use twinguard_guest::state::{self, Reader, Record, Writer};
 use twinguard_guest::text::Clipped;
 use twinguard_guest::{
-    export_configured, Config, Configured, Decision, FieldError, Message, Quoted, Severity,
+    export_configured, Config, Configured, Decision, Field, FieldError, Message, Quoted, Severity,
     StateError, Value,
 };
 
@@ -75,6 +75,9 @@ struct Rejection {
 struct Settings {
     seq: String,
     ts: String,
+    /// The handles of `seq` and `ts`, as declared: read by handle, a field is not searched for
+    /// by its pointer.
+    fields: [Field; 2],
     max_age_ms: u64,
     max_future_ms: u64,
     require: bool,
@@ -93,10 +96,11 @@ impl Configured for Settings {
             ));
         }
         // Read on every message: handed over with it (contract 0.2).
-        declare::fields([seq.as_str(), ts.as_str()])?;
+        let fields = [declare::field(&seq)?, declare::field(&ts)?];
         Ok(Self {
             seq,
             ts,
+            fields,
             max_age_ms: config.parse("max-age-ms")?.unwrap_or(30_000),
             max_future_ms: config.parse("max-future-ms")?.unwrap_or(5_000),
             require: config.parse("require")?.unwrap_or(true),
@@ -120,7 +124,11 @@ impl Settings {
     /// Why `msg` is quarantined, if it is; records its seq and ts when it is not.
     fn check(&self, msg: &Message) -> Result<(), Rejection> {
         let device = DeviceId(msg);
-        let (seq, ts) = match (integer(msg, &self.seq), integer(msg, &self.ts)) {
+        let [seq_field, ts_field] = self.fields;
+        let (seq, ts) = match (
+            integer(msg, seq_field, &self.seq),
+            integer(msg, ts_field, &self.ts),
+        ) {
             (Ok(seq), Ok(ts)) => (seq, ts),
             (Err(why), _) | (_, Err(why)) => {
                 return if self.require {
@@ -231,9 +239,9 @@ fn describe_state_error(err: &StateError) -> String {
     }
 }
 
-/// The integer at `pointer`, or why there is none.
-fn integer(msg: &Message, pointer: &str) -> Result<i64, String> {
-    integer_in(pointer, msg.field(pointer))
+/// The integer in the declared `field` (at `pointer`), or why there is none.
+fn integer(msg: &Message, field: Field, pointer: &str) -> Result<i64, String> {
+    integer_in(pointer, msg.get(field).map(|value| value.cloned()))
 }
 
 /// [`integer`] from the field's lookup. Anything but an integer is described, not quoted: the

@@ -12,8 +12,8 @@ use twinguard_guest::declare;
 use twinguard_guest::text::Clipped;
 use twinguard_guest::walk;
 use twinguard_guest::{
-    export_configured, pointer, Config, Configured, ContentType, Decision, FieldError, Message,
-    Quoted, Severity, Value,
+    export_configured, pointer, Config, Configured, ContentType, Decision, Field, FieldError,
+    Message, Quoted, Severity, Value,
 };
 
 const KNOWN_KEYS: &[&str] = &[
@@ -124,6 +124,17 @@ struct Settings {
     strict: Strict,
     /// The fields `required` and `optional` declare, for `strict`.
     coverage: Coverage,
+    /// The handles of the root and of `required`, `optional` and `forbid`, as declared: read by
+    /// handle, a field is neither searched for by its pointer nor copied out of the message.
+    handles: Handles,
+}
+
+#[derive(Debug, PartialEq)]
+struct Handles {
+    root: Field,
+    required: Vec<Field>,
+    optional: Vec<Field>,
+    forbid: Vec<Field>,
 }
 
 /// What `strict` does with undeclared fields.
@@ -209,10 +220,12 @@ impl Configured for Settings {
         // Read on every message: handed over with it (contract 0.2). The root is checked to
         // be an object. The device id only words rejections: fetched then, not declared.
         // Strict mode reads the whole payload through `host.payload` instead.
-        declare::field("")?;
-        declare::fields(required.iter().map(|(p, _)| p.as_str()))?;
-        declare::fields(optional.iter().map(|(p, _)| p.as_str()))?;
-        declare::fields(forbid.iter().map(String::as_str))?;
+        let handles = Handles {
+            root: declare::field("")?,
+            required: declare::fields(required.iter().map(|(p, _)| p.as_str()))?,
+            optional: declare::fields(optional.iter().map(|(p, _)| p.as_str()))?,
+            forbid: declare::fields(forbid.iter().map(String::as_str))?,
+        };
         Ok(Self {
             content_types,
             max_bytes,
@@ -222,6 +235,7 @@ impl Configured for Settings {
             forbid,
             strict,
             coverage,
+            handles,
         })
     }
 
@@ -412,7 +426,8 @@ impl Settings {
             return Ok(());
         }
 
-        match lookup(msg, "", device, content_type)? {
+        let handles = &self.handles;
+        match lookup(msg, handles.root, "", device, content_type)? {
             Some(Value::Object(_)) => {}
             Some(other) => {
                 return reject(
@@ -434,8 +449,8 @@ impl Settings {
                 );
             }
         }
-        for (pointer, kind) in &self.required {
-            match lookup(msg, pointer, device, content_type)? {
+        for ((pointer, kind), &field) in self.required.iter().zip(&handles.required) {
+            match lookup(msg, field, pointer, device, content_type)? {
                 None => {
                     return reject(
                         "schema",
@@ -445,23 +460,23 @@ impl Settings {
                         ),
                     );
                 }
-                Some(value) if !kind.matches(&value) => {
-                    return Err(wrong_kind("field", pointer, device, &value, *kind));
+                Some(value) if !kind.matches(value) => {
+                    return Err(wrong_kind("field", pointer, device, value, *kind));
                 }
                 Some(_) => {}
             }
         }
-        for (pointer, kind) in &self.optional {
-            match lookup(msg, pointer, device, content_type)? {
-                Some(value) if !kind.matches(&value) => {
-                    return Err(wrong_kind("optional field", pointer, device, &value, *kind));
+        for ((pointer, kind), &field) in self.optional.iter().zip(&handles.optional) {
+            match lookup(msg, field, pointer, device, content_type)? {
+                Some(value) if !kind.matches(value) => {
+                    return Err(wrong_kind("optional field", pointer, device, value, *kind));
                 }
                 _ => {}
             }
         }
-        for pointer in &self.forbid {
-            if let Some(value) = lookup(msg, pointer, device, content_type)? {
-                return Err(forbidden(pointer, device, &value));
+        for (pointer, &field) in self.forbid.iter().zip(&handles.forbid) {
+            if let Some(value) = lookup(msg, field, pointer, device, content_type)? {
+                return Err(forbidden(pointer, device, value));
             }
         }
         Ok(())
@@ -498,14 +513,16 @@ fn forbidden(pointer: &str, device: impl fmt::Display, value: &Value) -> Rejecti
     }
 }
 
-/// A field of a structured payload; a payload that does not parse is a `malformed` rejection.
-fn lookup(
-    msg: &Message,
+/// The declared field `field` (at `pointer`) of a structured payload; a payload that does not
+/// parse is a `malformed` rejection.
+fn lookup<'m>(
+    msg: &'m Message,
+    field: Field,
     pointer: &str,
     device: DeviceId<'_>,
     content_type: ContentType,
-) -> Result<Option<Value>, Rejection> {
-    msg.field(pointer).map_err(|err| {
+) -> Result<Option<&'m Value>, Rejection> {
+    msg.get(field).map_err(|err| {
         let reason = match err {
             FieldError::Malformed(why) => format!(
                 "schema-guard: the {content_type} payload from device {device} is malformed: {}",
