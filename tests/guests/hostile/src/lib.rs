@@ -25,7 +25,7 @@
 //! | `fail-init` | `init` fails with "hostile init refused" |
 //! | `fields` | alert `fields`, detail `/a=Integer(3);/b=None;…` for the pointers in `fields` |
 //! | `echo` | alert `echo`, detail `device=… topic=… ct=… len=… attrs=…` |
-//! | `read` | declares the pointers in `fields`, reads them and allows (a cheap, realistic reader for benchmarks) |
+//! | `read` | declares the pointers in `fields`, reads them by handle (`Message::get`, as the shipped policies do) and allows (a cheap, realistic reader for benchmarks) |
 //! | `read-dynamic` | looks the pointers in `fields` up through the host without declaring them (0.1's way), allows |
 //! | `memory-count` | alert `memory-count` with a counter kept in the instance's own memory (isolation) |
 //! | `burn` | runs `bytes` iterations of a loop the optimiser keeps, then allows (fuel-exact work) |
@@ -126,7 +126,7 @@ struct Setup {
     mode: String,
     bytes: usize,
     fields: Vec<String>,
-    /// The handles of `fields`, in `declared` mode.
+    /// The handles of `fields`, in `read` and `declared` modes.
     declared: Vec<Field>,
     last: Option<declare::Last>,
     counter: Option<declare::Counter>,
@@ -165,10 +165,7 @@ impl Policy for Hostile {
             histogram: None,
         };
         match mode {
-            "read" => {
-                declare::fields(setup.fields.iter().map(String::as_str))?;
-            }
-            "declared" => {
+            "read" | "declared" => {
                 setup.declared = declare::fields(setup.fields.iter().map(String::as_str))?;
             }
             "last" => {
@@ -263,7 +260,13 @@ fn evaluate(setup: &Setup, msg: &Message) -> Decision {
                 msg.attributes().len()
             ),
         ),
-        "read" | "read-dynamic" => {
+        "read" => {
+            for &field in &setup.declared {
+                black_box(msg.get(field).ok());
+            }
+            Decision::allow()
+        }
+        "read-dynamic" => {
             for pointer in &setup.fields {
                 black_box(msg.field(pointer).ok());
             }
