@@ -34,15 +34,16 @@ export_configured!(Settings);
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
-    /// The metrics' handles, as declared: read by handle, a field is neither searched for by
-    /// its pointer nor copied out of the message.
-    fields: Vec<Field>,
 }
 
 #[derive(Debug, PartialEq)]
 struct Metric {
     pointer: String,
     params: Params,
+    /// Read on every message: handed over with it (contract 0.2), read by handle (neither
+    /// searched for by its pointer nor copied out of the message). The device id only words
+    /// findings, so it is fetched from the host when one is written, not declared.
+    field: Field,
 }
 
 /// The detector's parameters for one metric.
@@ -172,6 +173,7 @@ impl Configured for Settings {
                 Ok(Metric {
                     pointer: key.pointer.to_owned(),
                     params: parse_metric(key, defaults)?,
+                    field: declare::field(key.pointer)?,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -182,19 +184,13 @@ impl Configured for Settings {
                     .to_owned(),
             );
         }
-        // Read on every message: handed over with it (contract 0.2). The device id only words
-        // findings, so it is fetched from the host when one is written, not declared.
-        let fields = metrics
-            .iter()
-            .map(|metric| declare::field(&metric.pointer))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { metrics, fields })
+        Ok(Self { metrics })
     }
 
     fn evaluate(&self, msg: &Message) -> Decision {
         let mut findings = no_findings();
-        for (metric, &field) in self.metrics.iter().zip(&self.fields) {
-            let x = match msg.get(field) {
+        for metric in &self.metrics {
+            let x = match msg.get(metric.field) {
                 Ok(Some(value)) => match value.as_f64() {
                     Some(x) => x,
                     // Not a number: schema-guard's job.

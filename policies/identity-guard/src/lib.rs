@@ -63,10 +63,9 @@ impl Configured for Settings {
         let pointer = config.pointer("payload-field")?;
         // Read on every message: handed over with it (contract 0.2).
         declare::envelope(Envelope::DEVICE_ID | Envelope::TOPIC)?;
-        let payload_field = match pointer {
-            Some(pointer) => Some((pointer.to_owned(), declare::field(pointer)?)),
-            None => None,
-        };
+        let payload_field = pointer
+            .map(|pointer| Ok::<_, String>((pointer.to_owned(), declare::field(pointer)?)))
+            .transpose()?;
         Ok(Self {
             topic_segment: config.parse("topic-segment")?.unwrap_or(1),
             inventory,

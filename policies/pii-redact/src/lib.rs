@@ -36,9 +36,10 @@ export_configured!(Settings);
 struct Settings {
     remove: Vec<String>,
     mask: Vec<String>,
-    /// The handles of `remove` then `mask`, as declared: read by handle, a field is neither
-    /// searched for by its pointer nor copied out of the message.
-    fields: Vec<Field>,
+    /// The handles of `remove` and of `mask`, one per pointer, as declared: read by handle, a
+    /// field is neither searched for by its pointer nor copied out of the message.
+    remove_fields: Vec<Field>,
+    mask_fields: Vec<Field>,
     mask_with: String,
     alert_on_redact: bool,
     quarantine_unstructured: bool,
@@ -206,12 +207,14 @@ impl Configured for Settings {
         }
         // Read on every message: handed over with it (contract 0.2). Detection reads the whole
         // payload through `host.payload` instead, so it declares nothing.
-        let fields = declare::fields(remove.iter().chain(&mask).map(String::as_str))?;
+        let remove_fields = declare::fields(remove.iter().map(String::as_str))?;
+        let mask_fields = declare::fields(mask.iter().map(String::as_str))?;
         let detect = Detect::parse(config, &remove, &mask)?;
         Ok(Self {
             remove,
             mask,
-            fields,
+            remove_fields,
+            mask_fields,
             mask_with: config.get("mask-with").unwrap_or("***").to_owned(),
             alert_on_redact: config.parse("alert-on-redact")?.unwrap_or(false),
             quarantine_unstructured: config.parse("quarantine-unstructured")?.unwrap_or(false),
@@ -235,10 +238,7 @@ impl Configured for Settings {
         let mut edits = Vec::new();
         let mut removed = Vec::new();
         let mut masked = Vec::new();
-        let (remove_fields, mask_fields) = self
-            .fields
-            .split_at(self.remove.len().min(self.fields.len()));
-        for (pointer, &field) in self.remove.iter().zip(remove_fields) {
+        for (pointer, &field) in self.remove.iter().zip(&self.remove_fields) {
             match present(msg, field, pointer) {
                 Ok(true) => {
                     edits.push(edit(pointer, EditAction::Remove));
@@ -248,7 +248,7 @@ impl Configured for Settings {
                 Err(reason) => return Decision::quarantine(reason),
             }
         }
-        for (pointer, &field) in self.mask.iter().zip(mask_fields) {
+        for (pointer, &field) in self.mask.iter().zip(&self.mask_fields) {
             match present(msg, field, pointer) {
                 Ok(true) => {
                     edits.push(edit(pointer, EditAction::Mask(self.mask_with.clone())));

@@ -29,9 +29,6 @@ export_configured!(Settings);
 #[derive(Debug, PartialEq)]
 struct Settings {
     metrics: Vec<Metric>,
-    /// The metrics' handles, as declared: read by handle, a field is neither searched for by
-    /// its pointer nor copied out of the message.
-    fields: Vec<Field>,
     /// What a stuck value does to its message.
     on_stuck: Action,
     step_reset_ms: u64,
@@ -41,6 +38,10 @@ struct Settings {
 struct Metric {
     pointer: String,
     limits: Limits,
+    /// Read on every message: handed over with it (contract 0.2), read by handle (neither
+    /// searched for by its pointer nor copied out of the message). The device id only words
+    /// findings, so it is fetched from the host when one is written, not declared.
+    field: Field,
 }
 
 /// The checks of one metric; `None` disables a check.
@@ -66,6 +67,7 @@ impl Configured for Settings {
                 Ok(Metric {
                     pointer: key.pointer.to_owned(),
                     limits: Limits::parse(key)?,
+                    field: declare::field(key.pointer)?,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -76,15 +78,8 @@ impl Configured for Settings {
                     .to_owned(),
             );
         }
-        // Read on every message: handed over with it (contract 0.2). The device id only words
-        // findings, so it is fetched from the host when one is written, not declared.
-        let fields = metrics
-            .iter()
-            .map(|metric| declare::field(&metric.pointer))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             metrics,
-            fields,
             on_stuck,
             step_reset_ms,
         })
@@ -93,8 +88,8 @@ impl Configured for Settings {
     fn evaluate(&self, msg: &Message) -> Decision {
         let now = msg.received_at_ms();
         let mut findings = Findings::new(NAME);
-        for (metric, &field) in self.metrics.iter().zip(&self.fields) {
-            let x = match msg.get(field) {
+        for metric in &self.metrics {
+            let x = match msg.get(metric.field) {
                 Ok(Some(value)) => match value.as_f64() {
                     Some(x) => x,
                     // Not a number: schema-guard's job.

@@ -273,6 +273,8 @@ fn the_perf_map_profiler_names_the_policies_compiled_functions() {
         .to_string();
     assert!(e.contains("vtune") && e.contains("perf-map"), "{e}");
     let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    // A map left by an earlier process with this pid would pass for this one's.
+    let _ = std::fs::remove_file(&map);
     let toml = format!(
         "[engine]\nprofiler = \"perf-map\"\n[[policy]]\nname = \"a\"\npath = {:?}\n\
          [[route]]\nfilter = \"#\"\nchain = [\"a\"]\n",
