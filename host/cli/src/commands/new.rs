@@ -45,6 +45,15 @@ type Files = Vec<(String, String)>;
 /// The contract, copied into projects whose toolchain reads it.
 const WIT: &str = include_str!("../../../../wit/policy.wit");
 
+/// A Rust project's toolchain: the one the SDK is built and tested with (its `rust-version`),
+/// with the target policies build for. Without it a project outside a checkout builds with
+/// whatever toolchain is the default, which may be older than the SDK takes or lack the target.
+const RUST_TOOLCHAIN: &str = concat!(
+    "# The Rust toolchain the twinguard SDK is built and tested with, and the target policies\n",
+    "# build for: `rustup toolchain install` (run here) installs both.\n",
+    include_str!("../../../../rust-toolchain.toml")
+);
+
 /// The componentize-py version the Python SDK is built and tested with
 /// (`scripts/python-tools.sh` pins the same).
 const COMPONENTIZE_PY: &str = "0.25.1";
@@ -263,6 +272,7 @@ fn rust(name: &str, sdk: Option<&Path>) -> Result<Files> {
                 ".cargo/config.toml",
                 include_str!("../../templates/rust/cargo-config.toml"),
             ),
+            ("rust-toolchain.toml", RUST_TOOLCHAIN),
             (
                 "src/lib.rs",
                 include_str!("../../templates/rust/lib.rs.tmpl"),
@@ -335,7 +345,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut out = crate::Out::stdout();
     writeln!(out, "created {} ({} files)", root.display(), files.len())?;
     let next = match args.lang {
-        Lang::Rust => "cargo build --release && twinguard test",
+        Lang::Rust => "rustup toolchain install && cargo build --release && twinguard test",
         Lang::Python => "./build.sh && twinguard test",
         Lang::Js => "npm install && ./build.sh && twinguard test",
     };

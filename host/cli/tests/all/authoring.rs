@@ -525,16 +525,32 @@ fn a_new_rust_project_builds_checks_and_passes_its_tests() {
     let shared = fixtures::workspace().join("target/new-project");
     std::fs::create_dir_all(&shared).unwrap();
     std::os::unix::fs::symlink(&shared, project.join("target")).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = Command::new(cargo)
-        .args(["build", "--release"])
-        .current_dir(&project)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
+    // As the author runs them: rustup's proxies, which pick the toolchain from the project's
+    // folder. Not `$CARGO` or the toolchain this test runs on (`RUSTUP_TOOLCHAIN`): with them
+    // a project without its own `rust-toolchain.toml` built here and failed for an author
+    // whose default toolchain was older than the SDK takes or lacked the target.
+    let as_author = |program: &str, args: &[&str]| {
+        let mut cmd = Command::new(program);
+        cmd.args(args).current_dir(&project);
+        // What cargo and rustup set for this test (`CARGO`, `RUSTUP_TOOLCHAIN`, flags, the
+        // target folder); the homes say where the toolchains are, as in the author's shell.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let ours = key.starts_with("CARGO") || key.starts_with("RUST");
+            if ours && !matches!(key, "CARGO_HOME" | "RUSTUP_HOME" | "RUST_BACKTRACE") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.output().unwrap()
+    };
+    let toolchain = std::fs::read_to_string(project.join("rust-toolchain.toml")).unwrap();
+    assert!(
+        toolchain.contains("wasm32-wasip2"),
+        "the project names the target it builds for: {toolchain}"
+    );
+    let install = as_author("rustup", &["toolchain", "install"]);
+    assert!(install.status.success(), "{}", text(&install));
+    let build = as_author("cargo", &["build", "--release"]);
     assert!(build.status.success(), "{}", text(&build));
     passes_then_fails(
         &project,
