@@ -1807,6 +1807,88 @@ fn a_retained_reading_is_not_replayed_to_the_twin_on_restarts() {
     assert_eq!(judged.iter().filter(|s| **s == 1).count(), 3, "{judged:?}");
 }
 
+/// The count after `name` in a stopped gateway's exit line ("… forwarded 12, …").
+fn exit_count(exit: &str, name: &str) -> u64 {
+    let line = exit
+        .lines()
+        .find(|l| l.contains(" stopped; received "))
+        .unwrap_or_else(|| panic!("no exit line:\n{exit}"));
+    let after = &line[line.find(name).unwrap_or_else(|| panic!("{name}: {line}")) + name.len()..];
+    let digits: String = after
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or_else(|_| panic!("{name}: {line}"))
+}
+
+#[test]
+fn a_stopped_gateway_finishes_what_it_took_and_the_twin_gets_each_message_once() {
+    let (_tmp, s) = setup();
+    let broker = Broker::start(&s.dir, None);
+    let config = write_config(
+        &s,
+        "serve.toml",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "tg-drain",
+        "",
+    );
+    let twin = Peer::connect("twin-drain", broker.port, &["twin/#"], false);
+    let device = Peer::connect("d1-drain", broker.port, &[], false);
+    let serve = Serve::subscribed(&config);
+    const N: u64 = 300;
+    for seq in 1..=N {
+        device.publish(
+            "devices/d1/telemetry",
+            format!(r#"{{"seq":{seq},"temp":21}}"#).into_bytes(),
+        );
+    }
+    // Stopped mid-stream: the twin has the first forwards and the rest are on their way.
+    let mut seen: Vec<u64> = twin
+        .collect(Duration::from_secs(60), |got| !got.is_empty())
+        .iter()
+        .filter_map(|(_, p)| seq_of(p))
+        .collect();
+    assert!(!seen.is_empty(), "nothing forwarded:\n{}", serve.text());
+    let first = serve.stop();
+    // What the first gateway forwarded it also acknowledged before it went: the next one gets
+    // only the rest from the broker, so the twin gets every reading once.
+    let serve = Serve::subscribed(&config);
+    let rest = twin.collect(Duration::from_secs(120), |got| {
+        let mut all: Vec<u64> = seen
+            .iter()
+            .copied()
+            .chain(got.iter().filter_map(|(_, p)| seq_of(p)))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len() as u64 >= N
+    });
+    seen.extend(rest.iter().filter_map(|(_, p)| seq_of(p)));
+    // Anything late (a second copy) would follow within moments.
+    let late = twin.collect(Duration::from_millis(500), |_| false);
+    seen.extend(late.iter().filter_map(|(_, p)| seq_of(p)));
+    let second = serve.stop();
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    let twice: Vec<u64> = sorted
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    sorted.dedup();
+    assert_eq!(sorted, (1..=N).collect::<Vec<_>>(), "{first}\n{second}");
+    assert!(
+        twice.is_empty(),
+        "forwarded twice: {twice:?}\n{first}\n{second}"
+    );
+    assert_eq!(
+        exit_count(&first, "forwarded") + exit_count(&second, "forwarded"),
+        N,
+        "{first}\n{second}"
+    );
+}
+
 #[test]
 fn a_flooding_device_is_shed_and_every_other_devices_message_arrives() {
     let (_tmp, s) = setup();

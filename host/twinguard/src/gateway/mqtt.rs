@@ -202,6 +202,8 @@ pub(super) enum Event {
     Sent(u16),
     /// The broker answered our publish: `Err` carries its refusal (MQTT 5 reason code).
     Acked(u16, Result<(), String>),
+    /// Our DISCONNECT went on the wire, after every request queued before it.
+    Disconnected,
     Other,
 }
 
@@ -233,6 +235,7 @@ impl EventLoop {
                     E::Incoming(P::Publish(p)) => Event::Message(Received::V4(p)),
                     E::Incoming(P::PubAck(a)) => Event::Acked(a.pkid, Ok(())),
                     E::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Event::Sent(pkid),
+                    E::Outgoing(Outgoing::Disconnect) => Event::Disconnected,
                     _ => Event::Other,
                 })
             }
@@ -266,6 +269,7 @@ impl EventLoop {
                         },
                     ),
                     E::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Event::Sent(pkid),
+                    E::Outgoing(Outgoing::Disconnect) => Event::Disconnected,
                     _ => Event::Other,
                 })
             }
