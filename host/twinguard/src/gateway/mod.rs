@@ -259,8 +259,9 @@ impl Gateway {
         self
     }
 
-    /// Runs until `shutdown` resolves. Reconnects with backoff; returns an error only for a
-    /// first connection that cannot succeed by retrying (TLS or refused credentials).
+    /// Runs until `shutdown` resolves, then lets the messages it has taken finish (up to 10 s)
+    /// and disconnects. Reconnects with backoff; returns an error only for a first connection
+    /// that cannot succeed by retrying (TLS or refused credentials).
     pub async fn run(
         &self,
         shutdown: impl std::future::Future<Output = ()>,
