@@ -1825,17 +1825,13 @@ fn exit_count(exit: &str, name: &str) -> u64 {
 #[test]
 fn a_stopped_gateway_finishes_what_it_took_and_the_twin_gets_each_message_once() {
     let (_tmp, s) = setup();
-    let broker = Broker::start(&s.dir, None);
-    let config = write_config(
-        &s,
-        "serve.toml",
-        &format!("mqtt://127.0.0.1:{}", broker.port),
-        "tg-drain",
-        "",
-    );
-    let twin = Peer::connect("twin-drain", broker.port, &["twin/#"], false);
+    let Rig {
+        broker,
+        config,
+        twin,
+        serve,
+    } = rig(&s, "tg-drain", false);
     let device = Peer::connect("d1-drain", broker.port, &[], false);
-    let serve = Serve::subscribed(&config);
     const N: u64 = 300;
     for seq in 1..=N {
         device.publish(
