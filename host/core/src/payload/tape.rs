@@ -299,7 +299,10 @@ impl Tape {
         let mut slots = [0_u64; SLOTS];
         for (i, member) in members.iter().enumerate().take(SLOTS / 2) {
             let key = self.key_identity(bytes, member);
-            let hash = state.hash_one(key);
+            // The bytes alone, not the tuple: hashing it costs a length prefix and a flag byte
+            // more, and keys that differ only in the flag (a CBOR text and byte string with the
+            // same bytes) are told apart by the comparison below.
+            let hash = state.hash_one(key.1);
             let mut at = hash as usize;
             loop {
                 at &= SLOTS - 1;

@@ -688,6 +688,16 @@ fn cbor_escaped_pointers_and_duplicates() {
         cbor(&numbers).field(""),
         Err(FieldError::Malformed(m)) if m.contains("non-text key")
     ));
+    // A byte-string key is told apart by its encoding: h'61' is encoded 0x41 0x61, the bytes
+    // of the text key "Aa". The same bytes, two keys, not one twice.
+    let text_and_bytes = Cv::Map(vec![
+        (t("Aa"), Cv::Integer(1)),
+        (Cv::Bytes(b"a".to_vec()), Cv::Integer(2)),
+    ]);
+    assert_eq!(
+        cbor(&text_and_bytes).field(""),
+        Ok(Some(FieldValue::Object(2)))
+    );
 }
 
 #[test]
