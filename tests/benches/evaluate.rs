@@ -1,7 +1,8 @@
 //! Per-message cost of evaluation, 1 KB JSON payload (release build):
-//! (a) allow-all, reuse; (b) pii-redact, reuse; (c) pii-redact, fresh; (d) the same redaction
-//! as native Rust; (e) a chain of three policies each reading two declared fields, (e2) the same
-//! through `host.field` calls; (f) the Mosquitto bench's four-policy pack on fresh messages.
+//! (a) allow-all, reuse; (b) pii-redact, reuse; (c) pii-redact, fresh, and (c2) allow-all
+//! fresh, the floor under it; (d) the same redaction as native Rust; (e) a chain of three
+//! policies each reading two declared fields, (e2) the same through `host.field` calls; (f) the
+//! Mosquitto bench's four-policy pack on fresh messages.
 //!
 //! Run: `cargo bench -p twinguard-tests --bench evaluate`.
 //!
@@ -111,6 +112,12 @@ fn bench(c: &mut Criterion) {
     let fresh = single("@pii-redact", "fresh", PII);
     c.bench_function("c_pii_redact_fresh", |b| {
         b.iter(|| black_box(fresh.evaluate(black_box(&msg))))
+    });
+    // The floor under (c): a fresh instance of a policy that does nothing. What (c) costs
+    // above it is pii-redact's own work (BENCHMARKS.md, "Fresh instances without WASI").
+    let fresh_floor = single("@allow-all", "fresh", "");
+    c.bench_function("c2_allow_all_fresh", |b| {
+        b.iter(|| black_box(fresh_floor.evaluate(black_box(&msg))))
     });
     // Same fields out; the native version may reprint untouched floats an ulp apart (serde_json
     // round trip), the host copies them byte for byte.
