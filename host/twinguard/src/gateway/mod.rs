@@ -20,6 +20,7 @@
 //! so the broker never has more than its window outstanding towards the gateway.
 
 pub use crate::budget;
+mod batched;
 mod config;
 mod mqtt;
 mod template;

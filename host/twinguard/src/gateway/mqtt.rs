@@ -11,6 +11,8 @@ use rumqttc::{QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
 use twinguard_core::Bytes;
 
+use super::batched;
+
 /// The MQTT protocol version a gateway speaks to its broker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum Protocol {
@@ -57,26 +59,20 @@ const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Opens (lazily: the first poll connects) a client and its event loop.
 pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
-    let transport = s
-        .tls
-        .as_ref()
-        .map(|tls| Transport::Tls(TlsConfiguration::Rustls(Arc::clone(tls))));
     match s.protocol {
         Protocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(s.client_id, s.host, s.port);
-            o.set_keep_alive(s.keep_alive)
-                .set_clean_session(!s.persistent)
-                .set_manual_acks(s.persistent)
-                .set_inflight(s.inflight)
-                .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
-            if let Some((u, p)) = s.credentials {
-                o.set_credentials(u, p);
-            }
-            if let Some(t) = transport {
-                o.set_transport(t);
-            }
-            let (c, mut l) = rumqttc::AsyncClient::new(o, cap);
-            l.set_network_options(network_options());
+            let target = batched::Target {
+                client_id: s.client_id.to_owned(),
+                host: s.host.to_owned(),
+                port: s.port,
+                keep_alive: s.keep_alive,
+                clean_session: !s.persistent,
+                inflight: s.inflight,
+                credentials: s.credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+                tls: s.tls.clone(),
+                max_packet: MQTT_MAX_PACKET,
+            };
+            let (c, l) = batched::client(target, s.persistent, cap);
             (Client::V4(c), EventLoop::V4(l))
         }
         Protocol::V5 => {
@@ -94,8 +90,8 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
             if let Some((u, p)) = s.credentials {
                 o.set_credentials(u, p);
             }
-            if let Some(t) = transport {
-                o.set_transport(t);
+            if let Some(tls) = &s.tls {
+                o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::clone(tls))));
             }
             let (c, l) = c5::AsyncClient::new(o, cap);
             (Client::V5(c), EventLoop::V5(l))
@@ -210,7 +206,7 @@ pub(super) enum Event {
 // One per connection, polled in place: boxing would only add an indirection.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum EventLoop {
-    V4(rumqttc::EventLoop),
+    V4(batched::EventLoop),
     V5(c5::EventLoop),
 }
 
