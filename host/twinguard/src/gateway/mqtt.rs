@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rumqttc::v5 as c5;
 use rumqttc::v5::mqttbytes::v5 as p5;
-use rumqttc::{QoS, TlsConfiguration, Transport};
+use rumqttc::QoS;
 use serde::Deserialize;
 use twinguard_core::Bytes;
 
@@ -59,52 +59,50 @@ const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Opens (lazily: the first poll connects) a client and its event loop.
 pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
+    fn target<V: batched::Version>(s: &Settings<'_>, options: V::Options) -> batched::Target<V> {
+        batched::Target {
+            host: s.host.to_owned(),
+            port: s.port,
+            tls: s.tls.clone(),
+            max_packet: MQTT_MAX_PACKET,
+            options,
+        }
+    }
     match s.protocol {
         Protocol::V311 => {
-            let target = batched::Target {
-                client_id: s.client_id.to_owned(),
-                host: s.host.to_owned(),
-                port: s.port,
-                keep_alive: s.keep_alive,
-                clean_session: !s.persistent,
-                inflight: s.inflight,
-                credentials: s.credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
-                tls: s.tls.clone(),
-                max_packet: MQTT_MAX_PACKET,
-            };
-            let (c, l) = batched::client(target, s.persistent, cap);
-            (Client::V4(c), EventLoop::V4(l))
+            let mut o = rumqttc::MqttOptions::new(s.client_id, s.host, s.port);
+            o.set_keep_alive(s.keep_alive)
+                .set_clean_session(!s.persistent);
+            if let Some((u, p)) = s.credentials {
+                o.set_credentials(u, p);
+            }
+            let state = batched::State4::new(s.inflight, s.persistent);
+            let (tx, l) = batched::EventLoop::new(target(s, o), state, cap);
+            (
+                Client::V4(rumqttc::AsyncClient::from_senders(tx)),
+                EventLoop::V4(l),
+            )
         }
         Protocol::V5 => {
             let mut o = c5::MqttOptions::new(s.client_id, s.host, s.port);
             o.set_keep_alive(s.keep_alive)
                 .set_clean_start(!s.persistent)
-                .set_manual_acks(s.persistent)
-                .set_outgoing_inflight_upper_limit(s.inflight)
                 .set_receive_maximum(Some(s.inflight))
-                .set_max_packet_size(Some(MQTT_MAX_PACKET as u32))
-                .set_network_options(network_options());
+                .set_max_packet_size(Some(MQTT_MAX_PACKET as u32));
             if s.persistent {
                 o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
             }
             if let Some((u, p)) = s.credentials {
                 o.set_credentials(u, p);
             }
-            if let Some(tls) = &s.tls {
-                o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::clone(tls))));
-            }
-            let (c, l) = c5::AsyncClient::new(o, cap);
-            (Client::V5(c), EventLoop::V5(l))
+            let state = batched::State5::new(s.inflight, s.persistent);
+            let (tx, l) = batched::EventLoop::new(target(s, o), state, cap);
+            (
+                Client::V5(c5::AsyncClient::from_senders(tx)),
+                EventLoop::V5(l),
+            )
         }
     }
-}
-
-/// No Nagle: an acknowledgement is a 4-byte write, and delaying it behind the peer's delayed
-/// ACK stalls the whole in-flight window (measured: 125 messages/s instead of thousands).
-fn network_options() -> rumqttc::NetworkOptions {
-    let mut n = rumqttc::NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    n
 }
 
 /// A message the broker delivered, kept until it is acknowledged.
@@ -206,8 +204,8 @@ pub(super) enum Event {
 // One per connection, polled in place: boxing would only add an indirection.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum EventLoop {
-    V4(batched::EventLoop),
-    V5(c5::EventLoop),
+    V4(batched::EventLoop<batched::V4>),
+    V5(batched::EventLoop<batched::V5>),
 }
 
 impl EventLoop {
