@@ -371,6 +371,28 @@ impl Telemetry {
             .build();
         let (s, g) = (stats.clone(), gw.clone());
         meter
+            .u64_observable_counter("twinguard.gateway.writes")
+            .with_unit("{write}")
+            .with_description(
+                "Writes to the broker connection that carried packets (one flush each); \
+                 packets_sent / writes is how many share a write",
+            )
+            .with_callback(move |o| o.observe(s.writes.load(Relaxed), std::slice::from_ref(&g)))
+            .build();
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
+            .u64_observable_counter("twinguard.gateway.packets_sent")
+            .with_unit("{packet}")
+            .with_description(
+                "MQTT packets written to the broker: forwards, alerts, acknowledgements, \
+                 subscriptions, pings",
+            )
+            .with_callback(move |o| {
+                o.observe(s.packets_sent.load(Relaxed), std::slice::from_ref(&g));
+            })
+            .build();
+        let (s, g) = (stats.clone(), gw.clone());
+        meter
             .u64_observable_gauge("twinguard.gateway.in_flight")
             .with_unit("{message}")
             .with_description(

@@ -126,6 +126,18 @@ fn prometheus_scrapes_what_serve_did_and_readiness_follows_the_broker() {
         ("twinguard_gateway_connected".into(), 1.0),
         // Every forward and alert was acknowledged by the broker: nothing left in flight.
         ("twinguard_gateway_in_flight".into(), 0.0),
+        // Its writes carried at least the subscription, 23 forwards and 26 acknowledgements,
+        // and no write went out empty.
+        (
+            "twinguard_gateway_packets_sent_total >= bool 50".into(),
+            1.0,
+        ),
+        (
+            "(twinguard_gateway_writes_total > bool 0) * \
+             (twinguard_gateway_writes_total <= bool twinguard_gateway_packets_sent_total)"
+                .into(),
+            1.0,
+        ),
         ("twinguard_quarantine_held".into(), 3.0),
         (
             r#"twinguard_quarantine_writes_total{twinguard_result="ok"}"#.into(),

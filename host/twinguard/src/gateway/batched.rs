@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,18 +108,18 @@ pub(super) struct EventLoop<V: Version> {
     pending: VecDeque<V::Request>,
     wire: Option<Wire<V>>,
     keepalive: Option<Pin<Box<Sleep>>>,
-    /// Packets handed to each flush that carried any, for the tests.
-    #[cfg(test)]
-    flushes: Vec<usize>,
+    /// Where each flush that carried packets is counted, with its packets.
+    counts: Arc<super::GatewayStats>,
 }
 
 impl<V: Version> EventLoop<V> {
-    /// A loop for `target` over a new request queue of `cap`; returns the queue's sender, for
-    /// the protocol's `AsyncClient::from_senders`.
+    /// A loop for `target` over a new request queue of `cap`, counting its writes in
+    /// `counts`; returns the queue's sender, for the protocol's `AsyncClient::from_senders`.
     pub fn new(
         target: Target<V>,
         state: V::State,
         cap: usize,
+        counts: Arc<super::GatewayStats>,
     ) -> (flume::Sender<V::Request>, Self) {
         let (tx, rx) = flume::bounded(cap);
         let keep_alive = V::keep_alive(&target.options);
@@ -132,8 +133,7 @@ impl<V: Version> EventLoop<V> {
                 pending: VecDeque::new(),
                 wire: None,
                 keepalive: None,
-                #[cfg(test)]
-                flushes: Vec::new(),
+                counts,
             },
         )
     }
@@ -197,15 +197,14 @@ impl<V: Version> EventLoop<V> {
             pending,
             wire,
             keepalive,
-            #[cfg(test)]
-            flushes,
+            counts,
             ..
         } = self;
         let wire = wire.as_mut().ok_or_else(V::requests_done)?;
         // Flow control as rumqttc's: new requests wait while the in-flight window is full or a
         // packet id collided; requests left by a failed connection always go.
         let may_send = !pending.is_empty() || V::window_open(state);
-        let mut fed = 0;
+        let mut fed = 0_u64;
         tokio::select! {
             packet = wire.next() => {
                 let mut packet = packet;
@@ -259,11 +258,10 @@ impl<V: Version> EventLoop<V> {
                 }
             }
         }
-        #[cfg(test)]
         if fed > 0 {
-            flushes.push(fed);
+            counts.writes.fetch_add(1, Ordering::Relaxed);
+            counts.packets_sent.fetch_add(fed, Ordering::Relaxed);
         }
-        let _ = fed;
         match timeout(NETWORK_TIMEOUT, wire.flush()).await {
             Ok(flushed) => flushed.map_err(V::wire_error),
             Err(e) => Err(V::flush_timeout(e)),
@@ -543,6 +541,14 @@ mod tests {
     use rumqttc::{Event, Outgoing, Packet, QoS};
     use twinguard_fixtures::broker::Broker;
 
+    /// The writes a loop has counted, and the packets they carried.
+    fn written<V: Version>(l: &EventLoop<V>) -> (u64, u64) {
+        (
+            l.counts.writes.load(Ordering::Relaxed),
+            l.counts.packets_sent.load(Ordering::Relaxed),
+        )
+    }
+
     fn target(port: u16, client_id: &str, clean_session: bool) -> Target<V4> {
         let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
         options
@@ -562,7 +568,7 @@ mod tests {
         manual_acks: bool,
         cap: usize,
     ) -> (rumqttc::AsyncClient, EventLoop<V4>) {
-        let (tx, l) = EventLoop::new(target, State4::new(100, manual_acks), cap);
+        let (tx, l) = EventLoop::new(target, State4::new(100, manual_acks), cap, Arc::default());
         (rumqttc::AsyncClient::from_senders(tx), l)
     }
 
@@ -597,8 +603,12 @@ mod tests {
                 .unwrap();
         }
         let (mut sent, mut acked) = (Vec::new(), 0);
+        let mut first_write = None;
         while acked < N {
-            match pub_loop.poll().await.unwrap() {
+            let event = pub_loop.poll().await.unwrap();
+            // The first poll's write; its events are handed out before the next one.
+            first_write.get_or_insert_with(|| written(&pub_loop));
+            match event {
                 Event::Outgoing(Outgoing::Publish(pkid)) => sent.push(pkid),
                 Event::Incoming(Packet::PubAck(_)) => acked += 1,
                 _ => {}
@@ -606,10 +616,9 @@ mod tests {
         }
         assert_eq!(sent.len(), N, "one Sent event per publish");
         assert_eq!(
-            pub_loop.flushes.first(),
-            Some(&N),
-            "the {N} queued publishes went out in one write: {:?}",
-            pub_loop.flushes
+            first_write,
+            Some((1, N as u64)),
+            "the {N} queued publishes went out in one write (writes, packets)"
         );
         let mut got = Vec::new();
         while got.len() < N {
@@ -727,7 +736,7 @@ mod tests {
                 max_packet: 1 << 20,
                 options,
             };
-            let (tx, l) = EventLoop::new(target, State5::new(100, false), 64);
+            let (tx, l) = EventLoop::new(target, State5::new(100, false), 64, Arc::default());
             (c5::AsyncClient::from_senders(tx), l)
         };
         let (sub, mut sub_loop) = v5("batched5-sub");
@@ -758,16 +767,18 @@ mod tests {
                 .unwrap();
         }
         let mut acked = 0;
+        let mut first_write = None;
         while acked < N {
-            if let c5::Event::Incoming(p5::Packet::PubAck(_)) = pub_loop.poll().await.unwrap() {
+            let event = pub_loop.poll().await.unwrap();
+            first_write.get_or_insert_with(|| written(&pub_loop));
+            if let c5::Event::Incoming(p5::Packet::PubAck(_)) = event {
                 acked += 1;
             }
         }
         assert_eq!(
-            pub_loop.flushes.first(),
-            Some(&20),
-            "the first write filled the window: {:?}",
-            pub_loop.flushes
+            first_write,
+            Some((1, 20)),
+            "the first write filled the window (writes, packets)"
         );
         let mut got = Vec::new();
         while got.len() < N {

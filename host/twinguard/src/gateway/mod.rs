@@ -92,6 +92,11 @@ pub struct GatewayStats {
     /// The broker's own count of messages it dropped on full queues, all clients together
     /// (`broker-drops-topic`); 0 until the broker reports it.
     pub broker_dropped: AtomicU64,
+    /// Writes (one flush each) that carried packets to the broker, on every connection.
+    pub writes: AtomicU64,
+    /// Packets those writes carried (forwards, alerts, acknowledgements, subscriptions,
+    /// pings): `packets_sent / writes` is how many share a write, 1 when nothing queues.
+    pub packets_sent: AtomicU64,
 }
 
 /// A gateway to one broker, ready to run. Clones share everything, counters included.
@@ -279,16 +284,15 @@ impl Gateway {
             )))
         });
         loop {
-            let (client, eventloop) = mqtt::client(
-                &settings(
-                    &self.config,
-                    &self.broker,
-                    &self.config.client_id,
-                    self.tls.clone(),
-                    true,
-                ),
-                256,
+            let mut session = settings(
+                &self.config,
+                &self.broker,
+                &self.config.client_id,
+                self.tls.clone(),
+                true,
             );
+            session.counts = Some(&self.stats);
+            let (client, eventloop) = mqtt::client(&session, 256);
             let outcome = match self
                 .connection(client, eventloop, &mut ever_connected, shutdown.as_mut())
                 .await
@@ -719,6 +723,7 @@ fn settings<'a>(
             .as_deref()
             .map(|u| (u, config.password.as_deref().unwrap_or_default())),
         tls,
+        counts: None,
     }
 }
 

@@ -47,6 +47,8 @@ pub(super) struct Settings<'a> {
     pub inflight: u16,
     pub credentials: Option<(&'a str, &'a str)>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where the loop counts its writes and the packets they carry (the gateway's session).
+    pub counts: Option<&'a Arc<super::GatewayStats>>,
 }
 
 /// MQTT's own largest packet: the most a remaining length can say (268,435,455) plus the
@@ -68,6 +70,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
             options,
         }
     }
+    let counts = || s.counts.map_or_else(Arc::default, Arc::clone);
     match s.protocol {
         Protocol::V311 => {
             let mut o = rumqttc::MqttOptions::new(s.client_id, s.host, s.port);
@@ -77,7 +80,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
                 o.set_credentials(u, p);
             }
             let state = batched::State4::new(s.inflight, s.persistent);
-            let (tx, l) = batched::EventLoop::new(target(s, o), state, cap);
+            let (tx, l) = batched::EventLoop::new(target(s, o), state, cap, counts());
             (
                 Client::V4(rumqttc::AsyncClient::from_senders(tx)),
                 EventLoop::V4(l),
@@ -96,7 +99,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
                 o.set_credentials(u, p);
             }
             let state = batched::State5::new(s.inflight, s.persistent);
-            let (tx, l) = batched::EventLoop::new(target(s, o), state, cap);
+            let (tx, l) = batched::EventLoop::new(target(s, o), state, cap, counts());
             (
                 Client::V5(c5::AsyncClient::from_senders(tx)),
                 EventLoop::V5(l),
