@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
-use twinguard::gateway::{Gateway, GatewayConfig};
+use twinguard::gateway::{Gateway, GatewayConfig, GatewayStats};
 use twinguard::state::StateDb;
 use twinguard::store::QuarantineStore;
 use twinguard::{FileConfig, Runtime};
@@ -177,6 +177,16 @@ struct Figures {
     /// Messages of both runs that never arrived (counted by sequence number, so a duplicate
     /// does not hide a loss).
     lost: u64,
+    /// Packets per write of the gateway's connection during the saturated run.
+    per_write: Option<f64>,
+}
+
+/// A gateway's writes and the packets they carried so far.
+fn written(stats: &GatewayStats) -> (u64, u64) {
+    (
+        stats.writes.load(Ordering::Relaxed),
+        stats.packets_sent.load(Ordering::Relaxed),
+    )
 }
 
 /// Runs both loads from `topic` (device side) to the twin subscription's receiver.
@@ -186,12 +196,14 @@ async fn measure(
     twin_filter: &str,
     tag: &str,
     base: Instant,
+    gateway: Option<Arc<GatewayStats>>,
 ) -> Figures {
     let (_twin, mut rx) = client(&format!("twin-{tag}"), port, Some(twin_filter)).await;
     let (device, _) = client(&format!("device-{tag}"), port, None).await;
     let now = || u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
     // Throughput: as fast as the client's 100-in-flight window lets it.
+    let before = gateway.as_deref().map(written);
     let start = Instant::now();
     for seq in 0..SATURATION_MESSAGES {
         device
@@ -223,6 +235,12 @@ async fn measure(
     }
     #[allow(clippy::cast_precision_loss)]
     let per_second = saturated.distinct as f64 / last.duration_since(start).as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let per_write = gateway
+        .as_deref()
+        .map(written)
+        .zip(before)
+        .map(|(after, before)| (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64);
     eprintln!("{tag}: {per_second:.0} messages/s; paced run…");
     // Let the gateway catch up first: what the burst left queued behind it (e.g. slow
     // messages of another route) would otherwise land on the paced run's first messages.
@@ -293,6 +311,7 @@ async fn measure(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         lost: saturated.lost() + paced.lost(),
+        per_write,
     }
 }
 
@@ -388,6 +407,7 @@ fn paths(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base: I
         "bench/direct/#",
         "direct",
         base,
+        None,
     ));
     rows.push(("Mosquitto alone (device → twin)", direct));
 
@@ -470,16 +490,20 @@ fn paths(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base: I
             "twin/#",
             &format!("gw{i}"),
             base,
+            Some(running.gateway.stats()),
         ));
         running.stop(rt, port);
         rows.push((name, f));
     }
 
-    println!("\n| path | messages/s (QoS 1, 100 in flight) | p50 latency at {PACED_RATE}/s | p99 latency at {PACED_RATE}/s |");
-    println!("|---|---|---|---|");
+    println!("\n| path | messages/s (QoS 1, 100 in flight) | p50 latency at {PACED_RATE}/s | p99 latency at {PACED_RATE}/s | gateway's packets per write, saturated |");
+    println!("|---|---|---|---|---|");
     for (name, f) in &rows {
+        let per_write = f
+            .per_write
+            .map_or_else(|| "—".to_owned(), |w| format!("{w:.1}"));
         println!(
-            "| {name} | {:.0} | {:.2} ms | {:.2} ms |",
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {per_write} |",
             f.per_second, f.p50_ms, f.p99_ms
         );
     }
@@ -664,6 +688,7 @@ fn hostile(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
             "twin/#",
             &tag,
             base,
+            None,
         ));
         // Hostile messages sent, and those the gateway committed to its store (all of them
         // once it has caught up: waited for, up to a bound).
@@ -853,6 +878,7 @@ fn flooded(rt: &tokio::runtime::Runtime, port: u16, tmp: &std::path::Path, base:
             "twin/#",
             &tag,
             base,
+            None,
         ));
         let sent = flooding.map_or(0, |(stop, task)| {
             stop.store(true, Ordering::Relaxed);
