@@ -373,6 +373,29 @@ impl Peer {
         }
         got
     }
+
+    /// What reaches this subscriber before a marker does: `device` publishes
+    /// `{"seq":<seq>,"temp":21}` on `topic` after what it published before, and this collects
+    /// until the marker arrives. A gateway judges and forwards one device's messages in order,
+    /// so whatever was still to come before the marker (a late second copy, a message that
+    /// should not have passed) is in by then: no fixed wait that a slow machine could outlast.
+    pub(super) fn until_marker(
+        &self,
+        device: &Self,
+        topic: &str,
+        seq: u64,
+    ) -> Vec<(String, Vec<u8>)> {
+        device.publish(topic, format!(r#"{{"seq":{seq},"temp":21}}"#).into_bytes());
+        let mut got = self.collect(Duration::from_secs(60), |g| {
+            g.last().is_some_and(|(_, p)| seq_of(p) == Some(seq))
+        });
+        assert_eq!(
+            got.pop().and_then(|(_, p)| seq_of(&p)),
+            Some(seq),
+            "the marker {seq} did not arrive within 60 s"
+        );
+        got
+    }
 }
 
 pub(super) fn setup() -> (tempfile::TempDir, Setup) {
@@ -479,7 +502,7 @@ fn all_four_outcomes_reach_the_twin_the_store_and_every_sink() {
     );
 
     let got = twin.collect(Duration::from_secs(15), |g| g.len() >= 3);
-    let got_more = twin.collect(Duration::from_millis(500), |_| false);
+    let got_more = twin.until_marker(&device, "devices/d1/telemetry", 5);
     assert!(
         got_more.is_empty(),
         "only three may reach the twin: {got_more:?}"
@@ -551,7 +574,8 @@ fn all_four_outcomes_reach_the_twin_the_store_and_every_sink() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(codes(events), ["malformed", "pii-redacted"], "{file}");
-    assert!(stats.contains("forwarded 3, quarantined 1"), "{stats}");
+    // The three and the marker.
+    assert!(stats.contains("forwarded 4, quarantined 1"), "{stats}");
     broker.stop();
 }
 
@@ -1861,8 +1885,8 @@ fn a_stopped_gateway_finishes_what_it_took_and_the_twin_gets_each_message_once()
         all.len() as u64 >= N
     });
     seen.extend(rest.iter().filter_map(|(_, p)| seq_of(p)));
-    // Anything late (a second copy) would follow within moments.
-    let late = twin.collect(Duration::from_millis(500), |_| false);
+    // A late second copy would come before a marker sent now.
+    let late = twin.until_marker(&device, "devices/d1/telemetry", N + 1);
     seen.extend(late.iter().filter_map(|(_, p)| seq_of(p)));
     let second = serve.stop();
     let mut sorted = seen.clone();
@@ -1878,9 +1902,10 @@ fn a_stopped_gateway_finishes_what_it_took_and_the_twin_gets_each_message_once()
         twice.is_empty(),
         "forwarded twice: {twice:?}\n{first}\n{second}"
     );
+    // Every message once, and the marker.
     assert_eq!(
         exit_count(&first, "forwarded") + exit_count(&second, "forwarded"),
-        N,
+        N + 1,
         "{first}\n{second}"
     );
 }
