@@ -212,6 +212,8 @@ fn summarise(url: &str, ready: bool, why: &str, f: &BTreeMap<String, Samples>) -
             "name": name,
             "connected": pick("twinguard_gateway_connected") == Some(1.0),
             "connections": pick("twinguard_gateway_connections_total"),
+            "writes": pick("twinguard_gateway_writes_total"),
+            "packets_sent": pick("twinguard_gateway_packets_sent_total"),
             "messages": stages,
         })
     })
@@ -292,7 +294,7 @@ fn print(out: &mut crate::Out, r: &Value) -> Result<()> {
         let m = &g["messages"];
         writeln!(
             out,
-            "gateway {}: {} ({} connections); received {}, forwarded {}, quarantined {}, refused {}, store failed {}",
+            "gateway {}: {} ({} connections); received {}, forwarded {}, quarantined {}, refused {}, store failed {}; {} packets sent in {} writes",
             g["name"],
             if g["connected"] == true { "connected" } else { "NOT CONNECTED" },
             n(&g["connections"]),
@@ -301,6 +303,8 @@ fn print(out: &mut crate::Out, r: &Value) -> Result<()> {
             n(&m["quarantined"]),
             n(&m["refused"]),
             n(&m["store_failed"]),
+            n(&g["packets_sent"]),
+            n(&g["writes"]),
         )?;
     }
     for (route, a) in r["routes"].as_object().into_iter().flatten() {

@@ -179,6 +179,16 @@ fn prometheus_scrapes_what_serve_did_and_readiness_follows_the_broker() {
         status["gateways"][0]["messages"]["received"], 26.0,
         "{status}"
     );
+    let (writes, packets) = (
+        status["gateways"][0]["writes"].as_f64().unwrap_or(0.0),
+        status["gateways"][0]["packets_sent"]
+            .as_f64()
+            .unwrap_or(0.0),
+    );
+    assert!(
+        writes > 0.0 && packets >= 50.0 && writes <= packets,
+        "{status}"
+    );
     assert_eq!(status["routes"]["devices/+/telemetry"]["quarantine"], 3.0);
     let schema = status["policies"]
         .as_array()
@@ -195,7 +205,10 @@ fn prometheus_scrapes_what_serve_did_and_readiness_follows_the_broker() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(": ready") && text.contains("received 26") && text.contains("3 held"),
+        text.contains(": ready")
+            && text.contains("received 26")
+            && text.contains(" packets sent in ")
+            && text.contains("3 held"),
         "{text}"
     );
 
