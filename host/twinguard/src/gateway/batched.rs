@@ -108,18 +108,19 @@ pub(super) struct EventLoop<V: Version> {
     pending: VecDeque<V::Request>,
     wire: Option<Wire<V>>,
     keepalive: Option<Pin<Box<Sleep>>>,
-    /// Where each flush that carried packets is counted, with its packets.
-    counts: Arc<super::GatewayStats>,
+    /// Where each flush that carried packets is counted, with its packets; `None` for a
+    /// client whose writes nobody reads (the CLI's publisher, the drops watcher).
+    counts: Option<Arc<super::GatewayStats>>,
 }
 
 impl<V: Version> EventLoop<V> {
     /// A loop for `target` over a new request queue of `cap`, counting its writes in
-    /// `counts`; returns the queue's sender, for the protocol's `AsyncClient::from_senders`.
+    /// `counts` when given; returns the queue's sender, for the protocol's `AsyncClient::from_senders`.
     pub fn new(
         target: Target<V>,
         state: V::State,
         cap: usize,
-        counts: Arc<super::GatewayStats>,
+        counts: Option<Arc<super::GatewayStats>>,
     ) -> (flume::Sender<V::Request>, Self) {
         let (tx, rx) = flume::bounded(cap);
         let keep_alive = V::keep_alive(&target.options);
@@ -258,7 +259,7 @@ impl<V: Version> EventLoop<V> {
                 }
             }
         }
-        if fed > 0 {
+        if let Some(counts) = counts.as_ref().filter(|_| fed > 0) {
             counts.writes.fetch_add(1, Ordering::Relaxed);
             counts.packets_sent.fetch_add(fed, Ordering::Relaxed);
         }
@@ -543,10 +544,12 @@ mod tests {
 
     /// The writes a loop has counted, and the packets they carried.
     fn written<V: Version>(l: &EventLoop<V>) -> (u64, u64) {
-        (
-            l.counts.writes.load(Ordering::Relaxed),
-            l.counts.packets_sent.load(Ordering::Relaxed),
-        )
+        l.counts.as_ref().map_or((0, 0), |c| {
+            (
+                c.writes.load(Ordering::Relaxed),
+                c.packets_sent.load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn target(port: u16, client_id: &str, clean_session: bool) -> Target<V4> {
@@ -568,7 +571,12 @@ mod tests {
         manual_acks: bool,
         cap: usize,
     ) -> (rumqttc::AsyncClient, EventLoop<V4>) {
-        let (tx, l) = EventLoop::new(target, State4::new(100, manual_acks), cap, Arc::default());
+        let (tx, l) = EventLoop::new(
+            target,
+            State4::new(100, manual_acks),
+            cap,
+            Some(Arc::default()),
+        );
         (rumqttc::AsyncClient::from_senders(tx), l)
     }
 
@@ -736,7 +744,7 @@ mod tests {
                 max_packet: 1 << 20,
                 options,
             };
-            let (tx, l) = EventLoop::new(target, State5::new(100, false), 64, Arc::default());
+            let (tx, l) = EventLoop::new(target, State5::new(100, false), 64, Some(Arc::default()));
             (c5::AsyncClient::from_senders(tx), l)
         };
         let (sub, mut sub_loop) = v5("batched5-sub");

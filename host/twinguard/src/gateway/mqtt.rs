@@ -70,7 +70,7 @@ pub(super) fn client(s: &Settings<'_>, cap: usize) -> (Client, EventLoop) {
             options,
         }
     }
-    let counts = || s.counts.map_or_else(Arc::default, Arc::clone);
+    let counts = || s.counts.map(Arc::clone);
     match s.protocol {
         Protocol::V311 => {
             let mut o = rumqttc::MqttOptions::new(s.client_id, s.host, s.port);

@@ -1,0 +1,130 @@
+//! Values a policy hands the host whose strings and lists all point at the same bytes (the
+//! `alias-bomb` guest, written against the canonical ABI by hand, as no SDK would write it).
+//! Copied out one by one they would take terabytes; the host copies at most
+//! `Limits::copy_bytes` (3 × `memory-bytes`) per crossing and faults the policy past it, and
+//! goes on serving every other policy.
+
+use serde_json::json;
+use twinguard::{Action, Fault, Runtime, Verdict};
+use twinguard_tests::{config, json, runtime, substitute};
+
+/// The bomb `bomb` as policy `p` on `bad/#` (memory `memory` bytes), allow-all on `good/#`.
+fn with_good(bomb: &str, memory: u64, config: &str) -> Runtime {
+    runtime(&substitute(&format!(
+        "[[policy]]\nname = \"p\"\npath = \"@alias-bomb\"\n\
+         [policy.limits]\nmemory-bytes = {memory}\n\
+         [policy.config]\nbomb = \"{bomb}\"\n{config}\n\
+         [[policy]]\nname = \"good\"\npath = \"@allow-all\"\n\
+         [[route]]\nfilter = \"bad/#\"\nchain = [\"p\"]\n\
+         [[route]]\nfilter = \"good/#\"\nchain = [\"good\"]\n"
+    )))
+}
+
+/// Evaluates a message on `bad/x`, then one on `good/x` (which must pass), twice over: the
+/// policy's verdict on the bad one.
+fn verdict_of(rt: &Runtime) -> (Verdict, twinguard::Outcome) {
+    let mut last = None;
+    for _ in 0..2 {
+        let mut bad = json(&json!({"v": 1}));
+        bad.topic = "bad/x".into();
+        let out = rt.evaluate(&bad);
+        let mut good = json(&json!({"v": 1}));
+        good.topic = "good/x".into();
+        assert_eq!(rt.evaluate(&good).action, Action::Allow);
+        last = Some(out);
+    }
+    let out = last.unwrap_or_else(|| unreachable!());
+    (out.trace[0].verdict.clone(), out)
+}
+
+/// The `host-call` fault's text for a policy of `memory` bytes.
+fn refused_text(memory: u64) -> String {
+    format!(
+        "the policy handed the host more than {} bytes in one call",
+        3 * memory
+    )
+}
+
+#[test]
+fn aliased_alert_texts_fault_before_the_host_copies_them() {
+    // 100 alerts whose code and detail name one 16 KiB string: 3.2 MiB copied out, from
+    // under 20 KiB of the policy's memory. Past the 3 MiB bound of a 1 MiB policy (and far
+    // below wasmtime's own 128 MiB, which would copy it all and only then find it too large).
+    let rt = with_good("alerts", 1 << 20, "count = \"100\"\nlen = \"16384\"");
+    let (verdict, out) = verdict_of(&rt);
+    let Verdict::Fault(Fault::HostCall(text)) = &verdict else {
+        panic!("expected a host-call fault, got {verdict:?}");
+    };
+    assert!(text.contains(&refused_text(1 << 20)), "{text}");
+    assert!(
+        matches!(out.action, Action::Quarantine { ref reason, .. } if reason.contains(text.as_str())),
+        "{:?}",
+        out.action
+    );
+    assert!(out.alerts.iter().any(|a| a.code == "policy-fault"
+        && a.detail.contains("3 × limits.memory-bytes")));
+}
+
+#[test]
+fn aliased_redaction_edits_fault_under_the_default_memory() {
+    // 100,000 edits whose pointer and mask name one 1 MiB string: 200 GB if copied.
+    let rt = with_good("edits", 16 << 20, "");
+    let (verdict, _) = verdict_of(&rt);
+    let Verdict::Fault(Fault::HostCall(text)) = &verdict else {
+        panic!("expected a host-call fault, got {verdict:?}");
+    };
+    assert!(text.contains(&refused_text(16 << 20)), "{text}");
+}
+
+#[test]
+fn a_little_aliasing_and_a_large_honest_decision_still_pass() {
+    // Three alerts sharing one 100-byte text: within every bound, forwarded with the alerts.
+    let rt = with_good("alerts", 1 << 20, "count = \"3\"\nlen = \"100\"");
+    let (verdict, out) = verdict_of(&rt);
+    assert_eq!(verdict, Verdict::Allow, "{out:?}");
+    assert_eq!(out.action, Action::Alert);
+    assert_eq!(out.alerts.len(), 3);
+    assert!(out.alerts.iter().all(|a| a.detail.len() == 100));
+    // A 60,000-byte reason: under decision-bytes (64 KiB) and the copy bound alike.
+    let rt = with_good("quarantine", 1 << 20, "len = \"60000\"");
+    let (verdict, out) = verdict_of(&rt);
+    assert_eq!(verdict, Verdict::Quarantine, "{out:?}");
+    assert!(
+        matches!(out.action, Action::Quarantine { ref reason, .. } if reason.len() == 60_000),
+        "{:?}",
+        out.action
+    );
+}
+
+#[test]
+fn a_list_that_runs_past_the_memory_is_a_trap() {
+    let rt = with_good("bad-list", 1 << 20, "");
+    let (verdict, _) = verdict_of(&rt);
+    let Verdict::Fault(Fault::Trap(text)) = &verdict else {
+        panic!("expected a trap, got {verdict:?}");
+    };
+    assert!(text.contains("out of bounds"), "{text}");
+}
+
+#[test]
+fn an_aliased_manifest_fails_the_load() {
+    for bomb in ["init-fields", "init-metrics"] {
+        let toml = format!(
+            "[[policy]]\nname = \"p\"\npath = \"@alias-bomb\"\n\
+             [policy.config]\nbomb = \"{bomb}\"\n\
+             [[route]]\nfilter = \"#\"\nchain = [\"p\"]\n"
+        );
+        let Err(e) = Runtime::new(config(&toml)) else {
+            panic!("{bomb}: loaded");
+        };
+        let twinguard::Error::Load {
+            cause: twinguard::LoadError::InitFault(Fault::HostCall(text)),
+            ..
+        } = &e
+        else {
+            panic!("{bomb}: {e:?}");
+        };
+        assert!(text.contains(&refused_text(16 << 20)), "{bomb}: {text}");
+        assert!(e.to_string().contains("\"p\""), "{bomb}: {e}");
+    }
+}
