@@ -62,10 +62,31 @@ impl Default for Limits {
     }
 }
 
+/// wasmtime's own bound on one crossing's copy (its default hostcall fuel).
+const COPY_BYTES_MAX: u64 = 128 << 20;
+
 impl Limits {
     /// The deadline as a [`Duration`].
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Bytes the host may copy out of the policy in one crossing: a host call's arguments,
+    /// the decision `evaluate` returns, the manifest `init` returns. Past it the call is a
+    /// [`Fault::HostCall`].
+    ///
+    /// Three times `memory_bytes` (at most 128 MiB, wasmtime's default): the host's copy of a
+    /// value is at most three times the bytes it takes in the policy's memory (a string's
+    /// 8-byte pointer and length becomes a 24-byte `String`), so whatever a policy can hold
+    /// fits. Only a value whose strings or lists point at the same bytes again and again needs
+    /// more: a 1 MiB string named by 100,000 alerts would be 100 GB on the host.
+    ///
+    /// ```
+    /// let limits = twinguard_core::Limits { memory_bytes: 1 << 20, ..Default::default() };
+    /// assert_eq!(limits.copy_bytes(), 3 << 20);
+    /// ```
+    pub fn copy_bytes(&self) -> u64 {
+        self.memory_bytes.saturating_mul(3).min(COPY_BYTES_MAX)
     }
 }
 

@@ -843,6 +843,7 @@ pub(crate) fn link(
         let limits = Limits::default();
         let mut store = Store::new(ctx.engine, HostState::new(shared, limits.memory_bytes));
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(copy_fuel(&limits));
         // Fuel is enabled engine-wide, so this cannot fail.
         let _ = store.set_fuel(limits.fuel);
         store.set_epoch_deadline(limits.deadline_ms.div_ceil(ctx.epoch_tick_ms.max(1)) + 1);
@@ -1138,6 +1139,7 @@ impl Policy {
         let state = HostState::new(self.shared.clone(), self.spec.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(copy_fuel(&self.spec.limits));
         let deadline = Duration::from_millis(self.spec.limits.deadline_ms);
         let tick = self.epoch_tick;
         let backstop = wall_backstop(deadline);
@@ -1489,6 +1491,16 @@ impl Policy {
         {
             return Fault::HostCall(refused.0.clone());
         }
+        // wasmtime's error type for it is private; its text is all there is to know it by.
+        if e.chain()
+            .any(|c| c.to_string().contains("fuel allocated for hostcalls"))
+        {
+            return Fault::HostCall(format!(
+                "the policy handed the host more than {} bytes in one call (3 × limits.memory-bytes); \
+                 strings or lists that point at the same bytes count each time",
+                self.spec.limits.copy_bytes()
+            ));
+        }
         let mut text = match e.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             // The top-level text is only "error while executing at wasm backtrace"; the
@@ -1505,6 +1517,11 @@ impl Policy {
         }
         Fault::Trap(text)
     }
+}
+
+/// [`Limits::copy_bytes`] as wasmtime's hostcall fuel, which bounds each crossing's copy.
+fn copy_fuel(limits: &Limits) -> usize {
+    usize::try_from(limits.copy_bytes()).unwrap_or(usize::MAX)
 }
 
 /// What a guest printed before trapping: a Rust panic prints "thread … panicked at

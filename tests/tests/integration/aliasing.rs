@@ -48,8 +48,9 @@ fn refused_text(memory: u64) -> String {
 #[test]
 fn aliased_alert_texts_fault_before_the_host_copies_them() {
     // 100 alerts whose code and detail name one 16 KiB string: 3.2 MiB copied out, from
-    // under 20 KiB of the policy's memory. Past the 3 MiB bound of a 1 MiB policy (and far
-    // below wasmtime's own 128 MiB, which would copy it all and only then find it too large).
+    // under 20 KiB of the policy's memory. Past the 3 MiB bound of a 1 MiB policy; under
+    // wasmtime's own 128 MiB, which would let it be copied whole and only then found too
+    // large.
     let rt = with_good("alerts", 1 << 20, "count = \"100\"\nlen = \"16384\"");
     let (verdict, out) = verdict_of(&rt);
     let Verdict::Fault(Fault::HostCall(text)) = &verdict else {
@@ -61,8 +62,10 @@ fn aliased_alert_texts_fault_before_the_host_copies_them() {
         "{:?}",
         out.action
     );
-    assert!(out.alerts.iter().any(|a| a.code == "policy-fault"
-        && a.detail.contains("3 × limits.memory-bytes")));
+    assert!(out
+        .alerts
+        .iter()
+        .any(|a| a.code == "policy-fault" && a.detail.contains("3 × limits.memory-bytes")));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Integration tests: real guest components, built from source, run through the real host.
 
+mod aliasing;
 mod chain;
 mod concurrency;
 mod contract;

@@ -126,7 +126,11 @@ fn decision(b: &Bomb) -> u32 {
 }
 
 /// The config's value for `key`, from the lowered `list<tuple<string, string>>`.
-fn config_value(entries: &[[u32; 4]], key: &str, read: impl Fn(u32, u32) -> String) -> Option<String> {
+fn config_value(
+    entries: &[[u32; 4]],
+    key: &str,
+    read: impl Fn(u32, u32) -> String,
+) -> Option<String> {
     entries
         .iter()
         .find(|e| read(e[0], e[1]) == key)
@@ -135,15 +139,22 @@ fn config_value(entries: &[[u32; 4]], key: &str, read: impl Fn(u32, u32) -> Stri
 
 #[allow(unsafe_code)]
 mod exports {
+    /// What the generated glue does before any export's code: run the constructors once.
+    fn ctors() {
+        #[cfg(target_arch = "wasm32")]
+        wit_bindgen::rt::run_ctors_once();
+    }
+
     /// `init(config: list<tuple<string, string>>) -> result<manifest, string>`.
     #[export_name = "twinguard:policy/handler@0.2.0#init"]
     extern "C" fn init(ptr: *const [u32; 4], len: usize) -> u32 {
         wit_bindgen::rt::maybe_link_cabi_realloc();
-        wit_bindgen::rt::run_ctors_once();
+        ctors();
         // SAFETY: the host lowered `len` entries at `ptr`, each four words (two strings);
         // the strings' bytes are valid UTF-8 it wrote.
         let entries = unsafe { std::slice::from_raw_parts(ptr, len) };
         let read = |p: u32, n: u32| {
+            // SAFETY: `p` and `n` are one of those strings' address and length.
             let bytes = unsafe { std::slice::from_raw_parts(p as usize as *const u8, n as usize) };
             String::from_utf8_lossy(bytes).into_owned()
         };
@@ -182,7 +193,7 @@ mod exports {
         _: u32,
         _: u32,
     ) -> u32 {
-        wit_bindgen::rt::run_ctors_once();
+        ctors();
         super::BOMB.with(|b| match &*b.borrow() {
             Some(bomb) => super::decision(bomb),
             None => super::leak_words(vec![0; 8]),
