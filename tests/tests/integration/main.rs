@@ -1,6 +1,5 @@
 //! Integration tests: real guest components, built from source, run through the real host.
 
-mod aliasing;
 mod chain;
 mod concurrency;
 mod contract;
@@ -10,6 +9,7 @@ mod metrics;
 mod pack_a;
 mod pack_b;
 mod pii_detect;
+mod raw_abi;
 mod redaction;
 mod registry;
 mod reload;

@@ -1,8 +1,9 @@
-//! Values a policy hands the host whose strings and lists all point at the same bytes (the
-//! `alias-bomb` guest, written against the canonical ABI by hand, as no SDK would write it).
-//! Copied out one by one they would take terabytes; the host copies at most
-//! `Limits::copy_bytes` (3 × `memory-bytes`) per crossing and faults the policy past it, and
-//! goes on serving every other policy.
+//! What a policy hands the host, written against the canonical ABI by hand (the `raw-abi`
+//! guest), as no SDK would write it. Above all, values whose strings and lists all point at
+//! the same bytes: copied out one by one they would take terabytes. The host copies at most
+//! `Limits::copy_bytes` (3 × `memory-bytes`) per crossing and faults the policy past it; a
+//! malformed value is a fault naming what is wrong. Either way the host goes on serving every
+//! other policy.
 
 use serde_json::json;
 use twinguard::{Action, Fault, Runtime, Verdict};
@@ -10,9 +11,14 @@ use twinguard_tests::{config, json, runtime, substitute};
 
 /// The bomb `bomb` as policy `p` on `bad/#` (memory `memory` bytes), allow-all on `good/#`.
 fn with_good(bomb: &str, memory: u64, config: &str) -> Runtime {
+    with_limits(bomb, &format!("memory-bytes = {memory}"), config)
+}
+
+/// [`with_good`] with the policy's `[policy.limits]` lines given.
+fn with_limits(bomb: &str, limits: &str, config: &str) -> Runtime {
     runtime(&substitute(&format!(
-        "[[policy]]\nname = \"p\"\npath = \"@alias-bomb\"\n\
-         [policy.limits]\nmemory-bytes = {memory}\n\
+        "[[policy]]\nname = \"p\"\npath = \"@raw-abi\"\n\
+         [policy.limits]\n{limits}\n\
          [policy.config]\nbomb = \"{bomb}\"\n{config}\n\
          [[policy]]\nname = \"good\"\npath = \"@allow-all\"\n\
          [[route]]\nfilter = \"bad/#\"\nchain = [\"p\"]\n\
@@ -113,7 +119,7 @@ fn a_list_that_runs_past_the_memory_is_a_trap() {
 fn an_aliased_manifest_fails_the_load() {
     for bomb in ["init-fields", "init-metrics"] {
         let toml = format!(
-            "[[policy]]\nname = \"p\"\npath = \"@alias-bomb\"\n\
+            "[[policy]]\nname = \"p\"\npath = \"@raw-abi\"\n\
              [policy.config]\nbomb = \"{bomb}\"\n\
              [[route]]\nfilter = \"#\"\nchain = [\"p\"]\n"
         );
@@ -130,4 +136,61 @@ fn an_aliased_manifest_fails_the_load() {
         assert!(text.contains(&refused_text(16 << 20)), "{bomb}: {text}");
         assert!(e.to_string().contains("\"p\""), "{bomb}: {e}");
     }
+}
+
+#[test]
+fn a_malformed_decision_is_a_fault_naming_what_is_wrong() {
+    for (bomb, says) in [
+        ("bad-utf8", "invalid utf-8"),
+        ("bad-case", "unexpected discriminant: 7"),
+        ("bad-severity", "unexpected discriminant: 99"),
+        ("misaligned", "not aligned"),
+    ] {
+        let rt = with_good(bomb, 1 << 20, "");
+        let (verdict, _) = verdict_of(&rt);
+        let Verdict::Fault(Fault::Trap(text)) = &verdict else {
+            panic!("{bomb}: expected a trap, got {verdict:?}");
+        };
+        assert!(text.contains(says), "{bomb}: {text}");
+    }
+}
+
+#[test]
+fn envelope_flags_the_contract_lacks_are_ignored() {
+    // The canonical ABI lifts only the flags a type defines: a stray bit grants nothing, and
+    // the policy loads and runs as one that declared the two the contract has.
+    let rt = with_good("init-flags", 1 << 20, "");
+    let (verdict, _) = verdict_of(&rt);
+    assert_eq!(verdict, Verdict::Allow);
+}
+
+#[test]
+fn the_policys_own_allocator_is_held_to_its_limits() {
+    // The host hands the declared device id over through the guest's `cabi_realloc`: guest
+    // code the host calls, under the same fuel, deadline and bounds as `evaluate` itself.
+    let fault = |bomb: &str, limits: &str| {
+        let (verdict, _) = verdict_of(&with_limits(bomb, limits, ""));
+        match verdict {
+            Verdict::Fault(fault) => fault,
+            other => panic!("{bomb}: expected a fault, got {other:?}"),
+        }
+    };
+    let oob = fault("realloc-oob", "");
+    assert!(
+        matches!(&oob, Fault::Trap(t) if t.contains("beyond end of memory")),
+        "{oob:?}"
+    );
+    assert_eq!(
+        fault("realloc-loop", "fuel = 2_000_000"),
+        Fault::Fuel(2_000_000)
+    );
+    assert_eq!(
+        fault("realloc-loop", "fuel = 1_000_000_000_000\ndeadline-ms = 20"),
+        Fault::Deadline(20)
+    );
+    let trap = fault("realloc-trap", "");
+    assert!(
+        matches!(&trap, Fault::Trap(t) if t.contains("unreachable")),
+        "{trap:?}"
+    );
 }
