@@ -18,12 +18,22 @@ function matches(kind, value) {
   switch (kind) {
     case 'string': return value.tag === 'text';
     case 'integer': return value.tag === 'integer';
-    case 'number': return value.tag === 'integer' || value.tag === 'float';
+    // A finite float only: CBOR can carry NaN and the infinities, which JSON cannot.
+    case 'number': return value.tag === 'integer' || (value.tag === 'float' && Number.isFinite(value.val));
     case 'boolean': return value.tag === 'boolean';
     case 'object': return value.tag === 'object';
     case 'array': return value.tag === 'array';
     default: return true;
   }
+}
+
+/** What a field holds, for a reason: as the Rust policy's `described`. */
+function described(value) {
+  if (value.tag === 'float' && !Number.isFinite(value.val)) {
+    const which = Number.isNaN(value.val) ? 'NaN' : value.val > 0 ? 'inf' : '-inf';
+    return `a float that is not finite (${which})`;
+  }
+  return value.describe();
 }
 
 class Rejection {
@@ -211,14 +221,14 @@ class SchemaGuard {
         return new Rejection('schema', `schema-guard: required field ${pointer} (${kind}) is missing from device ${device()}'s payload`);
       }
       if (!matches(kind, r.value)) {
-        return new Rejection('schema', `schema-guard: field ${pointer} from device ${device()} is ${r.value.describe()}, expected ${kind}`);
+        return new Rejection('schema', `schema-guard: field ${pointer} from device ${device()} is ${described(r.value)}, expected ${kind}`);
       }
     }
     for (const [pointer, kind] of this.optional) {
       const r = lookup(pointer);
       if (r.rejection) return r.rejection;
       if (r.value !== undefined && !matches(kind, r.value)) {
-        return new Rejection('schema', `schema-guard: optional field ${pointer} from device ${device()} is ${r.value.describe()}, expected ${kind}`);
+        return new Rejection('schema', `schema-guard: optional field ${pointer} from device ${device()} is ${described(r.value)}, expected ${kind}`);
       }
     }
     for (const pointer of this.forbid) {

@@ -38,7 +38,8 @@ twinguard_guest::selftest!("../selftest.ndjson");
 enum Kind {
     String,
     Integer,
-    /// An integer or a float.
+    /// An integer or a finite float: CBOR can carry NaN and the infinities, which JSON
+    /// cannot, and a twin's arithmetic on one poisons every result after it.
     Number,
     Boolean,
     Object,
@@ -65,7 +66,11 @@ impl Kind {
         match self {
             Self::String => matches!(value, Value::Text(_)),
             Self::Integer => matches!(value, Value::Integer(_)),
-            Self::Number => matches!(value, Value::Integer(_) | Value::Float(_)),
+            Self::Number => match value {
+                Value::Integer(_) => true,
+                Value::Float(x) => x.is_finite(),
+                _ => false,
+            },
             Self::Boolean => matches!(value, Value::Boolean(_)),
             Self::Object => matches!(value, Value::Object(_)),
             Self::Array => matches!(value, Value::Array(_)),
@@ -496,8 +501,17 @@ fn wrong_kind(
         code: "schema",
         reason: format!(
             "schema-guard: {which} {pointer} from device {device} is {}, expected {kind}",
-            value.describe()
+            described(value)
         ),
+    }
+}
+
+/// What a field holds, for a reason: the SDK's description, and for a float that is not a
+/// finite number which one it is (a float's digits are not personal data).
+fn described(value: &Value) -> String {
+    match value {
+        Value::Float(x) if !x.is_finite() => format!("a float that is not finite ({x})"),
+        _ => value.describe(),
     }
 }
 
@@ -905,6 +919,14 @@ mod tests {
     fn kinds() {
         assert!(Kind::Number.matches(&Value::Integer(3)));
         assert!(Kind::Number.matches(&Value::Float(3.5)));
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!Kind::Number.matches(&Value::Float(x)), "{x}");
+            assert!(Kind::Any.matches(&Value::Float(x)), "{x}");
+        }
+        assert_eq!(
+            described(&Value::Float(f64::NEG_INFINITY)),
+            "a float that is not finite (-inf)"
+        );
         assert!(!Kind::Integer.matches(&Value::Float(3.0)));
         assert!(!Kind::String.matches(&Value::Null));
         assert!(Kind::Any.matches(&Value::Null));

@@ -421,13 +421,68 @@ fn to_json(v: toml::Value) -> Value {
     }
 }
 
+/// Whether a TOML value holds a float JSON cannot carry (NaN, an infinity).
+fn holds_non_finite(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Float(f) => !f.is_finite(),
+        toml::Value::Array(a) => a.iter().any(holds_non_finite),
+        toml::Value::Table(t) => t.values().any(holds_non_finite),
+        _ => false,
+    }
+}
+
+/// A TOML payload as CBOR, as the JSON route would encode it (datetimes as text), floats kept.
+fn toml_to_cbor(v: &toml::Value) -> cbor4ii::core::Value {
+    use cbor4ii::core::Value as Cbor;
+    match v {
+        toml::Value::String(s) => Cbor::Text(s.clone()),
+        toml::Value::Integer(i) => Cbor::Integer((*i).into()),
+        toml::Value::Float(f) => Cbor::Float(*f),
+        toml::Value::Boolean(b) => Cbor::Bool(*b),
+        toml::Value::Datetime(d) => Cbor::Text(d.to_string()),
+        toml::Value::Array(a) => Cbor::Array(a.iter().map(toml_to_cbor).collect()),
+        toml::Value::Table(t) => Cbor::Map(
+            t.iter()
+                .map(|(k, v)| (Cbor::Text(k.clone()), toml_to_cbor(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A step's `payload` holding NaN or an infinity: CBOR bytes (as `payload_base64`) when the
+/// step is CBOR; otherwise an error, since JSON would silently turn it into `null`.
+fn non_finite_payload(step: &mut toml::Table) -> std::result::Result<(), String> {
+    let Some(payload) = step.get("payload").filter(|p| holds_non_finite(p)) else {
+        return Ok(());
+    };
+    if step.get("content_type").and_then(toml::Value::as_str) != Some("cbor") {
+        return Err(
+            "payload holds NaN or an infinity, which JSON cannot carry: give \
+                    content_type = \"cbor\" (or the bytes as payload_base64)"
+                .into(),
+        );
+    }
+    let mut writer = cbor4ii::core::utils::BufWriter::new(Vec::new());
+    cbor4ii::core::enc::Encode::encode(&toml_to_cbor(payload), &mut writer)
+        .map_err(|e| format!("payload: {e}"))?;
+    let b64 = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        writer.into_inner(),
+    );
+    step.remove("payload");
+    step.insert("payload_base64".into(), toml::Value::String(b64));
+    Ok(())
+}
+
 fn toml_case(case: CaseTable) -> Result<Case> {
     if case.step.is_empty() {
         bail!("case {:?}: no [[case.step]]", case.name);
     }
     let mut steps = Vec::with_capacity(case.step.len());
-    for (i, step) in case.step.into_iter().enumerate() {
+    for (i, mut step) in case.step.into_iter().enumerate() {
         let label = format!("step {}", i + 1);
+        non_finite_payload(&mut step)
+            .map_err(|e| anyhow::anyhow!("case {:?}, {label}: {e}", case.name))?;
         let mut value = to_json(toml::Value::Table(step));
         if let (0, Some(config), Value::Object(o)) = (i, &case.config, &mut value) {
             if o.contains_key("config") {

@@ -249,6 +249,13 @@ fn malformed_test_files_are_named_errors() {
         ),
         (format!("[policy]\npath = {wasm:?}\n"), "no case"),
         (
+            format!(
+                "[policy]\npath = {wasm:?}\n[[case]]\nname = \"c\"\n[[case.step]]\ndevice = \"d\"\n\
+                 topic = \"t\"\npayload = {{ t = nan }}\nexpect = \"allow\"\n"
+            ),
+            "case \"c\", step 1: payload holds NaN or an infinity, which JSON cannot carry",
+        ),
+        (
             format!("[policy]\npath = \"missing.wasm\"\n[[case]]\nname = \"c\"\n{step}expect = \"allow\"\n"),
             "missing.wasm",
         ),
@@ -689,7 +696,7 @@ fn the_javascript_port_of_schema_guard_agrees_with_the_rust_policy() {
         "schema-guard",
         "JS_WASM",
         &[("RUST_WASM", fixtures::wasm("schema-guard"))],
-        &["41 messages x 5 configurations"],
+        &["44 messages x 5 configurations"],
     );
     let out = twinguard().arg("check").arg(&wasm).output().unwrap();
     let t = text(&out);
