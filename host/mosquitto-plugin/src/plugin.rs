@@ -31,6 +31,8 @@ pub struct Plugin {
     _services: Services,
     /// The watcher's counters (reloads, failures) as last reported in the broker's log.
     logged: Cell<(u64, u64)>,
+    /// The watcher's reload attempts when `logged` was last brought up to date.
+    attempts_seen: Cell<u64>,
     /// Each identity's token bucket (`plugin_opt_device_budget_rate`); `None` when off. Only
     /// the broker's thread touches it, so it takes no lock.
     budgets: RefCell<Option<Budgets>>,
@@ -135,6 +137,7 @@ impl Plugin {
             watcher,
             _services: services,
             logged: Cell::new((0, 0)),
+            attempts_seen: Cell::new(0),
         })
     }
 
@@ -199,9 +202,16 @@ impl Plugin {
     /// What the watcher did since the last call, as lines for the broker's log (warnings
     /// first). Called on the broker's thread, which alone may log.
     pub fn reload_news(&self) -> Vec<(bool, String)> {
-        let Some(status) = self.watcher.as_ref().map(Watcher::status) else {
+        let Some(watcher) = &self.watcher else {
             return Vec::new();
         };
+        // The broker ticks on every pass of its loop, many times per second under load: the
+        // status (a lock, the error's text cloned) only when an attempt was made since.
+        let attempts = watcher.attempts();
+        if self.attempts_seen.replace(attempts) == attempts {
+            return Vec::new();
+        }
+        let status = watcher.status();
         let (reloads, failures) = self.logged.replace((status.reloads, status.failures));
         let mut news = Vec::new();
         if status.failures != failures {

@@ -473,6 +473,48 @@ fn reload_inside_the_broker_loses_no_publish() {
     assert_eq!(masks.len() as u64, sent);
 }
 
+/// The broker's log, read until a line containing `want` shows up (within [`PATIENCE`]).
+fn log_until(log: &Path, want: &str) -> String {
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < end,
+            "no {want:?} in the broker's log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reloads_and_failed_reloads_reach_the_brokers_log_once_each() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("broker.log");
+    let rig = Rig::start(
+        &masking("old"),
+        &format!(
+            "plugin_opt_reload_ms 50\nlog_dest file {}\nlog_type notice\n",
+            log.display()
+        ),
+    );
+    // Traffic keeps the broker's loop (and its ticks) turning, as in production.
+    let device = rig.client("press-7", None, &[]);
+    device.publish("devices/press-7/telemetry", &json!({"seq": 0}));
+    write_config(&rig.config, &masking("new"));
+    log_until(&log, "policies reloaded: generation 2 active");
+    std::fs::write(&rig.config, "[[policy]]\nname = \"broken\"\n").unwrap();
+    device.publish("devices/press-7/telemetry", &json!({"seq": 1}));
+    let text = log_until(&log, "generation 2 stays active");
+    assert_eq!(
+        text.matches("policies reloaded").count(),
+        1,
+        "each reload is reported once:\n{text}"
+    );
+}
+
 #[test]
 fn identity_from_the_username() {
     let policies = policy(

@@ -33,6 +33,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -43,7 +44,7 @@ use crate::{error_chain as chain, Config, FileConfig, Runtime};
 /// A running watcher. Dropping it stops the thread (within one interval) and joins it.
 pub struct Watcher {
     runtime: Runtime,
-    shared: Arc<Mutex<Counters>>,
+    shared: Arc<Shared>,
     /// Closing it stops the thread; a request asks for a reload now.
     requests: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
@@ -140,6 +141,15 @@ pub struct WatchStatus {
     pub restart_needed: Vec<&'static str>,
 }
 
+/// What the watcher's thread reports to the [`Watcher`].
+#[derive(Default)]
+struct Shared {
+    counters: Mutex<Counters>,
+    /// Reload attempts so far, bumped after `counters` took each one's result: read without
+    /// the lock by a poller that asks for [`Watcher::status`] only when it moved.
+    attempts: AtomicU64,
+}
+
 #[derive(Default)]
 struct Counters {
     reloads: u64,
@@ -187,7 +197,7 @@ impl Watcher {
         // returns must count as a change.
         let paths = watched(&config, started.map(|f| &f.runtime));
         let applied = fingerprint(&paths);
-        let shared = Arc::new(Mutex::new(Counters::default()));
+        let shared = Arc::new(Shared::default());
         let (requests, received) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("twinguard-watch".into())
@@ -231,9 +241,19 @@ impl Watcher {
             .unwrap_or_else(|_| Err("the config watcher has stopped".into()))
     }
 
+    /// Reload attempts so far, succeeded or failed, read without a lock: a caller that polls
+    /// often (a broker's every tick) asks for [`status`](Self::status) only when it moved.
+    pub fn attempts(&self) -> u64 {
+        self.shared.attempts.load(Ordering::Acquire)
+    }
+
     /// The counters so far and the active generation.
     pub fn status(&self) -> WatchStatus {
-        let c = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = self
+            .shared
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         WatchStatus {
             generation: self.runtime.policy_set().generation(),
             reloads: c.reloads,
@@ -296,12 +316,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn run(
-        mut self,
-        runtime: &Runtime,
-        shared: &Mutex<Counters>,
-        requests: &mpsc::Receiver<Request>,
-    ) {
+    fn run(mut self, runtime: &Runtime, shared: &Shared, requests: &mpsc::Receiver<Request>) {
         let mut pending: Option<Fingerprint> = None;
         loop {
             match requests.recv_timeout(self.interval) {
@@ -330,12 +345,7 @@ impl Watch {
         }
     }
 
-    fn reload(
-        &mut self,
-        runtime: &Runtime,
-        shared: &Mutex<Counters>,
-        trigger: &str,
-    ) -> Result<u64, String> {
+    fn reload(&mut self, runtime: &Runtime, shared: &Shared, trigger: &str) -> Result<u64, String> {
         let config_path = &self.config;
         let mut restart_needed = None;
         // The files as this attempt reads them, each taken before it is read: an edit made
@@ -370,10 +380,15 @@ impl Watch {
             *first = config;
         }
         self.applied = applied;
-        let mut c = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = shared
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(tables) = restart_needed {
             c.restart_needed = tables;
         }
+        // Under the lock: a poller that sees the new count then waits for it in `status`.
+        shared.attempts.fetch_add(1, Ordering::Release);
         match result {
             Ok(generation) => {
                 c.reloads += 1;
