@@ -16,8 +16,13 @@ fn with_good(bomb: &str, memory: u64, config: &str) -> Runtime {
 
 /// [`with_good`] with the policy's `[policy.limits]` lines given.
 fn with_limits(bomb: &str, limits: &str, config: &str) -> Runtime {
+    with_isolation(bomb, "reuse", limits, config)
+}
+
+/// [`with_limits`] in `isolation` (`reuse` or `fresh`).
+fn with_isolation(bomb: &str, isolation: &str, limits: &str, config: &str) -> Runtime {
     runtime(&substitute(&format!(
-        "[[policy]]\nname = \"p\"\npath = \"@raw-abi\"\n\
+        "[[policy]]\nname = \"p\"\npath = \"@raw-abi\"\nisolation = \"{isolation}\"\n\
          [policy.limits]\n{limits}\n\
          [policy.config]\nbomb = \"{bomb}\"\n{config}\n\
          [[policy]]\nname = \"good\"\npath = \"@allow-all\"\n\
@@ -193,4 +198,27 @@ fn the_policys_own_allocator_is_held_to_its_limits() {
         matches!(&trap, Fault::Trap(t) if t.contains("unreachable")),
         "{trap:?}"
     );
+}
+
+#[test]
+fn fresh_instances_are_held_to_the_same_bounds() {
+    // Each message gets a new instance, made from the memory `init` left (the bomb chosen,
+    // the allocator's mode set): the bounds are the store's, whichever instance it holds.
+    let (verdict, _) = verdict_of(&with_isolation(
+        "alerts",
+        "fresh",
+        "memory-bytes = 1048576",
+        "count = \"100\"\nlen = \"16384\"",
+    ));
+    let Verdict::Fault(Fault::HostCall(text)) = &verdict else {
+        panic!("expected a host-call fault, got {verdict:?}");
+    };
+    assert!(text.contains(&refused_text(1 << 20)), "{text}");
+    let (verdict, _) = verdict_of(&with_isolation(
+        "realloc-loop",
+        "fresh",
+        "fuel = 2_000_000",
+        "",
+    ));
+    assert_eq!(verdict, Verdict::Fault(Fault::Fuel(2_000_000)));
 }
