@@ -145,8 +145,9 @@ pub struct WatchStatus {
 #[derive(Default)]
 struct Shared {
     counters: Mutex<Counters>,
-    /// Reload attempts so far, bumped after `counters` took each one's result: read without
-    /// the lock by a poller that asks for [`Watcher::status`] only when it moved.
+    /// Reload attempts so far, bumped under `counters`' lock with each attempt's result: a
+    /// poller reads it without the lock and asks for [`Watcher::status`] (which takes the lock,
+    /// so it sees that result) only when it moved.
     attempts: AtomicU64,
 }
 

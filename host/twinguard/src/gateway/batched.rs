@@ -115,7 +115,8 @@ pub(super) struct EventLoop<V: Version> {
 
 impl<V: Version> EventLoop<V> {
     /// A loop for `target` over a new request queue of `cap`, counting its writes in
-    /// `counts` when given; returns the queue's sender, for the protocol's `AsyncClient::from_senders`.
+    /// `counts` when given; returns the queue's sender, for the protocol's
+    /// `AsyncClient::from_senders`.
     pub fn new(
         target: Target<V>,
         state: V::State,
