@@ -235,7 +235,7 @@ class SchemaGuard {
       const r = lookup(pointer);
       if (r.rejection) return r.rejection;
       if (r.value !== undefined) {
-        return new Rejection('schema', `schema-guard: forbidden field ${pointer} is present in device ${device()}'s payload (${r.value.describe()})`);
+        return new Rejection('schema', `schema-guard: forbidden field ${pointer} is present in device ${device()}'s payload (${described(r.value)})`);
       }
     }
     return undefined;

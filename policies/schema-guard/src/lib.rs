@@ -522,7 +522,7 @@ fn forbidden(pointer: &str, device: impl fmt::Display, value: &Value) -> Rejecti
         reason: format!(
             "schema-guard: forbidden field {pointer} is present in device {device}'s payload \
              ({})",
-            value.describe()
+            described(value)
         ),
     }
 }

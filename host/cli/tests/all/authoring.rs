@@ -696,7 +696,7 @@ fn the_javascript_port_of_schema_guard_agrees_with_the_rust_policy() {
         "schema-guard",
         "JS_WASM",
         &[("RUST_WASM", fixtures::wasm("schema-guard"))],
-        &["44 messages x 5 configurations"],
+        &["45 messages x 5 configurations"],
     );
     let out = twinguard().arg("check").arg(&wasm).output().unwrap();
     let t = text(&out);
